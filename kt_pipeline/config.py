@@ -1,0 +1,383 @@
+"""The experiment config: one frozen, validated tree of dataclasses.
+
+Values are resolved in a fixed order: the defaults below, then a TOML file, then
+``--set section.key=value`` overrides. Every value is type-checked and range-checked
+once, when the tree is built, so the rest of the pipeline can trust it. The resolved
+tree is saved beside the results (``config.toml``) so a run can be read and repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from hypermodels.mlp import ACTIVATIONS, DEFAULT_SPACE
+from hypermodels.optimizers import OPTIMIZERS
+from hypermodels.schedules import SCHEDULES
+from kt_pipeline.errors import UserInputError
+
+__all__ = [
+    "DataConfig",
+    "ExportConfig",
+    "PipelineConfig",
+    "RuntimeConfig",
+    "SearchConfig",
+    "TunerConfig",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+]
+
+TASKS = ("auto", "binary", "multiclass", "regression")
+TUNERS = ("hyperband", "bayesian", "random")
+STRATEGIES = ("auto", "default", "one_device", "mirrored")
+DIRECTIONS = ("auto", "min", "max")
+
+
+def _fail(field: str, must: str, value: Any) -> UserInputError:
+    return UserInputError(f"`{field}` must be {must}. Received: {value!r}")
+
+
+def _check_choice(field: str, value: str, allowed: Iterable[str]) -> None:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        hint = difflib.get_close_matches(value, allowed, n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise UserInputError(
+            f"`{field}` must be one of {', '.join(allowed)}. Received: {value!r}{suggestion}"
+        )
+
+
+def _check_range(field: str, bounds: tuple[float, float], *, low: float, high: float,
+                 log: bool = False) -> None:
+    lo, hi = bounds
+    if lo > hi:
+        raise UserInputError(f"`{field}` must be [min, max] with min <= max. Received: {list(bounds)}")
+    if lo < low or hi > high:
+        raise _fail(field, f"within [{low}, {high}]", list(bounds))
+    if log and lo <= 0:
+        raise _fail(field, "> 0 at both ends (it is searched on a log scale)", list(bounds))
+
+
+def _check_positive(field: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise _fail(field, ">= 0" if allow_zero else "> 0", value)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the rows come from and how they are split.
+
+    Attributes:
+        source: ``builtin:<name>`` (a scikit-learn bundled set: digits, breast_cancer,
+            wine, iris, diabetes) or a path to a ``.csv``, ``.parquet`` or ``.npz`` file.
+        label: The label column of a CSV/Parquet file (ignored for built-in and NPZ data).
+        task: ``auto`` infers binary/multiclass/regression from the label.
+        validation_fraction: Share of rows the search validates on.
+        test_fraction: Share of rows held out and scored once, on the export.
+    """
+
+    source: str = "builtin:digits"
+    label: str = ""
+    task: str = "auto"
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise _fail("data.source", "a built-in name or a file path", self.source)
+        _check_choice("data.task", self.task, TASKS)
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0 < value < 1:
+                raise _fail(f"data.{name}", "strictly between 0 and 1", value)
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise _fail(
+                "data.validation_fraction + data.test_fraction",
+                "< 0.9 so that training keeps rows",
+                self.validation_fraction + self.test_fraction,
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """The search space. A ``[min, max]`` range with min == max fixes the value.
+
+    Attributes:
+        num_layers: Range of hidden Dense layers.
+        units: Choices of units per hidden layer.
+        activations: Choices of hidden activation.
+        dropout: Range of the dropout rate after each hidden layer.
+        optimizers: Choices of optimizer.
+        learning_rate: Range of the initial learning rate (log scale).
+        schedules: Choices of learning-rate schedule.
+        batch_sizes: Choices of batch size.
+    """
+
+    num_layers: tuple[int, int] = DEFAULT_SPACE["num_layers"]
+    units: tuple[int, ...] = DEFAULT_SPACE["units"]
+    activations: tuple[str, ...] = DEFAULT_SPACE["activations"]
+    dropout: tuple[float, float] = DEFAULT_SPACE["dropout"]
+    optimizers: tuple[str, ...] = DEFAULT_SPACE["optimizers"]
+    learning_rate: tuple[float, float] = DEFAULT_SPACE["learning_rate"]
+    schedules: tuple[str, ...] = DEFAULT_SPACE["schedules"]
+    batch_sizes: tuple[int, ...] = DEFAULT_SPACE["batch_sizes"]
+
+    def __post_init__(self) -> None:
+        _check_range("search.num_layers", self.num_layers, low=0, high=64)
+        _check_range("search.dropout", self.dropout, low=0.0, high=0.95)
+        _check_range("search.learning_rate", self.learning_rate, low=0.0, high=10.0, log=True)
+        for name, allowed in (
+            ("activations", ACTIVATIONS),
+            ("optimizers", OPTIMIZERS),
+            ("schedules", SCHEDULES),
+        ):
+            values = getattr(self, name)
+            if not values:
+                raise _fail(f"search.{name}", "a non-empty list", list(values))
+            for value in values:
+                _check_choice(f"search.{name}", value, allowed)
+        for name in ("units", "batch_sizes"):
+            values = getattr(self, name)
+            if not values or any(v < 1 for v in values):
+                raise _fail(f"search.{name}", "a non-empty list of integers >= 1", list(values))
+
+
+@dataclasses.dataclass(frozen=True)
+class TunerConfig:
+    """The search algorithm and its budget.
+
+    Attributes:
+        algorithm: ``hyperband``, ``bayesian`` or ``random``.
+        objective: Metric to optimise; ``auto`` is ``val_accuracy`` for multiclass,
+            ``val_auc`` for binary and ``val_loss`` for regression.
+        direction: ``min``, ``max`` or ``auto`` (from the metric's name).
+        max_trials: Trials to run; 0 means Hyperband's own schedule, or 20 for the
+            other algorithms. For Hyperband a positive value caps its schedule.
+        max_epochs: Epochs of the longest trial.
+        factor: Hyperband's reduction factor.
+        hyperband_iterations: Times Hyperband runs its whole schedule.
+        executions_per_trial: Models trained per trial (their scores are averaged).
+        early_stopping_patience: Epochs without improvement before a trial stops; 0 off.
+        max_consecutive_failed_trials: The search aborts after this many failures in a row.
+    """
+
+    algorithm: str = "hyperband"
+    objective: str = "auto"
+    direction: str = "auto"
+    max_trials: int = 0
+    max_epochs: int = 20
+    factor: int = 3
+    hyperband_iterations: int = 1
+    executions_per_trial: int = 1
+    early_stopping_patience: int = 5
+    max_consecutive_failed_trials: int = 3
+
+    def __post_init__(self) -> None:
+        _check_choice("tuner.algorithm", self.algorithm, TUNERS)
+        _check_choice("tuner.direction", self.direction, DIRECTIONS)
+        if not self.objective:
+            raise _fail("tuner.objective", "a metric name or 'auto'", self.objective)
+        _check_positive("tuner.max_trials", self.max_trials, allow_zero=True)
+        _check_positive("tuner.early_stopping_patience", self.early_stopping_patience,
+                        allow_zero=True)
+        for name in ("max_epochs", "hyperband_iterations", "executions_per_trial",
+                     "max_consecutive_failed_trials"):
+            _check_positive(f"tuner.{name}", getattr(self, name))
+        if self.factor < 2:
+            raise _fail("tuner.factor", ">= 2", self.factor)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Where the experiment lives and what it runs on.
+
+    Attributes:
+        experiment_dir: Folder for trials, TensorBoard logs, results and the export.
+        seed: Fixes the data split, the search's sampling and weight initialisation.
+        strategy: ``auto`` (MirroredStrategy with more than one GPU, else the default),
+            ``default``, ``one_device`` or ``mirrored``.
+        devices: Devices for ``one_device``/``mirrored``, e.g. ``["/gpu:0", "/gpu:1"]``;
+            empty means all GPUs (or all CPUs when there is no GPU).
+        verbose: Show Keras's per-epoch output.
+    """
+
+    experiment_dir: str = "experiments/default"
+    seed: int = 42
+    strategy: str = "auto"
+    devices: tuple[str, ...] = ()
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.experiment_dir:
+            raise _fail("runtime.experiment_dir", "a folder path", self.experiment_dir)
+        _check_positive("runtime.seed", self.seed, allow_zero=True)
+        _check_choice("runtime.strategy", self.strategy, STRATEGIES)
+        if self.strategy == "one_device" and len(self.devices) > 1:
+            raise _fail("runtime.devices", "at most one device with strategy 'one_device'",
+                        list(self.devices))
+        if self.strategy in ("auto", "default") and self.devices:
+            raise _fail("runtime.devices",
+                        "empty unless runtime.strategy is 'one_device' or 'mirrored'",
+                        list(self.devices))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """The SavedModel export of the best trial.
+
+    Attributes:
+        enabled: Export the best model after the search.
+        version: Folder number under ``export/``; 0 picks the next free number.
+    """
+
+    enabled: bool = True
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive("export.version", self.version, allow_zero=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """The whole experiment config; the only object the pipeline and the CLI see."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    tuner: TunerConfig = dataclasses.field(default_factory=TunerConfig)
+    runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+
+_SECTIONS: dict[str, Any] = typing.get_type_hints(PipelineConfig)
+
+
+def _coerce_scalar(field: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise _fail(field, "true or false", value)
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _fail(field, "an integer", value)
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise _fail(field, "a finite number", value)
+            return float(value)
+        raise _fail(field, "a number", value)
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise _fail(field, "a string", value)
+    raise TypeError(f"unsupported config type {kind} for {field}")  # a bug, not user input
+
+
+def _coerce(field: str, value: Any, annotation: Any) -> Any:
+    """Checks one value against its dataclass annotation and converts lists to tuples."""
+    if typing.get_origin(annotation) is not tuple:
+        return _coerce_scalar(field, value, annotation)
+    args = typing.get_args(annotation)
+    if len(args) == 2 and args[1] is Ellipsis:  # a list of choices
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        return tuple(_coerce_scalar(field, item, args[0]) for item in items)
+    # A fixed-length [min, max] range; a single value fixes it.
+    if not isinstance(value, list | tuple):
+        value = [value, value]
+    if len(value) != len(args):
+        raise _fail(field, f"a list of {len(args)} values [min, max] or a single value", value)
+    return tuple(_coerce_scalar(field, item, kind) for item, kind in zip(value, args, strict=True))
+
+
+def _unknown(field: str, key: str, known: Iterable[str]) -> UserInputError:
+    hint = difflib.get_close_matches(key, list(known), n=1)
+    suggestion = f"; did you mean `{field}{hint[0]}`?" if hint else ""
+    return UserInputError(f"unknown config key `{field}{key}`{suggestion}")
+
+
+def _build(raw: Mapping[str, Any]) -> PipelineConfig:
+    sections: dict[str, Any] = {}
+    for section, section_type in _SECTIONS.items():
+        values = raw.get(section, {})
+        hints = typing.get_type_hints(section_type)
+        kwargs = {key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()}
+        sections[section] = section_type(**kwargs)
+    return PipelineConfig(**sections)
+
+
+def _merge(raw: dict[str, dict[str, Any]], updates: Mapping[str, Any], origin: str) -> None:
+    for section, values in updates.items():
+        if section not in _SECTIONS:
+            raise _unknown("", section, _SECTIONS)
+        if not isinstance(values, dict):
+            raise UserInputError(f"`{section}` in {origin} must be a table [{section}]. "
+                                 f"Received: {values!r}")
+        known = typing.get_type_hints(_SECTIONS[section])
+        for key, value in values.items():
+            if key not in known:
+                raise _unknown(f"{section}.", key, known)
+            raw.setdefault(section, {})[key] = value
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    """Parses ``section.key=value``; the value is read as TOML, else as a bare string."""
+    name, sep, value_text = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise UserInputError(f"`--set` takes section.key=value. Received: {text!r}")
+    try:
+        value = tomllib.loads(f"v = {value_text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text.strip()
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """Resolves defaults, then a TOML file, then ``section.key=value`` overrides.
+
+    Raises:
+        UserInputError: the file is missing or not TOML, a key is unknown, or a
+            value has the wrong type or is out of range.
+    """
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise UserInputError(f"cannot read config file {str(path)!r}: "
+                                 f"{error.strerror or error}") from error
+        try:
+            _merge(raw, tomllib.loads(text), origin=str(path))
+        except tomllib.TOMLDecodeError as error:
+            raise UserInputError(f"config file {str(path)!r} is not valid TOML: {error}") from error
+    for text in overrides:
+        section, key, value = _parse_override(text)
+        _merge(raw, {section: {key: value}}, origin="--set")
+    return _build(raw)
+
+
+def config_to_dict(config: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """The config as plain TOML-able data (tuples become lists)."""
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    return {
+        section.name: {k: plain(v) for k, v in dataclasses.asdict(getattr(config, section.name)).items()}
+        for section in dataclasses.fields(config)
+    }
+
+
+def save_config(config: PipelineConfig, path: str | Path) -> None:
+    """Writes the resolved config as TOML, which `load_config` reads back unchanged."""
+    Path(path).write_text(tomli_w.dumps(config_to_dict(config)), encoding="utf-8")
+

@@ -1,0 +1,17 @@
+"""The one exception type that means "the user gave us something we cannot use".
+
+The CLI turns it into a single line on stderr and exit code 2; anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserInputError"]
+
+
+class UserInputError(ValueError):
+    """Bad input from the user: a config value, a data file, a path.
+
+    The message names the field, file or column and shows the value received,
+    so it can be printed on its own without a traceback.
+    """

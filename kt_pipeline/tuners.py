@@ -1,0 +1,171 @@
+"""KerasTuner tuners with the pipeline's guarantees added by subclassing.
+
+What the subclasses add to KerasTuner's own Hyperband, BayesianOptimization and
+RandomSearch:
+
+* **Seeds that hold.** KerasTuner replaces ``seed=0`` with a random seed; ours keeps
+  it. Each trial's weights are initialised from a seed derived from the experiment
+  seed and the trial id, so a trial is reproducible on its own.
+* **Trial accounting.** Wall time and epochs of every trial are written to
+  ``trial_<id>/stats.json`` for the results table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+
+__all__ = ["ALGORITHMS", "DEFAULT_MAX_TRIALS", "TRIAL_STATS_FILE", "build_tuner", "trial_seed"]
+
+ALGORITHMS = ("hyperband", "bayesian", "random")
+
+#: Trials for random and Bayesian search when the config leaves `max_trials` at 0.
+DEFAULT_MAX_TRIALS = 20
+
+#: Per-trial file with wall time and epochs.
+TRIAL_STATS_FILE = "stats.json"
+
+
+def trial_seed(seed: int, trial_id: str) -> int:
+    """A stable per-trial seed: the same experiment seed and trial id give the same seed."""
+    return zlib.crc32(f"{seed}:{trial_id}".encode()) % (2**31 - 1)
+
+
+def _honour_seed(oracle: keras_tuner.Oracle, seed: int) -> None:
+    """Undoes KerasTuner's ``seed or random.randint(...)`` on a fresh oracle.
+
+    A resumed oracle already carries the seed it saved, so it is left alone.
+    """
+    if oracle.trials:
+        return
+    oracle.seed = seed
+    oracle._seed_state = seed
+    if hasattr(oracle, "_random_state"):  # BayesianOptimizationOracle
+        oracle._random_state = np.random.RandomState(seed)
+        oracle.gpr = oracle._make_gpr()
+
+
+class _PipelineTunerMixin:
+    """Per-trial seeding and accounting, mixed in before a KerasTuner tuner class."""
+
+    oracle: keras_tuner.Oracle
+
+    def __init__(self, *args: Any, seed: int, **kwargs: Any) -> None:
+        self._experiment_seed = seed
+        self._current_trial_id: str | None = None
+        self._trial_started: dict[str, float] = {}
+        self._trial_epochs: dict[str, int] = {}
+        super().__init__(*args, seed=seed, **kwargs)  # type: ignore[call-arg]
+        _honour_seed(self.oracle, seed)
+
+    def on_trial_begin(self, trial: keras_tuner.engine.trial.Trial) -> None:
+        self._trial_started[trial.trial_id] = time.perf_counter()
+        super().on_trial_begin(trial)  # type: ignore[misc]
+
+    def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> Any:
+        self._current_trial_id = trial.trial_id
+        histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        epochs = [len(h.epoch) for h in histories if isinstance(h, keras.callbacks.History)]
+        self._trial_epochs[trial.trial_id] = max(epochs, default=0)
+        return histories
+
+    def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        # Runs after KerasTuner's `clear_session()`, which would wipe an earlier seed.
+        if self._current_trial_id is not None:
+            keras.utils.set_random_seed(trial_seed(self._experiment_seed, self._current_trial_id))
+        return super()._build_hypermodel(hp)  # type: ignore[misc]
+
+    def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
+        started = self._trial_started.pop(trial.trial_id, None)
+        stats = {
+            "seconds": None if started is None else round(time.perf_counter() - started, 3),
+            "epochs": self._trial_epochs.pop(trial.trial_id, 0),
+        }
+        trial_dir = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
+        with open(os.path.join(trial_dir, TRIAL_STATS_FILE), "w", encoding="utf-8") as handle:
+            json.dump(stats, handle)
+        super().on_trial_end(trial)  # type: ignore[misc]
+
+
+class HyperbandTuner(_PipelineTunerMixin, keras_tuner.Hyperband):
+    """KerasTuner's Hyperband with the pipeline's seeding and accounting."""
+
+
+class BayesianTuner(_PipelineTunerMixin, keras_tuner.BayesianOptimization):
+    """KerasTuner's Bayesian optimisation with the pipeline's seeding and accounting."""
+
+
+class RandomTuner(_PipelineTunerMixin, keras_tuner.RandomSearch):
+    """KerasTuner's random search with the pipeline's seeding and accounting."""
+
+
+def build_tuner(
+    hypermodel: keras_tuner.HyperModel,
+    *,
+    algorithm: str,
+    objective: keras_tuner.Objective,
+    directory: str,
+    project_name: str = "search",
+    seed: int = 0,
+    max_trials: int = 0,
+    max_epochs: int = 20,
+    factor: int = 3,
+    hyperband_iterations: int = 1,
+    executions_per_trial: int = 1,
+    max_consecutive_failed_trials: int = 3,
+    distribution_strategy: Any = None,
+    overwrite: bool = False,
+) -> keras_tuner.Tuner:
+    """Builds the named tuner around a hypermodel.
+
+    Args:
+        hypermodel: A `keras_tuner.HyperModel`.
+        algorithm: ``hyperband``, ``bayesian`` or ``random``.
+        objective: The metric and its direction.
+        directory: Folder that holds the tuner's project.
+        project_name: Subfolder of `directory` for the trials.
+        seed: Search seed; 0 is a seed like any other.
+        max_trials: 0 lets Hyperband run its schedule and gives the other algorithms
+            `DEFAULT_MAX_TRIALS`; a positive value caps Hyperband too.
+        max_epochs: Hyperband's longest round.
+        factor: Hyperband's reduction factor.
+        hyperband_iterations: Hyperband's schedule repeats.
+        executions_per_trial: Models trained per trial.
+        max_consecutive_failed_trials: The search stops after this many failures in a row.
+        distribution_strategy: A `tf.distribute.Strategy` for each trial, or None.
+        overwrite: Discard an existing project in `directory`.
+    """
+    common: dict[str, Any] = {
+        "hypermodel": hypermodel,
+        "objective": objective,
+        "seed": seed,
+        "directory": directory,
+        "project_name": project_name,
+        "overwrite": overwrite,
+        "executions_per_trial": executions_per_trial,
+        "max_consecutive_failed_trials": max_consecutive_failed_trials,
+        "distribution_strategy": distribution_strategy,
+    }
+    tuner: keras_tuner.Tuner
+    if algorithm == "hyperband":
+        tuner = HyperbandTuner(
+            max_epochs=max_epochs, factor=factor, hyperband_iterations=hyperband_iterations,
+            **common,
+        )
+        # HyperbandOracle takes no max_trials, but its base Oracle honours one.
+        tuner.oracle.max_trials = max_trials or None
+    elif algorithm == "bayesian":
+        tuner = BayesianTuner(max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
+    elif algorithm == "random":
+        tuner = RandomTuner(max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
+    else:
+        raise ValueError(f"Argument `algorithm` must be one of {ALGORITHMS}. "
+                         f"Received: algorithm={algorithm!r}")
+    return tuner
