@@ -5,7 +5,7 @@ Each HyperModel follows KerasTuner's contract (`build(hp)` returns a compiled mo
 plain KerasTuner tuner.
 """
 
-from hypermodels.mlp import ACTIVATIONS, DEFAULT_SPACE, TASKS, MLPHyperModel
+from hypermodels.mlp import ACTIVATIONS, DEFAULT_SPACE, TASKS, MLPHyperModel, SearchSpace
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer
 from hypermodels.schedules import SCHEDULES, build_schedule
 
@@ -16,6 +16,7 @@ __all__ = [
     "SCHEDULES",
     "TASKS",
     "MLPHyperModel",
+    "SearchSpace",
     "build_optimizer",
     "build_schedule",
 ]

@@ -6,6 +6,7 @@ in, so nothing is adapted per trial), so whatever exports it serves raw features
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer
 from hypermodels.schedules import SCHEDULES, build_schedule
 
-__all__ = ["ACTIVATIONS", "DEFAULT_SPACE", "TASKS", "MLPHyperModel"]
+__all__ = ["ACTIVATIONS", "DEFAULT_SPACE", "TASKS", "MLPHyperModel", "SearchSpace"]
 
 #: Hidden-layer activations a search space may name (Keras activation names).
 ACTIVATIONS = ("relu", "gelu", "selu", "elu", "tanh", "sigmoid", "swish", "leaky_relu")
@@ -25,17 +26,23 @@ ACTIVATIONS = ("relu", "gelu", "selu", "elu", "tanh", "sigmoid", "swish", "leaky
 #: Supervised tasks the model has a head for.
 TASKS = ("binary", "multiclass", "regression")
 
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The ranges and choices `MLPHyperModel` searches. Equal range ends fix a value."""
+
+    num_layers: tuple[int, int] = (1, 3)
+    units: tuple[int, ...] = (64, 128, 256, 512)
+    activations: tuple[str, ...] = ("relu", "gelu", "tanh")
+    dropout: tuple[float, float] = (0.0, 0.5)
+    optimizers: tuple[str, ...] = OPTIMIZERS
+    learning_rate: tuple[float, float] = (1e-4, 1e-2)
+    schedules: tuple[str, ...] = SCHEDULES
+    batch_sizes: tuple[int, ...] = (32, 64, 128)
+
+
 #: The default search space; the pipeline's config starts from the same values.
-DEFAULT_SPACE: dict[str, Any] = {
-    "num_layers": (1, 3),
-    "units": (64, 128, 256, 512),
-    "activations": ("relu", "gelu", "tanh"),
-    "dropout": (0.0, 0.5),
-    "optimizers": OPTIMIZERS,
-    "learning_rate": (1e-4, 1e-2),
-    "schedules": SCHEDULES,
-    "batch_sizes": (32, 64, 128),
-}
+DEFAULT_SPACE = SearchSpace()
 
 
 def _int_range(hp: keras_tuner.HyperParameters, name: str, bounds: tuple[int, int]) -> int:
@@ -98,14 +105,14 @@ class MLPHyperModel(keras_tuner.HyperModel):
         target_std: float = 1.0,
         train_size: int = 1000,
         max_epochs: int = 20,
-        num_layers: tuple[int, int] = DEFAULT_SPACE["num_layers"],
-        units: Sequence[int] = DEFAULT_SPACE["units"],
-        activations: Sequence[str] = DEFAULT_SPACE["activations"],
-        dropout: tuple[float, float] = DEFAULT_SPACE["dropout"],
-        optimizers: Sequence[str] = DEFAULT_SPACE["optimizers"],
-        learning_rate: tuple[float, float] = DEFAULT_SPACE["learning_rate"],
-        schedules: Sequence[str] = DEFAULT_SPACE["schedules"],
-        batch_sizes: Sequence[int] = DEFAULT_SPACE["batch_sizes"],
+        num_layers: tuple[int, int] = DEFAULT_SPACE.num_layers,
+        units: Sequence[int] = DEFAULT_SPACE.units,
+        activations: Sequence[str] = DEFAULT_SPACE.activations,
+        dropout: tuple[float, float] = DEFAULT_SPACE.dropout,
+        optimizers: Sequence[str] = DEFAULT_SPACE.optimizers,
+        learning_rate: tuple[float, float] = DEFAULT_SPACE.learning_rate,
+        schedules: Sequence[str] = DEFAULT_SPACE.schedules,
+        batch_sizes: Sequence[int] = DEFAULT_SPACE.batch_sizes,
         name: str | None = None,
         tunable: bool = True,
     ) -> None:
@@ -129,20 +136,25 @@ class MLPHyperModel(keras_tuner.HyperModel):
         self.target_std = float(target_std) or 1.0
         self.train_size = int(train_size)
         self.max_epochs = int(max_epochs)
-        self.space = {
-            "num_layers": tuple(num_layers),
-            "units": tuple(units),
-            "activations": tuple(activations),
-            "dropout": tuple(dropout),
-            "optimizers": tuple(optimizers),
-            "learning_rate": tuple(learning_rate),
-            "schedules": tuple(schedules),
-            "batch_sizes": tuple(batch_sizes),
-        }
+        self.space = SearchSpace(
+            num_layers=(int(num_layers[0]), int(num_layers[1])),
+            units=tuple(units),
+            activations=tuple(activations),
+            dropout=(float(dropout[0]), float(dropout[1])),
+            optimizers=tuple(optimizers),
+            learning_rate=(float(learning_rate[0]), float(learning_rate[1])),
+            schedules=tuple(schedules),
+            batch_sizes=tuple(batch_sizes),
+        )
 
     @classmethod
     def from_arrays(
-        cls, x_train: np.ndarray, y_train: np.ndarray, *, task: str, max_epochs: int = 20,
+        cls,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        *,
+        task: str,
+        max_epochs: int = 20,
         **space: Any,
     ) -> MLPHyperModel:
         """Builds a hypermodel whose normalisation and head fit these training arrays."""
@@ -172,10 +184,10 @@ class MLPHyperModel(keras_tuner.HyperModel):
             mean=self.feature_mean, variance=self.feature_variance, name="normalize"
         )(inputs)
 
-        num_layers = _int_range(hp, "num_layers", space["num_layers"])
-        units = hp.Choice("units", list(space["units"]))
-        activation = hp.Choice("activation", list(space["activations"]))
-        dropout = _float_range(hp, "dropout", space["dropout"])
+        num_layers = _int_range(hp, "num_layers", space.num_layers)
+        units = hp.Choice("units", list(space.units))
+        activation = hp.Choice("activation", list(space.activations))
+        dropout = _float_range(hp, "dropout", space.dropout)
         for index in range(num_layers):
             x = keras.layers.Dense(units, activation=activation, name=f"dense_{index}")(x)
             if dropout > 0:
@@ -183,15 +195,15 @@ class MLPHyperModel(keras_tuner.HyperModel):
         outputs = self._head(x)
         model = keras.Model(inputs, outputs, name="mlp")
 
-        batch_size = hp.Choice("batch_size", list(space["batch_sizes"]))
-        learning_rate = _float_range(hp, "learning_rate", space["learning_rate"], log=True)
+        batch_size = hp.Choice("batch_size", list(space.batch_sizes))
+        learning_rate = _float_range(hp, "learning_rate", space.learning_rate, log=True)
         schedule = build_schedule(
             hp,
             learning_rate=learning_rate,
             decay_steps=self.steps_per_epoch(batch_size) * self.max_epochs,
-            choices=space["schedules"],
+            choices=space.schedules,
         )
-        optimizer = build_optimizer(hp, learning_rate=schedule, choices=space["optimizers"])
+        optimizer = build_optimizer(hp, learning_rate=schedule, choices=space.optimizers)
         model.compile(optimizer=optimizer, **self._loss_and_metrics())
         return model
 
@@ -218,13 +230,17 @@ class MLPHyperModel(keras_tuner.HyperModel):
         if self.task == "binary":
             return {
                 "loss": "binary_crossentropy",
-                "metrics": [keras.metrics.BinaryAccuracy(name="accuracy"),
-                            keras.metrics.AUC(name="auc")],
+                "metrics": [
+                    keras.metrics.BinaryAccuracy(name="accuracy"),
+                    keras.metrics.AUC(name="auc"),
+                ],
             }
         if self.task == "multiclass":
             return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
         return {
             "loss": "mse",
-            "metrics": [keras.metrics.MeanAbsoluteError(name="mae"),
-                        keras.metrics.RootMeanSquaredError(name="rmse")],
+            "metrics": [
+                keras.metrics.MeanAbsoluteError(name="mae"),
+                keras.metrics.RootMeanSquaredError(name="rmse"),
+            ],
         }

@@ -33,19 +33,25 @@ _SHORTHANDS = (
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="TOML config file; its values override the defaults")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="SECTION.KEY=VALUE",
-                        help="override one config value (TOML syntax, bare text is a string); "
-                             "repeatable, applied after --config")
-    parser.add_argument("--experiment-dir", metavar="DIR",
-                        help="experiment folder (runtime.experiment_dir)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML config file; its values override the defaults"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (TOML syntax, bare text is a string); "
+        "repeatable, applied after --config",
+    )
+    parser.add_argument(
+        "--experiment-dir", metavar="DIR", help="experiment folder (runtime.experiment_dir)"
+    )
 
 
 def _add_debug(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true",
-                        help="show the traceback of an error")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,48 +62,72 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     search = commands.add_parser(
-        "search", help="run a search, export the best model, score the test split",
+        "search",
+        help="run a search, export the best model, score the test split",
         description="Run a KerasTuner search, export the best model as a SavedModel and "
-                    "score the held-out test split on the reloaded export. With no options "
-                    "it tunes an MLP on scikit-learn's bundled digits data set.",
+        "score the held-out test split on the reloaded export. With no options "
+        "it tunes an MLP on scikit-learn's bundled digits data set.",
     )
     _add_config_options(search)
-    search.add_argument("--data", metavar="builtin:NAME|PATH",
-                        help="data.source: builtin:digits|breast_cancer|wine|iris|diabetes, "
-                             "or a .csv/.parquet/.npz file")
+    search.add_argument(
+        "--data",
+        metavar="builtin:NAME|PATH",
+        help="data.source: builtin:digits|breast_cancer|wine|iris|diabetes, "
+        "or a .csv/.parquet/.npz file",
+    )
     search.add_argument("--label", metavar="COLUMN", help="data.label: label column of a file")
-    search.add_argument("--tuner", metavar="NAME",
-                        help="tuner.algorithm: hyperband (default), bayesian or random")
-    search.add_argument("--max-trials", type=int, metavar="N",
-                        help="tuner.max_trials (0: Hyperband's schedule, 20 otherwise)")
-    search.add_argument("--max-epochs", type=int, metavar="N",
-                        help="tuner.max_epochs: epochs of the longest trial")
-    search.add_argument("--seed", type=int, metavar="N",
-                        help="runtime.seed: fixes the split, the sampling and the weights")
-    search.add_argument("--overwrite", action="store_true",
-                        help="discard an existing search in the experiment folder")
-    search.add_argument("--verbose", action="store_true",
-                        help="show Keras's per-epoch output (runtime.verbose)")
+    search.add_argument(
+        "--tuner", metavar="NAME", help="tuner.algorithm: hyperband (default), bayesian or random"
+    )
+    search.add_argument(
+        "--max-trials",
+        type=int,
+        metavar="N",
+        help="tuner.max_trials (0: Hyperband's schedule, 20 otherwise)",
+    )
+    search.add_argument(
+        "--max-epochs", type=int, metavar="N", help="tuner.max_epochs: epochs of the longest trial"
+    )
+    search.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="runtime.seed: fixes the split, the sampling and the weights",
+    )
+    search.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="discard an existing search in the experiment folder",
+    )
+    search.add_argument(
+        "--verbose", action="store_true", help="show Keras's per-epoch output (runtime.verbose)"
+    )
     _add_debug(search)
     search.set_defaults(handler=_search)
 
     export = commands.add_parser(
-        "export", help="re-export the best trial of an existing experiment",
+        "export",
+        help="re-export the best trial of an existing experiment",
         description="Export the best trial of a finished (or interrupted) experiment as a "
-                    "new SavedModel version and score it on the test split. The "
-                    "experiment's saved config.toml is used unless --config is given.",
+        "new SavedModel version and score it on the test split. The "
+        "experiment's saved config.toml is used unless --config is given.",
     )
     _add_config_options(export)
     _add_debug(export)
     export.set_defaults(handler=_export)
 
     predict = commands.add_parser(
-        "predict", help="predict with an exported SavedModel",
+        "predict",
+        help="predict with an exported SavedModel",
         description="Run an exported SavedModel on the feature columns of a CSV/Parquet "
-                    "file (or the 'x' array of an .npz file) and write predictions as CSV.",
+        "file (or the 'x' array of an .npz file) and write predictions as CSV.",
     )
-    predict.add_argument("--model", required=True, metavar="DIR",
-                         help="an export version folder, e.g. experiments/default/export/1")
+    predict.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="an export version folder, e.g. experiments/default/export/1",
+    )
     predict.add_argument("--input", required=True, metavar="FILE", help="rows to predict on")
     predict.add_argument("--output", required=True, metavar="FILE", help="CSV to write")
     _add_debug(predict)
@@ -135,13 +165,16 @@ def _export(args: argparse.Namespace) -> int:
         experiment = Path(args.experiment_dir or "experiments/default")
         config_file = experiment / CONFIG_FILE
         if not config_file.is_file():
-            raise UserInputError(f"experiment directory {str(experiment)!r} has no "
-                                 f"{CONFIG_FILE}; pass --config or --experiment-dir")
+            raise UserInputError(
+                f"experiment directory {str(experiment)!r} has no "
+                f"{CONFIG_FILE}; pass --config or --experiment-dir"
+            )
     config = load_config(config_file, _overrides(args))
     export_dir, scores = export_best(config)
     if export_dir is None:
-        raise UserInputError(f"experiment {config.runtime.experiment_dir!r} has no "
-                             f"completed trial to export")
+        raise UserInputError(
+            f"experiment {config.runtime.experiment_dir!r} has no completed trial to export"
+        )
     print(f"SavedModel: {export_dir}")
     print(f"Held-out test (reloaded SavedModel): {_format_scores(scores)}")
     return 0
@@ -157,8 +190,9 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         info = load_model_info(model_dir)
     except (OSError, ValueError) as error:
-        raise UserInputError(f"--model {args.model!r} is not a kt-pipeline export "
-                             f"(no readable model_info.json)") from error
+        raise UserInputError(
+            f"--model {args.model!r} is not a kt-pipeline export (no readable model_info.json)"
+        ) from error
     x = read_features(args.input, feature_names=info["feature_names"])
     outputs = predict_saved_model(model_dir, x)
     columns: dict[str, object] = {}
@@ -183,9 +217,11 @@ def _print_summary(summary: object) -> None:
 
     assert isinstance(summary, SearchSummary)
     print()
-    print(f"Search finished in {summary.seconds:.1f} s: {summary.trials} trials "
-          f"({summary.completed_trials} completed), {summary.task} task, "
-          f"objective {summary.objective}")
+    print(
+        f"Search finished in {summary.seconds:.1f} s: {summary.trials} trials "
+        f"({summary.completed_trials} completed), {summary.task} task, "
+        f"objective {summary.objective}"
+    )
     if summary.best_trial_id is None:
         print("No trial completed: nothing to export.")
     else:
@@ -204,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    # TensorFlow's Python logger would otherwise pass its INFO chatter to our handler.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -56,11 +56,14 @@ def _check_choice(field: str, value: str, allowed: Iterable[str]) -> None:
         )
 
 
-def _check_range(field: str, bounds: tuple[float, float], *, low: float, high: float,
-                 log: bool = False) -> None:
+def _check_range(
+    field: str, bounds: tuple[float, float], *, low: float, high: float, log: bool = False
+) -> None:
     lo, hi = bounds
     if lo > hi:
-        raise UserInputError(f"`{field}` must be [min, max] with min <= max. Received: {list(bounds)}")
+        raise UserInputError(
+            f"`{field}` must be [min, max] with min <= max. Received: {list(bounds)}"
+        )
     if lo < low or hi > high:
         raise _fail(field, f"within [{low}, {high}]", list(bounds))
     if log and lo <= 0:
@@ -122,14 +125,14 @@ class SearchConfig:
         batch_sizes: Choices of batch size.
     """
 
-    num_layers: tuple[int, int] = DEFAULT_SPACE["num_layers"]
-    units: tuple[int, ...] = DEFAULT_SPACE["units"]
-    activations: tuple[str, ...] = DEFAULT_SPACE["activations"]
-    dropout: tuple[float, float] = DEFAULT_SPACE["dropout"]
-    optimizers: tuple[str, ...] = DEFAULT_SPACE["optimizers"]
-    learning_rate: tuple[float, float] = DEFAULT_SPACE["learning_rate"]
-    schedules: tuple[str, ...] = DEFAULT_SPACE["schedules"]
-    batch_sizes: tuple[int, ...] = DEFAULT_SPACE["batch_sizes"]
+    num_layers: tuple[int, int] = DEFAULT_SPACE.num_layers
+    units: tuple[int, ...] = DEFAULT_SPACE.units
+    activations: tuple[str, ...] = DEFAULT_SPACE.activations
+    dropout: tuple[float, float] = DEFAULT_SPACE.dropout
+    optimizers: tuple[str, ...] = DEFAULT_SPACE.optimizers
+    learning_rate: tuple[float, float] = DEFAULT_SPACE.learning_rate
+    schedules: tuple[str, ...] = DEFAULT_SPACE.schedules
+    batch_sizes: tuple[int, ...] = DEFAULT_SPACE.batch_sizes
 
     def __post_init__(self) -> None:
         _check_range("search.num_layers", self.num_layers, low=0, high=64)
@@ -187,10 +190,15 @@ class TunerConfig:
         if not self.objective:
             raise _fail("tuner.objective", "a metric name or 'auto'", self.objective)
         _check_positive("tuner.max_trials", self.max_trials, allow_zero=True)
-        _check_positive("tuner.early_stopping_patience", self.early_stopping_patience,
-                        allow_zero=True)
-        for name in ("max_epochs", "hyperband_iterations", "executions_per_trial",
-                     "max_consecutive_failed_trials"):
+        _check_positive(
+            "tuner.early_stopping_patience", self.early_stopping_patience, allow_zero=True
+        )
+        for name in (
+            "max_epochs",
+            "hyperband_iterations",
+            "executions_per_trial",
+            "max_consecutive_failed_trials",
+        ):
             _check_positive(f"tuner.{name}", getattr(self, name))
         if self.factor < 2:
             raise _fail("tuner.factor", ">= 2", self.factor)
@@ -222,12 +230,17 @@ class RuntimeConfig:
         _check_positive("runtime.seed", self.seed, allow_zero=True)
         _check_choice("runtime.strategy", self.strategy, STRATEGIES)
         if self.strategy == "one_device" and len(self.devices) > 1:
-            raise _fail("runtime.devices", "at most one device with strategy 'one_device'",
-                        list(self.devices))
+            raise _fail(
+                "runtime.devices",
+                "at most one device with strategy 'one_device'",
+                list(self.devices),
+            )
         if self.strategy in ("auto", "default") and self.devices:
-            raise _fail("runtime.devices",
-                        "empty unless runtime.strategy is 'one_device' or 'mirrored'",
-                        list(self.devices))
+            raise _fail(
+                "runtime.devices",
+                "empty unless runtime.strategy is 'one_device' or 'mirrored'",
+                list(self.devices),
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +322,9 @@ def _build(raw: Mapping[str, Any]) -> PipelineConfig:
     for section, section_type in _SECTIONS.items():
         values = raw.get(section, {})
         hints = typing.get_type_hints(section_type)
-        kwargs = {key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()}
+        kwargs = {
+            key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()
+        }
         sections[section] = section_type(**kwargs)
     return PipelineConfig(**sections)
 
@@ -319,8 +334,9 @@ def _merge(raw: dict[str, dict[str, Any]], updates: Mapping[str, Any], origin: s
         if section not in _SECTIONS:
             raise _unknown("", section, _SECTIONS)
         if not isinstance(values, dict):
-            raise UserInputError(f"`{section}` in {origin} must be a table [{section}]. "
-                                 f"Received: {values!r}")
+            raise UserInputError(
+                f"`{section}` in {origin} must be a table [{section}]. Received: {values!r}"
+            )
         known = typing.get_type_hints(_SECTIONS[section])
         for key, value in values.items():
             if key not in known:
@@ -354,8 +370,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
-            raise UserInputError(f"cannot read config file {str(path)!r}: "
-                                 f"{error.strerror or error}") from error
+            raise UserInputError(
+                f"cannot read config file {str(path)!r}: {error.strerror or error}"
+            ) from error
         try:
             _merge(raw, tomllib.loads(text), origin=str(path))
         except tomllib.TOMLDecodeError as error:
@@ -368,11 +385,14 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 def config_to_dict(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     """The config as plain TOML-able data (tuples become lists)."""
+
     def plain(value: Any) -> Any:
         return list(value) if isinstance(value, tuple) else value
 
     return {
-        section.name: {k: plain(v) for k, v in dataclasses.asdict(getattr(config, section.name)).items()}
+        section.name: {
+            k: plain(v) for k, v in dataclasses.asdict(getattr(config, section.name)).items()
+        }
         for section in dataclasses.fields(config)
     }
 
@@ -380,4 +400,3 @@ def config_to_dict(config: PipelineConfig) -> dict[str, dict[str, Any]]:
 def save_config(config: PipelineConfig, path: str | Path) -> None:
     """Writes the resolved config as TOML, which `load_config` reads back unchanged."""
     Path(path).write_text(tomli_w.dumps(config_to_dict(config)), encoding="utf-8")
-

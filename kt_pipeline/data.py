@@ -43,8 +43,7 @@ def _sklearn_loader(name: str) -> Callable[[], Any]:
 
 #: Built-in data sets: all ship inside scikit-learn, so nothing is downloaded.
 BUILTIN_DATASETS: dict[str, Callable[[], Any]] = {
-    name: _sklearn_loader(name)
-    for name in ("digits", "breast_cancer", "wine", "iris", "diabetes")
+    name: _sklearn_loader(name) for name in ("digits", "breast_cancer", "wine", "iris", "diabetes")
 }
 
 
@@ -137,7 +136,9 @@ def _encode_labels(raw: np.ndarray, task: str, source: str) -> tuple[np.ndarray,
     if len(classes) < 2:
         raise UserInputError(
             f"label of {source!r} must have at least 2 classes for a {task} task. "
-            f"Received one class: {classes[0]!r}" if len(classes) else f"label of {source!r} is empty"
+            f"Received one class: {classes[0]!r}"
+            if len(classes)
+            else f"label of {source!r} is empty"
         )
     if task == "binary" and len(classes) != 2:
         raise UserInputError(
@@ -151,7 +152,9 @@ def _features_from_frame(frame: pd.DataFrame, source: str) -> np.ndarray:
     for column in frame.columns:
         series = frame[column]
         if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
-            example = series.dropna().iloc[0] if series.notna().any() else None
+            numbers = pd.to_numeric(series, errors="coerce")
+            offending = series[numbers.isna() & series.notna()]
+            example = offending.iloc[0] if len(offending) else None
             raise UserInputError(
                 f"column {column!r} of {source!r} must be numeric. Received values such as "
                 f"{example!r}"
@@ -200,11 +203,13 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
                 )
             x, y = archive["x"], archive["y"]
     except (OSError, ValueError) as error:
-        raise UserInputError(f"data file {str(path)!r} is not a readable .npz archive: "
-                             f"{error}") from error
+        raise UserInputError(
+            f"data file {str(path)!r} is not a readable .npz archive: {error}"
+        ) from error
     if x.ndim != 2:
-        raise UserInputError(f"array 'x' of {str(path)!r} must be 2-D (rows, features). "
-                             f"Received shape {x.shape}")
+        raise UserInputError(
+            f"array 'x' of {str(path)!r} must be 2-D (rows, features). Received shape {x.shape}"
+        )
     if y.ndim != 1 or len(y) != len(x):
         raise UserInputError(
             f"array 'y' of {str(path)!r} must be 1-D with one label per row of 'x' "
@@ -213,11 +218,36 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     try:
         x = x.astype("float32")
     except (TypeError, ValueError) as error:
-        raise UserInputError(f"array 'x' of {str(path)!r} must be numeric. "
-                             f"Received dtype {x.dtype}") from error
+        raise UserInputError(
+            f"array 'x' of {str(path)!r} must be numeric. Received dtype {x.dtype}"
+        ) from error
     names = tuple(f"x{i}" for i in range(x.shape[1]))
     _check_finite(x, str(path), names=list(names))
     return x, y, names
+
+
+def _load_table(path: Path, label: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    source = str(path)
+    frame = _read_table(path)
+    if frame.empty:
+        raise UserInputError(f"data source {source!r} has no rows")
+    columns = ", ".join(map(str, frame.columns))
+    if not label:
+        raise UserInputError(
+            f"`data.label` must name the label column of {source!r}. "
+            f"Received: '' (columns: {columns})"
+        )
+    if label not in frame.columns:
+        raise UserInputError(f"label column {label!r} is not in {source!r} (columns: {columns})")
+    labels = frame[label]
+    if labels.isna().any():
+        missing = int(labels.isna().sum())
+        raise UserInputError(f"label column {label!r} of {source!r} has {missing} missing values")
+    features = frame.drop(columns=[label])
+    if features.shape[1] == 0:
+        raise UserInputError(f"data file {source!r} has no feature columns besides {label!r}")
+    x = _features_from_frame(features, source)
+    return x, labels.to_numpy(), tuple(str(c) for c in features.columns)
 
 
 def load_dataset(source: str, *, label: str = "", task: str = "auto") -> Dataset:
@@ -248,28 +278,11 @@ def load_dataset(source: str, *, label: str = "", task: str = "auto") -> Dataset
         if suffix == ".npz":
             x, raw_y, names = _load_npz(path)
         elif suffix in (".csv", ".parquet", ".pq"):
-            frame = _read_table(path)
-            if not label:
-                raise UserInputError(f"`data.label` must name the label column of {source!r}. "
-                                     f"Received: '' (columns: {', '.join(map(str, frame.columns))})")
-            if label not in frame.columns:
-                raise UserInputError(
-                    f"label column {label!r} is not in {source!r} "
-                    f"(columns: {', '.join(map(str, frame.columns))})"
-                )
-            labels = frame[label]
-            if labels.isna().any():
-                raise UserInputError(
-                    f"label column {label!r} of {source!r} has {int(labels.isna().sum())} missing values"
-                )
-            features = frame.drop(columns=[label])
-            if features.shape[1] == 0:
-                raise UserInputError(f"data file {source!r} has no feature columns besides {label!r}")
-            x = _features_from_frame(features, source)
-            raw_y, names = labels.to_numpy(), tuple(str(c) for c in features.columns)
+            x, raw_y, names = _load_table(path, label)
         else:
             raise UserInputError(
-                f"data file {source!r} must end in .csv, .parquet, .pq or .npz. Received: {suffix!r}"
+                f"data file {source!r} must end in .csv, .parquet, .pq or .npz. "
+                f"Received: {suffix!r}"
             )
     if len(x) == 0:
         raise UserInputError(f"data source {source!r} has no rows")
@@ -277,8 +290,14 @@ def load_dataset(source: str, *, label: str = "", task: str = "auto") -> Dataset
     y, encoded_names = _encode_labels(np.asarray(raw_y), resolved_task, source)
     if class_names is None or len(class_names) != len(encoded_names):
         class_names = encoded_names
-    return Dataset(name=source, x=x, y=y, feature_names=names, task=resolved_task,
-                   class_names=class_names if resolved_task != "regression" else ())
+    return Dataset(
+        name=source,
+        x=x,
+        y=y,
+        feature_names=names,
+        task=resolved_task,
+        class_names=class_names if resolved_task != "regression" else (),
+    )
 
 
 def split_dataset(
@@ -337,17 +356,22 @@ def read_features(path: str | Path, *, feature_names: tuple[str, ...] | list[str
     if path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files:
-                raise UserInputError(f"input file {str(path)!r} must hold an array 'x'. "
-                                     f"Received arrays: {sorted(archive.files)}")
+                raise UserInputError(
+                    f"input file {str(path)!r} must hold an array 'x'. "
+                    f"Received arrays: {sorted(archive.files)}"
+                )
             x = archive["x"].astype("float32")
         if x.ndim != 2 or x.shape[1] != len(feature_names):
-            raise UserInputError(f"array 'x' of {str(path)!r} must have shape (rows, "
-                                 f"{len(feature_names)}). Received shape {x.shape}")
+            raise UserInputError(
+                f"array 'x' of {str(path)!r} must have shape (rows, "
+                f"{len(feature_names)}). Received shape {x.shape}"
+            )
         _check_finite(x, str(path), names=list(feature_names))
         return x
     frame = _read_table(path)
     missing = [name for name in feature_names if name not in frame.columns]
     if missing:
-        raise UserInputError(f"input file {str(path)!r} lacks feature column {missing[0]!r} "
-                             f"({len(missing)} missing)")
+        raise UserInputError(
+            f"input file {str(path)!r} lacks feature column {missing[0]!r} ({len(missing)} missing)"
+        )
     return _features_from_frame(frame[list(feature_names)], str(path))

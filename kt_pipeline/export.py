@@ -22,8 +22,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["MODEL_INFO_FILE", "export_model", "load_model_info", "predict_saved_model",
-           "score_predictions"]
+__all__ = [
+    "MODEL_INFO_FILE",
+    "export_model",
+    "load_model_info",
+    "predict_saved_model",
+    "score_predictions",
+]
 
 #: Metadata beside the SavedModel (`assets.extra/` is where TF Serving allows extras).
 MODEL_INFO_FILE = os.path.join("assets.extra", "model_info.json")
@@ -126,8 +131,9 @@ def predict_saved_model(export_dir: str | Path, features: np.ndarray) -> dict[st
     return {name: value.numpy() for name, value in outputs.items()}
 
 
-def score_predictions(outputs: dict[str, np.ndarray], y_true: np.ndarray, *, task: str
-                      ) -> dict[str, float]:
+def score_predictions(
+    outputs: dict[str, np.ndarray], y_true: np.ndarray, *, task: str
+) -> dict[str, float]:
     """Test metrics from an export's outputs: accuracy (and AUC) or MSE, MAE, R²."""
     from sklearn import metrics
 

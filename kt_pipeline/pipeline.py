@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from kt_pipeline.results import write_results
 from kt_pipeline.strategy import make_strategy
 from kt_pipeline.tuners import build_tuner
 
-__all__ = ["SearchSummary", "export_best", "run_search", "resolve_objective"]
+__all__ = ["SearchSummary", "export_best", "resolve_objective", "run_search"]
 
 log = logging.getLogger("kt_pipeline")
 
@@ -79,15 +80,17 @@ def _prepare_experiment_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UserInputError(f"experiment directory {str(path)!r} cannot be created: "
-                             f"{error.strerror or error}") from error
+        raise UserInputError(
+            f"experiment directory {str(path)!r} cannot be created: {error.strerror or error}"
+        ) from error
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserInputError(f"experiment directory {str(path)!r} is not writable")
 
 
 def _load_splits(config: PipelineConfig) -> tuple[data_lib.Dataset, data_lib.Splits]:
-    dataset = data_lib.load_dataset(config.data.source, label=config.data.label,
-                                    task=config.data.task)
+    dataset = data_lib.load_dataset(
+        config.data.source, label=config.data.label, task=config.data.task
+    )
     splits = data_lib.split_dataset(
         dataset,
         validation_fraction=config.data.validation_fraction,
@@ -97,8 +100,9 @@ def _load_splits(config: PipelineConfig) -> tuple[data_lib.Dataset, data_lib.Spl
     return dataset, splits
 
 
-def _make_hypermodel(config: PipelineConfig, dataset: data_lib.Dataset,
-                     splits: data_lib.Splits) -> MLPHyperModel:
+def _make_hypermodel(
+    config: PipelineConfig, dataset: data_lib.Dataset, splits: data_lib.Splits
+) -> MLPHyperModel:
     x, y = splits.train.x, splits.train.y
     regression = dataset.task == "regression"
     return MLPHyperModel(
@@ -115,8 +119,9 @@ def _make_hypermodel(config: PipelineConfig, dataset: data_lib.Dataset,
     )
 
 
-def _make_tuner(config: PipelineConfig, hypermodel: MLPHyperModel, *, task: str,
-                overwrite: bool) -> keras_tuner.Tuner:
+def _make_tuner(
+    config: PipelineConfig, hypermodel: MLPHyperModel, *, task: str, overwrite: bool
+) -> keras_tuner.Tuner:
     tuner_cfg = config.tuner
     return build_tuner(
         hypermodel,
@@ -131,8 +136,9 @@ def _make_tuner(config: PipelineConfig, hypermodel: MLPHyperModel, *, task: str,
         hyperband_iterations=tuner_cfg.hyperband_iterations,
         executions_per_trial=tuner_cfg.executions_per_trial,
         max_consecutive_failed_trials=tuner_cfg.max_consecutive_failed_trials,
-        distribution_strategy=make_strategy(config.runtime.strategy,
-                                            devices=config.runtime.devices),
+        distribution_strategy=make_strategy(
+            config.runtime.strategy, devices=config.runtime.devices
+        ),
         overwrite=overwrite,
     )
 
@@ -142,10 +148,13 @@ def _callbacks(config: PipelineConfig, objective: keras_tuner.Objective) -> list
     # KerasTuner moves this callback into one folder per trial and adds HParams data.
     callbacks: list[Any] = [keras.callbacks.TensorBoard(log_dir=str(experiment / TENSORBOARD_DIR))]
     if config.tuner.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=objective.name, mode=objective.direction,
-            patience=config.tuner.early_stopping_patience,
-        ))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=objective.name,
+                mode=objective.direction,
+                patience=config.tuner.early_stopping_patience,
+            )
+        )
     callbacks.append(keras.callbacks.TerminateOnNaN())
     return callbacks
 
@@ -169,10 +178,13 @@ def export_best(
     if tuner is None:
         experiment = Path(config.runtime.experiment_dir)
         if not (experiment / PROJECT_NAME).is_dir():
-            raise UserInputError(f"experiment directory {str(experiment)!r} holds no search "
-                                 f"(no {PROJECT_NAME!r} folder)")
-        tuner = _make_tuner(config, _make_hypermodel(config, dataset, splits),
-                            task=dataset.task, overwrite=False)
+            raise UserInputError(
+                f"experiment directory {str(experiment)!r} holds no search "
+                f"(no {PROJECT_NAME!r} folder)"
+            )
+        tuner = _make_tuner(
+            config, _make_hypermodel(config, dataset, splits), task=dataset.task, overwrite=False
+        )
     best_trials = tuner.oracle.get_best_trials(1)
     if not best_trials:
         return None, {}
@@ -185,9 +197,13 @@ def export_best(
         feature_names=dataset.feature_names,
         class_names=dataset.class_names,
         version=config.export.version,
-        info={"trial_id": best.trial_id, "objective": tuner.oracle.objective.name,
-              "validation_score": best.score, "data": dataset.name,
-              "hyperparameters": best.hyperparameters.values},
+        info={
+            "trial_id": best.trial_id,
+            "objective": tuner.oracle.objective.name,
+            "validation_score": best.score,
+            "data": dataset.name,
+            "hyperparameters": best.hyperparameters.values,
+        },
     )
     # The held-out score comes from the reloaded SavedModel, exactly what is served.
     outputs = predict_saved_model(export_dir, splits.test.x)
@@ -205,14 +221,24 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     experiment = Path(config.runtime.experiment_dir)
     _prepare_experiment_dir(experiment)
     keras.utils.set_random_seed(config.runtime.seed)
-    log.info("data %s: %s task, %d train / %d validation / %d test rows, %d features",
-             dataset.name, dataset.task, len(splits.train), len(splits.validation),
-             len(splits.test), dataset.x.shape[1])
+    log.info(
+        "data %s: %s task, %d train / %d validation / %d test rows, %d features",
+        dataset.name,
+        dataset.task,
+        len(splits.train),
+        len(splits.validation),
+        len(splits.test),
+        dataset.x.shape[1],
+    )
 
     hypermodel = _make_hypermodel(config, dataset, splits)
     tuner = _make_tuner(config, hypermodel, task=dataset.task, overwrite=overwrite)
     save_config(config, experiment / CONFIG_FILE)
     objective = tuner.oracle.objective
+    # Hyperband hands a promoted trial its parent's checkpoint, optimizer slots
+    # included, while the new model's optimizer has none yet; Keras warns for every
+    # promotion. The weights themselves load.
+    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
     tuner.search(
         splits.train.x,
         splits.train.y,
@@ -229,7 +255,8 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     best_hp = dict(best.hyperparameters.values) if best else {}
     (experiment / BEST_HP_FILE).write_text(json.dumps(best_hp, indent=2), encoding="utf-8")
 
-    export_dir, test_scores = None, {}
+    export_dir: Path | None = None
+    test_scores: dict[str, float] = {}
     if config.export.enabled and best is not None:
         export_dir, test_scores = export_best(config, tuner=tuner, dataset=dataset, splits=splits)
 

@@ -44,8 +44,13 @@ def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
             "seconds": stats.get("seconds"),
         }
         hp = trial.hyperparameters
-        row.update({name: value for name, value in hp.values.items() if hp.is_active(name)
-                    or name.startswith("tuner/")})
+        row.update(
+            {
+                name: value
+                for name, value in hp.values.items()
+                if hp.is_active(name) or name.startswith("tuner/")
+            }
+        )
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:

@@ -35,11 +35,14 @@ def make_strategy(name: str, *, devices: Sequence[str] = ()) -> tf.distribute.St
         UserInputError: an unknown name, or a device that does not exist.
     """
     if name not in STRATEGIES:
-        raise UserInputError(f"`runtime.strategy` must be one of {', '.join(STRATEGIES)}. "
-                             f"Received: {name!r}")
+        raise UserInputError(
+            f"`runtime.strategy` must be one of {', '.join(STRATEGIES)}. Received: {name!r}"
+        )
     gpus = _device_names("GPU")
     if name == "auto":
-        return tf.distribute.MirroredStrategy(gpus) if len(gpus) > 1 else tf.distribute.get_strategy()
+        return (
+            tf.distribute.MirroredStrategy(gpus) if len(gpus) > 1 else tf.distribute.get_strategy()
+        )
     if name == "default":
         return tf.distribute.get_strategy()
 
@@ -47,8 +50,10 @@ def make_strategy(name: str, *, devices: Sequence[str] = ()) -> tf.distribute.St
     canonical = {_canonical(d): d for d in available}
     for device in devices:
         if _canonical(device) not in canonical:
-            raise UserInputError(f"`runtime.devices` names a device that does not exist: "
-                                 f"{device!r} (available: {', '.join(available)})")
+            raise UserInputError(
+                f"`runtime.devices` names a device that does not exist: "
+                f"{device!r} (available: {', '.join(available)})"
+            )
     if name == "one_device":
         device = devices[0] if devices else (gpus or available)[0]
         return tf.distribute.OneDeviceStrategy(device)

@@ -13,6 +13,7 @@ RandomSearch:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import zlib
@@ -31,6 +32,8 @@ DEFAULT_MAX_TRIALS = 20
 
 #: Per-trial file with wall time and epochs.
 TRIAL_STATS_FILE = "stats.json"
+
+log = logging.getLogger("kt_pipeline")
 
 
 def trial_seed(seed: int, trial_id: str) -> int:
@@ -92,6 +95,28 @@ class _PipelineTunerMixin:
         with open(os.path.join(trial_dir, TRIAL_STATS_FILE), "w", encoding="utf-8") as handle:
             json.dump(stats, handle)
         super().on_trial_end(trial)  # type: ignore[misc]
+        _log_trial(self.oracle, trial, stats["seconds"])
+
+
+def _log_trial(
+    oracle: keras_tuner.Oracle, trial: keras_tuner.engine.trial.Trial, seconds: float | None
+) -> None:
+    objective = oracle.objective.name
+    score = "n/a" if trial.score is None else f"{trial.score:.4f}"
+    best = oracle.get_best_trials(1)
+    best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "n/a"
+    total = f"/{oracle.max_trials}" if oracle.max_trials else ""
+    log.info(
+        "trial %d%s (id %s) %s | %s %s | best %s | %s s",
+        len(oracle.end_order),
+        total,
+        trial.trial_id,
+        trial.status,
+        objective,
+        score,
+        best_text,
+        "?" if seconds is None else f"{seconds:.1f}",
+    )
 
 
 class HyperbandTuner(_PipelineTunerMixin, keras_tuner.Hyperband):
@@ -156,7 +181,9 @@ def build_tuner(
     tuner: keras_tuner.Tuner
     if algorithm == "hyperband":
         tuner = HyperbandTuner(
-            max_epochs=max_epochs, factor=factor, hyperband_iterations=hyperband_iterations,
+            max_epochs=max_epochs,
+            factor=factor,
+            hyperband_iterations=hyperband_iterations,
             **common,
         )
         # HyperbandOracle takes no max_trials, but its base Oracle honours one.
@@ -166,6 +193,7 @@ def build_tuner(
     elif algorithm == "random":
         tuner = RandomTuner(max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
     else:
-        raise ValueError(f"Argument `algorithm` must be one of {ALGORITHMS}. "
-                         f"Received: algorithm={algorithm!r}")
+        raise ValueError(
+            f"Argument `algorithm` must be one of {ALGORITHMS}. Received: algorithm={algorithm!r}"
+        )
     return tuner

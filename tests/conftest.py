@@ -1,0 +1,86 @@
+"""Shared fixtures. TensorFlow sees two logical CPU devices, so MirroredStrategy runs
+with two replicas on a machine without GPUs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+# Must happen before TensorFlow initialises its devices, hence at import time.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+
+@pytest.fixture(autouse=True)
+def seed() -> int:
+    """Every test starts from the same global seed."""
+    import keras
+
+    keras.utils.set_random_seed(1234)
+    return 1234
+
+
+def make_frame(rows: int = 120, *, task: str = "binary", seed: int = 0) -> pd.DataFrame:
+    """A small learnable table: the label depends on the first two features."""
+    rng = np.random.default_rng(seed)
+    a, b, c = rng.normal(size=(3, rows))
+    frame = pd.DataFrame({"a": a, "b": b, "c": c, "n": rng.integers(0, 5, rows)})
+    if task == "binary":
+        frame["label"] = np.where(a + b > 0, "yes", "no")
+    elif task == "multiclass":
+        frame["label"] = np.digitize(a + b, [-0.7, 0.7])
+    else:
+        frame["label"] = 3.0 * a - 2.0 * b + 0.1 * rng.normal(size=rows) + 0.5
+    return frame
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Callable[..., Path]:
+    """Writes a `make_frame` table to CSV and returns its path."""
+
+    def write(rows: int = 120, *, task: str = "binary", name: str = "data.csv") -> Path:
+        path = tmp_path / name
+        make_frame(rows, task=task).to_csv(path, index=False)
+        return path
+
+    return write
+
+
+def tiny_search_args(experiment_dir: Path, data: Path | str) -> list[str]:
+    """CLI arguments for a search that finishes in seconds."""
+    return [
+        "search",
+        "--data",
+        str(data),
+        "--label",
+        "label",
+        "--experiment-dir",
+        str(experiment_dir),
+        "--tuner",
+        "random",
+        "--max-trials",
+        "2",
+        "--max-epochs",
+        "2",
+        "--set",
+        "search.units=[8]",
+        "--set",
+        "search.num_layers=1",
+        "--set",
+        "search.learning_rate=[0.01, 0.03]",
+        "--set",
+        "search.optimizers=['adam']",
+        "--set",
+        "search.batch_sizes=[16]",
+    ]

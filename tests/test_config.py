@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kt_pipeline.config import PipelineConfig, load_config, save_config
+from kt_pipeline.errors import UserInputError
+
+
+def test_defaults_run_the_main_job_without_arguments() -> None:
+    config = load_config()
+    assert config == PipelineConfig()
+    assert config.data.source == "builtin:digits"
+    assert config.tuner.algorithm == "hyperband"
+
+
+def test_file_then_overrides_in_that_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[tuner]\nalgorithm = "random"\nmax_trials = 7\n[data]\nsource = "x.csv"\n')
+    config = load_config(path, ["tuner.max_trials=3", "search.units=[16, 32]"])
+    assert config.tuner.algorithm == "random"
+    assert config.tuner.max_trials == 3
+    assert config.data.source == "x.csv"
+    assert config.search.units == (16, 32)
+
+
+def test_single_value_fixes_a_range() -> None:
+    config = load_config(None, ["search.learning_rate=0.003", "search.num_layers=2"])
+    assert config.search.learning_rate == (0.003, 0.003)
+    assert config.search.num_layers == (2, 2)
+
+
+def test_bare_text_is_a_string_and_int_widens_to_float() -> None:
+    config = load_config(
+        None, ["data.source=builtin:wine", "data.test_fraction=0.2", "search.dropout=[0, 1e-1]"]
+    )
+    assert config.data.source == "builtin:wine"
+    assert config.search.dropout == (0.0, 0.1)
+
+
+def test_saved_config_reads_back_unchanged(tmp_path: Path) -> None:
+    config = load_config(None, ["search.optimizers=['sgd']", "runtime.seed=0"])
+    save_config(config, tmp_path / "config.toml")
+    assert load_config(tmp_path / "config.toml") == config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "tuner.max_trial=5",
+            "unknown config key `tuner.max_trial`; did you mean `tuner.max_trials`?",
+        ),
+        ("tunr.max_trials=5", "unknown config key `tunr`; did you mean `tuner`?"),
+        ("tuner.max_trials=abc", "`tuner.max_trials` must be an integer. Received: 'abc'"),
+        ("tuner.max_trials=1.5", "`tuner.max_trials` must be an integer. Received: 1.5"),
+        ("tuner.max_trials=-1", "`tuner.max_trials` must be >= 0. Received: -1"),
+        ("tuner.max_epochs=0", "`tuner.max_epochs` must be > 0. Received: 0"),
+        ("tuner.factor=1", "`tuner.factor` must be >= 2. Received: 1"),
+        ("tuner.algorithm='grid'", "`tuner.algorithm` must be one of hyperband, bayesian, random."),
+        ("search.optimizers=['adma']", "Received: 'adma' (did you mean 'adam'?)"),
+        ("search.schedules=['linear']", "`search.schedules` must be one of"),
+        ("search.activations=[]", "`search.activations` must be a non-empty list"),
+        ("search.units=[0, 8]", "`search.units` must be a non-empty list of integers >= 1"),
+        ("search.dropout=[0.5, 0.1]", "min <= max. Received: [0.5, 0.1]"),
+        ("search.learning_rate=[0, 0.1]", "> 0 at both ends (it is searched on a log scale)"),
+        ("search.num_layers=[1, 2, 3]", "a list of 2 values [min, max]"),
+        ("data.test_fraction=1.5", "`data.test_fraction` must be strictly between 0 and 1"),
+        ("data.task='ranking'", "`data.task` must be one of"),
+        ("runtime.strategy='tpu'", "`runtime.strategy` must be one of"),
+        ("runtime.verbose=1", "`runtime.verbose` must be true or false. Received: 1"),
+        ("runtime.devices=['/gpu:0']", "`runtime.devices` must be empty unless"),
+        ("no_equals_sign", "`--set` takes section.key=value"),
+    ],
+)
+def test_invalid_values_name_the_field_and_the_value(override: str, message: str) -> None:
+    with pytest.raises(UserInputError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="cannot read config file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[tuner\n")
+    with pytest.raises(UserInputError, match="is not valid TOML"):
+        load_config(bad)

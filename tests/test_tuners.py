@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras_tuner
+import numpy as np
+import pytest
+
+from hypermodels import MLPHyperModel
+from kt_pipeline.tuners import DEFAULT_MAX_TRIALS, build_tuner, trial_seed
+
+OBJECTIVE = keras_tuner.Objective("val_accuracy", "max")
+
+
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 3)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int32")
+
+
+def _hypermodel() -> MLPHyperModel:
+    x, y = _data()
+    return MLPHyperModel.from_arrays(
+        x, y, task="binary", units=(4, 8, 16), num_layers=(1, 2), batch_sizes=(16,)
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["hyperband", "bayesian", "random"])
+def test_seed_zero_is_honoured(tmp_path: Path, algorithm: str) -> None:
+    tuner = build_tuner(
+        _hypermodel(), algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=0
+    )
+    assert tuner.oracle.seed == 0
+
+
+def test_same_seed_samples_the_same_trials(tmp_path: Path) -> None:
+    def sampled(directory: Path, seed: int) -> list[dict[str, object]]:
+        tuner = build_tuner(
+            _hypermodel(),
+            algorithm="random",
+            objective=OBJECTIVE,
+            directory=str(directory),
+            seed=seed,
+            max_trials=3,
+        )
+        return [tuner.oracle.populate_space(str(i))["values"] for i in range(3)]
+
+    first = sampled(tmp_path / "a", 0)
+    assert sampled(tmp_path / "b", 0) == first
+    assert sampled(tmp_path / "c", 1) != first
+
+
+def test_trial_seed_is_stable_and_distinct() -> None:
+    assert trial_seed(0, "01") == trial_seed(0, "01")
+    assert len({trial_seed(0, str(i)) for i in range(100)}) == 100
+    assert trial_seed(0, "01") != trial_seed(1, "01")
+
+
+def test_default_budgets(tmp_path: Path) -> None:
+    random = build_tuner(
+        _hypermodel(), algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "r")
+    )
+    hyperband = build_tuner(
+        _hypermodel(), algorithm="hyperband", objective=OBJECTIVE, directory=str(tmp_path / "h")
+    )
+    capped = build_tuner(
+        _hypermodel(),
+        algorithm="hyperband",
+        objective=OBJECTIVE,
+        directory=str(tmp_path / "c"),
+        max_trials=4,
+    )
+    assert random.oracle.max_trials == DEFAULT_MAX_TRIALS
+    assert hyperband.oracle.max_trials is None
+    assert capped.oracle.max_trials == 4
+
+
+def test_trials_record_time_and_epochs_and_reproduce_weights(tmp_path: Path) -> None:
+    x, y = _data()
+
+    def run(directory: Path) -> tuple[keras_tuner.Tuner, list[np.ndarray]]:
+        tuner = build_tuner(
+            _hypermodel(),
+            algorithm="random",
+            objective=OBJECTIVE,
+            directory=str(directory),
+            seed=5,
+            max_trials=2,
+        )
+        tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
+        best = tuner.oracle.get_best_trials(1)[0]
+        return tuner, tuner.load_model(best).get_weights()
+
+    tuner, weights = run(tmp_path / "a")
+    for trial_id in tuner.oracle.trials:
+        stats = json.loads((Path(tuner.get_trial_dir(trial_id)) / "stats.json").read_text())
+        assert stats["epochs"] == 2
+        assert stats["seconds"] > 0
+    _, again = run(tmp_path / "b")
+    for first, second in zip(weights, again, strict=True):
+        np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
+
+
+def test_conditional_hyperparameters_are_in_the_space_before_any_trial(tmp_path: Path) -> None:
+    x, y = _data()
+    hypermodel = MLPHyperModel.from_arrays(x, y, task="binary", optimizers=("adam", "sgd", "adamw"))
+    tuner = build_tuner(
+        hypermodel,
+        algorithm="random",
+        objective=OBJECTIVE,
+        directory=str(tmp_path),
+        seed=3,
+        max_trials=40,
+    )
+    names = {hp.name for hp in tuner.oracle.hyperparameters.space}
+    assert {"sgd_momentum", "adamw_weight_decay"} <= names
+    # So the first trial that picks SGD gets a sampled momentum, not the default 0.0.
+    for index in range(40):
+        values = tuner.oracle.populate_space(str(index))["values"]
+        if values["optimizer"] == "sgd":
+            assert values["sgd_momentum"] != 0.0
+            assert "adamw_weight_decay" not in values
+            break
+    else:
+        pytest.fail("no trial picked sgd")
