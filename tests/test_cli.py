@@ -157,3 +157,24 @@ def test_help_explains_each_command(command: str, capsys: pytest.CaptureFixture[
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "--debug" in capsys.readouterr().out
+
+
+def _plugins(log_dir: Path) -> set[str]:
+    import tensorflow as tf
+
+    names = set()
+    for event_file in log_dir.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            for value in event.summary.value:
+                names.add(value.metadata.plugin_data.plugin_name or value.tag)
+    return names
+
+
+def test_each_trial_logs_scalars_and_hparams_to_tensorboard(finished: tuple[Path, Path]) -> None:
+    experiment, _ = finished
+    trial_dirs = sorted((experiment / "tensorboard").iterdir())
+    assert len(trial_dirs) == 2
+    for trial_dir in trial_dirs:
+        assert "hparams" in _plugins(trial_dir)
+        assert (trial_dir / "execution0" / "train").is_dir()
+        assert (trial_dir / "execution0" / "validation").is_dir()
