@@ -5,18 +5,35 @@ Each HyperModel follows KerasTuner's contract (`build(hp)` returns a compiled mo
 plain KerasTuner tuner.
 """
 
-from hypermodels.mlp import ACTIVATIONS, DEFAULT_SPACE, TASKS, MLPHyperModel, SearchSpace
-from hypermodels.optimizers import OPTIMIZERS, build_optimizer
-from hypermodels.schedules import SCHEDULES, build_schedule
+from hypermodels.features import COLUMN_KINDS, Column, TabularSchema, fit_schema
+from hypermodels.mlp import (
+    ACTIVATIONS,
+    DEFAULT_SPACE,
+    INITIALIZERS,
+    REGRESSION_LOSSES,
+    TASKS,
+    MLPHyperModel,
+    SearchSpace,
+)
+from hypermodels.optimizers import CLIPPING, OPTIMIZERS, build_optimizer
+from hypermodels.schedules import SCHEDULES, build_schedule, schedule_callbacks
 
 __all__ = [
     "ACTIVATIONS",
+    "CLIPPING",
+    "COLUMN_KINDS",
     "DEFAULT_SPACE",
+    "INITIALIZERS",
     "OPTIMIZERS",
+    "REGRESSION_LOSSES",
     "SCHEDULES",
     "TASKS",
+    "Column",
     "MLPHyperModel",
     "SearchSpace",
+    "TabularSchema",
     "build_optimizer",
     "build_schedule",
+    "fit_schema",
+    "schedule_callbacks",
 ]

@@ -1,7 +1,8 @@
-"""`MLPHyperModel`: a searchable multilayer perceptron for tabular features.
+"""`MLPHyperModel`: a searchable multilayer perceptron for tabular data.
 
-The model normalises its own inputs (with statistics of the training split passed
-in, so nothing is adapted per trial), so whatever exports it serves raw features.
+The model carries its own preprocessing (`hypermodels.features`), built from statistics
+of the training split passed in, so nothing is adapted per trial and whatever exports
+the model serves raw columns.
 """
 
 from __future__ import annotations
@@ -15,30 +16,92 @@ import keras
 import keras_tuner
 import numpy as np
 
+from hypermodels.features import TabularSchema, build_preprocessing
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer
-from hypermodels.schedules import SCHEDULES, build_schedule
+from hypermodels.schedules import SCHEDULES, build_schedule, schedule_callbacks
 
-__all__ = ["ACTIVATIONS", "DEFAULT_SPACE", "TASKS", "MLPHyperModel", "SearchSpace"]
+__all__ = [
+    "ACTIVATIONS",
+    "DEFAULT_SPACE",
+    "INITIALIZERS",
+    "REGRESSION_LOSSES",
+    "TASKS",
+    "MLPHyperModel",
+    "SearchSpace",
+]
 
 #: Hidden-layer activations a search space may name (Keras activation names).
 ACTIVATIONS = ("relu", "gelu", "selu", "elu", "tanh", "sigmoid", "swish", "leaky_relu")
 
+#: Kernel initializers a search space may name (Keras initializer names).
+INITIALIZERS = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+)
+
 #: Supervised tasks the model has a head for.
 TASKS = ("binary", "multiclass", "regression")
+
+#: Losses for a regression head.
+REGRESSION_LOSSES = ("mse", "mae", "huber")
+
+# A weight-penalty range that starts at 0 means "off, or log-uniform over this many
+# decades below the upper bound".
+_PENALTY_DECADES = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-    """The ranges and choices `MLPHyperModel` searches. Equal range ends fix a value."""
+    """The ranges and choices `MLPHyperModel` searches.
+
+    A ``(min, max)`` range with equal ends fixes the value. Defaults follow the MLP
+    spaces of FCNet and LCBench, trimmed to what pays off on small tabular data.
+
+    Attributes:
+        num_layers: Hidden layers.
+        units: Units per hidden layer.
+        per_layer_units: Search units per layer (``units_0``, ``units_1``, ...) instead
+            of one shared `units`.
+        activations: Hidden activation.
+        dropout: Dropout rate after each hidden layer.
+        batch_norm: Whether to batch-normalise each hidden layer; ``(False, True)``
+            searches both.
+        kernel_initializers: Hidden-layer kernel initializer.
+        l1: L1 kernel penalty (log scale). A range starting at 0 searches "off" or a
+            log-uniform value up to the upper bound.
+        l2: L2 kernel penalty, like `l1`.
+        optimizers: Optimizer.
+        learning_rate: Initial learning rate (log scale).
+        schedules: Learning-rate schedule.
+        batch_sizes: Batch size.
+        gradient_clipping: ``none``, ``norm`` (per variable) or ``global_norm``.
+        clip_norm: Clipping norm (log scale) when clipping is on.
+        early_stopping_patience: Epochs without improvement of the objective before a
+            trial stops; 0 turns early stopping off.
+        regression_loss: ``mse``, ``mae`` or ``huber`` (fixed: losses are not comparable).
+    """
 
     num_layers: tuple[int, int] = (1, 3)
     units: tuple[int, ...] = (64, 128, 256, 512)
-    activations: tuple[str, ...] = ("relu", "gelu", "tanh")
+    per_layer_units: bool = False
+    activations: tuple[str, ...] = ("relu", "gelu", "tanh", "swish")
     dropout: tuple[float, float] = (0.0, 0.5)
+    batch_norm: tuple[bool, ...] = (False, True)
+    kernel_initializers: tuple[str, ...] = ("glorot_uniform", "he_normal")
+    l1: tuple[float, float] = (0.0, 0.0)
+    l2: tuple[float, float] = (0.0, 1e-3)
     optimizers: tuple[str, ...] = OPTIMIZERS
     learning_rate: tuple[float, float] = (1e-4, 1e-2)
     schedules: tuple[str, ...] = SCHEDULES
     batch_sizes: tuple[int, ...] = (32, 64, 128)
+    gradient_clipping: tuple[str, ...] = ("none", "global_norm")
+    clip_norm: tuple[float, float] = (0.5, 5.0)
+    early_stopping_patience: tuple[int, int] = (5, 5)
+    regression_loss: str = "mse"
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -47,7 +110,7 @@ DEFAULT_SPACE = SearchSpace()
 
 def _int_range(hp: keras_tuner.HyperParameters, name: str, bounds: tuple[int, int]) -> int:
     low, high = bounds
-    return hp.Fixed(name, low) if low == high else hp.Int(name, low, high)
+    return hp.Fixed(name, int(low)) if low == high else hp.Int(name, int(low), int(high))
 
 
 def _float_range(
@@ -59,9 +122,31 @@ def _float_range(
     return hp.Float(name, float(low), float(high), sampling="log" if log else "linear")
 
 
+def _penalty(hp: keras_tuner.HyperParameters, name: str, bounds: tuple[float, float]) -> float:
+    """A weight penalty on a log scale that may also be off (0)."""
+    low, high = bounds
+    if low > 0 or high == 0:
+        return _float_range(hp, name, bounds, log=True)
+    enabled = hp.Boolean(f"use_{name}")
+    with hp.conditional_scope(f"use_{name}", [True]):
+        value = hp.Float(name, high / 10**_PENALTY_DECADES, high, sampling="log")
+    return float(value) if enabled else 0.0
+
+
+def _choice(hp: keras_tuner.HyperParameters, name: str, values: Sequence[Any]) -> Any:
+    values = list(dict.fromkeys(values))
+    if len(values) == 1:
+        return hp.Fixed(name, values[0])
+    if all(isinstance(v, bool) for v in values):
+        return hp.Boolean(name)  # a Choice would store True/False as 1/0
+    return hp.Choice(name, values)
+
+
 class MLPHyperModel(keras_tuner.HyperModel):
-    """A Dense/Dropout stack whose depth, width, activation, dropout, optimizer,
-    learning rate, schedule and batch size are hyperparameters.
+    """A Dense stack whose depth, widths, activation, dropout, batch normalisation,
+    initializer, weight penalties, optimizer (and its own settings), learning rate,
+    schedule, gradient clipping, batch size and early-stopping patience are
+    hyperparameters.
 
     Works with any KerasTuner tuner:
 
@@ -71,48 +156,35 @@ class MLPHyperModel(keras_tuner.HyperModel):
     tuner.search(x_train, y_train, validation_data=(x_val, y_val), epochs=5)
     ```
 
-    Hyperparameter names are stable: `num_layers`, `units`, `activation`, `dropout`,
-    `optimizer` (with `sgd_momentum`, `adamw_weight_decay` when active),
-    `learning_rate`, `lr_schedule`, `batch_size`.
+    Hyperband promotions continue where their parent stopped: the optimizer's step
+    counter is set to ``initial_epoch x steps per epoch`` before training, so the
+    learning-rate schedule resumes at the parent's position instead of restarting.
 
     Args:
+        schema: The feature columns and their training statistics.
         task: ``binary``, ``multiclass`` or ``regression``.
-        num_features: Width of the feature matrix.
         num_classes: Classes of a multiclass task.
-        feature_mean: Per-feature mean of the training split, for the input
-            normalisation; ``None`` means zeros.
-        feature_variance: Per-feature variance of the training split; ``None``
-            means ones.
         target_mean: Regression only: the output is rescaled to this mean, so the
             network learns a standardised target.
         target_std: Regression only: the output's scale.
         train_size: Training rows, to turn epochs into schedule steps.
-        max_epochs: Epochs of the longest trial; schedules decay over them.
-        num_layers, units, activations, dropout, optimizers, learning_rate,
-        schedules, batch_sizes: The search space (see `DEFAULT_SPACE`); a range
-            with equal ends is fixed.
+        max_epochs: Epochs of the longest trial; schedules run over them.
+        space: The search space.
+        objective: Metric early stopping watches (``val_loss`` unless told).
     """
 
     def __init__(
         self,
         *,
+        schema: TabularSchema,
         task: str,
-        num_features: int,
         num_classes: int = 0,
-        feature_mean: Sequence[float] | np.ndarray | None = None,
-        feature_variance: Sequence[float] | np.ndarray | None = None,
         target_mean: float = 0.0,
         target_std: float = 1.0,
         train_size: int = 1000,
         max_epochs: int = 20,
-        num_layers: tuple[int, int] = DEFAULT_SPACE.num_layers,
-        units: Sequence[int] = DEFAULT_SPACE.units,
-        activations: Sequence[str] = DEFAULT_SPACE.activations,
-        dropout: tuple[float, float] = DEFAULT_SPACE.dropout,
-        optimizers: Sequence[str] = DEFAULT_SPACE.optimizers,
-        learning_rate: tuple[float, float] = DEFAULT_SPACE.learning_rate,
-        schedules: Sequence[str] = DEFAULT_SPACE.schedules,
-        batch_sizes: Sequence[int] = DEFAULT_SPACE.batch_sizes,
+        space: SearchSpace = DEFAULT_SPACE,
+        objective: keras_tuner.Objective | None = None,
         name: str | None = None,
         tunable: bool = True,
     ) -> None:
@@ -124,28 +196,15 @@ class MLPHyperModel(keras_tuner.HyperModel):
                 f"Argument `num_classes` must be >= 2 for a multiclass task. "
                 f"Received: num_classes={num_classes}"
             )
+        self.schema = schema
         self.task = task
-        self.num_features = int(num_features)
         self.num_classes = int(num_classes)
-        zeros, ones = np.zeros(self.num_features), np.ones(self.num_features)
-        self.feature_mean = np.asarray(zeros if feature_mean is None else feature_mean, "float32")
-        self.feature_variance = np.asarray(
-            ones if feature_variance is None else feature_variance, "float32"
-        )
         self.target_mean = float(target_mean)
         self.target_std = float(target_std) or 1.0
         self.train_size = int(train_size)
         self.max_epochs = int(max_epochs)
-        self.space = SearchSpace(
-            num_layers=(int(num_layers[0]), int(num_layers[1])),
-            units=tuple(units),
-            activations=tuple(activations),
-            dropout=(float(dropout[0]), float(dropout[1])),
-            optimizers=tuple(optimizers),
-            learning_rate=(float(learning_rate[0]), float(learning_rate[1])),
-            schedules=tuple(schedules),
-            batch_sizes=tuple(batch_sizes),
-        )
+        self.space = space
+        self.objective = objective or keras_tuner.Objective("val_loss", "min")
 
     @classmethod
     def from_arrays(
@@ -157,20 +216,18 @@ class MLPHyperModel(keras_tuner.HyperModel):
         max_epochs: int = 20,
         **space: Any,
     ) -> MLPHyperModel:
-        """Builds a hypermodel whose normalisation and head fit these training arrays."""
-        x_train = np.asarray(x_train, dtype="float32")
+        """Builds a hypermodel for a float feature matrix; `space` overrides fields of
+        `DEFAULT_SPACE` (``units=(8, 16)``, ...)."""
         y_train = np.asarray(y_train)
         return cls(
+            schema=TabularSchema.numeric_matrix(x_train),
             task=task,
-            num_features=x_train.shape[1],
             num_classes=int(y_train.max()) + 1 if task == "multiclass" else 0,
-            feature_mean=x_train.mean(axis=0),
-            feature_variance=x_train.var(axis=0),
             target_mean=float(y_train.mean()) if task == "regression" else 0.0,
             target_std=float(y_train.std()) if task == "regression" else 1.0,
-            train_size=len(x_train),
+            train_size=len(y_train),
             max_epochs=max_epochs,
-            **space,
+            space=dataclasses.replace(DEFAULT_SPACE, **space),
         )
 
     def steps_per_epoch(self, batch_size: int) -> int:
@@ -179,23 +236,33 @@ class MLPHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         space = self.space
-        inputs = keras.Input(shape=(self.num_features,), name="features")
-        x = keras.layers.Normalization(
-            mean=self.feature_mean, variance=self.feature_variance, name="normalize"
-        )(inputs)
+        inputs, x = build_preprocessing(self.schema)
 
         num_layers = _int_range(hp, "num_layers", space.num_layers)
-        units = hp.Choice("units", list(space.units))
-        activation = hp.Choice("activation", list(space.activations))
+        widths = self._units(hp, num_layers)
+        activation = _choice(hp, "activation", space.activations)
         dropout = _float_range(hp, "dropout", space.dropout)
-        for index in range(num_layers):
-            x = keras.layers.Dense(units, activation=activation, name=f"dense_{index}")(x)
+        batch_norm = _choice(hp, "batch_norm", space.batch_norm)
+        initializer = _choice(hp, "kernel_initializer", space.kernel_initializers)
+        l1 = _penalty(hp, "l1", space.l1)
+        l2 = _penalty(hp, "l2", space.l2)
+        regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
+        for index, width in enumerate(widths):
+            x = keras.layers.Dense(
+                width,
+                use_bias=not batch_norm,
+                kernel_initializer=initializer,
+                kernel_regularizer=regularizer,
+                name=f"dense_{index}",
+            )(x)
+            if batch_norm:
+                x = keras.layers.BatchNormalization(name=f"batch_norm_{index}")(x)
+            x = keras.layers.Activation(activation, name=f"activation_{index}")(x)
             if dropout > 0:
                 x = keras.layers.Dropout(dropout, name=f"dropout_{index}")(x)
-        outputs = self._head(x)
-        model = keras.Model(inputs, outputs, name="mlp")
+        model = keras.Model(inputs, self._head(x), name="mlp")
 
-        batch_size = hp.Choice("batch_size", list(space.batch_sizes))
+        batch_size = _choice(hp, "batch_size", space.batch_sizes)
         learning_rate = _float_range(hp, "learning_rate", space.learning_rate, log=True)
         schedule = build_schedule(
             hp,
@@ -203,15 +270,65 @@ class MLPHyperModel(keras_tuner.HyperModel):
             decay_steps=self.steps_per_epoch(batch_size) * self.max_epochs,
             choices=space.schedules,
         )
-        optimizer = build_optimizer(hp, learning_rate=schedule, choices=space.optimizers)
+        optimizer = build_optimizer(
+            hp,
+            learning_rate=schedule,
+            choices=space.optimizers,
+            clipping=space.gradient_clipping,
+            clip_norm=space.clip_norm,
+        )
+        _int_range(hp, "early_stopping_patience", space.early_stopping_patience)
         model.compile(optimizer=optimizer, **self._loss_and_metrics())
         return model
 
     def fit(
         self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
     ) -> Any:
-        """Trains with the trial's `batch_size`."""
-        return model.fit(*args, batch_size=hp.get("batch_size"), **kwargs)
+        """Trains with the trial's batch size, early stopping and schedule callbacks.
+
+        A Hyperband promotion (``initial_epoch > 0``) continues its parent's schedule.
+        """
+        batch_size = hp.get("batch_size")
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        patience = hp.get("early_stopping_patience")
+        if patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=self.objective.name,
+                    mode=self.objective.direction,
+                    patience=patience,
+                )
+            )
+        callbacks.extend(schedule_callbacks(hp))
+        initial_epoch = int(kwargs.get("initial_epoch") or 0)
+        if initial_epoch:
+            self._continue_schedule(model, initial_epoch * self.steps_per_epoch(batch_size))
+        return model.fit(*args, batch_size=batch_size, callbacks=callbacks, **kwargs)
+
+    @staticmethod
+    def _continue_schedule(model: keras.Model, step: int) -> None:
+        optimizer = model.optimizer
+        if not optimizer.built:
+            with model.distribute_strategy.scope():
+                optimizer.build(model.trainable_variables)
+        optimizer.iterations.assign(step)
+
+    def _units(self, hp: keras_tuner.HyperParameters, num_layers: int) -> list[int]:
+        space = self.space
+        if not space.per_layer_units:
+            return [_choice(hp, "units", space.units)] * num_layers
+        low, high = space.num_layers
+        widths = []
+        for index in range(high):
+            if index < low:  # always present
+                widths.append(_choice(hp, f"units_{index}", space.units))
+                continue
+            # Declared whatever the depth, active only when the layer exists.
+            with hp.conditional_scope("num_layers", list(range(index + 1, high + 1))):
+                width = _choice(hp, f"units_{index}", space.units)
+            if index < num_layers:
+                widths.append(width)
+        return widths
 
     def _head(self, x: Any) -> Any:
         # The head stays float32 so a mixed-precision body still gives stable losses.
@@ -238,7 +355,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         if self.task == "multiclass":
             return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
         return {
-            "loss": "mse",
+            "loss": self.space.regression_loss,
             "metrics": [
                 keras.metrics.MeanAbsoluteError(name="mae"),
                 keras.metrics.RootMeanSquaredError(name="rmse"),

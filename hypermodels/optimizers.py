@@ -1,24 +1,82 @@
 """Optimizers as searchable hyperparameters, with their own settings as conditions.
 
-An optimizer's own settings (SGD's momentum, AdamW's weight decay) are conditional
-hyperparameters: they exist only in trials that use that optimizer, so the search
-never spends samples on values that have no effect.
+An optimizer's own settings (SGD's momentum and Nesterov flag, AdamW's weight decay,
+RMSprop's rho) are conditional hyperparameters: they exist only in trials that use
+that optimizer, so the search never spends samples on values that have no effect.
+Gradient clipping is chosen here too, since it is an optimizer argument.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeAlias
+from typing import Any
 
 import keras
 import keras_tuner
 
-__all__ = ["OPTIMIZERS", "build_optimizer"]
+from hypermodels.schedules import LearningRate
+
+__all__ = ["CLIPPING", "OPTIMIZERS", "build_optimizer"]
 
 #: The optimizers a search space may name.
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam")
 
-LearningRate: TypeAlias = float | keras.optimizers.schedules.LearningRateSchedule
+#: Gradient clipping modes: off, per-variable norm (`clipnorm`), global norm.
+CLIPPING = ("none", "norm", "global_norm")
+
+_CLASSES = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "sgd": keras.optimizers.SGD,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adagrad": keras.optimizers.Adagrad,
+    "nadam": keras.optimizers.Nadam,
+}
+
+
+def _conditional_settings(
+    hp: keras_tuner.HyperParameters, choices: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    # Conditional scopes are entered whatever the choice, so KerasTuner registers every
+    # optimizer's settings on its first build. Declared only on demand they would be
+    # missing from the space until a trial happened to pick that optimizer, and that
+    # first trial would get the default instead of a sample.
+    settings: dict[str, dict[str, Any]] = {name: {} for name in choices}
+    if "sgd" in choices:
+        with hp.conditional_scope("optimizer", ["sgd"]):
+            settings["sgd"] = {
+                "momentum": hp.Float("sgd_momentum", 0.0, 0.99),
+                "nesterov": hp.Boolean("sgd_nesterov"),
+            }
+    if "adamw" in choices:
+        with hp.conditional_scope("optimizer", ["adamw"]):
+            settings["adamw"] = {
+                "weight_decay": hp.Float("adamw_weight_decay", 1e-5, 1e-1, sampling="log")
+            }
+    if "rmsprop" in choices:
+        with hp.conditional_scope("optimizer", ["rmsprop"]):
+            settings["rmsprop"] = {"rho": hp.Float("rmsprop_rho", 0.8, 0.99)}
+    return settings
+
+
+def _clipping(
+    hp: keras_tuner.HyperParameters, choices: Sequence[str], norm_range: tuple[float, float]
+) -> dict[str, Any]:
+    mode = hp.Choice("gradient_clipping", list(choices))
+    norm = None
+    if any(choice != "none" for choice in choices):
+        with hp.conditional_scope("gradient_clipping", [c for c in choices if c != "none"]):
+            low, high = norm_range
+            norm = (
+                hp.Fixed("clip_norm", float(low))
+                if low == high
+                else hp.Float("clip_norm", float(low), float(high), sampling="log")
+            )
+    if mode == "norm":
+        return {"clipnorm": norm}
+    if mode == "global_norm":
+        return {"global_clipnorm": norm}
+    return {}
 
 
 def build_optimizer(
@@ -26,38 +84,25 @@ def build_optimizer(
     *,
     learning_rate: LearningRate,
     choices: Sequence[str] = OPTIMIZERS,
+    clipping: Sequence[str] = ("none",),
+    clip_norm: tuple[float, float] = (1.0, 1.0),
 ) -> keras.optimizers.Optimizer:
-    """Chooses the `optimizer` hyperparameter and builds it.
+    """Chooses the `optimizer` (and `gradient_clipping`) hyperparameters and builds it.
 
     Args:
         hp: The trial's hyperparameters.
         learning_rate: A float or a Keras schedule.
         choices: The optimizers the search may pick.
+        clipping: The clipping modes the search may pick (see `CLIPPING`).
+        clip_norm: Range of the clipping norm (log scale), used when clipping is on.
 
     Returns:
         A new Keras optimizer.
     """
     name = hp.Choice("optimizer", list(choices))
-    # Conditional scopes are entered whatever the choice, so KerasTuner registers
-    # every optimizer's settings when it first builds the model; declared only on
-    # demand, they would be missing from the space until a trial happened to pick
-    # that optimizer, and that first trial would get the default, not a sample.
-    momentum = weight_decay = None
-    if "sgd" in choices:
-        with hp.conditional_scope("optimizer", ["sgd"]):
-            momentum = hp.Float("sgd_momentum", 0.0, 0.99)
-    if "adamw" in choices:
-        with hp.conditional_scope("optimizer", ["adamw"]):
-            weight_decay = hp.Float("adamw_weight_decay", 1e-5, 1e-1, sampling="log")
-
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
-    if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=learning_rate)
-    if name == "adagrad":
-        return keras.optimizers.Adagrad(learning_rate=learning_rate)
-    raise ValueError(f"Unknown `optimizer`. Expected one of {OPTIMIZERS}. Received: {name!r}")
+    settings = _conditional_settings(hp, choices)
+    if name not in _CLASSES:
+        raise ValueError(f"Unknown `optimizer`. Expected one of {OPTIMIZERS}. Received: {name!r}")
+    return _CLASSES[name](
+        learning_rate=learning_rate, **settings[name], **_clipping(hp, clipping, clip_norm)
+    )

@@ -1,24 +1,34 @@
 """Learning-rate schedules as searchable hyperparameters.
 
-Each schedule is one of Keras's own (`keras.optimizers.schedules`); this module only
-decides which one a trial gets and over how many steps it decays.
+Every schedule is Keras's own (`keras.optimizers.schedules` or, for reduce-on-plateau,
+the `ReduceLROnPlateau` callback); this module decides which one a trial gets and
+over how many optimizer steps it runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import keras
 import keras_tuner
 
-__all__ = ["SCHEDULES", "build_schedule"]
+__all__ = ["SCHEDULES", "build_schedule", "schedule_callbacks"]
 
 #: The schedules a search space may name.
-SCHEDULES = ("constant", "cosine", "exponential")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "cosine_warmup", "reduce_on_plateau")
 
-# Exponential decay ends a full-length trial at this fraction of the initial rate,
-# the same end point as a common "divide by 10" step schedule.
+# Exponential decay ends a full-length trial at this fraction of the initial rate, the
+# same end point as the step schedule's first drop.
 _EXPONENTIAL_FINAL_FRACTION = 0.1
+# The step schedule divides the rate by 10 at half and at three quarters of training.
+_STEP_BOUNDARIES = (0.5, 0.75)
+_STEP_FACTOR = 0.1
+# Reduce-on-plateau halves the rate after this many epochs without improvement.
+_PLATEAU_FACTOR = 0.5
+_PLATEAU_PATIENCE = 2
+
+LearningRate: TypeAlias = float | keras.optimizers.schedules.LearningRateSchedule
 
 
 def build_schedule(
@@ -27,28 +37,60 @@ def build_schedule(
     learning_rate: float,
     decay_steps: int,
     choices: Sequence[str] = SCHEDULES,
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
+) -> LearningRate:
     """Chooses the `lr_schedule` hyperparameter and returns the learning rate to use.
 
     Args:
         hp: The trial's hyperparameters.
-        learning_rate: The initial learning rate.
-        decay_steps: Optimizer steps over which the schedule decays; the pipeline
-            passes the steps of the longest trial, so schedules are comparable across
-            Hyperband rounds of different lengths.
+        learning_rate: The initial (peak, with warm-up) learning rate.
+        decay_steps: Optimizer steps of a full-length trial; the pipeline derives them
+            from the steps per epoch at the trial's batch size, so Hyperband rounds of
+            different lengths follow one schedule.
         choices: The schedules the search may pick.
 
     Returns:
-        A float for ``constant``, else a Keras `LearningRateSchedule`.
+        A float for ``constant`` and ``reduce_on_plateau``, else a Keras schedule.
     """
     name = hp.Choice("lr_schedule", list(choices))
-    decay_steps = max(1, int(decay_steps))
-    if name == "constant":
+    warmup_fraction = None
+    if "cosine_warmup" in choices:  # declared whatever the choice; see optimizers.py
+        with hp.conditional_scope("lr_schedule", ["cosine_warmup"]):
+            warmup_fraction = hp.Float("warmup_fraction", 0.02, 0.2)
+    steps = max(2, int(decay_steps))
+    schedules = keras.optimizers.schedules
+    if name in ("constant", "reduce_on_plateau"):
         return learning_rate
-    if name == "cosine":
-        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=decay_steps)
+    if name == "step":
+        boundaries = [max(1, int(steps * b)) for b in _STEP_BOUNDARIES]
+        values = [learning_rate * _STEP_FACTOR**i for i in range(len(boundaries) + 1)]
+        return schedules.PiecewiseConstantDecay(boundaries, values)
     if name == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(
-            learning_rate, decay_steps=decay_steps, decay_rate=_EXPONENTIAL_FINAL_FRACTION
+        return schedules.ExponentialDecay(
+            learning_rate, decay_steps=steps, decay_rate=_EXPONENTIAL_FINAL_FRACTION
+        )
+    if name == "cosine":
+        return schedules.CosineDecay(learning_rate, decay_steps=steps)
+    if name == "cosine_warmup":
+        assert warmup_fraction is not None
+        warmup = max(1, int(steps * warmup_fraction))
+        return schedules.CosineDecay(
+            0.0,
+            decay_steps=max(1, steps - warmup),
+            warmup_target=learning_rate,
+            warmup_steps=warmup,
         )
     raise ValueError(f"Unknown `lr_schedule`. Expected one of {SCHEDULES}. Received: {name!r}")
+
+
+def schedule_callbacks(hp: keras_tuner.HyperParameters) -> list[keras.callbacks.Callback]:
+    """Callbacks a schedule needs during `fit` (reduce-on-plateau is one)."""
+    if hp.get("lr_schedule") == "reduce_on_plateau":
+        return [
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss",
+                factor=_PLATEAU_FACTOR,
+                patience=_PLATEAU_PATIENCE,
+                verbose=0,
+            )
+        ]
+    return []

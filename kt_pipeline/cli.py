@@ -183,18 +183,20 @@ def _export(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from kt_pipeline.data import read_features
+    from hypermodels.features import TabularSchema, raw_rows
+    from kt_pipeline.data import read_rows
     from kt_pipeline.export import load_model_info, predict_saved_model
 
     model_dir = Path(args.model)
     try:
         info = load_model_info(model_dir)
-    except (OSError, ValueError) as error:
+        schema = TabularSchema.from_json(info["schema"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserInputError(
             f"--model {args.model!r} is not a kt-pipeline export (no readable model_info.json)"
         ) from error
-    x = read_features(args.input, feature_names=info["feature_names"])
-    outputs = predict_saved_model(model_dir, x)
+    frame = read_rows(args.input, kinds={c.name: c.kind for c in schema.columns})
+    outputs = predict_saved_model(model_dir, raw_rows(schema, frame))
     columns: dict[str, object] = {}
     if info["task"] == "regression":
         columns["value"] = outputs["value"]
@@ -204,7 +206,7 @@ def _predict(args: argparse.Namespace) -> int:
         for index, name in enumerate(info["class_names"]):
             columns[f"probability_{name}"] = outputs["probabilities"][:, index]
     pd.DataFrame(columns).to_csv(args.output, index=False)
-    print(f"wrote {len(x)} predictions to {args.output}")
+    print(f"wrote {len(frame)} predictions to {args.output}")
     return 0
 
 

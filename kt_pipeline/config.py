@@ -19,8 +19,8 @@ from typing import Any
 
 import tomli_w
 
-from hypermodels.mlp import ACTIVATIONS, DEFAULT_SPACE
-from hypermodels.optimizers import OPTIMIZERS
+from hypermodels.mlp import ACTIVATIONS, INITIALIZERS, REGRESSION_LOSSES, SearchSpace
+from hypermodels.optimizers import CLIPPING, OPTIMIZERS
 from hypermodels.schedules import SCHEDULES
 from kt_pipeline.errors import UserInputError
 
@@ -86,6 +86,8 @@ class DataConfig:
         task: ``auto`` infers binary/multiclass/regression from the label.
         validation_fraction: Share of rows the search validates on.
         test_fraction: Share of rows held out and scored once, on the export.
+        categorical: Columns to treat as categorical whatever their values.
+        numeric: Columns to treat as numeric whatever their values.
     """
 
     source: str = "builtin:digits"
@@ -93,8 +95,13 @@ class DataConfig:
     task: str = "auto"
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
+    categorical: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        both = sorted(set(self.categorical) & set(self.numeric))
+        if both:
+            raise _fail("data.categorical", "disjoint from data.numeric", both)
         if not self.source:
             raise _fail("data.source", "a built-in name or a file path", self.source)
         _check_choice("data.task", self.task, TASKS)
@@ -111,47 +118,53 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    """The search space. A ``[min, max]`` range with min == max fixes the value.
+class SearchConfig(SearchSpace):
+    """The search space (every field of `hypermodels.SearchSpace`) and the HyperModel.
+
+    A ``[min, max]`` range with min == max (or a single value) fixes a hyperparameter;
+    a one-element list of choices fixes a choice.
 
     Attributes:
-        num_layers: Range of hidden Dense layers.
-        units: Choices of units per hidden layer.
-        activations: Choices of hidden activation.
-        dropout: Range of the dropout rate after each hidden layer.
-        optimizers: Choices of optimizer.
-        learning_rate: Range of the initial learning rate (log scale).
-        schedules: Choices of learning-rate schedule.
-        batch_sizes: Choices of batch size.
+        hypermodel: Import path ``module:ClassName`` of the HyperModel to tune. It is
+            built with the keyword arguments `MLPHyperModel` takes (schema, task,
+            num_classes, target_mean, target_std, train_size, max_epochs, space,
+            objective).
     """
 
-    num_layers: tuple[int, int] = DEFAULT_SPACE.num_layers
-    units: tuple[int, ...] = DEFAULT_SPACE.units
-    activations: tuple[str, ...] = DEFAULT_SPACE.activations
-    dropout: tuple[float, float] = DEFAULT_SPACE.dropout
-    optimizers: tuple[str, ...] = DEFAULT_SPACE.optimizers
-    learning_rate: tuple[float, float] = DEFAULT_SPACE.learning_rate
-    schedules: tuple[str, ...] = DEFAULT_SPACE.schedules
-    batch_sizes: tuple[int, ...] = DEFAULT_SPACE.batch_sizes
+    hypermodel: str = "hypermodels:MLPHyperModel"
 
     def __post_init__(self) -> None:
         _check_range("search.num_layers", self.num_layers, low=0, high=64)
         _check_range("search.dropout", self.dropout, low=0.0, high=0.95)
         _check_range("search.learning_rate", self.learning_rate, low=0.0, high=10.0, log=True)
+        _check_range("search.clip_norm", self.clip_norm, low=0.0, high=1e6, log=True)
+        _check_range(
+            "search.early_stopping_patience", self.early_stopping_patience, low=0, high=10_000
+        )
+        for name in ("l1", "l2"):  # a range may start at 0: "off, or log-uniform"
+            _check_range(f"search.{name}", getattr(self, name), low=0.0, high=10.0)
         for name, allowed in (
             ("activations", ACTIVATIONS),
             ("optimizers", OPTIMIZERS),
             ("schedules", SCHEDULES),
+            ("kernel_initializers", INITIALIZERS),
+            ("gradient_clipping", CLIPPING),
         ):
             values = getattr(self, name)
             if not values:
                 raise _fail(f"search.{name}", "a non-empty list", list(values))
             for value in values:
                 _check_choice(f"search.{name}", value, allowed)
+        if not self.batch_norm:
+            raise _fail("search.batch_norm", "a non-empty list of true/false", [])
         for name in ("units", "batch_sizes"):
             values = getattr(self, name)
             if not values or any(v < 1 for v in values):
                 raise _fail(f"search.{name}", "a non-empty list of integers >= 1", list(values))
+        _check_choice("search.regression_loss", self.regression_loss, REGRESSION_LOSSES)
+        module, sep, attribute = self.hypermodel.partition(":")
+        if not sep or not module or not attribute:
+            raise _fail("search.hypermodel", "an import path 'module:ClassName'", self.hypermodel)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +182,6 @@ class TunerConfig:
         factor: Hyperband's reduction factor.
         hyperband_iterations: Times Hyperband runs its whole schedule.
         executions_per_trial: Models trained per trial (their scores are averaged).
-        early_stopping_patience: Epochs without improvement before a trial stops; 0 off.
         max_consecutive_failed_trials: The search aborts after this many failures in a row.
     """
 
@@ -181,7 +193,6 @@ class TunerConfig:
     factor: int = 3
     hyperband_iterations: int = 1
     executions_per_trial: int = 1
-    early_stopping_patience: int = 5
     max_consecutive_failed_trials: int = 3
 
     def __post_init__(self) -> None:
@@ -190,9 +201,6 @@ class TunerConfig:
         if not self.objective:
             raise _fail("tuner.objective", "a metric name or 'auto'", self.objective)
         _check_positive("tuner.max_trials", self.max_trials, allow_zero=True)
-        _check_positive(
-            "tuner.early_stopping_patience", self.early_stopping_patience, allow_zero=True
-        )
         for name in (
             "max_epochs",
             "hyperband_iterations",

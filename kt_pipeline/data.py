@@ -1,20 +1,23 @@
 """Tabular data in: built-in scikit-learn sets, CSV, Parquet and NPZ files.
 
 Everything here runs offline: the built-in sets are the ones scikit-learn ships inside
-its wheel. A loaded table becomes a `Dataset` (float32 features, encoded labels, the
-task), which `split_dataset` cuts into seeded train/validation/test splits.
+its wheel. A loaded table becomes a `Dataset`: the feature columns with their kinds
+(numeric, integer or string categorical; missing values kept as missing), encoded
+labels and the task, which `split_dataset` cuts into seeded train/validation/test
+splits.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from hypermodels.features import INTEGER_CATEGORICAL, NUMERIC, STRING_CATEGORICAL
 from kt_pipeline.errors import UserInputError
 
 __all__ = [
@@ -22,14 +25,19 @@ __all__ = [
     "Dataset",
     "Split",
     "Splits",
+    "check_columns",
+    "infer_column_kinds",
     "infer_task",
     "load_dataset",
-    "read_features",
+    "read_rows",
     "split_dataset",
 ]
 
 # Integer labels with at most this many distinct values are read as classes.
 _MAX_INFERRED_CLASSES = 30
+
+# Integer feature columns with at most this many distinct values are categories.
+_MAX_INTEGER_CATEGORIES = 10
 
 
 def _sklearn_loader(name: str) -> Callable[[], Any]:
@@ -49,21 +57,22 @@ BUILTIN_DATASETS: dict[str, Callable[[], Any]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A loaded table, ready for the model.
+    """A loaded table.
 
     Attributes:
         name: Where it came from (``builtin:digits`` or the file path).
-        x: Features, float32, shape ``(rows, features)``.
+        frame: The feature columns with their original values (missing ones as NaN).
         y: Labels: class ids 0..K-1 (int32) for classification, float32 for regression.
-        feature_names: One name per feature column.
+        kinds: Kind of each feature column: ``numeric``, ``integer_categorical`` or
+            ``string_categorical``.
         task: ``binary``, ``multiclass`` or ``regression``.
         class_names: The original label of each class id (empty for regression).
     """
 
     name: str
-    x: np.ndarray
+    frame: pd.DataFrame
     y: np.ndarray
-    feature_names: tuple[str, ...]
+    kinds: dict[str, str]
     task: str
     class_names: tuple[str, ...] = ()
 
@@ -71,12 +80,16 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(str(c) for c in self.frame.columns)
+
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """One part of a split: features and labels."""
+    """One part of a split: feature rows and labels."""
 
-    x: np.ndarray
+    frame: pd.DataFrame
     y: np.ndarray
 
     def __len__(self) -> int:
@@ -148,51 +161,115 @@ def _encode_labels(raw: np.ndarray, task: str, source: str) -> tuple[np.ndarray,
     return codes.astype("int32"), tuple(str(c) for c in classes)
 
 
-def _features_from_frame(frame: pd.DataFrame, source: str) -> np.ndarray:
-    for column in frame.columns:
-        series = frame[column]
-        if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+def _numeric_share(series: pd.Series) -> float:
+    present = series.dropna()
+    if present.empty:
+        return 0.0
+    return float(pd.to_numeric(present, errors="coerce").notna().mean())
+
+
+def infer_column_kinds(
+    frame: pd.DataFrame,
+    *,
+    categorical: Sequence[str] = (),
+    numeric: Sequence[str] = (),
+    source: str = "data",
+) -> dict[str, str]:
+    """Decides each column's kind; `categorical` and `numeric` name columns to force.
+
+    Inference: text is a string category, unless nearly all of it (90 %) parses as
+    numbers, in which case it is a numeric column with a typo; booleans and integer
+    columns with at most 10 distinct values are integer categories; other numbers
+    are numeric. A forced categorical column that is not integer-typed is read as text.
+
+    Raises:
+        UserInputError: a named column does not exist.
+    """
+    columns = [str(c) for c in frame.columns]
+    for field, names in (("data.categorical", categorical), ("data.numeric", numeric)):
+        for name in names:
+            if name not in columns:
+                raise UserInputError(
+                    f"`{field}` names column {name!r}, which is not in {source!r} "
+                    f"(columns: {', '.join(columns)})"
+                )
+    kinds = {}
+    for name in columns:
+        series = frame[name]
+        integer_typed = pd.api.types.is_integer_dtype(series) or pd.api.types.is_bool_dtype(series)
+        if name in numeric:
+            kinds[name] = NUMERIC
+        elif name in categorical:
+            kinds[name] = INTEGER_CATEGORICAL if integer_typed else STRING_CATEGORICAL
+        elif integer_typed:
+            few = series.nunique() <= _MAX_INTEGER_CATEGORIES
+            kinds[name] = INTEGER_CATEGORICAL if few else NUMERIC
+        elif pd.api.types.is_numeric_dtype(series):
+            kinds[name] = NUMERIC
+        else:
+            kinds[name] = NUMERIC if _numeric_share(series) >= 0.9 else STRING_CATEGORICAL
+    return kinds
+
+
+def check_columns(
+    frame: pd.DataFrame, kinds: Mapping[str, str], *, source: str, allow_empty: bool = False
+) -> pd.DataFrame:
+    """Checks the feature columns against their kinds and returns them in model-ready
+    dtypes (numbers as float64 with NaN where missing, integer categories as int64,
+    text as str with None where missing).
+
+    Raises:
+        UserInputError: text in a numeric column, infinite values, a non-integer value
+            in an integer category, or (unless `allow_empty`) an all-missing column.
+    """
+    checked = {}
+    for name, kind in kinds.items():
+        series = frame[name]
+        if series.isna().all() and not allow_empty:
+            raise UserInputError(f"column {name!r} of {source!r} has no values (all missing)")
+        if kind == NUMERIC:
             numbers = pd.to_numeric(series, errors="coerce")
             offending = series[numbers.isna() & series.notna()]
-            example = offending.iloc[0] if len(offending) else None
-            raise UserInputError(
-                f"column {column!r} of {source!r} must be numeric. Received values such as "
-                f"{example!r}"
-            )
-        if series.isna().all():
-            raise UserInputError(f"column {column!r} of {source!r} has no values (all missing)")
-        if series.isna().any():
-            raise UserInputError(
-                f"column {column!r} of {source!r} has {int(series.isna().sum())} missing values"
-            )
-    x = frame.to_numpy(dtype="float32")
-    _check_finite(x, source, names=[str(c) for c in frame.columns])
-    return x
+            if len(offending):
+                raise UserInputError(
+                    f"column {name!r} of {source!r} must be numeric. Received values such as "
+                    f"{offending.iloc[0]!r}"
+                )
+            values = numbers.astype("float64")
+            if np.isinf(values).any():
+                raise UserInputError(
+                    f"column {name!r} of {source!r} has non-finite values "
+                    f"(Received: {values[np.isinf(values)].iloc[0]!r})"
+                )
+            checked[name] = values
+        elif kind == INTEGER_CATEGORICAL:
+            numbers = pd.to_numeric(series, errors="coerce")
+            bad = series[numbers.isna() | (numbers % 1 != 0)]
+            if len(bad):
+                raise UserInputError(
+                    f"column {name!r} of {source!r} must hold integer categories. "
+                    f"Received values such as {bad.iloc[0]!r}"
+                )
+            checked[name] = numbers.astype("int64")
+        else:
+            checked[name] = series.astype("string").astype(object).where(series.notna(), None)
+    return pd.DataFrame(checked, index=frame.index)
 
 
-def _check_finite(x: np.ndarray, source: str, *, names: list[str]) -> None:
-    bad = ~np.isfinite(x)
-    if bad.any():
-        column = int(np.argwhere(bad.any(axis=0))[0][0])
-        raise UserInputError(
-            f"column {names[column]!r} of {source!r} has non-finite values "
-            f"(Received: {x[bad][0]!r})"
-        )
-
-
-def _load_builtin(name: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], Any]:
+def _load_builtin(name: str) -> tuple[pd.DataFrame, np.ndarray, Any]:
     if name not in BUILTIN_DATASETS:
         raise UserInputError(
             f"unknown built-in data set {name!r}; choose one of "
             f"{', '.join('builtin:' + n for n in BUILTIN_DATASETS)}"
         )
     bunch = BUILTIN_DATASETS[name]()
-    names = tuple(str(n) for n in getattr(bunch, "feature_names", []))
-    names = names or tuple(f"x{i}" for i in range(bunch.data.shape[1]))
-    return bunch.data.astype("float32"), bunch.target, names, getattr(bunch, "target_names", None)
+    names = [str(n) for n in getattr(bunch, "feature_names", [])]
+    names = names or [f"x{i}" for i in range(bunch.data.shape[1])]
+    frame = pd.DataFrame(bunch.data.astype("float64"), columns=names)
+    return frame, bunch.target, getattr(bunch, "target_names", None)
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _load_npz(path: Path) -> tuple[pd.DataFrame, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in ("x", "y") if key not in archive.files]
@@ -215,18 +292,14 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
             f"array 'y' of {str(path)!r} must be 1-D with one label per row of 'x' "
             f"({len(x)} rows). Received shape {y.shape}"
         )
-    try:
-        x = x.astype("float32")
-    except (TypeError, ValueError) as error:
+    if not np.issubdtype(x.dtype, np.number):
         raise UserInputError(
             f"array 'x' of {str(path)!r} must be numeric. Received dtype {x.dtype}"
-        ) from error
-    names = tuple(f"x{i}" for i in range(x.shape[1]))
-    _check_finite(x, str(path), names=list(names))
-    return x, y, names
+        )
+    return pd.DataFrame(x.astype("float64"), columns=[f"x{i}" for i in range(x.shape[1])]), y
 
 
-def _load_table(path: Path, label: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _load_table(path: Path, label: str) -> tuple[pd.DataFrame, np.ndarray]:
     source = str(path)
     frame = _read_table(path)
     if frame.empty:
@@ -246,11 +319,18 @@ def _load_table(path: Path, label: str) -> tuple[np.ndarray, np.ndarray, tuple[s
     features = frame.drop(columns=[label])
     if features.shape[1] == 0:
         raise UserInputError(f"data file {source!r} has no feature columns besides {label!r}")
-    x = _features_from_frame(features, source)
-    return x, labels.to_numpy(), tuple(str(c) for c in features.columns)
+    features.columns = [str(c) for c in features.columns]
+    return features, labels.to_numpy()
 
 
-def load_dataset(source: str, *, label: str = "", task: str = "auto") -> Dataset:
+def load_dataset(
+    source: str,
+    *,
+    label: str = "",
+    task: str = "auto",
+    categorical: Sequence[str] = (),
+    numeric: Sequence[str] = (),
+) -> Dataset:
     """Loads a built-in set or a file into a `Dataset`.
 
     Args:
@@ -258,6 +338,8 @@ def load_dataset(source: str, *, label: str = "", task: str = "auto") -> Dataset
             ``.npz`` file.
         label: The label column of a CSV or Parquet file.
         task: ``auto`` to infer from the label, or ``binary``/``multiclass``/``regression``.
+        categorical: Columns to treat as categorical whatever their values.
+        numeric: Columns to treat as numeric whatever their values.
 
     Raises:
         UserInputError: the source is missing, unreadable or unusable; the message
@@ -265,7 +347,7 @@ def load_dataset(source: str, *, label: str = "", task: str = "auto") -> Dataset
     """
     class_names: tuple[str, ...] | None = None
     if source.startswith("builtin:"):
-        x, raw_y, names, target_names = _load_builtin(source.removeprefix("builtin:"))
+        frame, raw_y, target_names = _load_builtin(source.removeprefix("builtin:"))
         if target_names is not None:
             class_names = tuple(str(n) for n in target_names)
     else:
@@ -276,25 +358,27 @@ def load_dataset(source: str, *, label: str = "", task: str = "auto") -> Dataset
             raise UserInputError(f"data file {source!r} is empty")
         suffix = path.suffix.lower()
         if suffix == ".npz":
-            x, raw_y, names = _load_npz(path)
+            frame, raw_y = _load_npz(path)
         elif suffix in (".csv", ".parquet", ".pq"):
-            x, raw_y, names = _load_table(path, label)
+            frame, raw_y = _load_table(path, label)
         else:
             raise UserInputError(
                 f"data file {source!r} must end in .csv, .parquet, .pq or .npz. "
                 f"Received: {suffix!r}"
             )
-    if len(x) == 0:
+    if len(frame) == 0:
         raise UserInputError(f"data source {source!r} has no rows")
+    kinds = infer_column_kinds(frame, categorical=categorical, numeric=numeric, source=source)
+    frame = check_columns(frame, kinds, source=source)
     resolved_task = infer_task(raw_y) if task == "auto" else task
     y, encoded_names = _encode_labels(np.asarray(raw_y), resolved_task, source)
     if class_names is None or len(class_names) != len(encoded_names):
         class_names = encoded_names
     return Dataset(
         name=source,
-        x=x,
+        frame=frame.reset_index(drop=True),
         y=y,
-        feature_names=names,
+        kinds=kinds,
         task=resolved_task,
         class_names=class_names if resolved_task != "regression" else (),
     )
@@ -318,7 +402,6 @@ def split_dataset(
             f"data source {dataset.name!r} has too few rows ({rows}) for a train/validation/"
             f"test split with fractions {validation_fraction} and {test_fraction}"
         )
-    indices = np.arange(rows)
 
     def cut(idx: np.ndarray, fraction: float, seed_offset: int) -> tuple[np.ndarray, np.ndarray]:
         stratify = dataset.y[idx] if classify else None
@@ -328,28 +411,30 @@ def split_dataset(
             )
         except ValueError as error:
             raise UserInputError(
-                f"data source {dataset.name!r} cannot be split with every class in every part: "
-                f"{error}"
+                f"data source {dataset.name!r} cannot be split with every class in every "
+                f"part: {error}"
             ) from error
         return np.sort(first), np.sort(second)
 
-    rest, test = cut(indices, test_fraction, 0)
+    rest, test = cut(np.arange(rows), test_fraction, 0)
     train, validation = cut(rest, validation_fraction / (1 - test_fraction), 1)
 
     def part(idx: np.ndarray) -> Split:
-        return Split(x=dataset.x[idx], y=dataset.y[idx])
+        return Split(frame=dataset.frame.iloc[idx].reset_index(drop=True), y=dataset.y[idx])
 
     return Splits(train=part(train), validation=part(validation), test=part(test))
 
 
-def read_features(path: str | Path, *, feature_names: tuple[str, ...] | list[str]) -> np.ndarray:
-    """Reads rows to predict on: the named feature columns of a CSV/Parquet file, in
-    the order the model expects (other columns, such as a label, are ignored), or the
-    ``x`` array of an ``.npz`` file.
+def read_rows(path: str | Path, *, kinds: Mapping[str, str]) -> pd.DataFrame:
+    """Reads rows to predict on: the feature columns named in `kinds` from a CSV or
+    Parquet file (others, such as a label, are ignored), or the ``x`` array of an
+    ``.npz`` file, checked as `check_columns` does.
 
     Raises:
-        UserInputError: the file is missing or unreadable, or lacks a feature column.
+        UserInputError: the file is missing or unreadable, lacks a feature column, or
+            holds a value its column cannot take.
     """
+    columns = list(kinds)
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"input file {str(path)!r} does not exist")
@@ -360,18 +445,18 @@ def read_features(path: str | Path, *, feature_names: tuple[str, ...] | list[str
                     f"input file {str(path)!r} must hold an array 'x'. "
                     f"Received arrays: {sorted(archive.files)}"
                 )
-            x = archive["x"].astype("float32")
-        if x.ndim != 2 or x.shape[1] != len(feature_names):
+            x = archive["x"]
+        if x.ndim != 2 or x.shape[1] != len(columns):
             raise UserInputError(
-                f"array 'x' of {str(path)!r} must have shape (rows, "
-                f"{len(feature_names)}). Received shape {x.shape}"
+                f"array 'x' of {str(path)!r} must have shape (rows, {len(columns)}). "
+                f"Received shape {x.shape}"
             )
-        _check_finite(x, str(path), names=list(feature_names))
-        return x
-    frame = _read_table(path)
-    missing = [name for name in feature_names if name not in frame.columns]
+        frame = pd.DataFrame(x, columns=columns)
+    else:
+        frame = _read_table(path)
+    missing = [name for name in columns if name not in frame.columns]
     if missing:
         raise UserInputError(
             f"input file {str(path)!r} lacks feature column {missing[0]!r} ({len(missing)} missing)"
         )
-    return _features_from_frame(frame[list(feature_names)], str(path))
+    return check_columns(frame[columns], kinds, source=str(path), allow_empty=True)

@@ -1,7 +1,8 @@
 """SavedModel export of a trained model, and scoring of what was exported.
 
 The export is a Keras `ExportArchive` with one ``serve`` endpoint (also the
-``serving_default`` signature) that takes raw features and returns named outputs:
+``serving_default`` signature) that takes one raw input per column (float32 with NaN
+for a missing number, int64, or string) and returns named outputs:
 ``probabilities``, ``class_id`` and ``label`` for classification, ``value`` for
 regression. Each export goes to ``export/<version>/``, the layout TF Serving reads,
 and is written beside the old ones and renamed into place, so a crash mid-export
@@ -22,6 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from hypermodels.features import TabularSchema, serving_signature, serving_to_model_inputs
+
 __all__ = [
     "MODEL_INFO_FILE",
     "export_model",
@@ -39,11 +42,13 @@ def _next_version(export_root: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _serving_fn(model: keras.Model, *, task: str, class_names: Sequence[str]) -> Any:
+def _serving_fn(
+    model: keras.Model, *, schema: TabularSchema, task: str, class_names: Sequence[str]
+) -> Any:
     names = tf.constant(list(class_names) or [""], dtype=tf.string)
 
-    def serve(features: tf.Tensor) -> dict[str, tf.Tensor]:
-        output = model(features, training=False)
+    def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        output = model(serving_to_model_inputs(schema, features), training=False)
         if task == "regression":
             return {"value": tf.reshape(output, [-1])}
         if task == "binary":
@@ -60,7 +65,7 @@ def export_model(
     *,
     export_root: str | Path,
     task: str,
-    feature_names: Sequence[str],
+    schema: TabularSchema,
     class_names: Sequence[str] = (),
     version: int = 0,
     info: dict[str, Any] | None = None,
@@ -68,10 +73,10 @@ def export_model(
     """Exports `model` as a SavedModel under ``export_root/<version>``.
 
     Args:
-        model: A trained Keras model taking a ``(batch, features)`` float matrix.
+        model: A trained Keras model built on `schema`'s preprocessing.
         export_root: The ``export`` folder.
         task: ``binary``, ``multiclass`` or ``regression``; decides the named outputs.
-        feature_names: Column order the model expects, stored with the export.
+        schema: The feature columns; the export takes one input per column.
         class_names: Original label of each class id.
         version: Folder number; 0 picks the next free number.
         info: Extra metadata to store in ``assets.extra/model_info.json``.
@@ -88,17 +93,16 @@ def export_model(
     archive.track(model)
     archive.add_endpoint(
         name="serve",
-        fn=_serving_fn(model, task=task, class_names=class_names),
-        input_signature=[
-            tf.TensorSpec(shape=(None, len(feature_names)), dtype=tf.float32, name="features")
-        ],
+        fn=_serving_fn(model, schema=schema, task=task, class_names=class_names),
+        input_signature=[serving_signature(schema)],
     )
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=export_root))
     try:
         archive.write_out(str(staging), verbose=False)
         metadata = {
             "task": task,
-            "feature_names": list(feature_names),
+            "inputs": schema.input_names(),
+            "schema": schema.to_json(),
             "class_names": list(class_names),
             "version": version,
             **(info or {}),
@@ -124,10 +128,14 @@ def load_model_info(export_dir: str | Path) -> dict[str, Any]:
     return info
 
 
-def predict_saved_model(export_dir: str | Path, features: np.ndarray) -> dict[str, np.ndarray]:
-    """Loads an export with `tf.saved_model.load` and runs its ``serve`` endpoint."""
+def predict_saved_model(
+    export_dir: str | Path, rows: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Loads an export with `tf.saved_model.load` and runs its ``serving_default``
+    signature on per-column arrays keyed by input name (see `features.raw_rows`)."""
     loaded = tf.saved_model.load(str(export_dir))
-    outputs = loaded.serve(tf.constant(np.asarray(features, dtype="float32")))
+    serve = loaded.signatures["serving_default"]
+    outputs = serve(**{name: tf.constant(values) for name, values in rows.items()})
     return {name: value.numpy() for name, value in outputs.items()}
 
 

@@ -6,19 +6,21 @@ takes plain keyword arguments.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import keras
 import keras_tuner
 
-from hypermodels import MLPHyperModel
+from hypermodels import SearchSpace, TabularSchema, fit_schema
+from hypermodels.features import model_inputs, raw_rows
 from kt_pipeline import data as data_lib
 from kt_pipeline.config import PipelineConfig, save_config
 from kt_pipeline.errors import UserInputError
@@ -87,9 +89,25 @@ def _prepare_experiment_dir(path: Path) -> None:
         raise UserInputError(f"experiment directory {str(path)!r} is not writable")
 
 
-def _load_splits(config: PipelineConfig) -> tuple[data_lib.Dataset, data_lib.Splits]:
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """The data, split and fitted once, in the forms the search and the export need."""
+
+    dataset: data_lib.Dataset
+    splits: data_lib.Splits
+    schema: TabularSchema
+
+    def inputs(self, part: data_lib.Split) -> Any:
+        return model_inputs(self.schema, part.frame)
+
+
+def _prepare_data(config: PipelineConfig) -> _Prepared:
     dataset = data_lib.load_dataset(
-        config.data.source, label=config.data.label, task=config.data.task
+        config.data.source,
+        label=config.data.label,
+        task=config.data.task,
+        categorical=config.data.categorical,
+        numeric=config.data.numeric,
     )
     splits = data_lib.split_dataset(
         dataset,
@@ -97,36 +115,59 @@ def _load_splits(config: PipelineConfig) -> tuple[data_lib.Dataset, data_lib.Spl
         test_fraction=config.data.test_fraction,
         seed=config.runtime.seed,
     )
-    return dataset, splits
+    # Statistics come from the training split only.
+    schema = fit_schema(splits.train.frame, dataset.kinds)
+    return _Prepared(dataset=dataset, splits=splits, schema=schema)
+
+
+def _hypermodel_class(path: str) -> type[keras_tuner.HyperModel]:
+    module_name, _, attribute = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise UserInputError(
+            f"`search.hypermodel` cannot be imported: {path!r} ({type(error).__name__}: {error})"
+        ) from error
+    if not (isinstance(cls, type) and issubclass(cls, keras_tuner.HyperModel)):
+        raise UserInputError(
+            f"`search.hypermodel` must name a keras_tuner.HyperModel subclass. Received: {path!r}"
+        )
+    return cls
 
 
 def _make_hypermodel(
-    config: PipelineConfig, dataset: data_lib.Dataset, splits: data_lib.Splits
-) -> MLPHyperModel:
-    x, y = splits.train.x, splits.train.y
-    regression = dataset.task == "regression"
-    return MLPHyperModel(
-        task=dataset.task,
-        num_features=x.shape[1],
-        num_classes=dataset.num_classes,
-        feature_mean=x.mean(axis=0),
-        feature_variance=x.var(axis=0),
+    config: PipelineConfig, prepared: _Prepared, objective: keras_tuner.Objective
+) -> keras_tuner.HyperModel:
+    y = prepared.splits.train.y
+    regression = prepared.dataset.task == "regression"
+    space_fields = {f.name for f in dataclasses.fields(SearchSpace)}
+    space = SearchSpace(**{k: v for k, v in vars(config.search).items() if k in space_fields})
+    return _hypermodel_class(config.search.hypermodel)(
+        schema=prepared.schema,
+        task=prepared.dataset.task,
+        num_classes=prepared.dataset.num_classes,
         target_mean=float(y.mean()) if regression else 0.0,
         target_std=float(y.std()) if regression else 1.0,
-        train_size=len(splits.train),
+        train_size=len(y),
         max_epochs=config.tuner.max_epochs,
-        **dataclasses.asdict(config.search),
+        space=space,
+        objective=objective,
     )
 
 
+def _objective(config: PipelineConfig, task: str) -> keras_tuner.Objective:
+    return resolve_objective(config.tuner.objective, config.tuner.direction, task=task)
+
+
 def _make_tuner(
-    config: PipelineConfig, hypermodel: MLPHyperModel, *, task: str, overwrite: bool
+    config: PipelineConfig, prepared: _Prepared, *, overwrite: bool
 ) -> keras_tuner.Tuner:
     tuner_cfg = config.tuner
+    objective = _objective(config, prepared.dataset.task)
     return build_tuner(
-        hypermodel,
+        _make_hypermodel(config, prepared, objective),
         algorithm=tuner_cfg.algorithm,
-        objective=resolve_objective(tuner_cfg.objective, tuner_cfg.direction, task=task),
+        objective=objective,
         directory=config.runtime.experiment_dir,
         project_name=PROJECT_NAME,
         seed=config.runtime.seed,
@@ -143,28 +184,20 @@ def _make_tuner(
     )
 
 
-def _callbacks(config: PipelineConfig, objective: keras_tuner.Objective) -> list[Any]:
+def _callbacks(config: PipelineConfig) -> list[Any]:
     experiment = Path(config.runtime.experiment_dir)
     # KerasTuner moves this callback into one folder per trial and adds HParams data.
-    callbacks: list[Any] = [keras.callbacks.TensorBoard(log_dir=str(experiment / TENSORBOARD_DIR))]
-    if config.tuner.early_stopping_patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor=objective.name,
-                mode=objective.direction,
-                patience=config.tuner.early_stopping_patience,
-            )
-        )
-    callbacks.append(keras.callbacks.TerminateOnNaN())
-    return callbacks
+    return [
+        keras.callbacks.TensorBoard(log_dir=str(experiment / TENSORBOARD_DIR)),
+        keras.callbacks.TerminateOnNaN(),
+    ]
 
 
 def export_best(
     config: PipelineConfig,
     *,
     tuner: keras_tuner.Tuner | None = None,
-    dataset: data_lib.Dataset | None = None,
-    splits: data_lib.Splits | None = None,
+    prepared: _Prepared | None = None,
 ) -> tuple[Path | None, dict[str, float]]:
     """Exports the best trial's model and scores the test split on the reloaded export.
 
@@ -173,8 +206,7 @@ def export_best(
     Returns:
         The export folder (None when no trial completed) and the test scores.
     """
-    if dataset is None or splits is None:
-        dataset, splits = _load_splits(config)
+    prepared = prepared or _prepare_data(config)
     if tuner is None:
         experiment = Path(config.runtime.experiment_dir)
         if not (experiment / PROJECT_NAME).is_dir():
@@ -182,19 +214,18 @@ def export_best(
                 f"experiment directory {str(experiment)!r} holds no search "
                 f"(no {PROJECT_NAME!r} folder)"
             )
-        tuner = _make_tuner(
-            config, _make_hypermodel(config, dataset, splits), task=dataset.task, overwrite=False
-        )
+        tuner = _make_tuner(config, prepared, overwrite=False)
     best_trials = tuner.oracle.get_best_trials(1)
     if not best_trials:
         return None, {}
     best = best_trials[0]
     model = tuner.load_model(best)
+    dataset = prepared.dataset
     export_dir = export_model(
         model,
         export_root=Path(config.runtime.experiment_dir) / EXPORT_DIR,
         task=dataset.task,
-        feature_names=dataset.feature_names,
+        schema=prepared.schema,
         class_names=dataset.class_names,
         version=config.export.version,
         info={
@@ -206,8 +237,9 @@ def export_best(
         },
     )
     # The held-out score comes from the reloaded SavedModel, exactly what is served.
-    outputs = predict_saved_model(export_dir, splits.test.x)
-    return export_dir, score_predictions(outputs, splits.test.y, task=dataset.task)
+    test = prepared.splits.test
+    outputs = predict_saved_model(export_dir, raw_rows(prepared.schema, test.frame))
+    return export_dir, score_predictions(outputs, test.y, task=dataset.task)
 
 
 def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSummary:
@@ -217,34 +249,31 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     the experiment directory.
     """
     started = time.perf_counter()
-    dataset, splits = _load_splits(config)
+    prepared = _prepare_data(config)
+    dataset, splits = prepared.dataset, prepared.splits
     experiment = Path(config.runtime.experiment_dir)
     _prepare_experiment_dir(experiment)
     keras.utils.set_random_seed(config.runtime.seed)
+    kinds = collections.Counter(dataset.kinds.values())
     log.info(
-        "data %s: %s task, %d train / %d validation / %d test rows, %d features",
+        "data %s: %s task, %d train / %d validation / %d test rows, columns: %s",
         dataset.name,
         dataset.task,
         len(splits.train),
         len(splits.validation),
         len(splits.test),
-        dataset.x.shape[1],
+        ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
     )
 
-    hypermodel = _make_hypermodel(config, dataset, splits)
-    tuner = _make_tuner(config, hypermodel, task=dataset.task, overwrite=overwrite)
+    tuner = _make_tuner(config, prepared, overwrite=overwrite)
     save_config(config, experiment / CONFIG_FILE)
     objective = tuner.oracle.objective
-    # Hyperband hands a promoted trial its parent's checkpoint, optimizer slots
-    # included, while the new model's optimizer has none yet; Keras warns for every
-    # promotion. The weights themselves load.
-    warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
     tuner.search(
-        splits.train.x,
+        prepared.inputs(splits.train),
         splits.train.y,
-        validation_data=(splits.validation.x, splits.validation.y),
+        validation_data=(prepared.inputs(splits.validation), splits.validation.y),
         epochs=config.tuner.max_epochs,
-        callbacks=_callbacks(config, objective),
+        callbacks=_callbacks(config),
         verbose=1 if config.runtime.verbose else 0,
     )
 
@@ -258,7 +287,7 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     export_dir: Path | None = None
     test_scores: dict[str, float] = {}
     if config.export.enabled and best is not None:
-        export_dir, test_scores = export_best(config, tuner=tuner, dataset=dataset, splits=splits)
+        export_dir, test_scores = export_best(config, tuner=tuner, prepared=prepared)
 
     summary = SearchSummary(
         experiment_dir=experiment,

@@ -8,6 +8,8 @@ RandomSearch:
   seed and the trial id, so a trial is reproducible on its own.
 * **Trial accounting.** Wall time and epochs of every trial are written to
   ``trial_<id>/stats.json`` for the results table.
+* **Checkpoints that restore the optimizer.** Hyperband promotions and reloaded best
+  models get their optimizer state back (KerasTuner silently drops it).
 """
 
 from __future__ import annotations
@@ -119,15 +121,36 @@ def _log_trial(
     )
 
 
-class HyperbandTuner(_PipelineTunerMixin, keras_tuner.Hyperband):
-    """KerasTuner's Hyperband with the pipeline's seeding and accounting."""
+class _OptimizerStateTuner(keras_tuner.Tuner):
+    """Builds each model's optimizer before any checkpoint is loaded into it.
+
+    KerasTuner's checkpoints hold the optimizer's variables (its step counter and
+    moments), but a freshly compiled model has an unbuilt optimizer, so Keras skips
+    them with a warning: a Hyperband promotion restarts its optimizer from step 0 and
+    `load_model` drops the state. With the optimizer built first, both restore it.
+    In the MRO this class sits below Hyperband, so it runs before Hyperband's own
+    parent-checkpoint restore.
+    """
+
+    def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        model = super()._build_hypermodel(hp)
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            with keras_tuner.engine.tuner.maybe_distribute(self.distribution_strategy):
+                optimizer.build(model.trainable_variables)
+        return model
 
 
-class BayesianTuner(_PipelineTunerMixin, keras_tuner.BayesianOptimization):
+class HyperbandTuner(_PipelineTunerMixin, keras_tuner.Hyperband, _OptimizerStateTuner):
+    """KerasTuner's Hyperband with the pipeline's seeding, accounting and promotions
+    that keep their optimizer state."""
+
+
+class BayesianTuner(_PipelineTunerMixin, keras_tuner.BayesianOptimization, _OptimizerStateTuner):
     """KerasTuner's Bayesian optimisation with the pipeline's seeding and accounting."""
 
 
-class RandomTuner(_PipelineTunerMixin, keras_tuner.RandomSearch):
+class RandomTuner(_PipelineTunerMixin, keras_tuner.RandomSearch, _OptimizerStateTuner):
     """KerasTuner's random search with the pipeline's seeding and accounting."""
 
 

@@ -45,6 +45,27 @@ def make_frame(rows: int = 120, *, task: str = "binary", seed: int = 0) -> pd.Da
     return frame
 
 
+def make_mixed_frame(rows: int = 200, *, seed: int = 0) -> pd.DataFrame:
+    """A table with every column kind and missing values; the binary label depends on
+    a numeric column (with gaps), a string category (with gaps) and an integer one."""
+    rng = np.random.default_rng(seed)
+    size = rng.normal(size=rows)
+    colour = rng.choice(["red", "green", "blue"], size=rows).astype(object)
+    level = rng.integers(1, 4, size=rows)
+    weight = rng.normal(size=rows)
+    score = size + (colour == "red") - (level == 3) + 0.2 * weight
+    frame = pd.DataFrame(
+        {
+            "size": np.where(rng.random(rows) < 0.1, np.nan, size),
+            "colour": np.where(rng.random(rows) < 0.1, None, colour),
+            "level": level,
+            "weight kg": weight,
+            "label": np.where(score > 0.3, "yes", "no"),
+        }
+    )
+    return frame
+
+
 @pytest.fixture
 def csv_file(tmp_path: Path) -> Callable[..., Path]:
     """Writes a `make_frame` table to CSV and returns its path."""

@@ -9,9 +9,10 @@ import pytest
 
 from kt_pipeline.data import (
     BUILTIN_DATASETS,
+    infer_column_kinds,
     infer_task,
     load_dataset,
-    read_features,
+    read_rows,
     split_dataset,
 )
 from kt_pipeline.errors import UserInputError
@@ -31,8 +32,8 @@ def test_builtin_sets_load_offline_with_their_task(name: str) -> None:
     task, classes = EXPECTED_TASKS[name]
     assert dataset.task == task
     assert dataset.num_classes == classes
-    assert dataset.x.dtype == np.float32
-    assert dataset.x.shape == (len(dataset.y), len(dataset.feature_names))
+    assert set(dataset.kinds.values()) == {"numeric"}
+    assert dataset.frame.shape == (len(dataset.y), len(dataset.feature_names))
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,13 @@ def test_csv_and_parquet_give_the_same_dataset(
     from_parquet = load_dataset(str(parquet), label="label")
     assert from_csv.task == from_parquet.task == task
     assert from_csv.feature_names == ("a", "b", "c", "n")
-    np.testing.assert_allclose(from_csv.x, from_parquet.x)
+    assert from_csv.kinds == {
+        "a": "numeric",
+        "b": "numeric",
+        "c": "numeric",
+        "n": "integer_categorical",
+    }
+    pd.testing.assert_frame_equal(from_csv.frame, from_parquet.frame)
     np.testing.assert_array_equal(from_csv.y, from_parquet.y)
 
 
@@ -90,11 +97,12 @@ def test_split_is_seeded_disjoint_and_stratified() -> None:
     first = split_dataset(dataset, validation_fraction=0.2, test_fraction=0.2, seed=3)
     again = split_dataset(dataset, validation_fraction=0.2, test_fraction=0.2, seed=3)
     other = split_dataset(dataset, validation_fraction=0.2, test_fraction=0.2, seed=4)
-    np.testing.assert_array_equal(first.test.x, again.test.x)
-    assert not np.array_equal(first.test.x, other.test.x)
+    pd.testing.assert_frame_equal(first.test.frame, again.test.frame)
+    assert not first.test.frame.equals(other.test.frame)
     assert len(first.train) + len(first.validation) + len(first.test) == 150
     assert len(first.test) == 30 and len(first.validation) == 30
-    rows = {tuple(r) for part in (first.train, first.validation, first.test) for r in part.x}
+    parts = (first.train, first.validation, first.test)
+    rows = {tuple(r) for part in parts for r in part.frame.to_numpy()}
     assert len(rows) >= 147  # iris has a few duplicate rows; the parts do not overlap
     for part in (first.validation, first.test):
         assert np.bincount(part.y).tolist() == [10, 10, 10]
@@ -125,7 +133,7 @@ def _write(tmp_path: Path, name: str, text: str) -> str:
             "must have at least 2 classes for a binary task. Received one class: 'x'",
         ),
         (
-            lambda p: _write(p, "d.csv", "a,label\n1,x\nfoo,y\n3,x\n"),
+            lambda p: _write(p, "d.csv", "a,label\n" + "1,x\n2,y\n" * 5 + "foo,y\n"),
             "label",
             "column 'a' of '{p}/d.csv' must be numeric. Received values such as 'foo'",
         ),
@@ -176,10 +184,59 @@ def test_too_few_rows_for_the_split(tmp_path: Path) -> None:
         split_dataset(dataset, validation_fraction=0.15, test_fraction=0.15, seed=0)
 
 
-def test_read_features_selects_columns_in_model_order(csv_file: Callable[..., Path]) -> None:
+def test_read_rows_checks_and_orders_the_feature_columns(csv_file: Callable[..., Path]) -> None:
     path = csv_file()
-    x = read_features(path, feature_names=("n", "a"))
-    frame = pd.read_csv(path)
-    np.testing.assert_allclose(x, frame[["n", "a"]].to_numpy(dtype="float32"))
+    frame = read_rows(path, kinds={"n": "integer_categorical", "a": "numeric"})
+    assert list(frame.columns) == ["n", "a"]
+    np.testing.assert_allclose(frame["a"], pd.read_csv(path)["a"])
     with pytest.raises(UserInputError, match="lacks feature column 'zz'"):
-        read_features(path, feature_names=("a", "zz"))
+        read_rows(path, kinds={"a": "numeric", "zz": "numeric"})
+    with pytest.raises(UserInputError, match=r"column 'label' .* must be numeric"):
+        read_rows(path, kinds={"label": "numeric"})
+
+
+def test_column_kinds_are_inferred_and_overridable() -> None:
+    frame = pd.DataFrame(
+        {
+            "price": [1.5, None, 3.0, 4.0],
+            "rooms": [1, 2, 3, 2],
+            "zip": [10001, 10002, 10003, 10004],
+            "city": ["a", "b", None, "a"],
+            "flag": [True, False, True, True],
+            "typo": ["1", "2", "3", "4"],
+        }
+    )
+    assert infer_column_kinds(frame) == {
+        "price": "numeric",
+        "rooms": "integer_categorical",
+        "zip": "integer_categorical",
+        "city": "string_categorical",
+        "flag": "integer_categorical",
+        "typo": "numeric",
+    }
+    forced = infer_column_kinds(frame, categorical=["price"], numeric=["rooms"])
+    assert forced["price"] == "string_categorical"
+    assert forced["rooms"] == "numeric"
+    with pytest.raises(UserInputError, match=r"`data\.numeric` names column 'nope'"):
+        infer_column_kinds(frame, numeric=["nope"])
+
+
+def test_mixed_table_keeps_missing_values(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    pd.DataFrame(
+        {
+            "x": [1.0, None, 3.0, 4.0, 5.0, 6.0],
+            "colour": ["red", "blue", None, "red", "blue", "red"],
+            "level": [1, 2, 3, 1, 2, 3],
+            "label": [0, 1, 0, 1, 0, 1],
+        }
+    ).to_csv(path, index=False)
+    dataset = load_dataset(str(path), label="label")
+    assert dataset.kinds == {
+        "x": "numeric",
+        "colour": "string_categorical",
+        "level": "integer_categorical",
+    }
+    assert np.isnan(dataset.frame["x"][1])
+    assert dataset.frame["colour"][2] is None
+    assert dataset.frame["level"].dtype == np.int64

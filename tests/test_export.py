@@ -4,16 +4,24 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import keras_tuner
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import make_mixed_frame
 
-from hypermodels import MLPHyperModel
+from hypermodels import MLPHyperModel, SearchSpace, TabularSchema, fit_schema
+from hypermodels.features import model_inputs, raw_rows
 from kt_pipeline.export import export_model, load_model_info, predict_saved_model, score_predictions
 
 
-def _trained(task: str) -> tuple[object, np.ndarray, np.ndarray]:
+def _rows(schema: TabularSchema, x: np.ndarray) -> dict[str, np.ndarray]:
+    return raw_rows(schema, pd.DataFrame(x, columns=list(schema.names)))
+
+
+def _trained(task: str) -> tuple[MLPHyperModel, object, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(80, 3)).astype("float32")
     y = {
@@ -25,22 +33,18 @@ def _trained(task: str) -> tuple[object, np.ndarray, np.ndarray]:
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
     hypermodel.fit(hp, model, x, y, epochs=2, verbose=0)
-    return model, x, y
+    return hypermodel, model, x, y
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_reloaded_export_predicts_like_the_model(tmp_path: Path, task: str) -> None:
-    model, x, y = _trained(task)
+    hypermodel, model, x, y = _trained(task)
     classes = {"binary": ("no", "yes"), "multiclass": ("a", "b", "c"), "regression": ()}[task]
     export_dir = export_model(
-        model,
-        export_root=tmp_path,
-        task=task,
-        feature_names=("f0", "f1", "f2"),
-        class_names=classes,
+        model, export_root=tmp_path, task=task, schema=hypermodel.schema, class_names=classes
     )
     assert export_dir == tmp_path / "1"
-    outputs = predict_saved_model(export_dir, x)
+    outputs = predict_saved_model(export_dir, _rows(hypermodel.schema, x))
     expected = model.predict(x, verbose=0)  # type: ignore[attr-defined]
     if task == "regression":
         np.testing.assert_allclose(outputs["value"], expected[:, 0], rtol=1e-5, atol=1e-5)
@@ -59,8 +63,12 @@ def test_reloaded_export_predicts_like_the_model(tmp_path: Path, task: str) -> N
 
 
 def test_versions_increase_and_an_explicit_version_is_replaced(tmp_path: Path) -> None:
-    model, _, _ = _trained("binary")
-    kwargs = {"export_root": tmp_path, "task": "binary", "feature_names": ("a", "b", "c")}
+    hypermodel, model, _, _ = _trained("binary")
+    kwargs: dict[str, Any] = {
+        "export_root": tmp_path,
+        "task": "binary",
+        "schema": hypermodel.schema,
+    }
     assert export_model(model, **kwargs).name == "1"
     assert export_model(model, **kwargs).name == "2"
     replaced = export_model(model, version=1, info={"note": "again"}, **kwargs)
@@ -68,16 +76,85 @@ def test_versions_increase_and_an_explicit_version_is_replaced(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]  # no staging left over
 
 
+#: Reads a CSV with the csv module and calls the SavedModel, as a client that has
+#: neither pandas nor our packages would: empty numeric fields become NaN, empty text
+#: stays "", and each column gets the dtype the serving signature declares.
+CLIENT = """
+import csv, json, math, sys
+import numpy as np, tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+serve = model.signatures["serving_default"]
+specs = serve.structured_input_signature[1]
+columns = json.loads(sys.argv[3])  # input name -> CSV column
+with open(sys.argv[2], newline="") as handle:
+    rows = list(csv.DictReader(handle))
+def parse(text, dtype):
+    if dtype == tf.float32:
+        return float(text) if text != "" else math.nan
+    if dtype == tf.int64:
+        return int(text)
+    return text
+inputs = {name: tf.constant([parse(row[columns[name]], spec.dtype) for row in rows],
+                            dtype=spec.dtype) for name, spec in specs.items()}
+outputs = serve(**inputs)
+assert not any(m.split(".")[0] in ("kt_pipeline", "hypermodels") for m in sys.modules)
+print(json.dumps({k: v.numpy().tolist() for k, v in outputs.items() if k != "label"}))
+"""
+
+
+def serve_csv_in_fresh_process(export_dir: Path, csv_path: Path) -> dict[str, np.ndarray]:
+    """Runs `CLIENT` in a new Python process and returns the SavedModel's outputs."""
+    inputs = load_model_info(export_dir)["inputs"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CLIENT,
+            str(export_dir),
+            str(csv_path),
+            json.dumps({v: k for k, v in inputs.items()}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+        cwd=csv_path.parent,
+    )
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
+    return {name: np.array(value) for name, value in outputs.items()}
+
+
 @pytest.mark.slow
-def test_export_is_servable_without_our_packages(tmp_path: Path) -> None:
-    model, x, _ = _trained("multiclass")
+def test_mixed_columns_are_served_raw_without_our_packages(tmp_path: Path) -> None:
+    frame = make_mixed_frame(80)
+    csv_path = tmp_path / "rows.csv"
+    frame.to_csv(csv_path, index=False)
+    kinds = {
+        "size": "numeric",
+        "colour": "string_categorical",
+        "level": "integer_categorical",
+        "weight kg": "numeric",
+    }
+    features = frame.drop(columns=["label"])
+    schema = fit_schema(features, kinds)
+    hypermodel = MLPHyperModel(
+        schema=schema,
+        task="binary",
+        train_size=len(frame),
+        space=SearchSpace(units=(8,), num_layers=(1, 1)),
+    )
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    y = (frame["label"] == "yes").to_numpy("int32")
+    hypermodel.fit(hp, model, model_inputs(schema, features), y, epochs=2, verbose=0)
     export_dir = export_model(
         model,
-        export_root=tmp_path,
-        task="multiclass",
-        feature_names=("a", "b", "c"),
-        class_names=("x", "y", "z"),
+        export_root=tmp_path / "export",
+        task="binary",
+        schema=schema,
+        class_names=("no", "yes"),
     )
+
     cli = Path(sys.executable).with_name("saved_model_cli")
     shown = subprocess.run(
         [str(cli), "show", "--dir", str(export_dir), "--all"],
@@ -87,23 +164,10 @@ def test_export_is_servable_without_our_packages(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert "signature_def['serving_default']" in shown
-    assert "features" in shown
+    for name in ("size", "colour", "level", "weight_kg"):
+        assert f"inputs['{name}']" in shown
 
-    script = (
-        "import json, sys, numpy as np, tensorflow as tf\n"
-        f"model = tf.saved_model.load({str(export_dir)!r})\n"
-        "x = tf.constant(np.array(json.loads(sys.argv[1]), 'float32'))\n"
-        "out = model.signatures['serving_default'](features=x)\n"
-        "assert not any(m.split('.')[0] in ('kt_pipeline', 'hypermodels') for m in sys.modules)\n"
-        "print(json.dumps(out['probabilities'].numpy().tolist()))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(x[:4].tolist())],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=tmp_path,
-    )
-    served = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
-    np.testing.assert_allclose(served, model.predict(x[:4], verbose=0), rtol=1e-5, atol=1e-6)  # type: ignore[attr-defined]
+    served = serve_csv_in_fresh_process(export_dir, csv_path)
+    in_memory = model.predict(model_inputs(schema, features), verbose=0)  # type: ignore[attr-defined]
+    assert np.isnan(frame["size"]).any() and frame["colour"].isna().any()
+    np.testing.assert_allclose(served["probabilities"][:, 1], in_memory[:, 0], atol=1e-5)

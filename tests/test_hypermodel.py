@@ -1,3 +1,5 @@
+"""One test per knob: a chosen hyperparameter value reaches the compiled model."""
+
 from __future__ import annotations
 
 import math
@@ -9,7 +11,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from hypermodels import OPTIMIZERS, SCHEDULES, MLPHyperModel
+from hypermodels import ACTIVATIONS, OPTIMIZERS, SCHEDULES, MLPHyperModel
 
 OPTIMIZER_CLASSES = {
     "adam": keras.optimizers.Adam,
@@ -17,6 +19,7 @@ OPTIMIZER_CLASSES = {
     "sgd": keras.optimizers.SGD,
     "rmsprop": keras.optimizers.RMSprop,
     "adagrad": keras.optimizers.Adagrad,
+    "nadam": keras.optimizers.Nadam,
 }
 
 
@@ -27,68 +30,168 @@ def _hypermodel(**space: Any) -> MLPHyperModel:
     return MLPHyperModel.from_arrays(x, y, task="binary", max_epochs=10, **space)
 
 
+def _build(hp: keras_tuner.HyperParameters | None = None, **space: Any) -> keras.Model:
+    return _hypermodel(**space).build(hp or keras_tuner.HyperParameters())
+
+
+def _fixed(**values: Any) -> keras_tuner.HyperParameters:
+    hp = keras_tuner.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    return hp
+
+
+def _dense(model: keras.Model) -> list[keras.layers.Dense]:
+    return [layer for layer in model.layers if layer.name.startswith("dense_")]
+
+
 def test_every_optimizer_in_the_space_has_a_class() -> None:
     assert set(OPTIMIZER_CLASSES) == set(OPTIMIZERS)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_each_optimizer_reaches_the_compiled_model(name: str) -> None:
+def test_each_optimizer_and_its_own_settings_reach_the_model(name: str) -> None:
     hp = keras_tuner.HyperParameters()
-    model = _hypermodel(
-        optimizers=(name,), learning_rate=(0.02, 0.02), schedules=("constant",)
-    ).build(hp)
-    assert type(model.optimizer) is OPTIMIZER_CLASSES[name]
-    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
+    model = _build(hp, optimizers=(name,), learning_rate=(0.02, 0.02), schedules=("constant",))
+    optimizer = model.optimizer
+    assert type(optimizer) is OPTIMIZER_CLASSES[name]
+    assert float(optimizer.learning_rate) == pytest.approx(0.02)
     if name == "sgd":
-        assert model.optimizer.momentum == hp.get("sgd_momentum")
+        assert optimizer.momentum == hp.get("sgd_momentum")
+        assert optimizer.nesterov == hp.get("sgd_nesterov")
     if name == "adamw":
-        assert model.optimizer.weight_decay == pytest.approx(hp.get("adamw_weight_decay"))
+        assert optimizer.weight_decay == pytest.approx(hp.get("adamw_weight_decay"))
+    if name == "rmsprop":
+        assert optimizer.rho == pytest.approx(hp.get("rmsprop_rho"))
 
 
 def test_conditional_hyperparameters_are_inactive_for_other_optimizers() -> None:
     hp = keras_tuner.HyperParameters()
-    _hypermodel(optimizers=("adam", "sgd")).build(hp)
+    _build(hp, optimizers=("adam", "sgd", "rmsprop"))
     assert hp.get("optimizer") == "adam"
-    assert not hp.is_active("sgd_momentum")
+    for name in ("sgd_momentum", "sgd_nesterov", "rmsprop_rho"):
+        assert not hp.is_active(name)
+
+
+def _expected_rate(name: str, k: int, *, lr: float, steps: int, warmup: int) -> float:
+    if name in ("constant", "reduce_on_plateau"):
+        return lr
+    if name == "step":
+        return lr * (1 if k < steps // 2 else 0.1 if k < int(steps * 0.75) else 0.01)
+    if name == "exponential":
+        return lr * 0.1 ** (k / steps)
+    if name == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * k / steps))
+    if k < warmup:  # cosine_warmup: linear from 0 to lr, then cosine over the rest
+        return lr * k / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * (k - warmup) / (steps - warmup)))
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
-def test_each_schedule_gives_the_expected_rate_at_step_k(name: str) -> None:
+@pytest.mark.parametrize("k", [0, 5, 40, 60, 80, 99])
+def test_each_schedule_gives_the_expected_rate_at_step_k(name: str, k: int) -> None:
+    hp = _fixed(warmup_fraction=0.1) if name == "cosine_warmup" else None
     hypermodel = _hypermodel(schedules=(name,), learning_rate=(0.1, 0.1), batch_sizes=(10,))
-    model = hypermodel.build(keras_tuner.HyperParameters())
-    decay_steps = hypermodel.steps_per_epoch(10) * 10  # 100 rows / 10 per batch * 10 epochs
-    assert decay_steps == 100
-    schedule = model.optimizer._learning_rate
-    k = 40
-    expected = {
-        "constant": 0.1,
-        "cosine": 0.1 * 0.5 * (1 + math.cos(math.pi * k / decay_steps)),
-        "exponential": 0.1 * 0.1 ** (k / decay_steps),
-    }[name]
-    rate = schedule if name == "constant" else float(schedule(k))
-    assert float(rate) == pytest.approx(expected, rel=1e-5)
+    model = hypermodel.build(hp or keras_tuner.HyperParameters())
+    steps = hypermodel.steps_per_epoch(10) * 10  # 100 rows / batch 10, 10 epochs
+    assert steps == 100
+    model.optimizer.iterations.assign(k)
+    rate = float(model.optimizer.learning_rate)
+    expected = _expected_rate(name, k, lr=0.1, steps=steps, warmup=10)
+    assert rate == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
 
-def test_architecture_follows_the_hyperparameters() -> None:
+def test_reduce_on_plateau_lowers_the_rate_when_validation_stalls() -> None:
+    hypermodel = _hypermodel(
+        schedules=("reduce_on_plateau",),
+        learning_rate=(1e-6, 1e-6),
+        batch_sizes=(50,),
+        optimizers=("adam",),
+        early_stopping_patience=(0, 0),
+    )
     hp = keras_tuner.HyperParameters()
-    hp.Fixed("num_layers", 3)
-    hp.Fixed("units", 16)
-    hp.Fixed("activation", "tanh")
-    hp.Fixed("dropout", 0.25)
-    model = _hypermodel(
-        num_layers=(1, 4), units=(8, 16), activations=("relu", "tanh"), dropout=(0.0, 0.5)
-    ).build(hp)
-    dense = [layer for layer in model.layers if layer.name.startswith("dense_")]
+    model = hypermodel.build(hp)
+    x, y = np.zeros((100, 4), "float32"), np.ones(100)
+    # At this rate the validation loss moves by far less than the callback's min_delta.
+    hypermodel.fit(hp, model, x, y, epochs=6, validation_data=(x, y), verbose=0)
+    assert float(model.optimizer.learning_rate) < 1e-6 * 0.6
+
+
+@pytest.mark.parametrize("mode", ["norm", "global_norm"])
+def test_gradient_clipping_reaches_the_optimizer(mode: str) -> None:
+    model = _build(_fixed(clip_norm=2.5), gradient_clipping=(mode,), clip_norm=(1.0, 4.0))
+    assert model.optimizer.clipnorm == (2.5 if mode == "norm" else None)
+    assert model.optimizer.global_clipnorm == (2.5 if mode == "global_norm" else None)
+
+
+def test_clipping_off_leaves_the_optimizer_unclipped() -> None:
+    hp = keras_tuner.HyperParameters()
+    model = _build(hp, gradient_clipping=("none",))
+    assert model.optimizer.clipnorm is None and model.optimizer.global_clipnorm is None
+    assert "clip_norm" not in hp.values or not hp.is_active("clip_norm")
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_batch_normalisation_follows_its_switch(batch_norm: bool) -> None:
+    model = _build(num_layers=(2, 2), batch_norm=(batch_norm,))
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == (2 if batch_norm else 0)
+    assert all(layer.use_bias is not batch_norm for layer in _dense(model))
+
+
+@pytest.mark.parametrize("initializer", ["he_normal", "lecun_normal", "glorot_uniform"])
+def test_kernel_initializer_reaches_the_layers(initializer: str) -> None:
+    model = _build(kernel_initializers=(initializer,))
+    expected = type(keras.initializers.get(initializer))
+    assert all(isinstance(layer.kernel_initializer, expected) for layer in _dense(model))
+
+
+def test_weight_penalties_reach_the_layers() -> None:
+    model = _build(l1=(1e-4, 1e-4), l2=(3e-3, 3e-3))
+    for layer in _dense(model):
+        assert layer.kernel_regularizer.l1 == pytest.approx(1e-4)
+        assert layer.kernel_regularizer.l2 == pytest.approx(3e-3)
+
+
+def test_a_penalty_range_from_zero_can_be_off_or_log_scaled() -> None:
+    off = _build(_fixed(use_l2=False), l1=(0.0, 0.0), l2=(0.0, 1e-2))
+    assert all(layer.kernel_regularizer is None for layer in _dense(off))
+    hp = _fixed(use_l2=True)
+    on = _build(hp, l1=(0.0, 0.0), l2=(0.0, 1e-2))
+    assert 1e-6 <= hp.get("l2") <= 1e-2
+    assert _dense(on)[0].kernel_regularizer.l2 == pytest.approx(hp.get("l2"))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_each_activation_reaches_the_layers(activation: str) -> None:
+    model = _build(activations=(activation,), num_layers=(2, 2))
+    layers = [layer for layer in model.layers if layer.name.startswith("activation_")]
+    assert len(layers) == 2
+    expected = keras.activations.get(activation)
+    assert all(layer.activation is expected for layer in layers)
+
+
+def test_shared_units_dropout_and_depth() -> None:
+    hp = _fixed(num_layers=3, units=16, dropout=0.25)
+    model = _build(hp, num_layers=(1, 4), units=(8, 16), dropout=(0.0, 0.5))
     dropout = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
-    assert [layer.units for layer in dense] == [16, 16, 16]
-    assert {layer.activation.__name__ for layer in dense} == {"tanh"}
+    assert [layer.units for layer in _dense(model)] == [16, 16, 16]
     assert [layer.rate for layer in dropout] == [0.25, 0.25, 0.25]
+
+
+def test_per_layer_units_are_conditional_on_depth() -> None:
+    hp = _fixed(num_layers=2, units_0=8, units_1=32)
+    model = _build(hp, num_layers=(1, 3), units=(8, 16, 32), per_layer_units=True)
+    assert [layer.units for layer in _dense(model)] == [8, 32]
+    assert hp.is_active("units_1")
+    assert not hp.is_active("units_2")
 
 
 def test_inputs_are_normalised_with_training_statistics() -> None:
     x = np.array([[0.0, 10.0], [2.0, 30.0]], dtype="float32")
-    hypermodel = MLPHyperModel.from_arrays(x, np.array([0, 1]), task="binary")
-    model = hypermodel.build(keras_tuner.HyperParameters())
+    model = MLPHyperModel.from_arrays(x, np.array([0, 1]), task="binary").build(
+        keras_tuner.HyperParameters()
+    )
     normalised = model.get_layer("normalize")(x)
     np.testing.assert_allclose(np.asarray(normalised), [[-1, -1], [1, 1]], atol=1e-3)
 
@@ -110,14 +213,25 @@ def test_each_task_has_its_head_and_loss(task: str, y: np.ndarray, loss: str, un
         assert model.get_layer("output").offset == pytest.approx(25.0)
 
 
-def test_batch_size_reaches_fit() -> None:
-    hypermodel = _hypermodel(batch_sizes=(25,))
+@pytest.mark.parametrize("loss", ["mae", "huber"])
+def test_regression_loss_is_configurable(loss: str) -> None:
+    x = np.arange(8, dtype="float32").reshape(4, 2)
+    model = MLPHyperModel.from_arrays(
+        x, np.arange(4.0), task="regression", regression_loss=loss
+    ).build(keras_tuner.HyperParameters())
+    assert model.loss == loss
+
+
+def test_batch_size_and_early_stopping_reach_fit() -> None:
+    hypermodel = _hypermodel(batch_sizes=(25,), early_stopping_patience=(1, 1))
+    hypermodel.objective = keras_tuner.Objective("val_accuracy", "max")
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
-    x = np.zeros((100, 4), "float32")
-    history = hypermodel.fit(hp, model, x, np.zeros(100), epochs=1, verbose=0)
-    assert history.history["loss"]
-    assert int(model.optimizer.iterations) == 4  # 100 rows / batch 25
+    x, y = np.zeros((100, 4), "float32"), np.zeros(100)
+    history = hypermodel.fit(hp, model, x, y, epochs=20, validation_data=(x, y), verbose=0)
+    # All-zero inputs keep the accuracy where it starts; patience 1 stops after epoch 2.
+    assert len(history.epoch) == 2
+    assert int(model.optimizer.iterations) == 4 * len(history.epoch)  # 100 rows / batch 25
 
 
 def test_plain_kerastuner_tuner_accepts_the_hypermodel(tmp_path: Path) -> None:
@@ -136,7 +250,8 @@ def test_plain_kerastuner_tuner_accepts_the_hypermodel(tmp_path: Path) -> None:
 
 
 def test_invalid_arguments_are_rejected() -> None:
+    schema = _hypermodel().schema
     with pytest.raises(ValueError, match="Received: task='ranking'"):
-        MLPHyperModel(task="ranking", num_features=2)
+        MLPHyperModel(schema=schema, task="ranking")
     with pytest.raises(ValueError, match="num_classes=1"):
-        MLPHyperModel(task="multiclass", num_features=2, num_classes=1)
+        MLPHyperModel(schema=schema, task="multiclass", num_classes=1)

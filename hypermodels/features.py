@@ -1,0 +1,328 @@
+"""Tabular preprocessing that lives inside the model, built from Keras's own layers.
+
+A `TabularSchema` holds what preprocessing needs to know about each column: its kind,
+and statistics fitted once on the training split (mean and variance, the fill value
+for missing numbers, the vocabulary of a categorical column). Every trial builds fresh
+layers from these values (`Normalization`, `StringLookup`, `IntegerLookup`,
+`Embedding`), so nothing is adapted per trial and no layer is shared across models.
+
+Inside the model, numeric columns travel together as one float matrix (``numeric``)
+and each categorical column as its own input; the exported SavedModel instead takes
+one input per column (see `serving_signature` and `serving_to_model_inputs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+__all__ = [
+    "COLUMN_KINDS",
+    "INTEGER_CATEGORICAL",
+    "NUMERIC",
+    "NUMERIC_INPUT",
+    "STRING_CATEGORICAL",
+    "Column",
+    "TabularSchema",
+    "build_preprocessing",
+    "fit_schema",
+    "model_inputs",
+    "raw_rows",
+    "serving_signature",
+    "serving_to_model_inputs",
+]
+
+NUMERIC = "numeric"
+INTEGER_CATEGORICAL = "integer_categorical"
+STRING_CATEGORICAL = "string_categorical"
+COLUMN_KINDS = (NUMERIC, INTEGER_CATEGORICAL, STRING_CATEGORICAL)
+
+#: Name of the model input that carries all numeric columns as one matrix.
+NUMERIC_INPUT = "numeric"
+
+# Categorical columns with at most this many values are one-hot encoded; larger ones
+# get an embedding.
+_MAX_ONE_HOT = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """One feature column and the statistics its preprocessing needs.
+
+    Attributes:
+        name: The column's name in the data.
+        kind: ``numeric``, ``integer_categorical`` or ``string_categorical``.
+        mean: Numeric: training mean (also the fill value for a missing number).
+        variance: Numeric: training variance.
+        has_missing: Numeric: the training split had missing values, so the model
+            gets a missing-value indicator for this column.
+        vocabulary: Categorical: the values seen in training, sorted; anything else
+            maps to one out-of-vocabulary slot.
+    """
+
+    name: str
+    kind: str
+    mean: float = 0.0
+    variance: float = 1.0
+    has_missing: bool = False
+    vocabulary: tuple[Any, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        plain = dataclasses.asdict(self)
+        plain["vocabulary"] = [v if isinstance(v, str) else int(v) for v in self.vocabulary]
+        return plain
+
+
+@dataclasses.dataclass(frozen=True)
+class TabularSchema:
+    """The feature columns in model order."""
+
+    columns: tuple[Column, ...]
+
+    @property
+    def numeric(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.kind == NUMERIC)
+
+    @property
+    def categorical(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.kind != NUMERIC)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def numeric_only(self) -> bool:
+        """With only numeric columns the model takes one plain float matrix."""
+        return not self.categorical
+
+    def input_names(self) -> dict[str, str]:
+        """SavedModel input name for each column: the column name made signature-safe
+        (letters, digits and ``_``), unique within the schema."""
+        names: dict[str, str] = {}
+        used: set[str] = set()
+        for column in self.columns:
+            base = re.sub(r"[^A-Za-z0-9_]", "_", column.name) or "column"
+            if base[0].isdigit():
+                base = f"_{base}"
+            name, suffix = base, 1
+            while name in used:
+                suffix += 1
+                name = f"{base}_{suffix}"
+            used.add(name)
+            names[column.name] = name
+        return names
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.columns]
+
+    @classmethod
+    def from_json(cls, data: Sequence[Mapping[str, Any]]) -> TabularSchema:
+        return cls(tuple(Column(**{**c, "vocabulary": tuple(c["vocabulary"])}) for c in data))
+
+    @classmethod
+    def numeric_matrix(cls, x: np.ndarray, names: Sequence[str] | None = None) -> TabularSchema:
+        """A schema of numeric columns fitted on a float matrix."""
+        x = np.asarray(x, dtype="float64")
+        names = list(names) if names is not None else [f"x{i}" for i in range(x.shape[1])]
+        return fit_schema(pd.DataFrame(x, columns=names), {name: NUMERIC for name in names})
+
+
+def _string_values(series: pd.Series) -> pd.Series:
+    """Text form of a categorical column; a missing value becomes the empty string."""
+    return series.astype("string").fillna("").astype(object)
+
+
+def fit_schema(frame: pd.DataFrame, kinds: Mapping[str, str]) -> TabularSchema:
+    """Fits per-column statistics on the training split.
+
+    Args:
+        frame: The training rows' feature columns.
+        kinds: Kind of each column (see `COLUMN_KINDS`).
+    """
+    columns = []
+    for name in frame.columns:
+        series = frame[name]
+        kind = kinds[name]
+        if kind == NUMERIC:
+            values = pd.to_numeric(series, errors="coerce").astype("float64")
+            present = values.dropna()
+            columns.append(
+                Column(
+                    name=str(name),
+                    kind=kind,
+                    mean=float(present.mean()) if len(present) else 0.0,
+                    variance=float(present.var(ddof=0)) if len(present) else 1.0,
+                    has_missing=bool(values.isna().any()),
+                )
+            )
+        elif kind == INTEGER_CATEGORICAL:
+            vocabulary = tuple(int(v) for v in sorted(series.dropna().unique()))
+            columns.append(Column(name=str(name), kind=kind, vocabulary=vocabulary))
+        else:
+            vocabulary = tuple(sorted(set(_string_values(series))))
+            columns.append(Column(name=str(name), kind=kind, vocabulary=vocabulary))
+    return TabularSchema(tuple(columns))
+
+
+def model_inputs(schema: TabularSchema, frame: pd.DataFrame) -> Any:
+    """The model's inputs for these rows.
+
+    Returns a float32 matrix when every column is numeric, else a dict: ``numeric``
+    (rows x numeric columns, NaN where missing) and one ``(rows, 1)`` tensor per
+    categorical column (int64 or string).
+    """
+    numeric = frame[[c.name for c in schema.numeric]].apply(pd.to_numeric, errors="coerce")
+    matrix = numeric.to_numpy(dtype="float32")
+    if schema.numeric_only:
+        return matrix
+    inputs: dict[str, Any] = {}
+    if schema.numeric:
+        inputs[NUMERIC_INPUT] = tf.constant(matrix)
+    for column in schema.categorical:
+        if column.kind == INTEGER_CATEGORICAL:
+            values = frame[column.name].to_numpy(dtype="int64").reshape(-1, 1)
+            inputs[column.name] = tf.constant(values)
+        else:
+            values = _string_values(frame[column.name]).to_numpy().reshape(-1, 1)
+            inputs[column.name] = tf.constant(values.astype(str).astype(object), dtype=tf.string)
+    return inputs
+
+
+class FillMissing(keras.layers.Layer):
+    """Replaces NaN in each column with that column's fill value (its training mean)."""
+
+    def __init__(self, fill_values: Sequence[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fill_values = [float(v) for v in fill_values]
+
+    def call(self, inputs: Any) -> Any:
+        fill = keras.ops.convert_to_tensor(self.fill_values, dtype=inputs.dtype)
+        return keras.ops.where(keras.ops.isnan(inputs), fill, inputs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "fill_values": self.fill_values}
+
+
+class MissingIndicator(keras.layers.Layer):
+    """1.0 where the chosen columns are missing (NaN), else 0.0."""
+
+    def __init__(self, columns: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.columns = [int(c) for c in columns]
+
+    def call(self, inputs: Any) -> Any:
+        picked = keras.ops.take(inputs, self.columns, axis=1)
+        return keras.ops.cast(keras.ops.isnan(picked), "float32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "columns": self.columns}
+
+
+def _embedding_size(cardinality: int) -> int:
+    # The rule of thumb fastai uses for tabular embeddings, capped for small data.
+    return int(min(32, round(1.6 * cardinality**0.56)))
+
+
+def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
+    """Builds the model's inputs and their encoded, concatenated features.
+
+    Returns:
+        ``(inputs, encoded)``: a single `keras.Input` or a dict of them, and the float
+        tensor that the rest of the network consumes.
+    """
+    parts = []
+    inputs: dict[str, Any] = {}
+    numeric = schema.numeric
+    if numeric:
+        raw = keras.Input(shape=(len(numeric),), dtype="float32", name=NUMERIC_INPUT)
+        inputs[NUMERIC_INPUT] = raw
+        filled = FillMissing([c.mean for c in numeric], name="fill_missing")(raw)
+        parts.append(
+            keras.layers.Normalization(
+                mean=[c.mean for c in numeric],
+                variance=[c.variance for c in numeric],
+                name="normalize",
+            )(filled)
+        )
+        missing = [i for i, c in enumerate(numeric) if c.has_missing]
+        if missing:
+            parts.append(MissingIndicator(missing, name="missing_indicator")(raw))
+    for column in schema.categorical:
+        integer = column.kind == INTEGER_CATEGORICAL
+        raw = keras.Input(shape=(1,), dtype="int64" if integer else "string", name=column.name)
+        inputs[column.name] = raw
+        lookup_cls = keras.layers.IntegerLookup if integer else keras.layers.StringLookup
+        size = len(column.vocabulary) + 1  # one out-of-vocabulary slot
+        safe = re.sub(r"[^A-Za-z0-9_]", "_", column.name)
+        if size <= _MAX_ONE_HOT:
+            encoded = lookup_cls(
+                vocabulary=list(column.vocabulary), output_mode="one_hot", name=f"lookup_{safe}"
+            )(raw)
+        else:
+            ids = lookup_cls(vocabulary=list(column.vocabulary), name=f"lookup_{safe}")(raw)
+            embedded = keras.layers.Embedding(size, _embedding_size(size), name=f"embed_{safe}")(
+                ids
+            )
+            encoded = keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
+        parts.append(encoded)
+    features = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
+    if schema.numeric_only:
+        return inputs[NUMERIC_INPUT], features
+    return inputs, features
+
+
+_SERVING_DTYPES = {
+    NUMERIC: tf.float32,
+    INTEGER_CATEGORICAL: tf.int64,
+    STRING_CATEGORICAL: tf.string,
+}
+
+
+def serving_signature(schema: TabularSchema) -> dict[str, tf.TensorSpec]:
+    """One 1-D input per column, in its raw dtype: float32 (NaN for a missing
+    number), int64, or string (``""`` for a missing value)."""
+    names = schema.input_names()
+    return {
+        names[c.name]: tf.TensorSpec(
+            shape=(None,), dtype=_SERVING_DTYPES[c.kind], name=names[c.name]
+        )
+        for c in schema.columns
+    }
+
+
+def serving_to_model_inputs(schema: TabularSchema, features: Mapping[str, tf.Tensor]) -> Any:
+    """Turns per-column serving tensors into what the model takes."""
+    names = schema.input_names()
+    numeric = [tf.cast(features[names[c.name]], tf.float32) for c in schema.numeric]
+    matrix = tf.stack(numeric, axis=1) if numeric else None
+    if schema.numeric_only:
+        return matrix
+    inputs: dict[str, tf.Tensor] = {}
+    if matrix is not None:
+        inputs[NUMERIC_INPUT] = matrix
+    for column in schema.categorical:
+        inputs[column.name] = tf.expand_dims(features[names[column.name]], axis=1)
+    return inputs
+
+
+def raw_rows(schema: TabularSchema, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-column numpy arrays in the serving dtypes, keyed by SavedModel input name."""
+    names = schema.input_names()
+    rows: dict[str, np.ndarray] = {}
+    for column in schema.columns:
+        series = frame[column.name]
+        if column.kind == NUMERIC:
+            rows[names[column.name]] = pd.to_numeric(series, errors="coerce").to_numpy("float32")
+        elif column.kind == INTEGER_CATEGORICAL:
+            rows[names[column.name]] = series.to_numpy(dtype="int64")
+        else:
+            rows[names[column.name]] = _string_values(series).to_numpy().astype(str)
+    return rows
