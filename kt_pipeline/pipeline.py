@@ -29,7 +29,13 @@ from kt_pipeline.results import write_results
 from kt_pipeline.strategy import make_strategy
 from kt_pipeline.tuners import build_tuner
 
-__all__ = ["SearchSummary", "export_best", "resolve_objective", "run_search"]
+__all__ = [
+    "SearchSummary",
+    "export_best",
+    "load_best_model",
+    "resolve_objective",
+    "run_search",
+]
 
 log = logging.getLogger("kt_pipeline")
 
@@ -193,6 +199,30 @@ def _callbacks(config: PipelineConfig) -> list[Any]:
     ]
 
 
+def load_best_model(config: PipelineConfig) -> tuple[keras.Model, TabularSchema]:
+    """The best trial's trained Keras model from an existing experiment, with the
+    schema its inputs follow (see `hypermodels.features.model_inputs`).
+
+    Raises:
+        UserInputError: the experiment holds no search or no completed trial.
+    """
+    prepared = _prepare_data(config)
+    tuner = _reload_tuner(config, prepared)
+    best = tuner.oracle.get_best_trials(1)
+    if not best:
+        raise UserInputError(f"experiment {config.runtime.experiment_dir!r} has no completed trial")
+    return tuner.load_model(best[0]), prepared.schema
+
+
+def _reload_tuner(config: PipelineConfig, prepared: _Prepared) -> keras_tuner.Tuner:
+    experiment = Path(config.runtime.experiment_dir)
+    if not (experiment / PROJECT_NAME).is_dir():
+        raise UserInputError(
+            f"experiment directory {str(experiment)!r} holds no search (no {PROJECT_NAME!r} folder)"
+        )
+    return _make_tuner(config, prepared, overwrite=False)
+
+
 def export_best(
     config: PipelineConfig,
     *,
@@ -207,14 +237,7 @@ def export_best(
         The export folder (None when no trial completed) and the test scores.
     """
     prepared = prepared or _prepare_data(config)
-    if tuner is None:
-        experiment = Path(config.runtime.experiment_dir)
-        if not (experiment / PROJECT_NAME).is_dir():
-            raise UserInputError(
-                f"experiment directory {str(experiment)!r} holds no search "
-                f"(no {PROJECT_NAME!r} folder)"
-            )
-        tuner = _make_tuner(config, prepared, overwrite=False)
+    tuner = tuner or _reload_tuner(config, prepared)
     best_trials = tuner.oracle.get_best_trials(1)
     if not best_trials:
         return None, {}
@@ -249,6 +272,7 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     the experiment directory.
     """
     started = time.perf_counter()
+    _hypermodel_class(config.search.hypermodel)  # fail on a bad path before writing
     prepared = _prepare_data(config)
     dataset, splits = prepared.dataset, prepared.splits
     experiment = Path(config.runtime.experiment_dir)

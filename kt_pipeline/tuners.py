@@ -105,7 +105,7 @@ def _log_trial(
 ) -> None:
     objective = oracle.objective.name
     score = "n/a" if trial.score is None else f"{trial.score:.4f}"
-    best = oracle.get_best_trials(1)
+    best = [t for t in oracle.get_best_trials(1) if t.score is not None]
     best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "n/a"
     total = f"/{oracle.max_trials}" if oracle.max_trials else ""
     log.info(

@@ -7,8 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import make_frame, tiny_search_args
+from conftest import make_frame, make_mixed_frame, tiny_search_args
+from test_export import serve_csv_in_fresh_process
+
+from hypermodels.features import model_inputs
+from kt_pipeline.config import load_config
+from kt_pipeline.data import read_rows
+from kt_pipeline.pipeline import load_best_model
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +56,42 @@ def test_module_entry_point_and_bad_input_exit_code(tmp_path: Path) -> None:
     )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "experiments").exists()
+
+
+def test_mixed_csv_is_tuned_and_served_raw_rows_from_a_fresh_process(tmp_path: Path) -> None:
+    data = tmp_path / "mixed.csv"
+    make_mixed_frame(300).to_csv(data, index=False)
+    experiment = tmp_path / "experiment"
+    args = [
+        "search",
+        "--data",
+        str(data),
+        "--label",
+        "label",
+        "--experiment-dir",
+        str(experiment),
+        "--tuner",
+        "random",
+        "--max-trials",
+        "2",
+        "--max-epochs",
+        "3",
+        "--set",
+        "search.units=[16]",
+        "--set",
+        "search.learning_rate=[0.005, 0.02]",
+    ]
+    result = subprocess.run([_command(), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 integer_categorical, 2 numeric, 1 string_categorical" in result.stderr
+    summary = json.loads((experiment / "summary.json").read_text())
+    export_dir = Path(summary["export_dir"])
+
+    served = serve_csv_in_fresh_process(export_dir, data)
+
+    config = load_config(experiment / "config.toml")
+    model, schema = load_best_model(config)
+    frame = read_rows(data, kinds={c.name: c.kind for c in schema.columns})
+    in_memory = model.predict(model_inputs(schema, frame), verbose=0)
+    np.testing.assert_allclose(served["probabilities"][:, 1], in_memory[:, 0], atol=1e-5)
+    assert summary["test_scores"]["accuracy"] > 0.7

@@ -255,3 +255,25 @@ def test_invalid_arguments_are_rejected() -> None:
         MLPHyperModel(schema=schema, task="ranking")
     with pytest.raises(ValueError, match="num_classes=1"):
         MLPHyperModel(schema=schema, task="multiclass", num_classes=1)
+
+
+def test_fit_from_a_later_epoch_continues_the_schedule_there() -> None:
+    """Even when no optimizer state comes back (a parent checkpoint from an earlier
+    epoch than the one the round starts at), the schedule starts at the round's step."""
+    hypermodel = _hypermodel(
+        schedules=("cosine",),
+        learning_rate=(0.1, 0.1),
+        batch_sizes=(25,),
+        early_stopping_patience=(0, 0),
+    )
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    rates: list[float] = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: rates.append(float(model.optimizer.learning_rate))
+    )
+    x, y = np.zeros((100, 4), "float32"), np.zeros(100)
+    hypermodel.fit(hp, model, x, y, epochs=4, initial_epoch=3, callbacks=[record], verbose=0)
+    k, total = 3 * 4, 4 * 10  # epoch 3 at 4 steps per epoch; 10 epochs in the schedule
+    assert rates[0] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * k / total)), rel=1e-5)
+    assert int(model.optimizer.iterations) == 4 * 4

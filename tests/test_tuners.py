@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any, ClassVar
 
+import keras
 import keras_tuner
 import numpy as np
 import pytest
@@ -124,3 +127,68 @@ def test_conditional_hyperparameters_are_in_the_space_before_any_trial(tmp_path:
             break
     else:
         pytest.fail("no trial picked sgd")
+
+
+class _FirstStep(keras.callbacks.Callback):
+    """Records, at the first step of each fit: first epoch, step counter, learning rate
+    and the size of Adam's first moments."""
+
+    seen: ClassVar[list[tuple[int, int, float, float]]] = []
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self._epoch: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if self._epoch is None:
+            self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        if self._epoch is not None and not getattr(self, "_done", False):
+            self._done = True
+            optimizer = self.model.optimizer
+            slots = getattr(optimizer, "_momentums", [])  # absent while unbuilt
+            moments = max((float(np.abs(np.asarray(m)).max()) for m in slots), default=0.0)
+            _FirstStep.seen.append(
+                (self._epoch, int(optimizer.iterations), float(optimizer.learning_rate), moments)
+            )
+
+
+def test_hyperband_promotions_continue_their_schedule_and_optimizer(tmp_path: Path) -> None:
+    x, y = _data()  # 48 rows, batch 16: 3 steps per epoch
+    hypermodel = MLPHyperModel.from_arrays(
+        x,
+        y,
+        task="binary",
+        max_epochs=2,
+        units=(8,),
+        num_layers=(1, 1),
+        batch_sizes=(16,),
+        optimizers=("adam",),
+        schedules=("cosine",),
+        learning_rate=(0.1, 0.1),
+        early_stopping_patience=(0, 0),
+        gradient_clipping=("none",),
+    )
+    tuner = build_tuner(
+        hypermodel,
+        algorithm="hyperband",
+        objective=OBJECTIVE,
+        directory=str(tmp_path),
+        seed=2,
+        max_epochs=2,
+        factor=2,
+    )
+    _FirstStep.seen.clear()
+    tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[_FirstStep()])
+    steps, total = 3, 3 * 2
+    promoted = [entry for entry in _FirstStep.seen if entry[0] > 0]
+    fresh = [entry for entry in _FirstStep.seen if entry[0] == 0]
+    assert promoted and fresh
+    for epoch, iterations, rate, moments in promoted:
+        k = epoch * steps
+        assert iterations == k
+        assert rate == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * k / total)), rel=1e-5)
+        assert rate < 0.1  # plain KerasTuner would restart the schedule at 0.1
+        assert moments > 0  # Adam's moments come back from the parent's checkpoint
+    for _, iterations, rate, moments in fresh:
+        assert iterations == 0 and rate == pytest.approx(0.1) and moments == 0
