@@ -128,7 +128,7 @@ class SearchConfig(SearchSpace):
         hypermodel: Import path ``module:ClassName`` of the HyperModel to tune. It is
             built with the keyword arguments `MLPHyperModel` takes (schema, task,
             num_classes, target_mean, target_std, train_size, max_epochs, space,
-            objective).
+            objective, steps_per_execution, jit_compile).
     """
 
     hypermodel: str = "hypermodels:MLPHyperModel"
@@ -224,6 +224,12 @@ class RuntimeConfig:
         devices: Devices for ``one_device``/``mirrored``, e.g. ``["/gpu:0", "/gpu:1"]``;
             empty means all GPUs (or all CPUs when there is no GPU).
         verbose: Show Keras's per-epoch output.
+        steps_per_execution: Training steps per call into the compiled function; 0
+            picks min(32, steps per epoch).
+        jit_compile: Compile trials with XLA (off: on CPU it made short trials slower).
+        graph_optimizer: TensorFlow's graph optimizer (Grappler) for each trial's
+            functions: ``auto`` turns it off without a GPU, where re-optimising every
+            new trial's graph cost more than it saved, and on with one.
     """
 
     experiment_dir: str = "experiments/default"
@@ -231,12 +237,17 @@ class RuntimeConfig:
     strategy: str = "auto"
     devices: tuple[str, ...] = ()
     verbose: bool = False
+    steps_per_execution: int = 0
+    jit_compile: bool = False
+    graph_optimizer: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.experiment_dir:
             raise _fail("runtime.experiment_dir", "a folder path", self.experiment_dir)
         _check_positive("runtime.seed", self.seed, allow_zero=True)
         _check_choice("runtime.strategy", self.strategy, STRATEGIES)
+        _check_choice("runtime.graph_optimizer", self.graph_optimizer, ("auto", "on", "off"))
+        _check_positive("runtime.steps_per_execution", self.steps_per_execution, allow_zero=True)
         if self.strategy == "one_device" and len(self.devices) > 1:
             raise _fail(
                 "runtime.devices",

@@ -26,7 +26,7 @@ from kt_pipeline.config import PipelineConfig, save_config
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.export import export_model, predict_saved_model, score_predictions
 from kt_pipeline.results import write_results
-from kt_pipeline.strategy import make_strategy
+from kt_pipeline.strategy import make_strategy, set_graph_optimizer
 from kt_pipeline.tuners import build_tuner
 
 __all__ = [
@@ -158,6 +158,8 @@ def _make_hypermodel(
         max_epochs=config.tuner.max_epochs,
         space=space,
         objective=objective,
+        steps_per_execution=config.runtime.steps_per_execution,
+        jit_compile=config.runtime.jit_compile,
     )
 
 
@@ -278,6 +280,7 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     experiment = Path(config.runtime.experiment_dir)
     _prepare_experiment_dir(experiment)
     keras.utils.set_random_seed(config.runtime.seed)
+    set_graph_optimizer(config.runtime.graph_optimizer)
     kinds = collections.Counter(dataset.kinds.values())
     log.info(
         "data %s: %s task, %d train / %d validation / %d test rows, columns: %s",

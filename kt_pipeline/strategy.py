@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from kt_pipeline.errors import UserInputError
 
-__all__ = ["STRATEGIES", "make_strategy"]
+__all__ = ["STRATEGIES", "make_strategy", "set_graph_optimizer"]
 
 STRATEGIES = ("auto", "default", "one_device", "mirrored")
 
@@ -65,3 +65,19 @@ def _canonical(device: str) -> str:
     """``/gpu:0``, ``GPU:0`` and ``/job:localhost/replica:0/task:0/device:GPU:0`` match."""
     spec = tf.DeviceSpec.from_string(device)
     return f"{(spec.device_type or '').upper()}:{spec.device_index or 0}"
+
+
+def set_graph_optimizer(mode: str) -> bool:
+    """Turns TensorFlow's graph optimizer (Grappler) on or off for functions traced
+    from now on; ``auto`` means on with a GPU, off without.
+
+    Every trial traces new training and evaluation functions, and on CPU Grappler's
+    passes over each new graph took longer than the few seconds a short trial then
+    saved (see ``benchmarks/trial_speed.py``).
+
+    Returns:
+        Whether the optimizer is on.
+    """
+    enabled = bool(_device_names("GPU")) if mode == "auto" else mode == "on"
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not enabled})
+    return enabled
