@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 
 from hypermodels.features import TabularSchema, build_preprocessing
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer
@@ -171,6 +172,8 @@ class MLPHyperModel(keras_tuner.HyperModel):
         max_epochs: Epochs of the longest trial; schedules run over them.
         space: The search space.
         objective: Metric early stopping watches (``val_loss`` unless told).
+        per_replica_batch: The searched ``batch_size`` is per replica: one step takes
+            ``batch_size x replicas`` rows. Schedules count steps of that global batch.
     """
 
     def __init__(
@@ -185,6 +188,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         max_epochs: int = 20,
         space: SearchSpace = DEFAULT_SPACE,
         objective: keras_tuner.Objective | None = None,
+        per_replica_batch: bool = False,
         name: str | None = None,
         tunable: bool = True,
     ) -> None:
@@ -205,6 +209,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         self.max_epochs = int(max_epochs)
         self.space = space
         self.objective = objective or keras_tuner.Objective("val_loss", "min")
+        self.per_replica_batch = bool(per_replica_batch)
 
     @classmethod
     def from_arrays(
@@ -233,6 +238,10 @@ class MLPHyperModel(keras_tuner.HyperModel):
     def steps_per_epoch(self, batch_size: int) -> int:
         """Optimizer steps in one epoch at this batch size."""
         return max(1, math.ceil(self.train_size / batch_size))
+
+    def global_batch_size(self, batch_size: int, replicas: int) -> int:
+        """Rows per optimizer step under a strategy with `replicas` replicas."""
+        return batch_size * replicas if self.per_replica_batch else batch_size
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         space = self.space
@@ -267,7 +276,13 @@ class MLPHyperModel(keras_tuner.HyperModel):
         schedule = build_schedule(
             hp,
             learning_rate=learning_rate,
-            decay_steps=self.steps_per_epoch(batch_size) * self.max_epochs,
+            # The tuner builds inside the strategy's scope, so this is the trial's strategy.
+            decay_steps=self.steps_per_epoch(
+                self.global_batch_size(
+                    batch_size, tf.distribute.get_strategy().num_replicas_in_sync
+                )
+            )
+            * self.max_epochs,
             choices=space.schedules,
         )
         optimizer = build_optimizer(
@@ -288,7 +303,9 @@ class MLPHyperModel(keras_tuner.HyperModel):
 
         A Hyperband promotion (``initial_epoch > 0``) continues its parent's schedule.
         """
-        batch_size = hp.get("batch_size")
+        batch_size = self.global_batch_size(
+            hp.get("batch_size"), model.distribute_strategy.num_replicas_in_sync
+        )
         callbacks = list(kwargs.pop("callbacks", None) or [])
         patience = hp.get("early_stopping_patience")
         if patience:
