@@ -332,8 +332,9 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
     # Before any other TensorFlow work: a multi-worker strategy configures the runtime.
     strategy = make_strategy(config.runtime.strategy, devices=config.runtime.devices)
     if not is_multi_worker_chief(strategy):
-        # The other tasks of a multi-worker trial compute with the chief but keep their
-        # files (checkpoints, logs) apart; only the chief's experiment is the result.
+        # The other tasks of a multi-worker trial compute with the chief (the export
+        # too: building the model is a collective step) but keep their files apart;
+        # only the chief's experiment is the result.
         task = json.loads(os.environ["TF_CONFIG"])["task"]
         scratch = (
             Path(config.runtime.experiment_dir)
@@ -343,7 +344,6 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
         config = dataclasses.replace(
             config,
             runtime=dataclasses.replace(config.runtime, experiment_dir=str(scratch)),
-            export=dataclasses.replace(config.export, enabled=False),
         )
     prepared = _prepare_data(config)
     dataset, splits = prepared.dataset, prepared.splits

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
 import keras
 import keras_tuner
 
+from hypermodels import MLPHyperModel
 from hypermodels.features import build_preprocessing
 
 
@@ -26,3 +31,16 @@ class LinearHyperModel(keras_tuner.HyperModel):
             keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
         )
         return model
+
+
+class StallingHyperModel(MLPHyperModel):
+    """An MLP whose training never ends in a process started with ``KT_TEST_STALL_FILE``
+    set: it writes the trial's hyperparameters to that file, then blocks until the
+    process is killed. Used to kill a parallel-search worker in the middle of a trial."""
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kw: Any) -> Any:
+        stall_file = os.environ.get("KT_TEST_STALL_FILE")
+        if stall_file:
+            Path(stall_file).write_text(json.dumps(hp.values), encoding="utf-8")
+            threading.Event().wait()  # until SIGKILL
+        return super().fit(hp, model, *args, **kw)

@@ -77,3 +77,70 @@ def test_a_real_trial_runs_with_mirrored_variables(tmp_path: Path) -> None:
     tuner.search(x, y, validation_data=(x, y), epochs=1, verbose=0, callbacks=[_RecordVariables()])
     assert tuner.oracle.get_best_trials(1)[0].status == "COMPLETED"
     assert _RecordVariables.seen == [{"replicas": 2, "mirrored": True, "copies": 2}]
+
+
+def _fixed_mlp(x: np.ndarray, y: np.ndarray, *, per_replica_batch: bool, batch: int) -> Any:
+    """An MLP with every hyperparameter fixed and nothing replica-dependent (no batch
+    norm, no dropout), with a schedule that depends on the step count."""
+    hypermodel = MLPHyperModel.from_arrays(
+        x,
+        y,
+        task="binary",
+        max_epochs=3,
+        num_layers=(1, 1),
+        units=(16,),
+        activations=("relu",),
+        dropout=(0.0, 0.0),
+        batch_norm=(False,),
+        kernel_initializers=("glorot_uniform",),
+        l2=(0.0, 0.0),
+        optimizers=("adam",),
+        learning_rate=(0.02, 0.02),
+        schedules=("cosine",),
+        batch_sizes=(batch,),
+        gradient_clipping=("none",),
+        early_stopping_patience=(0, 0),
+    )
+    hypermodel.per_replica_batch = per_replica_batch
+    return hypermodel
+
+
+def _train(strategy: tf.distribute.Strategy, *, per_replica_batch: bool, batch: int) -> Any:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 4)).astype("float32")
+    y = (x[:, 0] + x[:, 1] > 0).astype("int32")
+    hypermodel = _fixed_mlp(x, y, per_replica_batch=per_replica_batch, batch=batch)
+    hp = keras_tuner.HyperParameters()
+    keras.backend.clear_session()  # as KerasTuner does before each trial
+    keras.utils.set_random_seed(7)
+    with strategy.scope():
+        model = hypermodel.build(hp)
+    history = hypermodel.fit(
+        hp, model, x, y, validation_data=(x, y), epochs=3, shuffle=False, verbose=0
+    )
+    decay_steps = model.optimizer._learning_rate.decay_steps
+    return history.history, decay_steps, int(model.optimizer.iterations.numpy())
+
+
+#: Mirrored training sums the two replicas' gradients in a different order than one
+#: device does, so metrics agree to float32 round-off, not bit for bit.
+_TOLERANCE = 1e-5
+
+
+def test_mirrored_trial_matches_one_device_at_the_same_global_batch() -> None:
+    one, one_decay, one_steps = _train(
+        tf.distribute.get_strategy(), per_replica_batch=False, batch=16
+    )
+    assert one["loss"][-1] < one["loss"][0]  # it did learn something
+    # The same global batch of 16, as a global batch and as 2 replicas x 8 rows:
+    # 6 steps per epoch, and the schedule decays over the same 3 epochs.
+    for per_replica_batch, batch in ((False, 16), (True, 8)):
+        two, two_decay, two_steps = _train(
+            make_strategy("mirrored"), per_replica_batch=per_replica_batch, batch=batch
+        )
+        assert one_steps == two_steps == 18
+        assert one_decay == two_decay == 18
+        for name in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"):
+            np.testing.assert_allclose(
+                two[name], one[name], atol=_TOLERANCE, err_msg=f"{name}, batch {batch}"
+            )
