@@ -132,6 +132,7 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         oracle: The chief's oracle.
         lease_seconds: A worker that made no call for this long is presumed dead.
         clock: Monotonic time source (tests pass a fake one).
+        hold_seconds: Longest time a trial request is held before answering "wait".
     """
 
     def __init__(
@@ -140,9 +141,11 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         *,
         lease_seconds: float,
         clock: Any = time.monotonic,
+        hold_seconds: float = _HOLD_SECONDS,
     ) -> None:
         super().__init__(oracle)
         self.lease_seconds = lease_seconds
+        self._hold_seconds = hold_seconds
         self._clock = clock
         self._changed = threading.Condition()
         now = clock()
@@ -165,7 +168,7 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
 
     def CreateTrial(self, request: Any, context: Any) -> Any:
         tuner_id = request.tuner_id
-        deadline = time.monotonic() + _HOLD_SECONDS
+        deadline = time.monotonic() + self._hold_seconds
         while True:
             self._seen(tuner_id)
             trial = _create_or_hold(self.oracle, tuner_id)

@@ -34,13 +34,28 @@ class LinearHyperModel(keras_tuner.HyperModel):
 
 
 class StallingHyperModel(MLPHyperModel):
-    """An MLP whose training never ends in a process started with ``KT_TEST_STALL_FILE``
-    set: it writes the trial's hyperparameters to that file, then blocks until the
-    process is killed. Used to kill a parallel-search worker in the middle of a trial."""
+    """An MLP whose first trial to start training, among all processes started with
+    ``KT_TEST_STALL_FILE`` set, never ends: it writes the process id, the worker id and
+    the trial's hyperparameters to that file, then blocks until the process is killed.
+    Used to kill a parallel-search worker in the middle of a trial."""
 
-    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kw: Any) -> Any:
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kw: Any
+    ) -> Any:
         stall_file = os.environ.get("KT_TEST_STALL_FILE")
         if stall_file:
-            Path(stall_file).write_text(json.dumps(hp.values), encoding="utf-8")
+            try:
+                with open(stall_file + ".claim", "x"):  # only one process wins
+                    pass
+            except FileExistsError:
+                return super().fit(hp, model, *args, **kw)
+            record = {
+                "pid": os.getpid(),
+                "worker": os.environ.get("KERASTUNER_TUNER_ID"),
+                "hyperparameters": hp.values,
+            }
+            # Written whole, then renamed: the reader never sees a partial file.
+            Path(stall_file + ".tmp").write_text(json.dumps(record), encoding="utf-8")
+            os.replace(stall_file + ".tmp", stall_file)
             threading.Event().wait()  # until SIGKILL
         return super().fit(hp, model, *args, **kw)
