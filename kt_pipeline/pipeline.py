@@ -28,7 +28,12 @@ from kt_pipeline.errors import UserInputError
 from kt_pipeline.export import export_model, predict_saved_model, score_predictions
 from kt_pipeline.parallel import oracle_role
 from kt_pipeline.results import write_results
-from kt_pipeline.strategy import configure_devices, is_multi_worker_chief, make_strategy
+from kt_pipeline.strategy import (
+    configure_devices,
+    is_multi_worker,
+    is_multi_worker_chief,
+    make_strategy,
+)
 from kt_pipeline.tuners import build_tuner
 
 __all__ = [
@@ -332,9 +337,8 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
     # Before any other TensorFlow work: a multi-worker strategy configures the runtime.
     strategy = make_strategy(config.runtime.strategy, devices=config.runtime.devices)
     if not is_multi_worker_chief(strategy):
-        # The other tasks of a multi-worker trial compute with the chief (the export
-        # too: building the model is a collective step) but keep their files apart;
-        # only the chief's experiment is the result.
+        # The other tasks of a multi-worker trial compute with the chief but keep their
+        # files apart; only the chief's experiment is the result, and its export.
         task = json.loads(os.environ["TF_CONFIG"])["task"]
         scratch = (
             Path(config.runtime.experiment_dir)
@@ -344,6 +348,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
         config = dataclasses.replace(
             config,
             runtime=dataclasses.replace(config.runtime, experiment_dir=str(scratch)),
+            export=dataclasses.replace(config.export, enabled=False),
         )
     prepared = _prepare_data(config)
     dataset, splits = prepared.dataset, prepared.splits
@@ -386,6 +391,9 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
     export_dir: Path | None = None
     test_scores: dict[str, float] = {}
     if config.export.enabled and best is not None:
+        if is_multi_worker(strategy):
+            # The other tasks have left: build the export model on this process alone.
+            tuner.distribution_strategy = None
         export_dir, test_scores = export_best(config, tuner=tuner, prepared=prepared)
 
     summary = SearchSummary(

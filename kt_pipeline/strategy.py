@@ -23,6 +23,7 @@ __all__ = [
     "MIXED_PRECISION",
     "STRATEGIES",
     "configure_devices",
+    "is_multi_worker",
     "is_multi_worker_chief",
     "make_strategy",
 ]
@@ -198,13 +199,15 @@ def _check_tf_config() -> None:
         ) from error
 
 
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True for a strategy whose replicas span several processes."""
+    return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+
+
 def is_multi_worker_chief(strategy: tf.distribute.Strategy) -> bool:
     """False on the non-chief tasks of a multi-worker strategy, which compute like the
     chief but must not write the experiment's shared files."""
-    extended = strategy.extended
-    return not getattr(extended, "_in_multi_worker_mode", lambda: False)() or bool(
-        extended.should_checkpoint
-    )
+    return not is_multi_worker(strategy) or bool(strategy.extended.should_checkpoint)
 
 
 def _canonical(device: str) -> str:
