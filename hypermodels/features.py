@@ -244,17 +244,20 @@ def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
     if numeric:
         raw = keras.Input(shape=(len(numeric),), dtype="float32", name=NUMERIC_INPUT)
         inputs[NUMERIC_INPUT] = raw
-        filled = FillMissing([c.mean for c in numeric], name="fill_missing")(raw)
+        # Preprocessing computes in float32 whatever the global mixed-precision policy:
+        # raw values such as 1000.3 do not survive a bfloat16/float16 normalisation.
+        filled = FillMissing([c.mean for c in numeric], dtype="float32", name="fill_missing")(raw)
         parts.append(
             keras.layers.Normalization(
                 mean=[c.mean for c in numeric],
                 variance=[c.variance for c in numeric],
+                dtype="float32",
                 name="normalize",
             )(filled)
         )
         missing = [i for i, c in enumerate(numeric) if c.has_missing]
         if missing:
-            parts.append(MissingIndicator(missing, name="missing_indicator")(raw))
+            parts.append(MissingIndicator(missing, dtype="float32", name="missing_indicator")(raw))
     for column in schema.categorical:
         integer = column.kind == INTEGER_CATEGORICAL
         raw = keras.Input(shape=(1,), dtype="int64" if integer else "string", name=column.name)
@@ -273,7 +276,11 @@ def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
             )
             encoded = keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
         parts.append(encoded)
-    features = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features")(parts)
+    features = (
+        parts[0]
+        if len(parts) == 1
+        else keras.layers.Concatenate(dtype="float32", name="features")(parts)
+    )
     if schema.numeric_only:
         return inputs[NUMERIC_INPUT], features
     return inputs, features

@@ -191,6 +191,8 @@ class MLPHyperModel(keras_tuner.HyperModel):
             slower; worth trying on GPU.
         input_pipeline: ``tf_data`` (tensors converted once, index-shuffled batches,
             see `hypermodels.inputs`) or ``numpy`` (plain `fit` on arrays).
+        per_replica_batch: The searched ``batch_size`` is per replica: one step takes
+            ``batch_size x replicas`` rows. Schedules count steps of that global batch.
     """
 
     def __init__(
@@ -208,6 +210,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         steps_per_execution: int = 0,
         jit_compile: bool = False,
         input_pipeline: str = "tf_data",
+        per_replica_batch: bool = False,
         name: str | None = None,
         tunable: bool = True,
     ) -> None:
@@ -237,6 +240,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         self.jit_compile = bool(jit_compile)
         self.input_pipeline = input_pipeline
         self._inputs = InputCache()
+        self.per_replica_batch = bool(per_replica_batch)
 
     @classmethod
     def from_arrays(
@@ -265,6 +269,10 @@ class MLPHyperModel(keras_tuner.HyperModel):
     def steps_per_epoch(self, batch_size: int) -> int:
         """Optimizer steps in one epoch at this batch size."""
         return max(1, math.ceil(self.train_size / batch_size))
+
+    def global_batch_size(self, batch_size: int, replicas: int) -> int:
+        """Rows per optimizer step under a strategy with `replicas` replicas."""
+        return batch_size * replicas if self.per_replica_batch else batch_size
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         space = self.space
@@ -299,7 +307,13 @@ class MLPHyperModel(keras_tuner.HyperModel):
         schedule = build_schedule(
             hp,
             learning_rate=learning_rate,
-            decay_steps=self.steps_per_epoch(batch_size) * self.max_epochs,
+            # The tuner builds inside the strategy's scope, so this is the trial's strategy.
+            decay_steps=self.steps_per_epoch(
+                self.global_batch_size(
+                    batch_size, tf.distribute.get_strategy().num_replicas_in_sync
+                )
+            )
+            * self.max_epochs,
             choices=space.schedules,
         )
         optimizer = build_optimizer(
@@ -332,7 +346,9 @@ class MLPHyperModel(keras_tuner.HyperModel):
 
         A Hyperband promotion (``initial_epoch > 0``) continues its parent's schedule.
         """
-        batch_size = hp.get("batch_size")
+        batch_size = self.global_batch_size(
+            hp.get("batch_size"), model.distribute_strategy.num_replicas_in_sync
+        )
         callbacks = list(kwargs.pop("callbacks", None) or [])
         patience = hp.get("early_stopping_patience")
         if patience:

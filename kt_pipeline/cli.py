@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -29,6 +31,7 @@ _SHORTHANDS = (
     ("max_epochs", "tuner.max_epochs", False),
     ("seed", "runtime.seed", False),
     ("experiment_dir", "runtime.experiment_dir", True),
+    ("oracle", "runtime.oracle_address", True),
 )
 
 
@@ -102,6 +105,36 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--verbose", action="store_true", help="show Keras's per-epoch output (runtime.verbose)"
     )
+    parallel = search.add_argument_group(
+        "parallel trials",
+        "KerasTuner's chief/worker mode: all processes share the experiment folder; "
+        "the chief writes the results table and the export",
+    )
+    parallel.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="start a chief and N workers on this host (each on its own GPU, or its "
+        "share of the CPU cores); the oracle binds a free port on 127.0.0.1 unless "
+        "--oracle is given",
+    )
+    parallel.add_argument(
+        "--role",
+        choices=("chief", "worker"),
+        help="run one process of a parallel search: the chief serves the oracle at "
+        "--oracle, a worker connects to it (workers may run on other hosts)",
+    )
+    parallel.add_argument(
+        "--oracle",
+        metavar="HOST:PORT",
+        help="runtime.oracle_address: where the chief binds and workers connect "
+        "(default 127.0.0.1:8470)",
+    )
+    parallel.add_argument(
+        "--worker-id",
+        metavar="NAME",
+        help="a worker's id, unique in the search (default: worker-<host>-<pid>)",
+    )
     _add_debug(search)
     search.set_defaults(handler=_search)
 
@@ -151,9 +184,50 @@ def _search(args: argparse.Namespace) -> int:
     from kt_pipeline.pipeline import run_search
 
     config = load_config(args.config, _overrides(args))
-    summary = run_search(config, overwrite=args.overwrite)
+    if args.workers is not None:
+        return _launch(args, config)
+    if args.role == "worker":
+        if args.overwrite:
+            raise UserInputError("`--overwrite` is for the chief; a worker never discards")
+        worker_id = args.worker_id or f"worker-{socket.gethostname()}-{os.getpid()}"
+        if "chief" in worker_id:
+            raise UserInputError(f"`--worker-id` must not contain 'chief'. Received: {worker_id!r}")
+        summary = run_search(config, role="worker", worker_id=worker_id)
+        print(f"worker {worker_id}: search over after {summary.seconds:.1f} s")
+        return 0
+    summary = run_search(config, overwrite=args.overwrite, role=args.role or "standalone")
     _print_summary(summary)
     return 0
+
+
+def _launch(args: argparse.Namespace, config: object) -> int:
+    from kt_pipeline.config import PipelineConfig
+    from kt_pipeline.launcher import free_loopback_address, launch
+
+    assert isinstance(config, PipelineConfig)
+    if args.workers < 1:
+        raise UserInputError(f"`--workers` must be >= 1. Received: {args.workers}")
+    if args.role is not None:
+        raise UserInputError(
+            f"`--workers` starts the chief and the workers itself; drop `--role`. "
+            f"Received: --role {args.role}"
+        )
+    address = args.oracle or free_loopback_address()
+    # Every child reads the same options; the launcher adds --role and --oracle.
+    shared = [
+        "--config" if args.config else "",
+        args.config or "",
+        *[item for text in _overrides(args) for item in ("--set", text)],
+    ]
+    if args.debug:
+        shared.append("--debug")
+    return launch(
+        [arg for arg in shared if arg],
+        workers=args.workers,
+        address=address,
+        lease_seconds=config.runtime.worker_lease_seconds,
+        overwrite=args.overwrite,
+    )
 
 
 def _export(args: argparse.Namespace) -> int:

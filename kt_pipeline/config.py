@@ -38,7 +38,9 @@ __all__ = [
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 TUNERS = ("hyperband", "bayesian", "random")
-STRATEGIES = ("auto", "default", "one_device", "mirrored")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+BATCH_SIZE_IS = ("global", "per_replica")
 DIRECTIONS = ("auto", "min", "max")
 
 
@@ -220,9 +222,20 @@ class RuntimeConfig:
         experiment_dir: Folder for trials, TensorBoard logs, results and the export.
         seed: Fixes the data split, the search's sampling and weight initialisation.
         strategy: ``auto`` (MirroredStrategy with more than one GPU, else the default),
-            ``default``, ``one_device`` or ``mirrored``.
+            ``default``, ``one_device``, ``mirrored`` or ``multi_worker_mirrored``
+            (the cluster comes from ``TF_CONFIG``).
         devices: Devices for ``one_device``/``mirrored``, e.g. ``["/gpu:0", "/gpu:1"]``;
             empty means all GPUs (or all CPUs when there is no GPU).
+        memory_growth: Let GPU memory grow as needed instead of reserving it all.
+        mixed_precision: ``none``, ``mixed_float16`` (GPU) or ``mixed_bfloat16`` (CPU);
+            the output layer and the preprocessing stay float32.
+        batch_size_is: Whether the searched batch size is the ``global`` batch of one
+            step or the ``per_replica`` batch (multiplied by the replica count). Schedules
+            count steps of the global batch either way.
+        oracle_address: ``HOST:PORT`` the chief's oracle binds and workers connect to
+            in a parallel search (``kt-pipeline search --workers/--role``).
+        worker_lease_seconds: A worker silent for this long is presumed dead and its
+            trial goes to another worker; workers send a heartbeat 5 times per lease.
         verbose: Show Keras's per-epoch output.
         steps_per_execution: Training steps per call into the compiled function; 0
             picks min(32, steps per epoch).
@@ -236,6 +249,11 @@ class RuntimeConfig:
     seed: int = 42
     strategy: str = "auto"
     devices: tuple[str, ...] = ()
+    memory_growth: bool = True
+    mixed_precision: str = "none"
+    batch_size_is: str = "global"
+    oracle_address: str = "127.0.0.1:8470"
+    worker_lease_seconds: float = 60.0
     verbose: bool = False
     steps_per_execution: int = 0
     jit_compile: bool = False
@@ -254,12 +272,27 @@ class RuntimeConfig:
                 "at most one device with strategy 'one_device'",
                 list(self.devices),
             )
-        if self.strategy in ("auto", "default") and self.devices:
+        if self.strategy in ("auto", "default", "multi_worker_mirrored") and self.devices:
             raise _fail(
                 "runtime.devices",
                 "empty unless runtime.strategy is 'one_device' or 'mirrored'",
                 list(self.devices),
             )
+        _check_choice("runtime.mixed_precision", self.mixed_precision, MIXED_PRECISION)
+        _check_choice("runtime.batch_size_is", self.batch_size_is, BATCH_SIZE_IS)
+        if self.batch_size_is == "per_replica" and self.strategy in ("default", "one_device"):
+            raise _fail(
+                "runtime.batch_size_is",
+                "'global' with a single-replica strategy ('default', 'one_device')",
+                self.batch_size_is,
+            )
+        host, sep, port = self.oracle_address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise _fail(
+                "runtime.oracle_address", "HOST:PORT with a port in 1..65535", self.oracle_address
+            )
+        if self.worker_lease_seconds < 1:
+            raise _fail("runtime.worker_lease_seconds", ">= 1", self.worker_lease_seconds)
 
 
 @dataclasses.dataclass(frozen=True)

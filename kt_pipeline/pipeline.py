@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 import keras_tuner
+import tensorflow as tf
 
 from hypermodels import SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import model_inputs, raw_rows
@@ -25,8 +26,15 @@ from kt_pipeline import data as data_lib
 from kt_pipeline.config import PipelineConfig, save_config
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.export import export_model, predict_saved_model, score_predictions
+from kt_pipeline.parallel import oracle_role
 from kt_pipeline.results import write_results
-from kt_pipeline.strategy import make_strategy, set_graph_optimizer
+from kt_pipeline.strategy import (
+    configure_devices,
+    is_multi_worker,
+    is_multi_worker_chief,
+    make_strategy,
+    set_graph_optimizer,
+)
 from kt_pipeline.tuners import build_tuner
 
 __all__ = [
@@ -160,6 +168,8 @@ def _make_hypermodel(
         objective=objective,
         steps_per_execution=config.runtime.steps_per_execution,
         jit_compile=config.runtime.jit_compile,
+        # Only passed when asked for, so HyperModels without the argument keep working.
+        **({"per_replica_batch": True} if config.runtime.batch_size_is == "per_replica" else {}),
     )
 
 
@@ -168,7 +178,11 @@ def _objective(config: PipelineConfig, task: str) -> keras_tuner.Objective:
 
 
 def _make_tuner(
-    config: PipelineConfig, prepared: _Prepared, *, overwrite: bool
+    config: PipelineConfig,
+    prepared: _Prepared,
+    *,
+    overwrite: bool,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> keras_tuner.Tuner:
     tuner_cfg = config.tuner
     objective = _objective(config, prepared.dataset.task)
@@ -185,10 +199,10 @@ def _make_tuner(
         hyperband_iterations=tuner_cfg.hyperband_iterations,
         executions_per_trial=tuner_cfg.executions_per_trial,
         max_consecutive_failed_trials=tuner_cfg.max_consecutive_failed_trials,
-        distribution_strategy=make_strategy(
-            config.runtime.strategy, devices=config.runtime.devices
-        ),
+        distribution_strategy=strategy
+        or make_strategy(config.runtime.strategy, devices=config.runtime.devices),
         overwrite=overwrite,
+        worker_lease_seconds=config.runtime.worker_lease_seconds,
     )
 
 
@@ -267,20 +281,85 @@ def export_best(
     return export_dir, score_predictions(outputs, test.y, task=dataset.task)
 
 
-def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSummary:
+def _worker_summary(
+    experiment: Path, task: str, objective: keras_tuner.Objective, started: float
+) -> SearchSummary:
+    return SearchSummary(
+        experiment_dir=experiment,
+        task=task,
+        objective=f"{objective.name} ({objective.direction})",
+        best_trial_id=None,
+        best_score=None,
+        best_hyperparameters={},
+        test_scores={},
+        export_dir=None,
+        results_file=experiment / RESULTS_FILE,
+        tensorboard_dir=experiment / TENSORBOARD_DIR,
+        trials=0,
+        completed_trials=0,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def run_search(
+    config: PipelineConfig,
+    *,
+    overwrite: bool = False,
+    role: str = "standalone",
+    worker_id: str = "worker0",
+) -> SearchSummary:
     """Runs the whole job described by `config`.
 
     Bad input (data, paths) raises `UserInputError` before anything is written to
     the experiment directory.
+
+    Args:
+        config: The experiment.
+        overwrite: Discard an existing search in the experiment directory.
+        role: ``standalone``; or, in a parallel search (`kt_pipeline.parallel`),
+            ``chief`` (serves the oracle at ``runtime.oracle_address``, then writes the
+            results and the export) or ``worker`` (runs trials the chief hands out).
+        worker_id: A worker's id, unique in the search.
     """
+    if role == "standalone":
+        return _run_search(config, overwrite=overwrite, role=role)
+    with oracle_role(
+        tuner_id="chief" if role == "chief" else worker_id,
+        address=config.runtime.oracle_address,
+    ):
+        return _run_search(config, overwrite=overwrite, role=role)
+
+
+def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> SearchSummary:
     started = time.perf_counter()
     _hypermodel_class(config.search.hypermodel)  # fail on a bad path before writing
+    configure_devices(
+        memory_growth=config.runtime.memory_growth,
+        mixed_precision=config.runtime.mixed_precision,
+    )
+    # Also before any function runs: TensorFlow fixes the option on the first call.
+    set_graph_optimizer(config.runtime.graph_optimizer)
+    # Before any other TensorFlow work: a multi-worker strategy configures the runtime.
+    strategy = make_strategy(config.runtime.strategy, devices=config.runtime.devices)
+    if not is_multi_worker_chief(strategy):
+        # The other tasks of a multi-worker trial compute with the chief but keep their
+        # files apart; only the chief's experiment is the result, and its export.
+        task = json.loads(os.environ["TF_CONFIG"])["task"]
+        scratch = (
+            Path(config.runtime.experiment_dir)
+            / "multi_worker"
+            / (f"{task['type']}_{task['index']}")
+        )
+        config = dataclasses.replace(
+            config,
+            runtime=dataclasses.replace(config.runtime, experiment_dir=str(scratch)),
+            export=dataclasses.replace(config.export, enabled=False),
+        )
     prepared = _prepare_data(config)
     dataset, splits = prepared.dataset, prepared.splits
     experiment = Path(config.runtime.experiment_dir)
     _prepare_experiment_dir(experiment)
     keras.utils.set_random_seed(config.runtime.seed)
-    set_graph_optimizer(config.runtime.graph_optimizer)
     kinds = collections.Counter(dataset.kinds.values())
     log.info(
         "data %s: %s task, %d train / %d validation / %d test rows, columns: %s",
@@ -292,8 +371,9 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
         ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
     )
 
-    tuner = _make_tuner(config, prepared, overwrite=overwrite)
-    save_config(config, experiment / CONFIG_FILE)
+    tuner = _make_tuner(config, prepared, overwrite=overwrite, strategy=strategy)
+    if role != "worker":
+        save_config(config, experiment / CONFIG_FILE)
     objective = tuner.oracle.objective
     tuner.search(
         prepared.inputs(splits.train),
@@ -303,6 +383,8 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
         callbacks=_callbacks(config),
         verbose=1 if config.runtime.verbose else 0,
     )
+    if role == "worker":  # the chief writes the results and the export
+        return _worker_summary(experiment, dataset.task, objective, started)
 
     results_file = experiment / RESULTS_FILE
     table = write_results(tuner, results_file)
@@ -314,6 +396,9 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     export_dir: Path | None = None
     test_scores: dict[str, float] = {}
     if config.export.enabled and best is not None:
+        if is_multi_worker(strategy):
+            # The other tasks have left: build the export model on this process alone.
+            tuner.distribution_strategy = None
         export_dir, test_scores = export_best(config, tuner=tuner, prepared=prepared)
 
     summary = SearchSummary(

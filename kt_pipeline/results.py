@@ -14,7 +14,7 @@ from kt_pipeline.tuners import TRIAL_STATS_FILE
 
 __all__ = ["trial_table", "write_results"]
 
-_FIXED_COLUMNS = ["trial_id", "status", "objective", "epochs", "seconds"]
+_FIXED_COLUMNS = ["trial_id", "status", "objective", "epochs", "seconds", "worker"]
 
 
 def _stats(tuner: keras_tuner.Tuner, trial_id: str) -> dict[str, Any]:
@@ -42,6 +42,7 @@ def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
             "objective": trial.score,
             "epochs": stats.get("epochs"),
             "seconds": stats.get("seconds"),
+            "worker": stats.get("worker"),  # the tuner id that finished the trial
         }
         hp = trial.hyperparameters
         row.update(

@@ -1,25 +1,75 @@
-"""Turns a strategy name into a `tf.distribute.Strategy`.
+"""Turns a strategy name into a `tf.distribute.Strategy`, and sets up the devices.
 
 The tuner builds every trial's model inside the strategy's scope, so one trial can
-train on all the devices of a host. Without GPUs, ``mirrored`` mirrors across the
-logical CPU devices, which is how the tests run it.
+train on all the devices of a host (``mirrored``) or of several hosts
+(``multi_worker_mirrored``, which reads the cluster from ``TF_CONFIG``). Without GPUs,
+``mirrored`` mirrors across the logical CPU devices, which is how the tests run it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from collections.abc import Sequence
+from typing import Any
 
+import keras
 import tensorflow as tf
 
 from kt_pipeline.errors import UserInputError
 
-__all__ = ["STRATEGIES", "make_strategy", "set_graph_optimizer"]
+__all__ = [
+    "MIXED_PRECISION",
+    "STRATEGIES",
+    "configure_devices",
+    "is_multi_worker",
+    "is_multi_worker_chief",
+    "make_strategy",
+    "set_graph_optimizer",
+]
 
-STRATEGIES = ("auto", "default", "one_device", "mirrored")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
+
+#: ``none`` or a Keras mixed-precision policy: float16 wants a GPU, bfloat16 runs on CPUs.
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
 def _device_names(kind: str) -> list[str]:
     return [device.name for device in tf.config.list_logical_devices(kind)]
+
+
+def configure_devices(*, memory_growth: bool = True, mixed_precision: str = "none") -> None:
+    """Turns on GPU memory growth and sets Keras's global dtype policy.
+
+    Memory growth lets several processes (parallel trials, TensorBoard) share a GPU
+    instead of the first one reserving all of its memory. It can only be set before
+    TensorFlow initialises its devices, so this runs before any strategy is built; on a
+    process whose GPUs are already initialised the setting is left as it is.
+
+    Raises:
+        UserInputError: an unknown policy, or ``mixed_float16`` on a host without a GPU
+            (float16 on CPUs is slower than float32; use ``mixed_bfloat16`` there).
+    """
+    if mixed_precision not in MIXED_PRECISION:
+        raise UserInputError(
+            f"`runtime.mixed_precision` must be one of {', '.join(MIXED_PRECISION)}. "
+            f"Received: {mixed_precision!r}"
+        )
+    gpus = tf.config.list_physical_devices("GPU")
+    if memory_growth:
+        for gpu in gpus:
+            # Devices already initialised keep their setting.
+            with contextlib.suppress(RuntimeError):
+                tf.config.experimental.set_memory_growth(gpu, True)
+    if mixed_precision == "mixed_float16" and not gpus:
+        raise UserInputError(
+            "`runtime.mixed_precision` 'mixed_float16' needs a GPU and none is visible; "
+            "use 'mixed_bfloat16' on CPUs. Received: 'mixed_float16'"
+        )
+    keras.mixed_precision.set_global_policy(
+        "float32" if mixed_precision == "none" else mixed_precision
+    )
 
 
 def make_strategy(name: str, *, devices: Sequence[str] = ()) -> tf.distribute.Strategy:
@@ -27,17 +77,30 @@ def make_strategy(name: str, *, devices: Sequence[str] = ()) -> tf.distribute.St
 
     Args:
         name: ``auto`` (MirroredStrategy over all GPUs when there are two or more,
-            else the default strategy), ``default``, ``one_device`` or ``mirrored``.
+            else the default strategy), ``default``, ``one_device``, ``mirrored`` or
+            ``multi_worker_mirrored`` (all local GPUs, or the CPU, of every task in
+            ``TF_CONFIG``; create it before any other TensorFlow work in the process).
         devices: Devices for ``one_device`` or ``mirrored``; empty means all GPUs,
             or all logical CPUs when there is no GPU.
 
     Raises:
-        UserInputError: an unknown name, or a device that does not exist.
+        UserInputError: an unknown name, a device that does not exist, devices named
+            for a strategy that takes none, or ``multi_worker_mirrored`` without a valid
+            ``TF_CONFIG``.
     """
     if name not in STRATEGIES:
         raise UserInputError(
             f"`runtime.strategy` must be one of {', '.join(STRATEGIES)}. Received: {name!r}"
         )
+    if name == "multi_worker_mirrored":
+        if devices:
+            raise UserInputError(
+                "`runtime.devices` must be empty with strategy 'multi_worker_mirrored' "
+                f"(each task uses all its local GPUs). Received: {list(devices)}"
+            )
+        _check_tf_config()
+        _patch_keras_multi_worker()
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = _device_names("GPU")
     if name == "auto":
         return (
@@ -57,8 +120,95 @@ def make_strategy(name: str, *, devices: Sequence[str] = ()) -> tf.distribute.St
     if name == "one_device":
         device = devices[0] if devices else (gpus or available)[0]
         return tf.distribute.OneDeviceStrategy(device)
-    chosen = list(devices) or gpus or _device_names("CPU")
-    return tf.distribute.MirroredStrategy(chosen)
+    chosen = tuple(_canonical(d) for d in devices) or tuple(
+        _canonical(d) for d in gpus or _device_names("CPU")
+    )
+    # One MirroredStrategy per device set and process: a second instance over the same
+    # devices reuses the first one's collective keys, and TensorFlow then mixes up the
+    # two instances' all-reduces ("Shape mismatch in the collective instance").
+    if chosen not in _MIRRORED:
+        _MIRRORED[chosen] = tf.distribute.MirroredStrategy(list(chosen))
+    return _MIRRORED[chosen]
+
+
+_MIRRORED: dict[tuple[str, ...], tf.distribute.MirroredStrategy] = {}
+
+
+def _patch_keras_multi_worker() -> None:
+    """Works around two Keras 3 defects that stop any `fit` under
+    `MultiWorkerMirroredStrategy` (Keras 3.13's TensorFlow trainer):
+
+    * before the first step, `_maybe_symbolic_build` all-reduces the whole first batch
+      (inputs and labels, a nest) with `strategy.reduce`, which the collective ops reject
+      ("Attempt to convert a value ... PerReplica"); the build only needs the batch's
+      shapes and dtypes, so this process's first replica's batch is used instead;
+    * after each step, `reduce_per_replica` averages the scalar logs over ``axis=0``
+      ("Invalid reduction dimension 0 for input with 0 dimensions"); they are averaged
+      across the workers as scalars instead.
+
+    Applied only in processes that build a multi-worker strategy.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer, "_kt_pipeline_patched", False):
+        return
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+            strategy
+        ):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    def maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
+        if self._distribute_strategy is None:
+            return
+        strategy = self.distribute_strategy
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tree.map_structure(
+                    lambda v: (
+                        strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    next(it),
+                )
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer._kt_pipeline_patched = True
+
+
+def _check_tf_config() -> None:
+    text = os.environ.get("TF_CONFIG", "")
+    try:
+        spec = json.loads(text)
+        cluster, task = spec["cluster"], spec["task"]
+        members = cluster[task["type"]]
+        if not 0 <= int(task["index"]) < len(members):
+            raise IndexError(task["index"])
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise UserInputError(
+            "strategy 'multi_worker_mirrored' needs a TF_CONFIG with a cluster and this "
+            f"process's task (type and index). Received: TF_CONFIG={text!r}"
+        ) from error
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """True for a strategy whose replicas span several processes."""
+    return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def is_multi_worker_chief(strategy: tf.distribute.Strategy) -> bool:
+    """False on the non-chief tasks of a multi-worker strategy, which compute like the
+    chief but must not write the experiment's shared files."""
+    return not is_multi_worker(strategy) or bool(strategy.extended.should_checkpoint)
 
 
 def _canonical(device: str) -> str:

@@ -25,6 +25,8 @@ import keras
 import keras_tuner
 import numpy as np
 
+from kt_pipeline import parallel
+
 __all__ = ["ALGORITHMS", "DEFAULT_MAX_TRIALS", "TRIAL_STATS_FILE", "build_tuner", "trial_seed"]
 
 ALGORITHMS = ("hyperband", "bayesian", "random")
@@ -62,16 +64,42 @@ class _PipelineTunerMixin:
 
     oracle: keras_tuner.Oracle
 
-    def __init__(self, *args: Any, seed: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, seed: int, worker_lease_seconds: float = 60.0, **kwargs: Any
+    ) -> None:
         self._experiment_seed = seed
+        self._lease_seconds = worker_lease_seconds
+        self._heartbeat: parallel.TrialHeartbeat | None = None
         self._current_trial_id: str | None = None
         self._trial_started: dict[str, float] = {}
         self._trial_epochs: dict[str, int] = {}
         super().__init__(*args, seed=seed, **kwargs)  # type: ignore[call-arg]
-        _honour_seed(self.oracle, seed)
+        # A worker's oracle is KerasTuner's OracleClient around the local one.
+        _honour_seed(getattr(self.oracle, "_oracle", self.oracle), seed)
+
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
+        """Runs the search; in a parallel search's chief, serves the oracle with worker
+        leases (`kt_pipeline.parallel`) instead of KerasTuner's lease-less server."""
+        if not parallel.is_chief():
+            super().search(*fit_args, **fit_kwargs)  # type: ignore[misc]
+            return
+        if "verbose" in fit_kwargs:
+            self.oracle.verbose = fit_kwargs["verbose"]
+        self.save()  # type: ignore[attr-defined]
+        host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
+        parallel.serve_oracle(
+            self.oracle, address=f"{host}:{port}", lease_seconds=self._lease_seconds
+        )
 
     def on_trial_begin(self, trial: keras_tuner.engine.trial.Trial) -> None:
         self._trial_started[trial.trial_id] = time.perf_counter()
+        if parallel.is_worker():
+            self._heartbeat = parallel.TrialHeartbeat(
+                self.oracle.stub,
+                trial.trial_id,
+                interval=self._lease_seconds / parallel.HEARTBEATS_PER_LEASE,
+            )
+            self._heartbeat.start()
         super().on_trial_begin(trial)  # type: ignore[misc]
 
     def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> Any:
@@ -88,10 +116,14 @@ class _PipelineTunerMixin:
         return super()._build_hypermodel(hp)  # type: ignore[misc]
 
     def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         started = self._trial_started.pop(trial.trial_id, None)
         stats = {
             "seconds": None if started is None else round(time.perf_counter() - started, 3),
             "epochs": self._trial_epochs.pop(trial.trial_id, 0),
+            "worker": self.tuner_id,  # type: ignore[attr-defined]
         }
         trial_dir = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
         with open(os.path.join(trial_dir, TRIAL_STATS_FILE), "w", encoding="utf-8") as handle:
@@ -108,9 +140,11 @@ def _log_trial(
     best = [t for t in oracle.get_best_trials(1) if t.score is not None]
     best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "n/a"
     total = f"/{oracle.max_trials}" if oracle.max_trials else ""
+    # A parallel worker's OracleClient does not know how many trials have ended.
+    ended = "?" if parallel.is_worker() else str(len(oracle.end_order))
     log.info(
-        "trial %d%s (id %s) %s | %s %s | best %s | %s s",
-        len(oracle.end_order),
+        "trial %s%s (id %s) %s | %s %s | best %s | %s s",
+        ended,
         total,
         trial.trial_id,
         trial.status,
@@ -170,6 +204,7 @@ def build_tuner(
     max_consecutive_failed_trials: int = 3,
     distribution_strategy: Any = None,
     overwrite: bool = False,
+    worker_lease_seconds: float = 60.0,
 ) -> keras_tuner.Tuner:
     """Builds the named tuner around a hypermodel.
 
@@ -189,6 +224,8 @@ def build_tuner(
         max_consecutive_failed_trials: The search stops after this many failures in a row.
         distribution_strategy: A `tf.distribute.Strategy` for each trial, or None.
         overwrite: Discard an existing project in `directory`.
+        worker_lease_seconds: In a parallel search, how long the chief waits for a
+            silent worker before handing its trial to another (`kt_pipeline.parallel`).
     """
     common: dict[str, Any] = {
         "hypermodel": hypermodel,
@@ -200,6 +237,7 @@ def build_tuner(
         "executions_per_trial": executions_per_trial,
         "max_consecutive_failed_trials": max_consecutive_failed_trials,
         "distribution_strategy": distribution_strategy,
+        "worker_lease_seconds": worker_lease_seconds,
     }
     tuner: keras_tuner.Tuner
     if algorithm == "hyperband":

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
 import keras
 import keras_tuner
 
+from hypermodels import MLPHyperModel
 from hypermodels.features import build_preprocessing
 
 
@@ -26,3 +31,31 @@ class LinearHyperModel(keras_tuner.HyperModel):
             keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
         )
         return model
+
+
+class StallingHyperModel(MLPHyperModel):
+    """An MLP whose first trial to start training, among all processes started with
+    ``KT_TEST_STALL_FILE`` set, never ends: it writes the process id, the worker id and
+    the trial's hyperparameters to that file, then blocks until the process is killed.
+    Used to kill a parallel-search worker in the middle of a trial."""
+
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kw: Any
+    ) -> Any:
+        stall_file = os.environ.get("KT_TEST_STALL_FILE")
+        if stall_file:
+            try:
+                with open(stall_file + ".claim", "x"):  # only one process wins
+                    pass
+            except FileExistsError:
+                return super().fit(hp, model, *args, **kw)
+            record = {
+                "pid": os.getpid(),
+                "worker": os.environ.get("KERASTUNER_TUNER_ID"),
+                "hyperparameters": hp.values,
+            }
+            # Written whole, then renamed: the reader never sees a partial file.
+            Path(stall_file + ".tmp").write_text(json.dumps(record), encoding="utf-8")
+            os.replace(stall_file + ".tmp", stall_file)
+            threading.Event().wait()  # until SIGKILL
+        return super().fit(hp, model, *args, **kw)

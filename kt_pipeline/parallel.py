@@ -1,0 +1,312 @@
+"""Parallel trials on KerasTuner's chief/worker mode, with worker leases.
+
+KerasTuner runs a search in parallel when every process has ``KERASTUNER_TUNER_ID``,
+``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` set: the ``chief`` serves its
+oracle over gRPC and the workers ask it for trials, all writing into one experiment
+directory. That engine is used as it is, except for one defect: a worker that dies in
+the middle of a trial leaves the trial RUNNING forever, and the chief, which waits for
+every ongoing trial and every known worker, never exits.
+
+Ours gives each worker a lease. A worker sends a heartbeat (a ``GetTrial`` call, an
+RPC KerasTuner already has) several times per lease while it runs a trial, and every
+oracle call it makes renews the lease too. The chief's servicer drops a worker whose
+lease ran out and puts its trial back in the oracle's retry queue, so the next worker
+that asks for a trial gets the same trial id with the same hyperparameters. While some
+trial is still running, a worker that would be told to stop is told to wait instead
+(``IDLE``), so a trial that comes back to the queue late still finds a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import keras_tuner
+from keras_tuner.src import protos
+from keras_tuner.src.distribute import oracle_chief
+from keras_tuner.src.distribute import utils as dist_utils
+from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.engine.oracle import synchronized
+
+from kt_pipeline.errors import UserInputError
+
+__all__ = [
+    "HEARTBEATS_PER_LEASE",
+    "LeasingOracleServicer",
+    "TrialHeartbeat",
+    "is_chief",
+    "is_worker",
+    "oracle_role",
+    "serve_oracle",
+    "split_address",
+]
+
+log = logging.getLogger("kt_pipeline")
+
+#: Heartbeats a worker sends per lease period, so one late heartbeat is not a death.
+HEARTBEATS_PER_LEASE = 5
+
+#: Longest time the chief holds a worker's trial request before answering "wait".
+_HOLD_SECONDS = 1.0
+
+_STATUS = trial_module.TrialStatus
+
+
+def split_address(address: str) -> tuple[str, str]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) into its parts.
+
+    Raises:
+        UserInputError: no port, or a port that is not a number in 1..65535.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserInputError(f"`--oracle` must be HOST:PORT. Received: {address!r}")
+    return host, port
+
+
+@contextlib.contextmanager
+def oracle_role(*, tuner_id: str, address: str) -> Iterator[None]:
+    """Sets KerasTuner's chief/worker environment for the duration of a search.
+
+    Args:
+        tuner_id: ``chief`` for the oracle's process, any other id for a worker.
+        address: ``HOST:PORT`` the chief binds and the workers connect to.
+    """
+    host, port = split_address(address)
+    values = {
+        "KERASTUNER_TUNER_ID": tuner_id,
+        "KERASTUNER_ORACLE_IP": host.strip("[]"),
+        "KERASTUNER_ORACLE_PORT": port,
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def is_chief() -> bool:
+    """True in the chief of a parallel search (the process that serves the oracle)."""
+    return bool(dist_utils.is_chief_oracle())
+
+
+def is_worker() -> bool:
+    """True in a worker of a parallel search."""
+    return bool(dist_utils.has_chief_oracle()) and not is_chief()
+
+
+@synchronized
+def _create_or_hold(oracle: keras_tuner.Oracle, tuner_id: str) -> Any:
+    trial = oracle.create_trial(tuner_id)
+    if trial.status == _STATUS.STOPPED and oracle.ongoing_trials:
+        # Another worker's trial may still come back to the queue: keep this one.
+        oracle.tuner_ids.add(tuner_id)
+        return trial_module.Trial(oracle.get_space(), trial_id="idle", status=_STATUS.IDLE)
+    return trial
+
+
+@synchronized
+def _owner(oracle: keras_tuner.Oracle, trial_id: str) -> str | None:
+    for tuner_id, trial in oracle.ongoing_trials.items():
+        if trial.trial_id == trial_id:
+            return str(tuner_id)
+    return None
+
+
+class LeasingOracleServicer(oracle_chief.OracleServicer):
+    """KerasTuner's oracle servicer with a lease per worker.
+
+    Args:
+        oracle: The chief's oracle.
+        lease_seconds: A worker that made no call for this long is presumed dead.
+        clock: Monotonic time source (tests pass a fake one).
+        hold_seconds: Longest time a trial request is held before answering "wait".
+    """
+
+    def __init__(
+        self,
+        oracle: keras_tuner.Oracle,
+        *,
+        lease_seconds: float,
+        clock: Any = time.monotonic,
+        hold_seconds: float = _HOLD_SECONDS,
+    ) -> None:
+        super().__init__(oracle)
+        self.lease_seconds = lease_seconds
+        self._hold_seconds = hold_seconds
+        self._clock = clock
+        self._changed = threading.Condition()
+        now = clock()
+        self._last_seen: dict[str, float] = {tuner_id: now for tuner_id in oracle.tuner_ids}
+        #: ``(trial_id, tuner_id)`` of every trial taken back from a lost worker.
+        self.requeued: list[tuple[str, str]] = []
+
+    def _seen(self, tuner_id: str | None) -> None:
+        if tuner_id is not None:
+            self._last_seen[tuner_id] = self._clock()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        """Blocks until a trial ends or is taken back, or `timeout` seconds pass."""
+        with self._changed:
+            self._changed.wait(timeout)
+
+    def CreateTrial(self, request: Any, context: Any) -> Any:
+        tuner_id = request.tuner_id
+        deadline = time.monotonic() + self._hold_seconds
+        while True:
+            self._seen(tuner_id)
+            trial = _create_or_hold(self.oracle, tuner_id)
+            remaining = deadline - time.monotonic()
+            if trial.status != _STATUS.IDLE or remaining <= 0:
+                break
+            # Answer "wait" only after a short hold, so idle workers do not spin.
+            self.wait(remaining)
+        if trial.status == _STATUS.STOPPED:
+            self.stop_triggered = True
+            self._notify()
+        return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+
+    def UpdateTrial(self, request: Any, context: Any) -> Any:
+        self._seen(_owner(self.oracle, request.trial_id))
+        return super().UpdateTrial(request, context)
+
+    def GetTrial(self, request: Any, context: Any) -> Any:
+        self._seen(_owner(self.oracle, request.trial_id))
+        return super().GetTrial(request, context)
+
+    def EndTrial(self, request: Any, context: Any) -> Any:
+        self._seen(_owner(self.oracle, request.trial.trial_id))
+        response = super().EndTrial(request, context)
+        self._notify()
+        return response
+
+    def reap(self) -> list[tuple[str, str]]:
+        """Drops the workers whose lease ran out and requeues their trials.
+
+        Returns:
+            ``(trial_id, tuner_id)`` of each trial taken back by this call.
+        """
+        taken = _reap(self.oracle, self._last_seen, self._clock() - self.lease_seconds)
+        for trial_id, tuner_id in taken:
+            log.warning(
+                "worker %s sent nothing for %.0f s: presumed dead; trial %s goes to another worker",
+                tuner_id,
+                self.lease_seconds,
+                trial_id,
+            )
+        self.requeued.extend(taken)
+        if taken:
+            self._notify()
+        return taken
+
+
+@synchronized
+def _reap(
+    oracle: keras_tuner.Oracle, last_seen: dict[str, float], cutoff: float
+) -> list[tuple[str, str]]:
+    taken = []
+    for tuner_id in sorted(oracle.tuner_ids):
+        if last_seen.get(tuner_id, cutoff) >= cutoff:
+            continue
+        oracle.tuner_ids.discard(tuner_id)
+        trial = oracle.ongoing_trials.pop(tuner_id, None)
+        if trial is not None:
+            # Oracle.create_trial hands out the retry queue first, hyperparameters and all.
+            oracle._retry_queue.append(trial.trial_id)
+            taken.append((trial.trial_id, tuner_id))
+    if taken:
+        oracle.save()
+    return taken
+
+
+@synchronized
+def _search_over(oracle: keras_tuner.Oracle) -> bool:
+    return bool(oracle_chief.exit_chief(oracle)) and not oracle._retry_queue
+
+
+def serve_oracle(oracle: keras_tuner.Oracle, *, address: str, lease_seconds: float) -> None:
+    """Serves `oracle` to the workers until the search is over; returns then.
+
+    Replaces `keras_tuner.src.distribute.oracle_chief.start_server`: same service,
+    plus leases, a thread pool so a held request does not block the others, and a
+    prompt exit once the last trial has ended and every live worker was told to stop.
+
+    Raises:
+        UserInputError: the address cannot be bound.
+    """
+    servicer = LeasingOracleServicer(oracle, lease_seconds=lease_seconds)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise UserInputError(f"the oracle cannot bind {address!r}: {error}") from error
+    if not bound:
+        raise UserInputError(f"the oracle cannot bind {address!r} (in use, or not this host)")
+    server.start()
+    log.info("oracle serving on %s (worker lease %.0f s)", address, lease_seconds)
+    try:
+        while True:
+            servicer.reap()
+            if servicer.stop_triggered and _search_over(oracle):
+                break
+            servicer.wait(min(1.0, lease_seconds / HEARTBEATS_PER_LEASE))
+    finally:
+        server.stop(grace=1.0)
+
+
+class TrialHeartbeat:
+    """A worker's background heartbeat for the trial it is running.
+
+    Runs in its own thread, so a long epoch (the training thread busy in TensorFlow)
+    still renews the lease; a stalled or killed process stops renewing it.
+
+    Args:
+        stub: The worker's gRPC stub to the chief (``OracleClient.stub``).
+        trial_id: The trial being run.
+        interval: Seconds between heartbeats.
+    """
+
+    def __init__(self, stub: Any, trial_id: str, *, interval: float) -> None:
+        self._stub = stub
+        self._trial_id = trial_id
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def __enter__(self) -> TrialHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self._interval + 1)
+
+    def _run(self) -> None:
+        request = protos.get_service().GetTrialRequest(trial_id=self._trial_id)
+        while not self._stop.wait(self._interval):
+            with contextlib.suppress(grpc.RpcError):
+                self._stub.GetTrial(request, timeout=self._interval)

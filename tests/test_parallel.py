@@ -1,0 +1,211 @@
+"""Parallel trials: KerasTuner's chief/worker mode with worker leases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import keras_tuner
+import pandas as pd
+import pytest
+from conftest import make_frame
+from keras_tuner.src import protos
+from keras_tuner.src.engine import trial as trial_module
+
+from kt_pipeline.launcher import cpu_shares, worker_environment
+from kt_pipeline.parallel import LeasingOracleServicer, TrialHeartbeat
+
+_TESTS = Path(__file__).parent
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _oracle(tmp_path: Path, max_trials: int) -> keras_tuner.Oracle:
+    hp = keras_tuner.HyperParameters()
+    hp.Float("rate", 1e-3, 1e-1, sampling="log")
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("score", "max"),
+        max_trials=max_trials,
+        hyperparameters=hp,
+        seed=1,
+    )
+    oracle._set_project_dir(str(tmp_path), "search")
+    return oracle
+
+
+def _create(servicer: LeasingOracleServicer, tuner_id: str) -> trial_module.Trial:
+    request = protos.get_service().CreateTrialRequest(tuner_id=tuner_id)
+    return trial_module.Trial.from_proto(servicer.CreateTrial(request, None).trial)
+
+
+def _heartbeat(servicer: LeasingOracleServicer, trial_id: str) -> None:
+    servicer.GetTrial(protos.get_service().GetTrialRequest(trial_id=trial_id), None)
+
+
+def test_a_silent_worker_loses_its_trial_to_the_next_worker(tmp_path: Path) -> None:
+    clock = _Clock()
+    oracle = _oracle(tmp_path, max_trials=3)
+    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock, hold_seconds=0)
+    lost = _create(servicer, "worker0")
+    alive = _create(servicer, "worker1")
+    clock.now += 6
+    _heartbeat(servicer, alive.trial_id)  # worker1 keeps its lease, worker0 is silent
+    assert servicer.reap() == []
+    clock.now += 6
+    assert servicer.reap() == [(lost.trial_id, "worker0")]
+    assert set(oracle.tuner_ids) == {"worker1"}
+    assert list(oracle.ongoing_trials) == ["worker1"]
+
+    again = _create(servicer, "worker2")
+    assert again.trial_id == lost.trial_id
+    assert again.hyperparameters.values == lost.hyperparameters.values
+    assert oracle.ongoing_trials["worker2"].trial_id == lost.trial_id
+
+
+def test_a_worker_is_told_to_wait_not_stop_while_a_trial_may_come_back(
+    tmp_path: Path,
+) -> None:
+    clock = _Clock()
+    oracle = _oracle(tmp_path, max_trials=1)
+    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock, hold_seconds=0)
+    running = _create(servicer, "worker0")
+    # Plain KerasTuner would answer STOPPED here: max_trials is reached.
+    held = _create(servicer, "worker1")
+    assert held.status == trial_module.TrialStatus.IDLE
+    assert not servicer.stop_triggered
+    clock.now += 11
+    assert _create(servicer, "worker1").status == trial_module.TrialStatus.IDLE  # polls on
+    assert servicer.reap() == [(running.trial_id, "worker0")]
+    assert _create(servicer, "worker1").trial_id == running.trial_id
+
+
+class _RecordingStub:
+    def __init__(self, wanted: int) -> None:
+        self.trial_ids: list[str] = []
+        self.enough = threading.Event()
+        self._wanted = wanted
+
+    def GetTrial(self, request: Any, timeout: float) -> None:
+        self.trial_ids.append(request.trial_id)
+        if len(self.trial_ids) >= self._wanted:
+            self.enough.set()
+
+
+def test_the_heartbeat_renews_the_lease_from_its_own_thread() -> None:
+    stub = _RecordingStub(wanted=3)
+    with TrialHeartbeat(stub, "07", interval=0.01):
+        assert stub.enough.wait(timeout=10)
+    count = len(stub.trial_ids)
+    assert set(stub.trial_ids) == {"07"}
+    assert not any(t.name == "heartbeat-07" for t in threading.enumerate())
+    assert len(stub.trial_ids) == count  # stopped means stopped
+
+
+def test_workers_get_their_own_cpus_or_gpu() -> None:
+    assert cpu_shares(2, [0, 1, 2, 3, 4]) == [[0, 1, 2], [3, 4]]
+    assert cpu_shares(3, [0]) == [[0], [0], [0]]
+    assert worker_environment(1, gpus=["0", "1"], cpus=None) == {"CUDA_VISIBLE_DEVICES": "1"}
+    env = worker_environment(0, gpus=[], cpus=[2, 3])
+    assert env["CUDA_VISIBLE_DEVICES"] == "-1"
+    assert env["TF_NUM_INTRAOP_THREADS"] == env["OMP_NUM_THREADS"] == "2"
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
+    """Polls until `path` exists; fails if `process` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, "the search ended before any worker stalled"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> None:
+    """`--workers 2` on loopback; the first worker to start training writes the trial's
+    hyperparameters and stalls; it is killed with SIGKILL. The chief must still finish
+    every planned trial (the killed one by the other worker), export and exit."""
+    data = tmp_path / "data.csv"
+    make_frame(120).to_csv(data, index=False)
+    experiment = tmp_path / "experiment"
+    stall = tmp_path / "stalled.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")]),
+        "KT_TEST_STALL_FILE": str(stall),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kt_pipeline",
+            "search",
+            "--data",
+            str(data),
+            "--label",
+            "label",
+            "--experiment-dir",
+            str(experiment),
+            "--tuner",
+            "random",
+            "--max-trials",
+            "3",
+            "--max-epochs",
+            "2",
+            "--workers",
+            "2",
+            "--set",
+            "search.hypermodel='custom_models:StallingHyperModel'",
+            "--set",
+            "search.units=[8]",
+            "--set",
+            "search.num_layers=1",
+            "--set",
+            "search.batch_sizes=[16]",
+            "--set",
+            "runtime.worker_lease_seconds=4",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _wait_for(stall, launcher, timeout=120)
+        stalled = json.loads(stall.read_text())
+        os.kill(stalled["pid"], signal.SIGKILL)
+        output, _ = launcher.communicate(timeout=150)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    assert launcher.returncode == 0, output[-3000:]
+    assert f"worker {stalled['worker']} sent nothing for 4 s: presumed dead" in output
+
+    table = pd.read_csv(experiment / "results.csv", dtype={"trial_id": str})
+    assert len(table) == 3
+    assert (table["status"] == "COMPLETED").all()
+    # The killed trial is the one with the stalled hyperparameters (a sampled float
+    # such as the learning rate does not repeat across trials).
+    redone = table[table["learning_rate"] == stalled["hyperparameters"]["learning_rate"]]
+    assert len(redone) == 1
+    row = redone.iloc[0]
+    assert row["worker"] != stalled["worker"]
+    assert row["epochs"] == 2  # trained to the end
+    for name, value in stalled["hyperparameters"].items():
+        if name in table.columns and not pd.isna(row[name]):
+            assert str(row[name]) == str(value), name
+    assert {p.name for p in (experiment / "tensorboard").iterdir()} == set(table["trial_id"])
+    assert (experiment / "export" / "1" / "saved_model.pb").is_file()
