@@ -27,6 +27,7 @@ from kt_pipeline.errors import UserInputError
 from kt_pipeline.export import export_model, predict_saved_model, score_predictions
 from kt_pipeline.results import write_results
 from kt_pipeline.strategy import make_strategy
+from kt_pipeline.tensorboard import EpochTimer
 from kt_pipeline.tuners import build_tuner
 
 __all__ = [
@@ -192,9 +193,11 @@ def _make_tuner(
 
 def _callbacks(config: PipelineConfig) -> list[Any]:
     experiment = Path(config.runtime.experiment_dir)
-    # KerasTuner moves this callback into one folder per trial and adds HParams data.
+    # KerasTuner moves this callback into one folder per trial and adds HParams data;
+    # our tuners add the experiment summary, epoch timing and a search-level run.
     return [
         keras.callbacks.TensorBoard(log_dir=str(experiment / TENSORBOARD_DIR)),
+        EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
     ]
 

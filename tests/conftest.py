@@ -105,3 +105,29 @@ def tiny_search_args(experiment_dir: Path, data: Path | str) -> list[str]:
         "--set",
         "search.batch_sizes=[16]",
     ]
+
+
+@pytest.fixture(scope="session")
+def flaky_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny search over the full default space (3 trials, the second of which
+    fails), shared by the TensorBoard and report tests."""
+    from kt_pipeline.config import load_config
+    from kt_pipeline.pipeline import run_search
+
+    experiment = tmp_path_factory.mktemp("flaky") / "experiment"
+    config = load_config(
+        None,
+        [
+            "data.source='builtin:iris'",
+            "search.hypermodel='custom_models:FlakyMLPHyperModel'",
+            "search.units=[8, 16]",
+            "search.batch_sizes=[32]",
+            f"runtime.experiment_dir={str(experiment)!r}",
+            "tuner.algorithm='random'",
+            "tuner.max_trials=3",
+            "tuner.max_epochs=2",
+            "export.enabled=false",
+        ],
+    )
+    run_search(config)
+    return experiment

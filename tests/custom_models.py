@@ -7,6 +7,7 @@ from typing import Any
 import keras
 import keras_tuner
 
+from hypermodels import MLPHyperModel
 from hypermodels.features import build_preprocessing
 
 
@@ -26,3 +27,20 @@ class LinearHyperModel(keras_tuner.HyperModel):
             keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
         )
         return model
+
+
+class FlakyMLPHyperModel(MLPHyperModel):
+    """The pipeline's MLP whose second trial fails before training, as a trial of a
+    real search sometimes does."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fits = 0
+
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
+    ) -> Any:
+        self.fits += 1
+        if self.fits == 2:
+            raise keras_tuner.errors.FailedTrialError("synthetic failure for the tests")
+        return super().fit(hp, model, *args, **kwargs)
