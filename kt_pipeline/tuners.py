@@ -140,7 +140,10 @@ class HyperbandTuner(
 
 
 class BayesianTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.BayesianOptimization, _OptimizerStateTuner
+    _PipelineTunerMixin,
+    TensorBoardTunerMixin,
+    keras_tuner.BayesianOptimization,
+    _OptimizerStateTuner,
 ):
     """KerasTuner's Bayesian optimisation with the pipeline's seeding and accounting."""
 
