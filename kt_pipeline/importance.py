@@ -71,18 +71,20 @@ def hyperparameter_importance(
     shares = np.zeros(x.shape[1])
     used = 0
     for tree in forest.estimators_:
-        total = float(np.var(tree.predict(points)))
-        if total <= 0:
+        if np.ptp(tree.predict(points)) == 0:
             continue
         used += 1
         for j, (values, weights) in enumerate(grids):
             # Every point with hyperparameter j set to each grid value, predicted at once.
             stacked = np.repeat(points[None, :, :], len(values), axis=0)
             stacked[:, :, j] = values[:, None]
-            marginal = tree.predict(stacked.reshape(-1, x.shape[1])).reshape(len(values), -1)
-            means = marginal.mean(axis=1)
+            predictions = tree.predict(stacked.reshape(-1, x.shape[1])).reshape(len(values), -1)
+            means = predictions.mean(axis=1)
             centre = float(np.average(means, weights=weights))
-            shares[j] += float(np.average((means - centre) ** 2, weights=weights)) / total
+            # Law of total variance over the same points: the share is at most 1.
+            total = float(np.average(((predictions - centre) ** 2).mean(axis=1), weights=weights))
+            if total > 0:
+                shares[j] += float(np.average((means - centre) ** 2, weights=weights)) / total
     if used:
         shares /= used
     ranked = sorted(zip(names, np.clip(shares, 0.0, 1.0).tolist(), strict=True), key=_by_share)

@@ -269,7 +269,7 @@ class TensorBoardTunerMixin:
                 os.path.join(self._tb_root, SEARCH_RUN)
             )
         finished = len(self.oracle.end_order)
-        seconds = int(round(time.monotonic() - self._tb_started))
+        seconds = round(time.monotonic() - self._tb_started)
         with self._tb_search_writer.as_default():
             if trial.score is not None:
                 tf.summary.scalar("trial_objective", trial.score, step=finished)

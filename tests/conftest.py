@@ -107,10 +107,14 @@ def tiny_search_args(experiment_dir: Path, data: Path | str) -> list[str]:
     ]
 
 
+#: Trials of the `flaky_experiment` search.
+FLAKY_TRIALS = 5
+
+
 @pytest.fixture(scope="session")
 def flaky_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny search over the full default space (3 trials, the second of which
-    fails), shared by the TensorBoard and report tests."""
+    """A finished tiny search over the full default space (`FLAKY_TRIALS` trials, the
+    second of which fails), shared by the TensorBoard and report tests."""
     from kt_pipeline.config import load_config
     from kt_pipeline.pipeline import run_search
 
@@ -124,7 +128,7 @@ def flaky_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "search.batch_sizes=[32]",
             f"runtime.experiment_dir={str(experiment)!r}",
             "tuner.algorithm='random'",
-            "tuner.max_trials=3",
+            f"tuner.max_trials={FLAKY_TRIALS}",
             "tuner.max_epochs=2",
             "export.enabled=false",
         ],

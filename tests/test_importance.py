@@ -40,5 +40,5 @@ def test_a_constant_objective_explains_nothing() -> None:
 
 
 def test_shapes_must_agree() -> None:
-    with pytest.raises(ValueError, match="Received: x.shape=\\(3, 2\\)"):
+    with pytest.raises(ValueError, match=r"Received: x.shape=\(3, 2\)"):
         hyperparameter_importance(np.zeros((3, 2)), np.zeros(3), ["a"])
