@@ -257,6 +257,7 @@ def _print_summary(summary: object) -> None:
     print(f"Results table:    {summary.results_file}")
     print(f"TensorBoard logs: {summary.tensorboard_dir}")
     print(f"Open them with:   tensorboard --logdir {summary.tensorboard_dir}")
+    print(f"Report:           kt-pipeline report {summary.experiment_dir}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

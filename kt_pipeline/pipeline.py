@@ -46,6 +46,7 @@ PROJECT_NAME = "search"
 TENSORBOARD_DIR = "tensorboard"
 EXPORT_DIR = "export"
 RESULTS_FILE = "results.csv"
+RESULTS_JSON_FILE = "results.json"
 BEST_HP_FILE = "best_hyperparameters.json"
 SUMMARY_FILE = "summary.json"
 
@@ -305,7 +306,7 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     )
 
     results_file = experiment / RESULTS_FILE
-    table = write_results(tuner, results_file)
+    table = write_results(tuner, results_file, json_path=experiment / RESULTS_JSON_FILE)
     best_trials = tuner.oracle.get_best_trials(1)
     best = best_trials[0] if best_trials else None
     best_hp = dict(best.hyperparameters.values) if best else {}
