@@ -269,7 +269,9 @@ def test_hyperband_promotions_log_their_parent_and_continue_its_epochs(tmp_path:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 3)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
-    hypermodel = MLPHyperModel.from_arrays(x, y, task="binary", units=(4, 8), batch_sizes=(16,))
+    hypermodel = MLPHyperModel.from_arrays(
+        x, y, task="binary", units=(4, 8), num_layers=(1, 1), batch_sizes=(16,)
+    )
     tuner = build_tuner(
         hypermodel,
         algorithm="hyperband",
@@ -277,6 +279,7 @@ def test_hyperband_promotions_log_their_parent_and_continue_its_epochs(tmp_path:
         directory=str(tmp_path),
         max_epochs=3,
         factor=3,
+        max_trials=4,  # three 1-epoch trials, then the best one promoted to 3 epochs
     )
     root = tmp_path / "tensorboard"
     tuner.search(
@@ -290,7 +293,7 @@ def test_hyperband_promotions_log_their_parent_and_continue_its_epochs(tmp_path:
     promoted = [
         t for t in tuner.oracle.trials.values() if t.hyperparameters.values.get("tuner/trial_id")
     ]
-    assert promoted, "Hyperband's schedule promotes at least one trial"
+    assert len(promoted) == 1, "Hyperband's first bracket promotes its best trial"
     for trial in promoted:
         values = trial.hyperparameters.values
         run = root / trial.trial_id / "execution0"
