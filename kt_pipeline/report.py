@@ -178,7 +178,9 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
-def _plot_history(table: pd.DataFrame, order: list[str], direction: str, path: Path) -> Path:
+def _plot_history(
+    table: pd.DataFrame, order: list[str], objective: str, direction: str, path: Path
+) -> Path:
     by_id = table.set_index("trial_id")
     rows = by_id.loc[[t for t in order if t in by_id.index]]
     number = np.arange(1, len(rows) + 1)
@@ -204,7 +206,7 @@ def _plot_history(table: pd.DataFrame, order: list[str], direction: str, path: P
             )
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("objective")
+    axes[0].set_ylabel(objective)
     axes[0].legend(loc="best")
     figure.suptitle("Optimisation history")
     return _save(figure, path)
@@ -221,19 +223,21 @@ def _plot_importance(importance: list[tuple[str, float]], path: Path) -> Path:
     return _save(figure, path)
 
 
-def _plot_against(completed: pd.DataFrame, hp: Any, path: Path) -> Path:
+def _plot_against(completed: pd.DataFrame, hp: Any, objective: str, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 4))
     column = completed[hp.name]
     active = column.map(lambda v: not _missing(v))
-    numeric = isinstance(
-        hp, keras_tuner.engine.hyperparameters.Int | keras_tuner.engine.hyperparameters.Float
+    hp_types = keras_tuner.engine.hyperparameters
+    numeric = isinstance(hp, hp_types.Int | hp_types.Float) or (
+        isinstance(hp, hp_types.Choice)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in hp.values)
     )
-    x = column[active] if numeric else column[active].astype(str)
+    x = pd.to_numeric(column[active]) if numeric else column[active].astype(str)
     axis.scatter(x, completed.loc[active, "objective"].astype(float), s=22)
     if numeric and getattr(hp, "sampling", "linear") == "log" and hp.min_value > 0:
         axis.set_xscale("log")
     axis.set_xlabel(hp.name)
-    axis.set_ylabel("objective")
+    axis.set_ylabel(objective)
     axis.grid(alpha=0.3)
     axis.set_title(f"Objective against {hp.name}")
     return _save(figure, path)
@@ -287,14 +291,16 @@ def write_report(experiment_dir: str | Path, *, top_k: int = 10) -> Report:
     out = experiment / _REPORT_DIR
     out.mkdir(exist_ok=True)
     plots = {
-        "history": _plot_history(table, _end_order(project, table), direction, out / "history.png")
+        "history": _plot_history(
+            table, _end_order(project, table), objective, direction, out / "history.png"
+        )
     }
     by_name = {hp.name: hp for hp in space}
     if importance:
         plots["importance"] = _plot_importance(importance, out / "importance.png")
         for name, _ in importance[:2]:
             plots[f"objective_vs_{name}"] = _plot_against(
-                completed, by_name[name], out / f"objective_vs_{name}.png"
+                completed, by_name[name], objective, out / f"objective_vs_{name}.png"
             )
     files.update({f"{key}.png": path for key, path in plots.items()})
 
