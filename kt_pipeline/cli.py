@@ -1,4 +1,4 @@
-"""The ``kt-pipeline`` command: ``search``, ``export`` and ``predict``.
+"""The ``kt-pipeline`` command: ``search``, ``export``, ``predict`` and ``report``.
 
 Bad input ends with one line on stderr that names the field, file or column and the
 value received, and exit code 2; ``--debug`` adds the traceback.
@@ -165,7 +165,28 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, metavar="FILE", help="CSV to write")
     _add_debug(predict)
     predict.set_defaults(handler=_predict)
+
+    report = commands.add_parser(
+        "report",
+        help="leaderboard, results files, importance and plots of an experiment",
+        description="Print the top trials and the hyperparameter importance of a finished "
+        "(or interrupted) experiment; write results.csv, results.json and report/ "
+        "(report.md with PNG plots) into it. Reads only the experiment folder.",
+    )
+    report.add_argument("experiment_dir", metavar="EXPERIMENT_DIR", help="an experiment folder")
+    report.add_argument(
+        "--top", type=int, default=10, metavar="K", help="trials in the leaderboard (10)"
+    )
+    _add_debug(report)
+    report.set_defaults(handler=_report)
     return parser
+
+
+def _report(args: argparse.Namespace) -> int:
+    from kt_pipeline.report import write_report
+
+    print(write_report(args.experiment_dir, top_k=args.top).to_text())
+    return 0
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -310,6 +331,7 @@ def _print_summary(summary: object) -> None:
     print(f"Results table:    {summary.results_file}")
     print(f"TensorBoard logs: {summary.tensorboard_dir}")
     print(f"Open them with:   tensorboard --logdir {summary.tensorboard_dir}")
+    print(f"Report:           kt-pipeline report {summary.experiment_dir}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

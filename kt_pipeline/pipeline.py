@@ -35,6 +35,7 @@ from kt_pipeline.strategy import (
     make_strategy,
     set_graph_optimizer,
 )
+from kt_pipeline.tensorboard import EpochTimer
 from kt_pipeline.tuners import build_tuner
 
 __all__ = [
@@ -53,6 +54,7 @@ PROJECT_NAME = "search"
 TENSORBOARD_DIR = "tensorboard"
 EXPORT_DIR = "export"
 RESULTS_FILE = "results.csv"
+RESULTS_JSON_FILE = "results.json"
 BEST_HP_FILE = "best_hyperparameters.json"
 SUMMARY_FILE = "summary.json"
 
@@ -208,9 +210,11 @@ def _make_tuner(
 
 def _callbacks(config: PipelineConfig) -> list[Any]:
     experiment = Path(config.runtime.experiment_dir)
-    # KerasTuner moves this callback into one folder per trial and adds HParams data.
+    # KerasTuner moves this callback into one folder per trial and adds HParams data;
+    # our tuners add the experiment summary, epoch timing and a search-level run.
     return [
         keras.callbacks.TensorBoard(log_dir=str(experiment / TENSORBOARD_DIR)),
+        EpochTimer(),
         keras.callbacks.TerminateOnNaN(),
     ]
 
@@ -387,7 +391,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
         return _worker_summary(experiment, dataset.task, objective, started)
 
     results_file = experiment / RESULTS_FILE
-    table = write_results(tuner, results_file)
+    table = write_results(tuner, results_file, json_path=experiment / RESULTS_JSON_FILE)
     best_trials = tuner.oracle.get_best_trials(1)
     best = best_trials[0] if best_trials else None
     best_hp = dict(best.hyperparameters.values) if best else {}

@@ -1,9 +1,17 @@
-"""The results table: one row per trial, read from the tuner's own trial records."""
+"""The results table: one row per trial, read from the tuner's own trial records.
+
+A trial that failed keeps its row, with the last line of KerasTuner's error message
+as ``reason``. `trial_table` reads a live tuner; `load_trials` reads the same records
+back from a project folder, so a finished experiment can be reported on without its
+data or model code.
+"""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +20,13 @@ import pandas as pd
 
 from kt_pipeline.tuners import TRIAL_STATS_FILE
 
-__all__ = ["trial_table", "write_results"]
+__all__ = ["failure_reason", "load_trials", "trial_table", "write_results"]
 
-_FIXED_COLUMNS = ["trial_id", "status", "objective", "epochs", "seconds", "worker"]
+_FIXED_COLUMNS = ["trial_id", "status", "objective", "epochs", "seconds", "worker", "reason"]
 
 
-def _stats(tuner: keras_tuner.Tuner, trial_id: str) -> dict[str, Any]:
-    path = os.path.join(tuner.project_dir, f"trial_{trial_id}", TRIAL_STATS_FILE)
+def _stats(project_dir: str, trial_id: str) -> dict[str, Any]:
+    path = os.path.join(project_dir, f"trial_{trial_id}", TRIAL_STATS_FILE)
     try:
         with open(path, encoding="utf-8") as handle:
             stats: dict[str, Any] = json.load(handle)
@@ -27,15 +35,34 @@ def _stats(tuner: keras_tuner.Tuner, trial_id: str) -> dict[str, Any]:
         return {}
 
 
+def failure_reason(message: str | None) -> str | None:
+    """The last non-empty line of a failed trial's message (the exception), or None."""
+    lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def load_trials(project_dir: str | Path) -> dict[str, keras_tuner.engine.trial.Trial]:
+    """The trials a KerasTuner project folder holds (its ``trial_<id>/trial.json``)."""
+    trials = {}
+    for path in glob.glob(os.path.join(str(project_dir), "trial_*", "trial.json")):
+        trial = keras_tuner.engine.trial.Trial.load(path)
+        trials[trial.trial_id] = trial
+    return trials
+
+
 def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
     """Every trial the oracle knows, in id order, with its active hyperparameter values.
 
     Hyperband's bookkeeping values (``tuner/epochs``, ``tuner/initial_epoch``,
     ``tuner/trial_id`` of the parent) are kept, so a promoted trial can be traced.
     """
+    return _table(tuner.oracle.trials, tuner.project_dir)
+
+
+def _table(trials: Mapping[str, keras_tuner.engine.trial.Trial], project_dir: str) -> pd.DataFrame:
     rows = []
-    for trial_id, trial in sorted(tuner.oracle.trials.items()):
-        stats = _stats(tuner, trial_id)
+    for trial_id, trial in sorted(trials.items()):
+        stats = _stats(project_dir, trial_id)
         row: dict[str, Any] = {
             "trial_id": trial_id,
             "status": trial.status,
@@ -43,6 +70,7 @@ def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
             "epochs": stats.get("epochs"),
             "seconds": stats.get("seconds"),
             "worker": stats.get("worker"),  # the tuner id that finished the trial
+            "reason": None if trial.status == "COMPLETED" else failure_reason(trial.message),
         }
         hp = trial.hyperparameters
         row.update(
@@ -60,8 +88,40 @@ def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
     return frame[_FIXED_COLUMNS + others]
 
 
-def write_results(tuner: keras_tuner.Tuner, path: str | Path) -> pd.DataFrame:
-    """Writes the results table as CSV and returns it."""
-    frame = trial_table(tuner)
+def write_results(
+    tuner: keras_tuner.Tuner | str | Path, path: str | Path, *, json_path: str | Path | None = None
+) -> pd.DataFrame:
+    """Writes the results table as CSV (and as JSON records when `json_path` is given)
+    and returns it.
+
+    Args:
+        tuner: A tuner, or the folder of its project (read with `load_trials`).
+        path: The CSV file.
+        json_path: Optional JSON file: one object per trial with its ``hyperparameters``.
+    """
+    if isinstance(tuner, keras_tuner.Tuner):
+        frame = trial_table(tuner)
+    else:
+        frame = _table(load_trials(tuner), str(tuner))
     frame.to_csv(path, index=False)
+    if json_path is not None:
+        records = []
+        for row in frame.to_dict(orient="records"):
+            fixed = {k: _plain(row[k]) for k in _FIXED_COLUMNS}
+            fixed["hyperparameters"] = {
+                k: _plain(v) for k, v in row.items() if k not in _FIXED_COLUMNS and not _missing(v)
+            }
+            records.append(fixed)
+        Path(json_path).write_text(json.dumps(records, indent=2), encoding="utf-8")
     return frame
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: NaN becomes null, numpy scalars Python numbers."""
+    if _missing(value):
+        return None
+    return value.item() if hasattr(value, "item") else value

@@ -26,6 +26,8 @@ import keras_tuner
 import numpy as np
 
 from kt_pipeline import parallel
+from kt_pipeline.progress import SearchProgress
+from kt_pipeline.tensorboard import TensorBoardTunerMixin
 
 __all__ = ["ALGORITHMS", "DEFAULT_MAX_TRIALS", "TRIAL_STATS_FILE", "build_tuner", "trial_seed"]
 
@@ -76,6 +78,7 @@ class _PipelineTunerMixin:
         super().__init__(*args, seed=seed, **kwargs)  # type: ignore[call-arg]
         # A worker's oracle is KerasTuner's OracleClient around the local one.
         _honour_seed(getattr(self.oracle, "_oracle", self.oracle), seed)
+        self._progress = SearchProgress(self.oracle)
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
         """Runs the search; in a parallel search's chief, serves the oracle with worker
@@ -90,6 +93,14 @@ class _PipelineTunerMixin:
         parallel.serve_oracle(
             self.oracle, address=f"{host}:{port}", lease_seconds=self._lease_seconds
         )
+
+    def on_search_begin(self) -> None:
+        self._progress = SearchProgress(self.oracle)
+        super().on_search_begin()  # type: ignore[misc]
+
+    def on_search_end(self) -> None:
+        super().on_search_end()  # type: ignore[misc]
+        self._progress.close()
 
     def on_trial_begin(self, trial: keras_tuner.engine.trial.Trial) -> None:
         self._trial_started[trial.trial_id] = time.perf_counter()
@@ -129,30 +140,7 @@ class _PipelineTunerMixin:
         with open(os.path.join(trial_dir, TRIAL_STATS_FILE), "w", encoding="utf-8") as handle:
             json.dump(stats, handle)
         super().on_trial_end(trial)  # type: ignore[misc]
-        _log_trial(self.oracle, trial, stats["seconds"])
-
-
-def _log_trial(
-    oracle: keras_tuner.Oracle, trial: keras_tuner.engine.trial.Trial, seconds: float | None
-) -> None:
-    objective = oracle.objective.name
-    score = "n/a" if trial.score is None else f"{trial.score:.4f}"
-    best = [t for t in oracle.get_best_trials(1) if t.score is not None]
-    best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "n/a"
-    total = f"/{oracle.max_trials}" if oracle.max_trials else ""
-    # A parallel worker's OracleClient does not know how many trials have ended.
-    ended = "?" if parallel.is_worker() else str(len(oracle.end_order))
-    log.info(
-        "trial %s%s (id %s) %s | %s %s | best %s | %s s",
-        ended,
-        total,
-        trial.trial_id,
-        trial.status,
-        objective,
-        score,
-        best_text,
-        "?" if seconds is None else f"{seconds:.1f}",
-    )
+        self._progress.trial_finished(trial, stats["seconds"])
 
 
 class _OptimizerStateTuner(keras_tuner.Tuner):
@@ -175,16 +163,25 @@ class _OptimizerStateTuner(keras_tuner.Tuner):
         return model
 
 
-class HyperbandTuner(_PipelineTunerMixin, keras_tuner.Hyperband, _OptimizerStateTuner):
+class HyperbandTuner(
+    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.Hyperband, _OptimizerStateTuner
+):
     """KerasTuner's Hyperband with the pipeline's seeding, accounting and promotions
     that keep their optimizer state."""
 
 
-class BayesianTuner(_PipelineTunerMixin, keras_tuner.BayesianOptimization, _OptimizerStateTuner):
+class BayesianTuner(
+    _PipelineTunerMixin,
+    TensorBoardTunerMixin,
+    keras_tuner.BayesianOptimization,
+    _OptimizerStateTuner,
+):
     """KerasTuner's Bayesian optimisation with the pipeline's seeding and accounting."""
 
 
-class RandomTuner(_PipelineTunerMixin, keras_tuner.RandomSearch, _OptimizerStateTuner):
+class RandomTuner(
+    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.RandomSearch, _OptimizerStateTuner
+):
     """KerasTuner's random search with the pipeline's seeding and accounting."""
 
 

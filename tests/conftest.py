@@ -105,3 +105,33 @@ def tiny_search_args(experiment_dir: Path, data: Path | str) -> list[str]:
         "--set",
         "search.batch_sizes=[16]",
     ]
+
+
+#: Trials of the `flaky_experiment` search.
+FLAKY_TRIALS = 5
+
+
+@pytest.fixture(scope="session")
+def flaky_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny search over the full default space (`FLAKY_TRIALS` trials, the
+    second of which fails), shared by the TensorBoard and report tests."""
+    from kt_pipeline.config import load_config
+    from kt_pipeline.pipeline import run_search
+
+    experiment = tmp_path_factory.mktemp("flaky") / "experiment"
+    config = load_config(
+        None,
+        [
+            "data.source='builtin:iris'",
+            "search.hypermodel='custom_models:FlakyMLPHyperModel'",
+            "search.units=[8, 16]",
+            "search.batch_sizes=[32]",
+            f"runtime.experiment_dir={str(experiment)!r}",
+            "tuner.algorithm='random'",
+            f"tuner.max_trials={FLAKY_TRIALS}",
+            "tuner.max_epochs=2",
+            "export.enabled=false",
+        ],
+    )
+    run_search(config)
+    return experiment

@@ -59,3 +59,20 @@ class StallingHyperModel(MLPHyperModel):
             os.replace(stall_file + ".tmp", stall_file)
             threading.Event().wait()  # until SIGKILL
         return super().fit(hp, model, *args, **kw)
+
+
+class FlakyMLPHyperModel(MLPHyperModel):
+    """The pipeline's MLP whose second trial fails before training, as a trial of a
+    real search sometimes does."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fits = 0
+
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
+    ) -> Any:
+        self.fits += 1
+        if self.fits == 2:
+            raise keras_tuner.errors.FailedTrialError("synthetic failure for the tests")
+        return super().fit(hp, model, *args, **kwargs)

@@ -43,7 +43,7 @@ def test_search_writes_every_artefact(
     assert 0 <= summary["test_scores"]["accuracy"] <= 1
     assert (experiment / "export" / "1" / "saved_model.pb").is_file()
     trial_logs = sorted(p.name for p in (experiment / "tensorboard").iterdir())
-    assert trial_logs == sorted(results["trial_id"])
+    assert trial_logs == sorted([*results["trial_id"], "search"])
 
 
 def test_export_command_adds_a_version(
@@ -172,7 +172,7 @@ def _plugins(log_dir: Path) -> set[str]:
 
 def test_each_trial_logs_scalars_and_hparams_to_tensorboard(finished: tuple[Path, Path]) -> None:
     experiment, _ = finished
-    trial_dirs = sorted((experiment / "tensorboard").iterdir())
+    trial_dirs = sorted(p for p in (experiment / "tensorboard").iterdir() if p.name != "search")
     assert len(trial_dirs) == 2
     for trial_dir in trial_dirs:
         assert "hparams" in _plugins(trial_dir)

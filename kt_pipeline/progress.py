@@ -1,0 +1,119 @@
+"""Live progress of a search: one log line per finished trial and a progress bar.
+
+The line reads ``trial 7/30 | val_accuracy 0.9620 | best 0.9710 (trial 0004) | 12.3 s |
+eta 4 min`` and goes through Python's `logging` (logger ``kt_pipeline``), so callers
+choose where it ends up. The bar is drawn on stderr only when stderr is a terminal;
+it is cleared before each line and redrawn after it, so the two never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import Any, TextIO
+
+import keras_tuner
+
+from kt_pipeline import parallel
+
+__all__ = ["SearchProgress", "format_eta", "planned_trials"]
+
+log = logging.getLogger("kt_pipeline")
+
+_BAR_WIDTH = 30
+
+
+def planned_trials(oracle: keras_tuner.Oracle) -> int | None:
+    """How many trials the search will run: ``max_trials`` when set, else the size of
+    Hyperband's schedule (an upper bound: KerasTuner skips repeated values); None when
+    unknown."""
+    if oracle.max_trials:
+        return int(oracle.max_trials)
+    if isinstance(oracle, keras_tuner.oracles.HyperbandOracle) and math.isfinite(
+        oracle.hyperband_iterations
+    ):
+        per_iteration = sum(
+            oracle._get_size(bracket, round_num)
+            for bracket in range(oracle._get_num_brackets())
+            for round_num in range(oracle._get_num_rounds(bracket))
+        )
+        return int(per_iteration * oracle.hyperband_iterations)
+    return None
+
+
+def format_eta(seconds: float) -> str:
+    """``45 s``, ``4 min``, ``2.5 h``: coarse on purpose, it is an estimate."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class SearchProgress:
+    """Reports each finished trial; draws a bar for the whole search on a terminal."""
+
+    def __init__(self, oracle: keras_tuner.Oracle, *, stream: TextIO | None = None) -> None:
+        self.oracle = oracle
+        self.total = planned_trials(oracle)
+        self.stream = stream if stream is not None else sys.stderr
+        self.bar = _isatty(self.stream) and self.total is not None
+        self._seconds: list[float] = []
+
+    def trial_finished(self, trial: Any, seconds: float | None) -> str:
+        """Logs the line for a trial the oracle has just ended and returns it."""
+        oracle = self.oracle
+        # A parallel worker's oracle is KerasTuner's OracleClient, which cannot say
+        # how many trials have ended across the workers.
+        ended = getattr(oracle, "end_order", None) if not parallel.is_worker() else None
+        done = len(ended) if ended is not None else None
+        if seconds is not None:
+            self._seconds.append(seconds)
+        total = f"/{self.total}" if self.total else ""
+        if trial.score is not None:
+            result = f"{oracle.objective.name} {trial.score:.4f}"
+        else:
+            result = f"{trial.status} (trial {trial.trial_id})"
+        best = [t for t in oracle.get_best_trials(1) if t.score is not None]
+        best_text = f"{best[0].score:.4f} (trial {best[0].trial_id})" if best else "n/a"
+        parts = [
+            f"trial {'?' if done is None else done}{total}",
+            result,
+            f"best {best_text}",
+            "? s" if seconds is None else f"{seconds:.1f} s",
+        ]
+        if self.total and self._seconds and done is not None:
+            remaining = max(self.total - done, 0)
+            parts.append(f"eta {format_eta(remaining * sum(self._seconds) / len(self._seconds))}")
+        line = " | ".join(parts)
+        self._clear()
+        log.info("%s", line)
+        self._draw(done)
+        return line
+
+    def close(self) -> None:
+        """Ends the bar's line so later output starts on a fresh one."""
+        if self.bar:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _clear(self) -> None:
+        if self.bar:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+    def _draw(self, done: int | None) -> None:
+        if not self.bar or not self.total or done is None:
+            return
+        filled = min(_BAR_WIDTH, _BAR_WIDTH * done // self.total)
+        bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
+        self.stream.write(f"[{bar}] {done}/{self.total} trials")
+        self.stream.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
