@@ -182,7 +182,10 @@ class TunerConfig:
         factor: Hyperband's reduction factor.
         hyperband_iterations: Times Hyperband runs its whole schedule.
         executions_per_trial: Models trained per trial (their scores are averaged).
-        max_consecutive_failed_trials: The search aborts after this many failures in a row.
+        max_consecutive_failed_trials: The search aborts after this many trials in a row
+            fail with an error; diverged trials (NaN/inf loss) never count.
+        max_crashes_per_trial: A trial that killed the process (out of memory, a
+            segfault) this many times is recorded as failed when the search resumes.
     """
 
     algorithm: str = "hyperband"
@@ -194,6 +197,7 @@ class TunerConfig:
     hyperband_iterations: int = 1
     executions_per_trial: int = 1
     max_consecutive_failed_trials: int = 3
+    max_crashes_per_trial: int = 2
 
     def __post_init__(self) -> None:
         _check_choice("tuner.algorithm", self.algorithm, TUNERS)
@@ -206,6 +210,7 @@ class TunerConfig:
             "hyperband_iterations",
             "executions_per_trial",
             "max_consecutive_failed_trials",
+            "max_crashes_per_trial",
         ):
             _check_positive(f"tuner.{name}", getattr(self, name))
         if self.factor < 2:
@@ -224,6 +229,8 @@ class RuntimeConfig:
         devices: Devices for ``one_device``/``mirrored``, e.g. ``["/gpu:0", "/gpu:1"]``;
             empty means all GPUs (or all CPUs when there is no GPU).
         verbose: Show Keras's per-epoch output.
+        deterministic: Turn on TensorFlow op determinism, so the same command gives
+            the same metrics (slower on GPU, where some ops lose their fast kernels).
     """
 
     experiment_dir: str = "experiments/default"
@@ -231,6 +238,7 @@ class RuntimeConfig:
     strategy: str = "auto"
     devices: tuple[str, ...] = ()
     verbose: bool = False
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if not self.experiment_dir:

@@ -14,7 +14,7 @@ from kt_pipeline.tuners import TRIAL_STATS_FILE
 
 __all__ = ["trial_table", "write_results"]
 
-_FIXED_COLUMNS = ["trial_id", "status", "objective", "epochs", "seconds"]
+_FIXED_COLUMNS = ["trial_id", "status", "objective", "epochs", "seconds", "reason"]
 
 
 def _stats(tuner: keras_tuner.Tuner, trial_id: str) -> dict[str, Any]:
@@ -32,6 +32,8 @@ def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
 
     Hyperband's bookkeeping values (``tuner/epochs``, ``tuner/initial_epoch``,
     ``tuner/trial_id`` of the parent) are kept, so a promoted trial can be traced.
+    ``reason`` says why a trial failed (``diverged``, the error, or repeated crashes);
+    a failed trial has no objective value.
     """
     rows = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
@@ -39,9 +41,10 @@ def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
         row: dict[str, Any] = {
             "trial_id": trial_id,
             "status": trial.status,
-            "objective": trial.score,
+            "objective": trial.score if trial.status == "COMPLETED" else None,
             "epochs": stats.get("epochs"),
             "seconds": stats.get("seconds"),
+            "reason": "" if trial.status == "COMPLETED" else (trial.message or ""),
         }
         hp = trial.hyperparameters
         row.update(
