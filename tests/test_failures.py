@@ -37,8 +37,8 @@ class _ProcessDeath(BaseException):
 class _ModeHyperModel(keras_tuner.HyperModel):
     """A linear regression whose `mode` hyperparameter decides how the trial ends:
     ``ok`` trains, ``diverge`` uses a learning rate that blows the loss up, ``error``
-    raises while building, ``fit_error`` while fitting. With `crash_first`, the first fit and every rerun of that
-    trial kill the "process"."""
+    raises while building, ``fit_error`` while fitting. With `crash_first`, the first
+    fit and every rerun of that trial kill the "process"."""
 
     crashed_values: ClassVar[list[int]] = []
 
