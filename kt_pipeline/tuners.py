@@ -39,6 +39,8 @@ import keras
 import keras_tuner
 import numpy as np
 
+from kt_pipeline.errors import SearchAbortedError
+
 __all__ = [
     "ALGORITHMS",
     "CRASHES_FILE",
@@ -73,10 +75,6 @@ _COMPLETED = keras_tuner.engine.trial.TrialStatus.COMPLETED
 _FAILED = keras_tuner.engine.trial.TrialStatus.FAILED
 _RUNNING = keras_tuner.engine.trial.TrialStatus.RUNNING
 _ENDED = (_COMPLETED, _FAILED, keras_tuner.engine.trial.TrialStatus.INVALID)
-
-
-class SearchAbortedError(RuntimeError):
-    """Too many trials in a row failed with an error: the search itself is broken."""
 
 
 def best_trial(oracle: keras_tuner.Oracle) -> keras_tuner.engine.trial.Trial | None:
