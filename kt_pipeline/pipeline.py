@@ -24,7 +24,7 @@ from hypermodels import SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import model_inputs, raw_rows
 from kt_pipeline import data as data_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
-from kt_pipeline.errors import UserInputError
+from kt_pipeline.errors import SearchAbortedError, UserInputError
 from kt_pipeline.export import export_model, predict_saved_model, score_predictions
 from kt_pipeline.results import write_results
 from kt_pipeline.resume import check_resumable
@@ -298,16 +298,20 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
     tuner = _make_tuner(config, prepared, overwrite=overwrite)
     save_config(config, experiment / CONFIG_FILE)
     objective = tuner.oracle.objective
-    tuner.search(
-        prepared.inputs(splits.train),
-        splits.train.y,
-        validation_data=(prepared.inputs(splits.validation), splits.validation.y),
-        epochs=config.tuner.max_epochs,
-        callbacks=_callbacks(config),
-        verbose=1 if config.runtime.verbose else 0,
-    )
-
     results_file = experiment / RESULTS_FILE
+    try:
+        tuner.search(
+            prepared.inputs(splits.train),
+            splits.train.y,
+            validation_data=(prepared.inputs(splits.validation), splits.validation.y),
+            epochs=config.tuner.max_epochs,
+            callbacks=_callbacks(config),
+            verbose=1 if config.runtime.verbose else 0,
+        )
+    except SearchAbortedError:
+        write_results(tuner, results_file)  # the failed trials' reasons, for the user
+        raise
+
     table = write_results(tuner, results_file)
     best = best_trial(tuner.oracle)
     best_hp = dict(best.hyperparameters.values) if best else {}

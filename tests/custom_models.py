@@ -26,3 +26,10 @@ class LinearHyperModel(keras_tuner.HyperModel):
             keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
         )
         return model
+
+
+class FailingHyperModel(LinearHyperModel):
+    """A model whose every fit raises, as a broken data pipeline would."""
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *a: Any, **k: Any) -> Any:
+        raise RuntimeError("the input pipeline broke")

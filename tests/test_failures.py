@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import keras
 import keras_tuner
 import numpy as np
+import pandas as pd
 import pytest
 
 from kt_pipeline.results import trial_table
@@ -208,3 +209,37 @@ def test_resume_repairs_what_a_kill_between_two_state_files_leaves(tmp_path: Pat
     assert (project / "trial_1" / "stats.json").read_bytes() == stats["1"]  # kept
     assert (project / "trial_0" / "stats.json").read_bytes() != stats["0"]  # ran again
     assert sorted(tuner.oracle.end_order) == ["0", "1", "2"]
+
+
+def test_an_aborted_search_ends_with_one_line_exit_1_and_the_reasons_in_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kt_pipeline.cli import main
+
+    code = main(
+        [
+            "search",
+            "--data",
+            "builtin:iris",
+            "--experiment-dir",
+            str(tmp_path),
+            "--tuner",
+            "random",
+            "--max-trials",
+            "5",
+            "--set",
+            "search.hypermodel='custom_models:FailingHyperModel'",
+            "--set",
+            "tuner.max_consecutive_failed_trials=2",
+        ]
+    )
+    err = [line for line in capsys.readouterr().err.splitlines() if "kt-pipeline:" in line]
+    assert code == 1
+    assert err == [
+        "kt-pipeline: error: search stopped: 2 trials in a row failed "
+        "(tuner.max_consecutive_failed_trials = 2); "
+        "last reason: RuntimeError: the input pipeline broke"
+    ]
+    table = pd.read_csv(tmp_path / "results.csv", dtype={"trial_id": str})
+    assert list(table["status"]) == ["FAILED", "FAILED"]
+    assert list(table["reason"]) == ["RuntimeError: the input pipeline broke"] * 2
