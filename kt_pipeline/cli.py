@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kt_pipeline.errors import UserInputError
+from kt_pipeline.errors import SearchAbortedError, UserInputError
 
 __all__ = ["main"]
 
@@ -335,7 +335,8 @@ def _print_summary(summary: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Runs the CLI; returns the exit code (0 ok, 1 search aborted by failing trials,
+    2 bad input, 130 interrupted)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     # TensorFlow's Python logger would otherwise pass its INFO chatter to our handler.
@@ -348,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"kt-pipeline: error: {error}", file=sys.stderr)
         return 2
+    except SearchAbortedError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"kt-pipeline: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("kt-pipeline: interrupted", file=sys.stderr)
         return 130

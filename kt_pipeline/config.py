@@ -184,7 +184,10 @@ class TunerConfig:
         factor: Hyperband's reduction factor.
         hyperband_iterations: Times Hyperband runs its whole schedule.
         executions_per_trial: Models trained per trial (their scores are averaged).
-        max_consecutive_failed_trials: The search aborts after this many failures in a row.
+        max_consecutive_failed_trials: The search aborts after this many trials in a row
+            fail with an error; diverged trials (NaN/inf loss) never count.
+        max_crashes_per_trial: A trial that killed the process (out of memory, a
+            segfault) this many times is recorded as failed when the search resumes.
     """
 
     algorithm: str = "hyperband"
@@ -196,6 +199,7 @@ class TunerConfig:
     hyperband_iterations: int = 1
     executions_per_trial: int = 1
     max_consecutive_failed_trials: int = 3
+    max_crashes_per_trial: int = 2
 
     def __post_init__(self) -> None:
         _check_choice("tuner.algorithm", self.algorithm, TUNERS)
@@ -208,6 +212,7 @@ class TunerConfig:
             "hyperband_iterations",
             "executions_per_trial",
             "max_consecutive_failed_trials",
+            "max_crashes_per_trial",
         ):
             _check_positive(f"tuner.{name}", getattr(self, name))
         if self.factor < 2:
@@ -243,6 +248,8 @@ class RuntimeConfig:
         graph_optimizer: TensorFlow's graph optimizer (Grappler) for each trial's
             functions: ``auto`` turns it off without a GPU, where re-optimising every
             new trial's graph cost more than it saved, and on with one.
+        deterministic: Turn on TensorFlow op determinism, so the same command gives
+            the same metrics (slower on GPU, where some ops lose their fast kernels).
     """
 
     experiment_dir: str = "experiments/default"
@@ -258,6 +265,7 @@ class RuntimeConfig:
     steps_per_execution: int = 0
     jit_compile: bool = False
     graph_optimizer: str = "auto"
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         if not self.experiment_dir:

@@ -352,6 +352,8 @@ def load_dataset(
             class_names = tuple(str(n) for n in target_names)
     else:
         path = Path(source)
+        if path.is_dir():
+            raise UserInputError(f"data file {source!r} is a directory, not a file")
         if not path.is_file():
             raise UserInputError(f"data file {source!r} does not exist")
         if path.stat().st_size == 0:

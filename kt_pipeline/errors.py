@@ -6,7 +6,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["UserInputError"]
+__all__ = ["SearchAbortedError", "UserInputError"]
 
 
 class UserInputError(ValueError):
@@ -14,4 +14,12 @@ class UserInputError(ValueError):
 
     The message names the field, file or column and shows the value received,
     so it can be printed on its own without a traceback.
+    """
+
+
+class SearchAbortedError(RuntimeError):
+    """Too many trials in a row failed with an error: the search itself is broken.
+
+    The CLI prints its one-line message (the count and the last trial's reason; the
+    tracebacks are in each trial's ``error.txt``) and exits with code 1.
     """

@@ -96,6 +96,8 @@ def export_model(
         fn=_serving_fn(model, schema=schema, task=task, class_names=class_names),
         input_signature=[serving_signature(schema)],
     )
+    for stale in export_root.glob(".staging-*"):  # left by a process killed mid-export
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=export_root))
     try:
         archive.write_out(str(staging), verbose=False)

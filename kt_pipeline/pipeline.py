@@ -23,11 +23,12 @@ import tensorflow as tf
 from hypermodels import SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import model_inputs, raw_rows
 from kt_pipeline import data as data_lib
-from kt_pipeline.config import PipelineConfig, save_config
-from kt_pipeline.errors import UserInputError
+from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
+from kt_pipeline.errors import SearchAbortedError, UserInputError
 from kt_pipeline.export import export_model, predict_saved_model, score_predictions
 from kt_pipeline.parallel import oracle_role
 from kt_pipeline.results import write_results
+from kt_pipeline.resume import check_resumable
 from kt_pipeline.strategy import (
     configure_devices,
     is_multi_worker,
@@ -36,7 +37,7 @@ from kt_pipeline.strategy import (
     set_graph_optimizer,
 )
 from kt_pipeline.tensorboard import EpochTimer
-from kt_pipeline.tuners import build_tuner
+from kt_pipeline.tuners import best_trial, build_tuner
 
 __all__ = [
     "SearchSummary",
@@ -201,6 +202,7 @@ def _make_tuner(
         hyperband_iterations=tuner_cfg.hyperband_iterations,
         executions_per_trial=tuner_cfg.executions_per_trial,
         max_consecutive_failed_trials=tuner_cfg.max_consecutive_failed_trials,
+        max_crashes_per_trial=tuner_cfg.max_crashes_per_trial,
         distribution_strategy=strategy
         or make_strategy(config.runtime.strategy, devices=config.runtime.devices),
         overwrite=overwrite,
@@ -228,10 +230,10 @@ def load_best_model(config: PipelineConfig) -> tuple[keras.Model, TabularSchema]
     """
     prepared = _prepare_data(config)
     tuner = _reload_tuner(config, prepared)
-    best = tuner.oracle.get_best_trials(1)
-    if not best:
+    best = best_trial(tuner.oracle)
+    if best is None:
         raise UserInputError(f"experiment {config.runtime.experiment_dir!r} has no completed trial")
-    return tuner.load_model(best[0]), prepared.schema
+    return tuner.load_model(best), prepared.schema
 
 
 def _reload_tuner(config: PipelineConfig, prepared: _Prepared) -> keras_tuner.Tuner:
@@ -258,10 +260,9 @@ def export_best(
     """
     prepared = prepared or _prepare_data(config)
     tuner = tuner or _reload_tuner(config, prepared)
-    best_trials = tuner.oracle.get_best_trials(1)
-    if not best_trials:
+    best = best_trial(tuner.oracle)
+    if best is None:
         return None, {}
-    best = best_trials[0]
     model = tuner.load_model(best)
     dataset = prepared.dataset
     export_dir = export_model(
@@ -363,6 +364,10 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
     dataset, splits = prepared.dataset, prepared.splits
     experiment = Path(config.runtime.experiment_dir)
     _prepare_experiment_dir(experiment)
+    if not overwrite and (experiment / PROJECT_NAME).is_dir():
+        check_resumable(experiment / CONFIG_FILE, config_to_dict(config))
+    if config.runtime.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.runtime.seed)
     kinds = collections.Counter(dataset.kinds.values())
     log.info(
@@ -379,21 +384,26 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
     if role != "worker":
         save_config(config, experiment / CONFIG_FILE)
     objective = tuner.oracle.objective
-    tuner.search(
-        prepared.inputs(splits.train),
-        splits.train.y,
-        validation_data=(prepared.inputs(splits.validation), splits.validation.y),
-        epochs=config.tuner.max_epochs,
-        callbacks=_callbacks(config),
-        verbose=1 if config.runtime.verbose else 0,
-    )
+    results_file = experiment / RESULTS_FILE
+    results_json = experiment / RESULTS_JSON_FILE
+    try:
+        tuner.search(
+            prepared.inputs(splits.train),
+            splits.train.y,
+            validation_data=(prepared.inputs(splits.validation), splits.validation.y),
+            epochs=config.tuner.max_epochs,
+            callbacks=_callbacks(config),
+            verbose=1 if config.runtime.verbose else 0,
+        )
+    except SearchAbortedError:
+        if role != "worker":  # the failed trials' reasons, for the user
+            write_results(tuner, results_file, json_path=results_json)
+        raise
     if role == "worker":  # the chief writes the results and the export
         return _worker_summary(experiment, dataset.task, objective, started)
 
-    results_file = experiment / RESULTS_FILE
-    table = write_results(tuner, results_file, json_path=experiment / RESULTS_JSON_FILE)
-    best_trials = tuner.oracle.get_best_trials(1)
-    best = best_trials[0] if best_trials else None
+    table = write_results(tuner, results_file, json_path=results_json)
+    best = best_trial(tuner.oracle)
     best_hp = dict(best.hyperparameters.values) if best else {}
     (experiment / BEST_HP_FILE).write_text(json.dumps(best_hp, indent=2), encoding="utf-8")
 

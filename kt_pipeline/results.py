@@ -55,6 +55,8 @@ def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
 
     Hyperband's bookkeeping values (``tuner/epochs``, ``tuner/initial_epoch``,
     ``tuner/trial_id`` of the parent) are kept, so a promoted trial can be traced.
+    ``reason`` says why a trial failed (``diverged``, the error, or repeated crashes);
+    a failed trial has no objective value.
     """
     return _table(tuner.oracle.trials, tuner.project_dir)
 
@@ -66,7 +68,7 @@ def _table(trials: Mapping[str, keras_tuner.engine.trial.Trial], project_dir: st
         row: dict[str, Any] = {
             "trial_id": trial_id,
             "status": trial.status,
-            "objective": trial.score,
+            "objective": trial.score if trial.status == "COMPLETED" else None,
             "epochs": stats.get("epochs"),
             "seconds": stats.get("seconds"),
             "worker": stats.get("worker"),  # the tuner id that finished the trial

@@ -10,6 +10,19 @@ RandomSearch:
   ``trial_<id>/stats.json`` for the results table.
 * **Checkpoints that restore the optimizer.** Hyperband promotions and reloaded best
   models get their optimizer state back (KerasTuner silently drops it).
+* **Failures with a reason.** A trial whose build or fit raises is recorded as FAILED
+  with a one-line reason (the traceback goes to ``trial_<id>/error.txt``); a trial
+  whose loss turns NaN or infinite is FAILED with reason ``diverged`` instead of
+  COMPLETED with a meaningless score. Only real errors count towards
+  ``max_consecutive_failed_trials``: divergence is a normal outcome of a
+  learning-rate search and never aborts it.
+* **Crash-safe resume.** A trial's unfinished attempts are counted in
+  ``trial_<id>/crashes.json``, written before it runs and removed when it ends, so a
+  trial that kills the process (out of memory, a segfault) is recorded as FAILED after
+  ``max_crashes_per_trial`` attempts instead of being retried on every restart. On
+  reload, a trial left RUNNING runs again and a trial whose result was saved is kept
+  (KerasTuner loses the first and re-runs the second when the kill lands between its
+  two state files).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import json
 import logging
 import os
 import time
+import traceback
 import zlib
 from typing import Any
 
@@ -26,10 +40,22 @@ import keras_tuner
 import numpy as np
 
 from kt_pipeline import parallel
+from kt_pipeline.errors import SearchAbortedError
 from kt_pipeline.progress import SearchProgress
 from kt_pipeline.tensorboard import TensorBoardTunerMixin
 
-__all__ = ["ALGORITHMS", "DEFAULT_MAX_TRIALS", "TRIAL_STATS_FILE", "build_tuner", "trial_seed"]
+__all__ = [
+    "ALGORITHMS",
+    "CRASHES_FILE",
+    "DEFAULT_MAX_TRIALS",
+    "DIVERGED",
+    "ERROR_FILE",
+    "TRIAL_STATS_FILE",
+    "SearchAbortedError",
+    "best_trial",
+    "build_tuner",
+    "trial_seed",
+]
 
 ALGORITHMS = ("hyperband", "bayesian", "random")
 
@@ -38,6 +64,77 @@ DEFAULT_MAX_TRIALS = 20
 
 #: Per-trial file with wall time and epochs.
 TRIAL_STATS_FILE = "stats.json"
+
+#: Per-trial count of attempts that started and never ended (the process died).
+CRASHES_FILE = "crashes.json"
+
+#: Per-trial traceback of a failed trial.
+ERROR_FILE = "error.txt"
+
+#: The failure reason of a trial whose loss became NaN or infinite.
+DIVERGED = "diverged"
+
+_COMPLETED = keras_tuner.engine.trial.TrialStatus.COMPLETED
+_FAILED = keras_tuner.engine.trial.TrialStatus.FAILED
+_RUNNING = keras_tuner.engine.trial.TrialStatus.RUNNING
+_ENDED = (_COMPLETED, _FAILED, keras_tuner.engine.trial.TrialStatus.INVALID)
+
+
+def best_trial(oracle: keras_tuner.Oracle) -> keras_tuner.engine.trial.Trial | None:
+    """The best COMPLETED trial, or None.
+
+    KerasTuner's `get_best_trials` falls back to failed trials when too few completed;
+    a failed or diverged trial must never be exported as the best.
+    """
+    completed = [
+        t
+        for t in oracle.get_best_trials(len(oracle.trials))
+        if t.status == _COMPLETED and t.score is not None and np.isfinite(t.score)
+    ]
+    return completed[0] if completed else None
+
+
+def _diverged(histories: Any) -> bool:
+    """Whether any execution's training or validation loss became NaN or infinite."""
+    for history in histories if isinstance(histories, list) else [histories]:
+        if not isinstance(history, keras.callbacks.History):
+            continue
+        for key in ("loss", "val_loss"):
+            if not np.all(np.isfinite(np.asarray(history.history.get(key, []), dtype=float))):
+                return True
+    return False
+
+
+def _reason(error: BaseException) -> str:
+    """A one-line failure reason: the exception type and the first line of its message."""
+    if isinstance(error, keras_tuner.errors.FailedTrialError) and str(error) == DIVERGED:
+        return DIVERGED
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    text = f"{type(error).__name__}: {first.strip()}" if first else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _read_crashes(path: str) -> int:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return int(json.load(handle)["crashed_attempts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _write_crashes(path: str, count: int) -> None:
+    """Writes the count durably (temp file, fsync, rename), or removes it at 0."""
+    if count <= 0:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump({"crashed_attempts": count}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
 
 log = logging.getLogger("kt_pipeline")
 
@@ -62,20 +159,34 @@ def _honour_seed(oracle: keras_tuner.Oracle, seed: int) -> None:
 
 
 class _PipelineTunerMixin:
-    """Per-trial seeding and accounting, mixed in before a KerasTuner tuner class."""
+    """Per-trial seeding, accounting, failure reasons and crash counting, mixed in
+    before a KerasTuner tuner class."""
 
     oracle: keras_tuner.Oracle
 
     def __init__(
-        self, *args: Any, seed: int, worker_lease_seconds: float = 60.0, **kwargs: Any
+        self,
+        *args: Any,
+        seed: int,
+        worker_lease_seconds: float = 60.0,
+        max_consecutive_failed_trials: int = 3,
+        max_crashes_per_trial: int = 2,
+        **kwargs: Any,
     ) -> None:
         self._experiment_seed = seed
         self._lease_seconds = worker_lease_seconds
         self._heartbeat: parallel.TrialHeartbeat | None = None
+        self._max_failures = max_consecutive_failed_trials
+        self._max_crashes = max_crashes_per_trial
         self._current_trial_id: str | None = None
         self._trial_started: dict[str, float] = {}
         self._trial_epochs: dict[str, int] = {}
-        super().__init__(*args, seed=seed, **kwargs)  # type: ignore[call-arg]
+        self._failure: dict[str, tuple[str, str]] = {}
+        # KerasTuner's own check counts diverged trials too; `_check_failures` replaces it
+        # (None never equals a count, so the oracle never aborts by itself).
+        super().__init__(  # type: ignore[call-arg]
+            *args, seed=seed, max_consecutive_failed_trials=None, **kwargs
+        )
         # A worker's oracle is KerasTuner's OracleClient around the local one.
         _honour_seed(getattr(self.oracle, "_oracle", self.oracle), seed)
         self._progress = SearchProgress(self.oracle)
@@ -102,6 +213,45 @@ class _PipelineTunerMixin:
         super().on_search_end()  # type: ignore[misc]
         self._progress.close()
 
+    def reload(self) -> None:
+        super().reload()  # type: ignore[misc]
+        _repair_interrupted(self.oracle)
+
+    def _trial_file(self, trial_id: str, name: str) -> str:
+        return os.path.join(self.get_trial_dir(trial_id), name)  # type: ignore[attr-defined]
+
+    def _try_run_and_update_trial(
+        self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any
+    ) -> None:
+        crashes_file = self._trial_file(trial.trial_id, CRASHES_FILE)
+        crashes = _read_crashes(crashes_file)
+        if crashes >= self._max_crashes:
+            trial.status = _FAILED
+            trial.message = f"crashed the process {crashes} times (killed, out of memory?)"
+            _write_crashes(crashes_file, 0)
+            return
+        _write_crashes(crashes_file, crashes + 1)  # stays if the process dies in the trial
+        try:
+            super()._try_run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        except (Exception, KeyboardInterrupt):  # the process survives: not a crash
+            _write_crashes(crashes_file, crashes)
+            raise
+        _write_crashes(crashes_file, 0)
+        if trial.status != _COMPLETED and trial.trial_id in self._failure:
+            reason, details = self._failure.pop(trial.trial_id)
+            trial.message = reason
+            with open(self._trial_file(trial.trial_id, ERROR_FILE), "w", encoding="utf-8") as f:
+                f.write(details)
+
+    def _run_and_update_trial(
+        self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any
+    ) -> None:
+        try:
+            super()._run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        except Exception as error:
+            self._failure[trial.trial_id] = (_reason(error), traceback.format_exc())
+            raise
+
     def on_trial_begin(self, trial: keras_tuner.engine.trial.Trial) -> None:
         self._trial_started[trial.trial_id] = time.perf_counter()
         if parallel.is_worker():
@@ -118,6 +268,8 @@ class _PipelineTunerMixin:
         histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
         epochs = [len(h.epoch) for h in histories if isinstance(h, keras.callbacks.History)]
         self._trial_epochs[trial.trial_id] = max(epochs, default=0)
+        if _diverged(histories):  # TerminateOnNaN stopped it; its score means nothing
+            raise keras_tuner.errors.FailedTrialError(DIVERGED)
         return histories
 
     def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:
@@ -141,6 +293,50 @@ class _PipelineTunerMixin:
             json.dump(stats, handle)
         super().on_trial_end(trial)  # type: ignore[misc]
         self._progress.trial_finished(trial, stats["seconds"])
+        self._check_failures()
+
+    def _check_failures(self) -> None:
+        """Aborts after `max_consecutive_failed_trials` errors in a row; diverged trials
+        neither count nor break the run of errors. The chief checks for a parallel search
+        (a worker's OracleClient cannot list the ended trials)."""
+        if parallel.is_worker():
+            return
+        errors: list[keras_tuner.engine.trial.Trial] = []
+        for trial_id in self.oracle.end_order:
+            trial = self.oracle.trials[trial_id]
+            if trial.status != _FAILED:
+                errors = []
+            elif trial.message != DIVERGED:
+                errors.append(trial)
+        if len(errors) >= self._max_failures:
+            raise SearchAbortedError(
+                f"search stopped: {len(errors)} trials in a row failed "
+                f"(tuner.max_consecutive_failed_trials = {self._max_failures}); "
+                f"last reason: {errors[-1].message}"
+            )
+
+
+def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:
+    """Makes a reloaded oracle agree with the trial files a killed process left.
+
+    KerasTuner writes ``trial.json`` and then ``oracle.json``. Killed between the two
+    when a trial starts, the trial stays RUNNING but is not queued to run again (and
+    counts towards `max_trials`), so it is queued here. Killed between the two when a
+    trial ends, the finished trial is queued to run again, so it is taken off the
+    queue and its end recorded. A trial that runs again starts without the metrics an
+    interrupted attempt may have reported (KerasTuner would keep them as its result).
+    """
+    queued = oracle._retry_queue
+    for trial_id, trial in sorted(oracle.trials.items()):
+        if trial.status == _RUNNING and trial_id not in queued:
+            queued.insert(0, trial_id)  # the queue pops from its end: oldest runs last
+        elif trial.status in _ENDED and trial_id in queued:
+            queued.remove(trial_id)
+            if trial_id not in oracle.end_order:
+                oracle.end_order.append(trial_id)
+        if trial_id in queued:
+            trial.metrics = type(trial.metrics)()  # a fresh MetricsTracker
+            trial.score = trial.best_step = None
 
 
 class _OptimizerStateTuner(keras_tuner.Tuner):
@@ -199,6 +395,7 @@ def build_tuner(
     hyperband_iterations: int = 1,
     executions_per_trial: int = 1,
     max_consecutive_failed_trials: int = 3,
+    max_crashes_per_trial: int = 2,
     distribution_strategy: Any = None,
     overwrite: bool = False,
     worker_lease_seconds: float = 60.0,
@@ -218,7 +415,10 @@ def build_tuner(
         factor: Hyperband's reduction factor.
         hyperband_iterations: Hyperband's schedule repeats.
         executions_per_trial: Models trained per trial.
-        max_consecutive_failed_trials: The search stops after this many failures in a row.
+        max_consecutive_failed_trials: The search stops (`SearchAbortedError`) after this
+            many trials in a row fail with an error; diverged trials do not count.
+        max_crashes_per_trial: A trial whose attempts killed the process this many
+            times is recorded as FAILED on the next resume instead of running again.
         distribution_strategy: A `tf.distribute.Strategy` for each trial, or None.
         overwrite: Discard an existing project in `directory`.
         worker_lease_seconds: In a parallel search, how long the chief waits for a
@@ -233,6 +433,7 @@ def build_tuner(
         "overwrite": overwrite,
         "executions_per_trial": executions_per_trial,
         "max_consecutive_failed_trials": max_consecutive_failed_trials,
+        "max_crashes_per_trial": max_crashes_per_trial,
         "distribution_strategy": distribution_strategy,
         "worker_lease_seconds": worker_lease_seconds,
     }

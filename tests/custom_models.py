@@ -76,3 +76,10 @@ class FlakyMLPHyperModel(MLPHyperModel):
         if self.fits == 2:
             raise keras_tuner.errors.FailedTrialError("synthetic failure for the tests")
         return super().fit(hp, model, *args, **kwargs)
+
+
+class FailingHyperModel(LinearHyperModel):
+    """A model whose every fit raises, as a broken data pipeline would."""
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *a: Any, **k: Any) -> Any:
+        raise RuntimeError("the input pipeline broke")

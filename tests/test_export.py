@@ -171,3 +171,32 @@ def test_mixed_columns_are_served_raw_without_our_packages(tmp_path: Path) -> No
     in_memory = model.predict(model_inputs(schema, features), verbose=0)  # type: ignore[attr-defined]
     assert np.isnan(frame["size"]).any() and frame["colour"].isna().any()
     np.testing.assert_allclose(served["probabilities"][:, 1], in_memory[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("version", [0, 1], ids=["next-version", "replace-version-1"])
+def test_a_crash_during_export_leaves_the_previous_export_loadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
+    import keras
+    import tensorflow as tf
+
+    hypermodel, model, x, _ = _trained("binary")
+    options: dict[str, Any] = {"task": "binary", "schema": hypermodel.schema}
+    options["class_names"] = ("no", "yes")
+    first = export_model(model, export_root=tmp_path, **options)
+    expected = predict_saved_model(first, _rows(hypermodel.schema, x))["probabilities"]
+    (tmp_path / ".staging-9-killed").mkdir()  # what a SIGKILL mid-export leaves
+
+    def write_out_then_fail(self: Any, path: str, **kwargs: Any) -> None:
+        Path(path, "saved_model.pb").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    # `ExportArchive()` returns a backend subclass; patch the class actually used.
+    archive_class = type(keras.export.ExportArchive())
+    monkeypatch.setattr(archive_class, "write_out", write_out_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        export_model(model, export_root=tmp_path, version=version, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]  # no staging folder left
+    assert "serving_default" in tf.saved_model.load(str(first)).signatures
+    again = predict_saved_model(first, _rows(hypermodel.schema, x))["probabilities"]
+    np.testing.assert_array_equal(again, expected)

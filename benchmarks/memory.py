@@ -1,0 +1,124 @@
+"""Does memory grow without bound over many trials in one process?
+
+Runs one search of `--trials` small trials (random search, one epoch each, the full
+default search space, TensorBoard logging on, no export) through the real pipeline and
+reads the process's resident memory (RSS, from /proc/self/status) each time a trial
+ends. KerasTuner clears the Keras session before each build and the data arrays are
+shared by every trial, so after a warm-up the RSS should stay flat.
+
+Usage:
+    PYTHONPATH=. python benchmarks/memory.py [--trials 50] [--data builtin:breast_cancer]
+
+Writes benchmarks/results/memory.md and memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def rss_mib() -> float:
+    """Resident set size of this process in MiB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+class _RssAtTrialEnd(logging.Handler):
+    """Records the RSS when the pipeline logs the end of a trial."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.samples: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("trial "):
+            self.samples.append(rss_mib())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--data", default="builtin:breast_cancer")
+    args = parser.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from kt_pipeline.config import load_config
+    from kt_pipeline.pipeline import run_search
+
+    recorder = _RssAtTrialEnd()
+    logger = logging.getLogger("kt_pipeline")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(recorder)
+    started_rss = rss_mib()
+    with tempfile.TemporaryDirectory() as experiment:
+        config = load_config(
+            None,
+            [
+                f"data.source={args.data!r}",
+                f"runtime.experiment_dir={experiment!r}",
+                "tuner.algorithm='random'",
+                f"tuner.max_trials={args.trials}",
+                "tuner.max_epochs=1",
+                "export.enabled=false",
+            ],
+        )
+        started = time.perf_counter()
+        summary = run_search(config)
+        seconds = time.perf_counter() - started
+    samples = recorder.samples
+    assert len(samples) == args.trials, (len(samples), args.trials)
+    early, late = samples[4], samples[-1]
+    growth = (late - early) / (len(samples) - 5)
+    result = {
+        "trials": args.trials,
+        "completed": summary.completed_trials,
+        "data": args.data,
+        "rss_mib_after_import": round(started_rss, 1),
+        "rss_mib_after_trial_5": round(early, 1),
+        f"rss_mib_after_trial_{args.trials}": round(late, 1),
+        "rss_mib_max": round(max(samples), 1),
+        "growth_mib_per_trial_after_5": round(growth, 3),
+        "rss_mib_per_trial": [round(s, 1) for s in samples],
+        "search_seconds": round(seconds, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "memory.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    table = [
+        "# Memory over many trials in one process",
+        "",
+        f"`PYTHONPATH=. python benchmarks/memory.py --trials {args.trials} --data {args.data}`"
+        f" ({result['machine']}; {summary.completed_trials}/{args.trials} trials completed in "
+        f"{seconds:.0f} s)",
+        "",
+        "| after | RSS (MiB) |",
+        "| --- | --- |",
+        f"| imports | {started_rss:.1f} |",
+        f"| trial 5 | {early:.1f} |",
+        f"| trial {args.trials} | {late:.1f} |",
+        f"| max over all trials | {max(samples):.1f} |",
+        "",
+        f"Growth from trial 5 to trial {args.trials}: {late - early:+.1f} MiB "
+        f"({growth:+.3f} MiB per trial).",
+        "",
+        "RSS after every trial (MiB): " + ", ".join(f"{s:.0f}" for s in samples),
+        "",
+    ]
+    (RESULTS / "memory.md").write_text("\n".join(table), encoding="utf-8")
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()

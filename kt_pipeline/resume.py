@@ -1,0 +1,86 @@
+"""Whether an existing experiment may be resumed with the settings given now.
+
+KerasTuner resumes a project with the settings it saved and silently ignores the new
+ones: a changed search space, tuner or objective would be mixed with old trials. The
+pipeline compares the resolved config with the ``config.toml`` saved beside the
+search and refuses to resume when a setting that shapes the search differs. Budget
+and runtime settings may change between runs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kt_pipeline.errors import UserInputError
+
+__all__ = ["RESUMABLE_CHANGES", "check_resumable", "search_differences"]
+
+#: Settings that may differ from the saved config when a search is resumed: the
+#: budget, how and where it runs, and what happens after it. Everything else (data,
+#: split, seed, search space, tuner, objective, epochs) shapes the trials.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "tuner.max_trials",
+        "tuner.max_consecutive_failed_trials",
+        "tuner.max_crashes_per_trial",
+        "runtime.experiment_dir",
+        "runtime.strategy",
+        "runtime.devices",
+        "runtime.verbose",
+        "runtime.deterministic",
+        "export.enabled",
+        "export.version",
+    }
+)
+
+
+def search_differences(
+    saved: Mapping[str, Mapping[str, Any]], current: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """``key: saved -> current`` for every search-shaping setting that differs.
+
+    Keys present on one side only (a setting added in a newer version) are skipped.
+    """
+    differences = []
+    for section, values in current.items():
+        saved_values = saved.get(section, {})
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if name in RESUMABLE_CHANGES or key not in saved_values:
+                continue
+            old = saved_values[key]
+            if _plain(old) != _plain(value):
+                differences.append(f"{name} {_plain(old)!r} -> {_plain(value)!r}")
+    return differences
+
+
+def check_resumable(config_file: Path, current: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raises when the experiment's saved config and `current` differ in the search.
+
+    A missing or unreadable saved config (an experiment from before configs were
+    saved) is not checked.
+
+    Raises:
+        UserInputError: one line that lists what differs.
+    """
+    try:
+        saved = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return
+    differences = search_differences(saved, current)
+    if differences:
+        raise UserInputError(
+            f"experiment directory {str(config_file.parent)!r} holds a search with other "
+            f"settings ({'; '.join(differences)}): run it with its saved {config_file.name}, "
+            "choose another --experiment-dir, or pass --overwrite to start afresh"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples compare equal; ints and floats compare by value."""
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
