@@ -77,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--label", metavar="COLUMN", help="data.label: label column of a file")
     search.add_argument(
-        "--tuner", metavar="NAME", help="tuner.algorithm: hyperband (default), bayesian or random"
+        "--tuner",
+        metavar="NAME",
+        help="tuner.algorithm: hyperband (default), bohb, bayesian or random",
     )
     search.add_argument(
         "--max-trials",

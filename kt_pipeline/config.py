@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 TASKS = ("auto", "binary", "multiclass", "regression")
-TUNERS = ("hyperband", "bayesian", "random")
+TUNERS = ("hyperband", "bayesian", "random", "bohb")
 STRATEGIES = ("auto", "default", "one_device", "mirrored")
 DIRECTIONS = ("auto", "min", "max")
 
@@ -172,7 +172,8 @@ class TunerConfig:
     """The search algorithm and its budget.
 
     Attributes:
-        algorithm: ``hyperband``, ``bayesian`` or ``random``.
+        algorithm: ``hyperband``, ``bayesian``, ``random`` or ``bohb`` (Hyperband's
+            brackets with TPE proposals, `kt_pipeline.bohb`).
         objective: Metric to optimise; ``auto`` is ``val_accuracy`` for multiclass,
             ``val_auc`` for binary and ``val_loss`` for regression.
         direction: ``min``, ``max`` or ``auto`` (from the metric's name).

@@ -25,9 +25,11 @@ import keras
 import keras_tuner
 import numpy as np
 
+from kt_pipeline.bohb import BOHB
+
 __all__ = ["ALGORITHMS", "DEFAULT_MAX_TRIALS", "TRIAL_STATS_FILE", "build_tuner", "trial_seed"]
 
-ALGORITHMS = ("hyperband", "bayesian", "random")
+ALGORITHMS = ("hyperband", "bayesian", "random", "bohb")
 
 #: Trials for random and Bayesian search when the config leaves `max_trials` at 0.
 DEFAULT_MAX_TRIALS = 20
@@ -146,6 +148,11 @@ class HyperbandTuner(_PipelineTunerMixin, keras_tuner.Hyperband, _OptimizerState
     that keep their optimizer state."""
 
 
+class BOHBTuner(_PipelineTunerMixin, BOHB, _OptimizerStateTuner):
+    """BOHB (`kt_pipeline.bohb`): Hyperband's schedule with TPE proposals, plus the
+    pipeline's seeding, accounting and optimizer-state promotions."""
+
+
 class BayesianTuner(_PipelineTunerMixin, keras_tuner.BayesianOptimization, _OptimizerStateTuner):
     """KerasTuner's Bayesian optimisation with the pipeline's seeding and accounting."""
 
@@ -175,14 +182,14 @@ def build_tuner(
 
     Args:
         hypermodel: A `keras_tuner.HyperModel`.
-        algorithm: ``hyperband``, ``bayesian`` or ``random``.
+        algorithm: ``hyperband``, ``bohb``, ``bayesian`` or ``random``.
         objective: The metric and its direction.
         directory: Folder that holds the tuner's project.
         project_name: Subfolder of `directory` for the trials.
         seed: Search seed; 0 is a seed like any other.
         max_trials: 0 lets Hyperband run its schedule and gives the other algorithms
             `DEFAULT_MAX_TRIALS`; a positive value caps Hyperband too.
-        max_epochs: Hyperband's longest round.
+        max_epochs: Hyperband's (and BOHB's) longest round.
         factor: Hyperband's reduction factor.
         hyperband_iterations: Hyperband's schedule repeats.
         executions_per_trial: Models trained per trial.
@@ -202,8 +209,9 @@ def build_tuner(
         "distribution_strategy": distribution_strategy,
     }
     tuner: keras_tuner.Tuner
-    if algorithm == "hyperband":
-        tuner = HyperbandTuner(
+    if algorithm in ("hyperband", "bohb"):
+        tuner_class = HyperbandTuner if algorithm == "hyperband" else BOHBTuner
+        tuner = tuner_class(
             max_epochs=max_epochs,
             factor=factor,
             hyperband_iterations=hyperband_iterations,
