@@ -1,4 +1,5 @@
-"""The ``kt-pipeline`` command: ``search``, ``export`` and ``predict``.
+"""The ``kt-pipeline`` command: ``search``, ``export``, ``predict``, ``lr-find``
+and ``plan``.
 
 Bad input ends with one line on stderr that names the field, file or column and the
 value received, and exit code 2; ``--debug`` adds the traceback.
@@ -50,6 +51,16 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="builtin:NAME|PATH",
+        help="data.source: builtin:digits|breast_cancer|wine|iris|diabetes, "
+        "or a .csv/.parquet/.npz file",
+    )
+    parser.add_argument("--label", metavar="COLUMN", help="data.label: label column of a file")
+
+
 def _add_debug(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
@@ -69,13 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         "it tunes an MLP on scikit-learn's bundled digits data set.",
     )
     _add_config_options(search)
-    search.add_argument(
-        "--data",
-        metavar="builtin:NAME|PATH",
-        help="data.source: builtin:digits|breast_cancer|wine|iris|diabetes, "
-        "or a .csv/.parquet/.npz file",
-    )
-    search.add_argument("--label", metavar="COLUMN", help="data.label: label column of a file")
+    _add_data_options(search)
     search.add_argument(
         "--tuner",
         metavar="NAME",
@@ -117,6 +122,29 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_options(export)
     _add_debug(export)
     export.set_defaults(handler=_export)
+
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="learning-rate range test on a representative model of the search space",
+        description="Train the search space's default model briefly while raising its "
+        "learning rate exponentially (1e-7 to 10) and watch the smoothed loss (Smith, "
+        "2017). Prints the suggested learning-rate range and saves a loss-against-"
+        'learning-rate plot. search.learning_rate = "auto" runs this before a search.',
+    )
+    _add_config_options(lr_find)
+    _add_data_options(lr_find)
+    lr_find.add_argument(
+        "--per-optimizer",
+        action="store_true",
+        help="test every optimizer of search.optimizers (default: the space's first)",
+    )
+    lr_find.add_argument(
+        "--output",
+        metavar="PNG",
+        help="plot file (default: <experiment dir>/lr_find.png)",
+    )
+    _add_debug(lr_find)
+    lr_find.set_defaults(handler=_lr_find)
 
     predict = commands.add_parser(
         "predict",
@@ -179,6 +207,27 @@ def _export(args: argparse.Namespace) -> int:
         )
     print(f"SavedModel: {export_dir}")
     print(f"Held-out test (reloaded SavedModel): {_format_scores(scores)}")
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from kt_pipeline.config import load_config
+    from kt_pipeline.lr_find import union_range
+    from kt_pipeline.pipeline import LR_FIND_PLOT, find_learning_rates
+
+    config = load_config(args.config, _overrides(args))
+    plot = Path(args.output or Path(config.runtime.experiment_dir) / LR_FIND_PLOT)
+    results = find_learning_rates(config, per_optimizer=args.per_optimizer, plot_path=plot)
+    print(f"{'optimizer':<10} {'steepest':>10} {'min loss':>10}   suggested range")
+    for result in results:
+        low, high = result.suggested
+        print(
+            f"{result.optimizer:<10} {result.steepest:>10.3g} {result.minimum:>10.3g}"
+            f"   [{low:.3g}, {high:.3g}]"
+        )
+    low, high = union_range(results)
+    print(f"Suggested search.learning_rate = [{low:.3g}, {high:.3g}]")
+    print(f"Plot: {plot}")
     return 0
 
 

@@ -129,9 +129,14 @@ class SearchConfig(SearchSpace):
             built with the keyword arguments `MLPHyperModel` takes (schema, task,
             num_classes, target_mean, target_std, train_size, max_epochs, space,
             objective).
+        learning_rate_auto: Before the search, run the learning-rate range test
+            (`kt_pipeline.lr_find`) for every optimizer of the space and replace
+            `learning_rate` with the union of the suggested ranges. Written in a config
+            as ``learning_rate = "auto"``, which sets this flag.
     """
 
     hypermodel: str = "hypermodels:MLPHyperModel"
+    learning_rate_auto: bool = False
 
     def __post_init__(self) -> None:
         _check_range("search.num_layers", self.num_layers, low=0, high=64)
@@ -326,10 +331,24 @@ def _unknown(field: str, key: str, known: Iterable[str]) -> UserInputError:
     return UserInputError(f"unknown config key `{field}{key}`{suggestion}")
 
 
+def _learning_rate_auto(values: dict[str, Any]) -> dict[str, Any]:
+    """Turns ``search.learning_rate = "auto"`` into ``learning_rate_auto = true``."""
+    value = values.get("learning_rate")
+    if not isinstance(value, str):
+        return values
+    if value != "auto":
+        raise _fail("search.learning_rate", '[min, max], a single number or "auto"', value)
+    values = {k: v for k, v in values.items() if k != "learning_rate"}
+    values["learning_rate_auto"] = True
+    return values
+
+
 def _build(raw: Mapping[str, Any]) -> PipelineConfig:
     sections: dict[str, Any] = {}
     for section, section_type in _SECTIONS.items():
         values = raw.get(section, {})
+        if section == "search":
+            values = _learning_rate_auto(values)
         hints = typing.get_type_hints(section_type)
         kwargs = {
             key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()

@@ -25,6 +25,7 @@ from kt_pipeline import data as data_lib
 from kt_pipeline.config import PipelineConfig, save_config
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.export import export_model, predict_saved_model, score_predictions
+from kt_pipeline.lr_find import LRFindResult, lr_range_test, plot_lr_find, union_range
 from kt_pipeline.results import write_results
 from kt_pipeline.strategy import make_strategy
 from kt_pipeline.tuners import build_tuner
@@ -32,6 +33,7 @@ from kt_pipeline.tuners import build_tuner
 __all__ = [
     "SearchSummary",
     "export_best",
+    "find_learning_rates",
     "load_best_model",
     "resolve_objective",
     "run_search",
@@ -47,6 +49,8 @@ EXPORT_DIR = "export"
 RESULTS_FILE = "results.csv"
 BEST_HP_FILE = "best_hyperparameters.json"
 SUMMARY_FILE = "summary.json"
+LR_FIND_PLOT = "lr_find.png"
+LR_FIND_FILE = "lr_find.json"
 
 _DEFAULT_OBJECTIVES = {"binary": "val_auc", "multiclass": "val_accuracy", "regression": "val_loss"}
 _MINIMISED = ("loss", "error", "mse", "mae", "rmse", "mape", "crossentropy")
@@ -265,6 +269,44 @@ def export_best(
     return export_dir, score_predictions(outputs, test.y, task=dataset.task)
 
 
+def find_learning_rates(
+    config: PipelineConfig,
+    *,
+    per_optimizer: bool = True,
+    plot_path: Path | None = None,
+    prepared: _Prepared | None = None,
+) -> list[LRFindResult]:
+    """Runs the learning-rate range test on the space's default model, once per
+    optimizer of the space (or once, for the default optimizer), on the training split.
+    Saves the plot to `plot_path` when given."""
+    prepared = prepared or _prepare_data(config)
+    hypermodel = _make_hypermodel(config, prepared, _objective(config, prepared.dataset.task))
+    train = prepared.splits.train
+    optimizers: list[str | None] = list(config.search.optimizers) if per_optimizer else [None]
+    results = [
+        lr_range_test(
+            hypermodel, prepared.inputs(train), train.y, optimizer=name, seed=config.runtime.seed
+        )
+        for name in optimizers
+    ]
+    if plot_path is not None:
+        plot_lr_find(results, plot_path)
+    return results
+
+
+def _auto_learning_rate(config: PipelineConfig, prepared: _Prepared) -> PipelineConfig:
+    """``search.learning_rate = "auto"``: the range test sets the learning-rate bounds."""
+    experiment = Path(config.runtime.experiment_dir)
+    results = find_learning_rates(config, prepared=prepared, plot_path=experiment / LR_FIND_PLOT)
+    bounds = union_range(results)
+    (experiment / LR_FIND_FILE).write_text(
+        json.dumps({"bounds": bounds, "tests": [r.to_json() for r in results]}), "utf-8"
+    )
+    log.info("learning-rate range test: search.learning_rate = [%.3g, %.3g]", *bounds)
+    search = dataclasses.replace(config.search, learning_rate=bounds)
+    return dataclasses.replace(config, search=search)
+
+
 def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSummary:
     """Runs the whole job described by `config`.
 
@@ -289,6 +331,8 @@ def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSumm
         ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
     )
 
+    if config.search.learning_rate_auto:
+        config = _auto_learning_rate(config, prepared)
     tuner = _make_tuner(config, prepared, overwrite=overwrite)
     save_config(config, experiment / CONFIG_FILE)
     objective = tuner.oracle.objective
