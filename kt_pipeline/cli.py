@@ -146,6 +146,30 @@ def _parser() -> argparse.ArgumentParser:
     _add_debug(lr_find)
     lr_find.set_defaults(handler=_lr_find)
 
+    plan = commands.add_parser(
+        "plan",
+        help="dry run: the space, the schedule, model sizes, time estimate, warnings",
+        description="Print what a search would do without running it: every hyperparameter "
+        "with its range, scale and conditions; the tuner's schedule (Hyperband's brackets); "
+        "the smallest and largest model (parameters, memory per replica); a time per epoch "
+        "measured on a short calibration run and the estimated wall time; warnings for a "
+        "suspect space. Nothing is written to the experiment directory.",
+    )
+    _add_config_options(plan)
+    _add_data_options(plan)
+    plan.add_argument("--tuner", metavar="NAME", help="tuner.algorithm")
+    plan.add_argument("--max-trials", type=int, metavar="N", help="tuner.max_trials")
+    plan.add_argument("--max-epochs", type=int, metavar="N", help="tuner.max_epochs")
+    plan.add_argument(
+        "--calibration-epochs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="epochs of the timing run per model (0: no timing, no estimate)",
+    )
+    _add_debug(plan)
+    plan.set_defaults(handler=_plan)
+
     predict = commands.add_parser(
         "predict",
         help="predict with an exported SavedModel",
@@ -228,6 +252,20 @@ def _lr_find(args: argparse.Namespace) -> int:
     low, high = union_range(results)
     print(f"Suggested search.learning_rate = [{low:.3g}, {high:.3g}]")
     print(f"Plot: {plot}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from kt_pipeline.config import load_config
+    from kt_pipeline.pipeline import plan_search
+
+    if args.calibration_epochs < 0 or args.calibration_epochs == 1:
+        raise UserInputError(
+            "`--calibration-epochs` must be 0 or >= 2 (a steady epoch follows the first). "
+            f"Received: {args.calibration_epochs}"
+        )
+    config = load_config(args.config, _overrides(args))
+    print(plan_search(config, calibration_epochs=args.calibration_epochs).format())
     return 0
 
 

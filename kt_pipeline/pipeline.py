@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ from kt_pipeline.config import PipelineConfig, save_config
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.export import export_model, predict_saved_model, score_predictions
 from kt_pipeline.lr_find import LRFindResult, lr_range_test, plot_lr_find, union_range
+from kt_pipeline.plan import (
+    Plan,
+    calibrate,
+    describe_space,
+    estimate_seconds,
+    model_sizes,
+    schedule,
+    space_warnings,
+)
 from kt_pipeline.results import write_results
 from kt_pipeline.strategy import make_strategy
 from kt_pipeline.tuners import build_tuner
@@ -35,6 +45,7 @@ __all__ = [
     "export_best",
     "find_learning_rates",
     "load_best_model",
+    "plan_search",
     "resolve_objective",
     "run_search",
 ]
@@ -305,6 +316,46 @@ def _auto_learning_rate(config: PipelineConfig, prepared: _Prepared) -> Pipeline
     log.info("learning-rate range test: search.learning_rate = [%.3g, %.3g]", *bounds)
     search = dataclasses.replace(config.search, learning_rate=bounds)
     return dataclasses.replace(config, search=search)
+
+
+def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
+    """The search's plan (`kt_pipeline.plan`) without running it; 0 calibration epochs
+    skips the timing. The experiment directory is not touched: the tuner is built in a
+    temporary folder."""
+    prepared = _prepare_data(config)
+    splits = prepared.splits
+    with tempfile.TemporaryDirectory(prefix="kt-plan-") as scratch:
+        runtime = dataclasses.replace(config.runtime, experiment_dir=scratch)
+        tuner = _make_tuner(dataclasses.replace(config, runtime=runtime), prepared, overwrite=True)
+    space = tuner.oracle.get_space()
+    replicas = tuner.distribution_strategy.num_replicas_in_sync
+    smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
+    plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
+    warnings = space_warnings(space, train_rows=len(splits.train))
+    if config.search.learning_rate_auto:
+        warnings.append("search.learning_rate is 'auto': the range test sets its bounds")
+    calibration = None
+    if calibration_epochs:
+        calibration = calibrate(
+            tuner.hypermodel,
+            space,
+            [smallest, largest],
+            x=prepared.inputs(splits.train),
+            y=splits.train.y,
+            validation_data=(prepared.inputs(splits.validation), splits.validation.y),
+            epochs=calibration_epochs,
+        )
+    return Plan(
+        space=tuple(describe_space(space)),
+        schedule=plan_schedule,
+        algorithm=config.tuner.algorithm,
+        smallest=smallest,
+        largest=largest,
+        replicas=replicas,
+        calibration=calibration,
+        estimated_seconds=estimate_seconds(plan_schedule, calibration) if calibration else None,
+        warnings=tuple(warnings),
+    )
 
 
 def run_search(config: PipelineConfig, *, overwrite: bool = False) -> SearchSummary:
