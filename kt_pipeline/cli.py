@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kt_pipeline.errors import UserInputError
+from kt_pipeline.errors import ExportVerificationError, UserInputError
 
 __all__ = ["main"]
 
@@ -117,9 +117,18 @@ def _parser() -> argparse.ArgumentParser:
         help="re-export the best trial of an existing experiment",
         description="Export the best trial of a finished (or interrupted) experiment as a "
         "new SavedModel version and score it on the test split. The "
-        "experiment's saved config.toml is used unless --config is given.",
+        "experiment's saved config.toml is used unless --config is given. The export "
+        "is verified in a fresh process (its predictions on the test rows must equal the "
+        "in-memory model's within 1e-5) before it is published; otherwise it is kept as "
+        "export/rejected-<version> and the command exits with code 1.",
     )
     _add_config_options(export)
+    export.add_argument(
+        "--describe",
+        metavar="DIR",
+        help="print the model card of an export version folder (e.g. "
+        "experiments/default/export/1) and exit",
+    )
     _add_debug(export)
     export.set_defaults(handler=_export)
 
@@ -210,10 +219,26 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(directory: str) -> int:
+    from kt_pipeline.model_card import GOOD_MARKER, format_card, load_card
+
+    try:
+        card = load_card(directory)
+    except (OSError, ValueError) as error:
+        raise UserInputError(
+            f"--describe {directory!r} is not a kt-pipeline export with a model card "
+            "(no readable assets.extra/model_card.json)"
+        ) from error
+    print(format_card(card, good=(Path(directory) / GOOD_MARKER).is_file()))
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from kt_pipeline.config import load_config
     from kt_pipeline.pipeline import CONFIG_FILE, export_best
 
+    if args.describe:
+        return _describe(args.describe)
     config_file = args.config
     if config_file is None:
         experiment = Path(args.experiment_dir or "experiments/default")
@@ -328,7 +353,8 @@ def _print_summary(summary: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Runs the CLI; returns the exit code (0 ok, 1 export failed its verification,
+    2 bad input, 130 interrupted)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     # TensorFlow's Python logger would otherwise pass its INFO chatter to our handler.
@@ -341,6 +367,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"kt-pipeline: error: {error}", file=sys.stderr)
         return 2
+    except ExportVerificationError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"kt-pipeline: export not verified: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("kt-pipeline: interrupted", file=sys.stderr)
         return 130

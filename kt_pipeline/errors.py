@@ -6,7 +6,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["UserInputError"]
+__all__ = ["ExportVerificationError", "UserInputError"]
 
 
 class UserInputError(ValueError):
@@ -15,3 +15,9 @@ class UserInputError(ValueError):
     The message names the field, file or column and shows the value received,
     so it can be printed on its own without a traceback.
     """
+
+
+class ExportVerificationError(RuntimeError):
+    """An export whose reloaded SavedModel, in a fresh process, does not predict what
+    the in-memory model predicts. It is not published as a version; the CLI prints the
+    message and exits with code 1."""

@@ -23,10 +23,11 @@ import keras_tuner
 from hypermodels import SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import model_inputs, raw_rows
 from kt_pipeline import data as data_lib
-from kt_pipeline.config import PipelineConfig, save_config
+from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
 from kt_pipeline.errors import UserInputError
-from kt_pipeline.export import export_model, predict_saved_model, score_predictions
+from kt_pipeline.export import export_model, score_predictions
 from kt_pipeline.lr_find import LRFindResult, lr_range_test, plot_lr_find, union_range
+from kt_pipeline.model_card import build_card, load_card
 from kt_pipeline.plan import (
     Plan,
     calibrate,
@@ -259,6 +260,14 @@ def export_best(
     best = best_trials[0]
     model = tuner.load_model(best)
     dataset = prepared.dataset
+    test = prepared.splits.test
+    metrics = {
+        name: best.metrics.get_last_value(name)
+        for name in best.metrics.metrics
+        if name.startswith("val_")
+    }
+    # The held-out score comes from the reloaded SavedModel, run by a fresh process
+    # that verifies it against the in-memory model: exactly what is served.
     export_dir = export_model(
         model,
         export_root=Path(config.runtime.experiment_dir) / EXPORT_DIR,
@@ -273,11 +282,23 @@ def export_best(
             "data": dataset.name,
             "hyperparameters": best.hyperparameters.values,
         },
+        verify_rows=raw_rows(prepared.schema, test.frame),
+        card=build_card(
+            hyperparameters=dict(best.hyperparameters.values),
+            objective=tuner.oracle.objective.name,
+            validation_score=best.score,
+            validation_metrics={k: float(v) for k, v in metrics.items() if v is not None},
+            data_source=dataset.name,
+            task=dataset.task,
+            class_names=[str(c) for c in dataset.class_names],
+            schema=prepared.schema,
+            seed=config.runtime.seed,
+            trial_id=best.trial_id,
+            config=config_to_dict(config),
+        ),
+        score=lambda outputs: score_predictions(outputs, test.y, task=dataset.task),
     )
-    # The held-out score comes from the reloaded SavedModel, exactly what is served.
-    test = prepared.splits.test
-    outputs = predict_saved_model(export_dir, raw_rows(prepared.schema, test.frame))
-    return export_dir, score_predictions(outputs, test.y, task=dataset.task)
+    return export_dir, dict(load_card(export_dir)["test_metrics"])
 
 
 def find_learning_rates(
