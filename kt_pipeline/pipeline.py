@@ -348,24 +348,25 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
     with tempfile.TemporaryDirectory(prefix="kt-plan-") as scratch:
         runtime = dataclasses.replace(config.runtime, experiment_dir=scratch)
         tuner = _make_tuner(dataclasses.replace(config, runtime=runtime), prepared, overwrite=True)
-    space = tuner.oracle.get_space()
-    replicas = tuner.distribution_strategy.num_replicas_in_sync
-    smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
-    plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
-    warnings = space_warnings(space, train_rows=len(splits.train))
-    if config.search.learning_rate_auto:
-        warnings.append("search.learning_rate is 'auto': the range test sets its bounds")
-    calibration = None
-    if calibration_epochs:
-        calibration = calibrate(
-            tuner.hypermodel,
-            space,
-            [smallest, largest],
-            x=prepared.inputs(splits.train),
-            y=splits.train.y,
-            validation_data=(prepared.inputs(splits.validation), splits.validation.y),
-            epochs=calibration_epochs,
-        )
+        space = tuner.oracle.get_space()
+        replicas = tuner.distribution_strategy.num_replicas_in_sync
+        smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
+        plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
+        warnings = space_warnings(space, train_rows=len(splits.train))
+        if config.search.learning_rate_auto:
+            warnings.append("search.learning_rate is 'auto': the range test sets its bounds")
+        calibration = None
+        if calibration_epochs:
+            calibration = calibrate(
+                tuner.hypermodel,
+                space,
+                [smallest, largest],
+                x=prepared.inputs(splits.train),
+                y=splits.train.y,
+                validation_data=(prepared.inputs(splits.validation), splits.validation.y),
+                epochs=calibration_epochs,
+                scratch_dir=scratch,
+            )
     return Plan(
         space=tuple(describe_space(space)),
         schedule=plan_schedule,

@@ -17,7 +17,8 @@ the sum over layers of each output's size per row (kept for the backward pass, p
 their gradients, hence the 2). It ignores framework workspace and the input pipeline.
 
 **Wall time**: a calibration run trains the smallest and the largest model for a few
-epochs (with validation, like a trial) at the median batch size of the space. Per
+epochs (with validation, a TensorBoard log and best-weights checkpoints, like a trial)
+at the median batch size of the space. Per
 model it measures a steady epoch (the last one) and a per-trial overhead (build,
 compile and the first epoch's tracing beyond a steady epoch). The estimate is
 
@@ -475,15 +476,19 @@ def calibrate(
     y: Any,
     validation_data: tuple[Any, Any],
     epochs: int = 3,
+    scratch_dir: str | None = None,
 ) -> Calibration:
     """Trains each of `models` (their hyperparameters) for `epochs` epochs with
-    validation and times them (see the module docstring)."""
+    validation and times them (see the module docstring). With `scratch_dir`, each
+    epoch also writes what a KerasTuner trial writes: a TensorBoard log and a
+    checkpoint of the best weights so far."""
     batch_sizes = sorted(int(b) for b in _choices(space, "batch_size")) or [32]
     batch = batch_sizes[len(batch_sizes) // 2]
     rows = len(y)
     steps = math.ceil(rows / batch)
     scale = statistics.fmean(math.ceil(rows / b) for b in batch_sizes) / steps
-    epoch_seconds, overheads = [], []
+    epoch_seconds: list[float] = []
+    overheads: list[float] = []
     for size in models:
         hp = space.copy()
         hp.values.update(size.hyperparameters)
@@ -491,13 +496,25 @@ def calibrate(
         keras.backend.clear_session()
         model = hypermodel.build(hp)
         timer = _EpochTimer()
+        callbacks: list[keras.callbacks.Callback] = []
+        if scratch_dir is not None:
+            folder = f"{scratch_dir}/calibration_{len(epoch_seconds)}"
+            callbacks = [
+                keras.callbacks.TensorBoard(log_dir=folder),
+                keras.callbacks.ModelCheckpoint(
+                    f"{folder}/checkpoint.weights.h5",
+                    monitor="val_loss",
+                    save_best_only=True,
+                    save_weights_only=True,
+                ),
+            ]
         model.fit(
             x,
             y,
             batch_size=batch,
             epochs=epochs,
             validation_data=validation_data,
-            callbacks=[timer],
+            callbacks=[*callbacks, timer],
             verbose=0,
         )
         steady = timer.ends[-1] - timer.ends[-2] if len(timer.ends) > 1 else 0.0
