@@ -1,4 +1,5 @@
-"""The ``kt-pipeline`` command: ``search``, ``export``, ``predict`` and ``report``.
+"""The ``kt-pipeline`` command: ``search``, ``export``, ``predict``, ``report``,
+``lr-find`` and ``plan``.
 
 Bad input ends with one line on stderr that names the field, file or column and the
 value received, and exit code 2; ``--debug`` adds the traceback.
@@ -16,7 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kt_pipeline.errors import SearchAbortedError, UserInputError
+from kt_pipeline.errors import ExportVerificationError, SearchAbortedError, UserInputError
 
 __all__ = ["main"]
 
@@ -53,6 +54,16 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="builtin:NAME|PATH",
+        help="data.source: builtin:digits|breast_cancer|wine|iris|diabetes, "
+        "or a .csv/.parquet/.npz file",
+    )
+    parser.add_argument("--label", metavar="COLUMN", help="data.label: label column of a file")
+
+
 def _add_debug(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
@@ -72,15 +83,11 @@ def _parser() -> argparse.ArgumentParser:
         "it tunes an MLP on scikit-learn's bundled digits data set.",
     )
     _add_config_options(search)
+    _add_data_options(search)
     search.add_argument(
-        "--data",
-        metavar="builtin:NAME|PATH",
-        help="data.source: builtin:digits|breast_cancer|wine|iris|diabetes, "
-        "or a .csv/.parquet/.npz file",
-    )
-    search.add_argument("--label", metavar="COLUMN", help="data.label: label column of a file")
-    search.add_argument(
-        "--tuner", metavar="NAME", help="tuner.algorithm: hyperband (default), bayesian or random"
+        "--tuner",
+        metavar="NAME",
+        help="tuner.algorithm: hyperband (default), bohb, bayesian or random",
     )
     search.add_argument(
         "--max-trials",
@@ -143,11 +150,67 @@ def _parser() -> argparse.ArgumentParser:
         help="re-export the best trial of an existing experiment",
         description="Export the best trial of a finished (or interrupted) experiment as a "
         "new SavedModel version and score it on the test split. The "
-        "experiment's saved config.toml is used unless --config is given.",
+        "experiment's saved config.toml is used unless --config is given. The export "
+        "is verified in a fresh process (its predictions on the test rows must equal the "
+        "in-memory model's within 1e-5) before it is published; otherwise it is kept as "
+        "export/rejected-<version> and the command exits with code 1.",
     )
     _add_config_options(export)
+    export.add_argument(
+        "--describe",
+        metavar="DIR",
+        help="print the model card of an export version folder (e.g. "
+        "experiments/default/export/1) and exit",
+    )
     _add_debug(export)
     export.set_defaults(handler=_export)
+
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="learning-rate range test on a representative model of the search space",
+        description="Train the search space's default model briefly while raising its "
+        "learning rate exponentially (1e-7 to 10) and watch the smoothed loss (Smith, "
+        "2017). Prints the suggested learning-rate range and saves a loss-against-"
+        'learning-rate plot. search.learning_rate = "auto" runs this before a search.',
+    )
+    _add_config_options(lr_find)
+    _add_data_options(lr_find)
+    lr_find.add_argument(
+        "--per-optimizer",
+        action="store_true",
+        help="test every optimizer of search.optimizers (default: the space's first)",
+    )
+    lr_find.add_argument(
+        "--output",
+        metavar="PNG",
+        help="plot file (default: <experiment dir>/lr_find.png)",
+    )
+    _add_debug(lr_find)
+    lr_find.set_defaults(handler=_lr_find)
+
+    plan = commands.add_parser(
+        "plan",
+        help="dry run: the space, the schedule, model sizes, time estimate, warnings",
+        description="Print what a search would do without running it: every hyperparameter "
+        "with its range, scale and conditions; the tuner's schedule (Hyperband's brackets); "
+        "the smallest and largest model (parameters, memory per replica); a time per epoch "
+        "measured on a short calibration run and the estimated wall time; warnings for a "
+        "suspect space. Nothing is written to the experiment directory.",
+    )
+    _add_config_options(plan)
+    _add_data_options(plan)
+    plan.add_argument("--tuner", metavar="NAME", help="tuner.algorithm")
+    plan.add_argument("--max-trials", type=int, metavar="N", help="tuner.max_trials")
+    plan.add_argument("--max-epochs", type=int, metavar="N", help="tuner.max_epochs")
+    plan.add_argument(
+        "--calibration-epochs",
+        type=int,
+        default=3,
+        metavar="N",
+        help="epochs of the timing run per model (0: no timing, no estimate)",
+    )
+    _add_debug(plan)
+    plan.set_defaults(handler=_plan)
 
     predict = commands.add_parser(
         "predict",
@@ -251,10 +314,26 @@ def _launch(args: argparse.Namespace, config: object) -> int:
     )
 
 
+def _describe(directory: str) -> int:
+    from kt_pipeline.model_card import GOOD_MARKER, format_card, load_card
+
+    try:
+        card = load_card(directory)
+    except (OSError, ValueError) as error:
+        raise UserInputError(
+            f"--describe {directory!r} is not a kt-pipeline export with a model card "
+            "(no readable assets.extra/model_card.json)"
+        ) from error
+    print(format_card(card, good=(Path(directory) / GOOD_MARKER).is_file()))
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from kt_pipeline.config import load_config
     from kt_pipeline.pipeline import CONFIG_FILE, export_best
 
+    if args.describe:
+        return _describe(args.describe)
     config_file = args.config
     if config_file is None:
         experiment = Path(args.experiment_dir or "experiments/default")
@@ -272,6 +351,41 @@ def _export(args: argparse.Namespace) -> int:
         )
     print(f"SavedModel: {export_dir}")
     print(f"Held-out test (reloaded SavedModel): {_format_scores(scores)}")
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from kt_pipeline.config import load_config
+    from kt_pipeline.lr_find import union_range
+    from kt_pipeline.pipeline import LR_FIND_PLOT, find_learning_rates
+
+    config = load_config(args.config, _overrides(args))
+    plot = Path(args.output or Path(config.runtime.experiment_dir) / LR_FIND_PLOT)
+    results = find_learning_rates(config, per_optimizer=args.per_optimizer, plot_path=plot)
+    print(f"{'optimizer':<10} {'steepest':>10} {'min loss':>10}   suggested range")
+    for result in results:
+        low, high = result.suggested
+        print(
+            f"{result.optimizer:<10} {result.steepest:>10.3g} {result.minimum:>10.3g}"
+            f"   [{low:.3g}, {high:.3g}]"
+        )
+    low, high = union_range(results)
+    print(f"Suggested search.learning_rate = [{low:.3g}, {high:.3g}]")
+    print(f"Plot: {plot}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from kt_pipeline.config import load_config
+    from kt_pipeline.pipeline import plan_search
+
+    if args.calibration_epochs < 0 or args.calibration_epochs == 1:
+        raise UserInputError(
+            "`--calibration-epochs` must be 0 or >= 2 (a steady epoch follows the first). "
+            f"Received: {args.calibration_epochs}"
+        )
+    config = load_config(args.config, _overrides(args))
+    print(plan_search(config, calibration_epochs=args.calibration_epochs).format())
     return 0
 
 
@@ -335,7 +449,8 @@ def _print_summary(summary: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; returns the exit code (0 ok, 1 search aborted by failing trials,
+    """Runs the CLI; returns the exit code (0 ok, 1 search aborted by failing trials or
+    export failed its verification,
     2 bad input, 130 interrupted)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -353,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"kt-pipeline: error: {error}", file=sys.stderr)
+        return 1
+    except ExportVerificationError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"kt-pipeline: export not verified: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("kt-pipeline: interrupted", file=sys.stderr)

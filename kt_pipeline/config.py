@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 TASKS = ("auto", "binary", "multiclass", "regression")
-TUNERS = ("hyperband", "bayesian", "random")
+TUNERS = ("hyperband", "bayesian", "random", "bohb")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 BATCH_SIZE_IS = ("global", "per_replica")
@@ -131,9 +131,14 @@ class SearchConfig(SearchSpace):
             built with the keyword arguments `MLPHyperModel` takes (schema, task,
             num_classes, target_mean, target_std, train_size, max_epochs, space,
             objective, steps_per_execution, jit_compile).
+        learning_rate_auto: Before the search, run the learning-rate range test
+            (`kt_pipeline.lr_find`) for every optimizer of the space and replace
+            `learning_rate` with the union of the suggested ranges. Written in a config
+            as ``learning_rate = "auto"``, which sets this flag.
     """
 
     hypermodel: str = "hypermodels:MLPHyperModel"
+    learning_rate_auto: bool = False
 
     def __post_init__(self) -> None:
         _check_range("search.num_layers", self.num_layers, low=0, high=64)
@@ -174,7 +179,8 @@ class TunerConfig:
     """The search algorithm and its budget.
 
     Attributes:
-        algorithm: ``hyperband``, ``bayesian`` or ``random``.
+        algorithm: ``hyperband``, ``bayesian``, ``random`` or ``bohb`` (Hyperband's
+            brackets with TPE proposals, `kt_pipeline.bohb`).
         objective: Metric to optimise; ``auto`` is ``val_accuracy`` for multiclass,
             ``val_auc`` for binary and ``val_loss`` for regression.
         direction: ``min``, ``max`` or ``auto`` (from the metric's name).
@@ -377,10 +383,24 @@ def _unknown(field: str, key: str, known: Iterable[str]) -> UserInputError:
     return UserInputError(f"unknown config key `{field}{key}`{suggestion}")
 
 
+def _learning_rate_auto(values: dict[str, Any]) -> dict[str, Any]:
+    """Turns ``search.learning_rate = "auto"`` into ``learning_rate_auto = true``."""
+    value = values.get("learning_rate")
+    if not isinstance(value, str):
+        return values
+    if value != "auto":
+        raise _fail("search.learning_rate", '[min, max], a single number or "auto"', value)
+    values = {k: v for k, v in values.items() if k != "learning_rate"}
+    values["learning_rate_auto"] = True
+    return values
+
+
 def _build(raw: Mapping[str, Any]) -> PipelineConfig:
     sections: dict[str, Any] = {}
     for section, section_type in _SECTIONS.items():
         values = raw.get(section, {})
+        if section == "search":
+            values = _learning_rate_auto(values)
         hints = typing.get_type_hints(section_type)
         kwargs = {
             key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()

@@ -6,7 +6,7 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["SearchAbortedError", "UserInputError"]
+__all__ = ["ExportVerificationError", "SearchAbortedError", "UserInputError"]
 
 
 class UserInputError(ValueError):
@@ -23,3 +23,9 @@ class SearchAbortedError(RuntimeError):
     The CLI prints its one-line message (the count and the last trial's reason; the
     tracebacks are in each trial's ``error.txt``) and exits with code 1.
     """
+
+
+class ExportVerificationError(RuntimeError):
+    """An export whose reloaded SavedModel, in a fresh process, does not predict what
+    the in-memory model predicts. It is not published as a version; the CLI prints the
+    message and exits with code 1."""

@@ -7,6 +7,14 @@ for a missing number, int64, or string) and returns named outputs:
 regression. Each export goes to ``export/<version>/``, the layout TF Serving reads,
 and is written beside the old ones and renamed into place, so a crash mid-export
 never leaves a half-written version behind.
+
+**Verification.** Given held-out rows, the staged SavedModel is loaded by a fresh
+Python process (the same interpreter, importing only NumPy and TensorFlow, none of our
+packages) and its outputs must equal the in-memory model's within 1e-5 (relative and
+absolute, on every float output). Only then is the version published, with
+``verified: true`` in its model card and a ``GOOD`` marker in ``assets.extra/``.
+Otherwise it is moved to ``export/rejected-<version>/`` (a name TF Serving ignores),
+with its card saying why, and `ExportVerificationError` is raised.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +34,13 @@ import numpy as np
 import tensorflow as tf
 
 from hypermodels.features import TabularSchema, serving_signature, serving_to_model_inputs
+from kt_pipeline.errors import ExportVerificationError
+from kt_pipeline.model_card import GOOD_MARKER, write_card
 
 __all__ = [
     "MODEL_INFO_FILE",
+    "VERIFY_TOLERANCE",
+    "compare_outputs",
     "export_model",
     "load_model_info",
     "predict_saved_model",
@@ -35,6 +49,25 @@ __all__ = [
 
 #: Metadata beside the SavedModel (`assets.extra/` is where TF Serving allows extras).
 MODEL_INFO_FILE = os.path.join("assets.extra", "model_info.json")
+
+#: Largest relative and absolute difference allowed between the reloaded export's
+#: outputs (in a fresh process) and the in-memory model's.
+VERIFY_TOLERANCE = 1e-5
+
+# Run by a fresh interpreter: only NumPy and TensorFlow, no pickles (strings travel as
+# fixed-width unicode arrays in the .npz).
+_FRESH_CLIENT = """
+import sys
+import numpy as np, tensorflow as tf
+export_dir, rows_file, out_file = sys.argv[1:4]
+serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+with np.load(rows_file, allow_pickle=False) as rows:
+    outputs = serve(**{name: tf.constant(rows[name]) for name in rows.files})
+outputs = {k: v.numpy() for k, v in outputs.items()}
+outputs = {k: v.astype(str) if v.dtype == object else v for k, v in outputs.items()}
+assert not any(m.split(".")[0] in ("kt_pipeline", "hypermodels") for m in sys.modules)
+np.savez(out_file, **outputs)
+"""
 
 
 def _next_version(export_root: Path) -> int:
@@ -69,8 +102,17 @@ def export_model(
     class_names: Sequence[str] = (),
     version: int = 0,
     info: dict[str, Any] | None = None,
+    verify_rows: dict[str, np.ndarray] | None = None,
+    card: dict[str, Any] | None = None,
+    score: Callable[[dict[str, np.ndarray]], dict[str, float]] | None = None,
 ) -> Path:
     """Exports `model` as a SavedModel under ``export_root/<version>``.
+
+    With `verify_rows`, the export is verified in a fresh process before it is
+    published (module docstring); with `card`, a model card is written into
+    ``assets.extra/model_card.json`` (see `kt_pipeline.model_card`), completed with
+    the verification result and `score` of the fresh process's outputs (the
+    held-out metrics of exactly what is served).
 
     Args:
         model: A trained Keras model built on `schema`'s preprocessing.
@@ -80,9 +122,16 @@ def export_model(
         class_names: Original label of each class id.
         version: Folder number; 0 picks the next free number.
         info: Extra metadata to store in ``assets.extra/model_info.json``.
+        verify_rows: Held-out rows (per-column arrays keyed by input name, see
+            `features.raw_rows`) to verify the reloaded export on.
+        card: The model card's fields (hyperparameters, metrics, data, seed, ...).
+        score: Metrics of the reloaded export's outputs on `verify_rows`, for the card.
 
     Returns:
         The version folder.
+
+    Raises:
+        ExportVerificationError: the reloaded export's predictions differ.
     """
     export_root = Path(export_root)
     export_root.mkdir(parents=True, exist_ok=True)
@@ -111,6 +160,30 @@ def export_model(
         }
         (staging / MODEL_INFO_FILE).parent.mkdir(exist_ok=True)
         (staging / MODEL_INFO_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+        failure = None
+        if verify_rows is not None:
+            expected = _in_memory_outputs(
+                model, verify_rows, schema=schema, task=task, class_names=class_names
+            )
+            served = _fresh_process_outputs(staging, verify_rows)
+            rows = len(next(iter(verify_rows.values())))
+            verification = compare_outputs(expected, served, rows=rows)
+            failure = None if verification["verified"] else verification["message"]
+            if card is not None:
+                card = {**card, "verification": verification}
+                if score is not None and failure is None:
+                    card["test_metrics"] = score(served)
+        if card is not None:
+            write_card(staging, {**card, "version": version})
+        if failure is not None:
+            rejected = export_root / f"rejected-{version}"
+            shutil.rmtree(rejected, ignore_errors=True)
+            staging.rename(rejected)
+            raise ExportVerificationError(
+                f"export {version} rejected: {failure}; kept for inspection in {rejected}"
+            )
+        if verify_rows is not None:
+            (staging / GOOD_MARKER).write_text("verified\n", encoding="utf-8")
         if target.exists():  # an explicit version that already exists: swap it out
             retired = export_root / f".retired-{version}"
             shutil.rmtree(retired, ignore_errors=True)
@@ -122,6 +195,77 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _in_memory_outputs(
+    model: keras.Model,
+    rows: dict[str, np.ndarray],
+    *,
+    schema: TabularSchema,
+    task: str,
+    class_names: Sequence[str],
+) -> dict[str, np.ndarray]:
+    serve = _serving_fn(model, schema=schema, task=task, class_names=class_names)
+    outputs = serve({name: tf.constant(values) for name, values in rows.items()})
+    return {name: value.numpy() for name, value in outputs.items()}
+
+
+def _fresh_process_outputs(export_dir: Path, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The export's outputs on `rows`, computed by a new interpreter."""
+    with tempfile.TemporaryDirectory(prefix="kt-verify-") as scratch:
+        rows_file, out_file = Path(scratch) / "rows.npz", Path(scratch) / "outputs.npz"
+        np.savez(rows_file, **rows)  # type: ignore[arg-type]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        result = subprocess.run(
+            [sys.executable, "-c", _FRESH_CLIENT, str(export_dir), str(rows_file), str(out_file)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            cwd=scratch,
+        )
+        if result.returncode != 0:
+            tail = result.stderr.strip().splitlines()[-1:] or ["no output"]
+            raise ExportVerificationError(
+                f"the export at {export_dir} cannot be served by a fresh process: {tail[0]}"
+            )
+        with np.load(out_file, allow_pickle=False) as outputs:
+            return {name: outputs[name] for name in outputs.files}
+
+
+def compare_outputs(
+    expected: dict[str, np.ndarray], served: dict[str, np.ndarray], *, rows: int
+) -> dict[str, Any]:
+    """Compares every float output within `VERIFY_TOLERANCE`; the result goes into the
+    model card."""
+    worst = 0.0
+    problems = []
+    for name, value in expected.items():
+        if name not in served:
+            problems.append(f"output {name!r} is missing from the reloaded export")
+            continue
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        got = served[name].astype("float64")
+        want = value.astype("float64")
+        if got.shape != want.shape:
+            problems.append(f"output {name!r} has shape {got.shape}, expected {want.shape}")
+            continue
+        difference = np.abs(got - want)
+        worst = max(worst, float(np.nanmax(difference, initial=0.0)))
+        close = np.isclose(got, want, rtol=VERIFY_TOLERANCE, atol=VERIFY_TOLERANCE, equal_nan=True)
+        if not close.all():
+            problems.append(
+                f"output {name!r} differs on {int((~close).sum())} of {close.size} values "
+                f"(max difference {float(np.nanmax(difference)):.3g} > {VERIFY_TOLERANCE})"
+            )
+    return {
+        "verified": not problems,
+        "rows": rows,
+        "tolerance": VERIFY_TOLERANCE,
+        "max_abs_difference": worst,
+        "message": "; ".join(problems) or "reloaded predictions match the in-memory model",
+    }
 
 
 def load_model_info(export_dir: str | Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,19 @@ from hypermodels.features import model_inputs, raw_rows
 from kt_pipeline import data as data_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
 from kt_pipeline.errors import SearchAbortedError, UserInputError
-from kt_pipeline.export import export_model, predict_saved_model, score_predictions
+from kt_pipeline.export import export_model, score_predictions
+from kt_pipeline.lr_find import LRFindResult, lr_range_test, plot_lr_find, union_range
+from kt_pipeline.model_card import build_card, load_card
 from kt_pipeline.parallel import oracle_role
+from kt_pipeline.plan import (
+    Plan,
+    calibrate,
+    describe_space,
+    estimate_seconds,
+    model_sizes,
+    schedule,
+    space_warnings,
+)
 from kt_pipeline.results import write_results
 from kt_pipeline.resume import check_resumable
 from kt_pipeline.strategy import (
@@ -42,7 +54,9 @@ from kt_pipeline.tuners import best_trial, build_tuner
 __all__ = [
     "SearchSummary",
     "export_best",
+    "find_learning_rates",
     "load_best_model",
+    "plan_search",
     "resolve_objective",
     "run_search",
 ]
@@ -58,6 +72,8 @@ RESULTS_FILE = "results.csv"
 RESULTS_JSON_FILE = "results.json"
 BEST_HP_FILE = "best_hyperparameters.json"
 SUMMARY_FILE = "summary.json"
+LR_FIND_PLOT = "lr_find.png"
+LR_FIND_FILE = "lr_find.json"
 
 _DEFAULT_OBJECTIVES = {"binary": "val_auc", "multiclass": "val_accuracy", "regression": "val_loss"}
 _MINIMISED = ("loss", "error", "mse", "mae", "rmse", "mape", "crossentropy")
@@ -265,6 +281,14 @@ def export_best(
         return None, {}
     model = tuner.load_model(best)
     dataset = prepared.dataset
+    test = prepared.splits.test
+    metrics = {
+        name: best.metrics.get_last_value(name)
+        for name in best.metrics.metrics
+        if name.startswith("val_")
+    }
+    # The held-out score comes from the reloaded SavedModel, run by a fresh process
+    # that verifies it against the in-memory model: exactly what is served.
     export_dir = export_model(
         model,
         export_root=Path(config.runtime.experiment_dir) / EXPORT_DIR,
@@ -279,11 +303,102 @@ def export_best(
             "data": dataset.name,
             "hyperparameters": best.hyperparameters.values,
         },
+        verify_rows=raw_rows(prepared.schema, test.frame),
+        card=build_card(
+            hyperparameters=dict(best.hyperparameters.values),
+            objective=tuner.oracle.objective.name,
+            validation_score=best.score,
+            validation_metrics={k: float(v) for k, v in metrics.items() if v is not None},
+            data_source=dataset.name,
+            task=dataset.task,
+            class_names=[str(c) for c in dataset.class_names],
+            schema=prepared.schema,
+            seed=config.runtime.seed,
+            trial_id=best.trial_id,
+            config=config_to_dict(config),
+        ),
+        score=lambda outputs: score_predictions(outputs, test.y, task=dataset.task),
     )
-    # The held-out score comes from the reloaded SavedModel, exactly what is served.
-    test = prepared.splits.test
-    outputs = predict_saved_model(export_dir, raw_rows(prepared.schema, test.frame))
-    return export_dir, score_predictions(outputs, test.y, task=dataset.task)
+    return export_dir, dict(load_card(export_dir)["test_metrics"])
+
+
+def find_learning_rates(
+    config: PipelineConfig,
+    *,
+    per_optimizer: bool = True,
+    plot_path: Path | None = None,
+    prepared: _Prepared | None = None,
+) -> list[LRFindResult]:
+    """Runs the learning-rate range test on the space's default model, once per
+    optimizer of the space (or once, for the default optimizer), on the training split.
+    Saves the plot to `plot_path` when given."""
+    prepared = prepared or _prepare_data(config)
+    hypermodel = _make_hypermodel(config, prepared, _objective(config, prepared.dataset.task))
+    train = prepared.splits.train
+    optimizers: list[str | None] = list(config.search.optimizers) if per_optimizer else [None]
+    results = [
+        lr_range_test(
+            hypermodel, prepared.inputs(train), train.y, optimizer=name, seed=config.runtime.seed
+        )
+        for name in optimizers
+    ]
+    if plot_path is not None:
+        plot_lr_find(results, plot_path)
+    return results
+
+
+def _auto_learning_rate(config: PipelineConfig, prepared: _Prepared) -> PipelineConfig:
+    """``search.learning_rate = "auto"``: the range test sets the learning-rate bounds."""
+    experiment = Path(config.runtime.experiment_dir)
+    results = find_learning_rates(config, prepared=prepared, plot_path=experiment / LR_FIND_PLOT)
+    bounds = union_range(results)
+    (experiment / LR_FIND_FILE).write_text(
+        json.dumps({"bounds": bounds, "tests": [r.to_json() for r in results]}), "utf-8"
+    )
+    log.info("learning-rate range test: search.learning_rate = [%.3g, %.3g]", *bounds)
+    search = dataclasses.replace(config.search, learning_rate=bounds)
+    return dataclasses.replace(config, search=search)
+
+
+def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
+    """The search's plan (`kt_pipeline.plan`) without running it; 0 calibration epochs
+    skips the timing. The experiment directory is not touched: the tuner is built in a
+    temporary folder."""
+    prepared = _prepare_data(config)
+    splits = prepared.splits
+    with tempfile.TemporaryDirectory(prefix="kt-plan-") as scratch:
+        runtime = dataclasses.replace(config.runtime, experiment_dir=scratch)
+        tuner = _make_tuner(dataclasses.replace(config, runtime=runtime), prepared, overwrite=True)
+        space = tuner.oracle.get_space()
+        replicas = tuner.distribution_strategy.num_replicas_in_sync
+        smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
+        plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
+        warnings = space_warnings(space, train_rows=len(splits.train))
+        if config.search.learning_rate_auto:
+            warnings.append("search.learning_rate is 'auto': the range test sets its bounds")
+        calibration = None
+        if calibration_epochs:
+            calibration = calibrate(
+                tuner.hypermodel,
+                space,
+                [smallest, largest],
+                x=prepared.inputs(splits.train),
+                y=splits.train.y,
+                validation_data=(prepared.inputs(splits.validation), splits.validation.y),
+                epochs=calibration_epochs,
+                scratch_dir=scratch,
+            )
+    return Plan(
+        space=tuple(describe_space(space)),
+        schedule=plan_schedule,
+        algorithm=config.tuner.algorithm,
+        smallest=smallest,
+        largest=largest,
+        replicas=replicas,
+        calibration=calibration,
+        estimated_seconds=estimate_seconds(plan_schedule, calibration) if calibration else None,
+        warnings=tuple(warnings),
+    )
 
 
 def _worker_summary(
@@ -380,6 +495,8 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
         ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
     )
 
+    if config.search.learning_rate_auto:
+        config = _auto_learning_rate(config, prepared)
     tuner = _make_tuner(config, prepared, overwrite=overwrite, strategy=strategy)
     if role != "worker":
         save_config(config, experiment / CONFIG_FILE)

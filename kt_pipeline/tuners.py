@@ -40,6 +40,7 @@ import keras_tuner
 import numpy as np
 
 from kt_pipeline import parallel
+from kt_pipeline.bohb import BOHB
 from kt_pipeline.errors import SearchAbortedError
 from kt_pipeline.progress import SearchProgress
 from kt_pipeline.tensorboard import TensorBoardTunerMixin
@@ -57,7 +58,7 @@ __all__ = [
     "trial_seed",
 ]
 
-ALGORITHMS = ("hyperband", "bayesian", "random")
+ALGORITHMS = ("hyperband", "bayesian", "random", "bohb")
 
 #: Trials for random and Bayesian search when the config leaves `max_trials` at 0.
 DEFAULT_MAX_TRIALS = 20
@@ -366,6 +367,11 @@ class HyperbandTuner(
     that keep their optimizer state."""
 
 
+class BOHBTuner(_PipelineTunerMixin, TensorBoardTunerMixin, BOHB, _OptimizerStateTuner):
+    """BOHB (`kt_pipeline.bohb`): Hyperband's schedule with TPE proposals, plus the
+    pipeline's seeding, accounting and optimizer-state promotions."""
+
+
 class BayesianTuner(
     _PipelineTunerMixin,
     TensorBoardTunerMixin,
@@ -404,14 +410,14 @@ def build_tuner(
 
     Args:
         hypermodel: A `keras_tuner.HyperModel`.
-        algorithm: ``hyperband``, ``bayesian`` or ``random``.
+        algorithm: ``hyperband``, ``bohb``, ``bayesian`` or ``random``.
         objective: The metric and its direction.
         directory: Folder that holds the tuner's project.
         project_name: Subfolder of `directory` for the trials.
         seed: Search seed; 0 is a seed like any other.
         max_trials: 0 lets Hyperband run its schedule and gives the other algorithms
             `DEFAULT_MAX_TRIALS`; a positive value caps Hyperband too.
-        max_epochs: Hyperband's longest round.
+        max_epochs: Hyperband's (and BOHB's) longest round.
         factor: Hyperband's reduction factor.
         hyperband_iterations: Hyperband's schedule repeats.
         executions_per_trial: Models trained per trial.
@@ -438,8 +444,9 @@ def build_tuner(
         "worker_lease_seconds": worker_lease_seconds,
     }
     tuner: keras_tuner.Tuner
-    if algorithm == "hyperband":
-        tuner = HyperbandTuner(
+    if algorithm in ("hyperband", "bohb"):
+        tuner_class = HyperbandTuner if algorithm == "hyperband" else BOHBTuner
+        tuner = tuner_class(
             max_epochs=max_epochs,
             factor=factor,
             hyperband_iterations=hyperband_iterations,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import keras
 import keras_tuner
 import numpy as np
 import pandas as pd
@@ -200,3 +201,104 @@ def test_a_crash_during_export_leaves_the_previous_export_loadable(
     assert "serving_default" in tf.saved_model.load(str(first)).signatures
     again = predict_saved_model(first, _rows(hypermodel.schema, x))["probabilities"]
     np.testing.assert_array_equal(again, expected)
+
+
+def _card_fields(hypermodel: MLPHyperModel) -> dict[str, Any]:
+    from kt_pipeline.model_card import build_card
+
+    return build_card(
+        hyperparameters={"units": 8},
+        objective="val_accuracy",
+        validation_score=0.9,
+        validation_metrics={"val_accuracy": 0.9, "val_loss": 0.3},
+        data_source="unit-test",
+        task="multiclass",
+        class_names=["a", "b", "c"],
+        schema=hypermodel.schema,
+        seed=5,
+        trial_id="0001",
+    )
+
+
+def test_verified_export_carries_its_card_and_is_marked_good(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kt_pipeline.cli import main
+    from kt_pipeline.model_card import GOOD_MARKER, load_card
+
+    hypermodel, model, x, y = _trained("multiclass")
+    export_dir = export_model(
+        model,
+        export_root=tmp_path,
+        task="multiclass",
+        schema=hypermodel.schema,
+        class_names=("a", "b", "c"),
+        verify_rows=_rows(hypermodel.schema, x),
+        card=_card_fields(hypermodel),
+        score=lambda outputs: score_predictions(outputs, y, task="multiclass"),
+    )
+    assert (export_dir / GOOD_MARKER).is_file()
+    card = load_card(export_dir)
+    assert card["verification"]["verified"] is True
+    assert card["verification"]["rows"] == len(x)
+    assert card["verification"]["max_abs_difference"] <= 1e-5
+    # The card's test metrics are those of the served model on the verified rows.
+    served = predict_saved_model(export_dir, _rows(hypermodel.schema, x))
+    assert card["test_metrics"] == score_predictions(served, y, task="multiclass")
+    assert card["seed"] == 5 and card["version"] == 1
+    assert {"tensorflow", "keras", "keras-tuner", "python"} <= set(card["packages"])
+    assert card["command"]
+    assert [c["name"] for c in card["data"]["schema"]] == ["x0", "x1", "x2"]
+    assert card["data"]["schema"][0]["dtype"] == "float32"
+
+    assert main(["export", "--describe", str(export_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "status:       GOOD: verified in a fresh process on 80 held-out rows" in out
+    assert "val_accuracy 0.9000" in out and "accuracy" in out.split("test:")[1]
+    assert "x0" in out and "float32" in out
+    assert main(["export", "--describe", str(tmp_path / "missing")]) == 2
+
+
+class _Noise(keras.layers.Layer):
+    """Adds fresh noise on every call, training or not: no export can reproduce it."""
+
+    def call(self, inputs: Any) -> Any:
+        import tensorflow as tf
+
+        return inputs + tf.random.uniform(tf.shape(inputs), maxval=0.01)
+
+
+def test_an_export_that_predicts_differently_is_rejected(tmp_path: Path) -> None:
+    from kt_pipeline.errors import ExportVerificationError
+    from kt_pipeline.model_card import GOOD_MARKER, load_card
+
+    hypermodel, trained, x, _ = _trained("multiclass")
+    noisy = keras.Sequential([keras.Input((3,)), trained, _Noise()])
+    with pytest.raises(ExportVerificationError, match="output 'probabilities' differs"):
+        export_model(
+            noisy,
+            export_root=tmp_path,
+            task="multiclass",
+            schema=hypermodel.schema,
+            class_names=("a", "b", "c"),
+            verify_rows=_rows(hypermodel.schema, x),
+            card=_card_fields(hypermodel),
+        )
+    assert not (tmp_path / "1").exists()  # nothing published as a version
+    rejected = tmp_path / "rejected-1"
+    assert not (rejected / GOOD_MARKER).exists()
+    card = load_card(rejected)
+    assert card["verification"]["verified"] is False
+    assert "test_metrics" not in card
+
+
+def test_compare_outputs_tolerance() -> None:
+    from kt_pipeline.export import compare_outputs
+
+    base = {"value": np.array([1.0, 2.0], "float32"), "class_id": np.array([0, 1])}
+    close = {"value": np.array([1.0 + 5e-6, 2.0], "float32"), "class_id": np.array([0, 1])}
+    far = {"value": np.array([1.0 + 1e-3, 2.0], "float32"), "class_id": np.array([0, 1])}
+    assert compare_outputs(base, close, rows=2)["verified"]
+    result = compare_outputs(base, far, rows=2)
+    assert not result["verified"] and "differs on 1 of 2 values" in result["message"]
+    assert not compare_outputs(base, {"class_id": base["class_id"]}, rows=2)["verified"]

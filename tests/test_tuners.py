@@ -29,7 +29,7 @@ def _hypermodel() -> MLPHyperModel:
     )
 
 
-@pytest.mark.parametrize("algorithm", ["hyperband", "bayesian", "random"])
+@pytest.mark.parametrize("algorithm", ["hyperband", "bayesian", "random", "bohb"])
 def test_seed_zero_is_honoured(tmp_path: Path, algorithm: str) -> None:
     tuner = build_tuner(
         _hypermodel(), algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=0
@@ -192,3 +192,31 @@ def test_hyperband_promotions_continue_their_schedule_and_optimizer(tmp_path: Pa
         assert moments > 0  # Adam's moments come back from the parent's checkpoint
     for _, iterations, rate, moments in fresh:
         assert iterations == 0 and rate == pytest.approx(0.1) and moments == 0
+
+
+def test_bohb_runs_a_real_search_and_resumes(tmp_path: Path) -> None:
+    from kt_pipeline.bohb import BOHBOracle
+
+    x, y = _data()
+
+    def tuner() -> keras_tuner.Tuner:
+        return build_tuner(
+            _hypermodel(),
+            algorithm="bohb",
+            objective=OBJECTIVE,
+            directory=str(tmp_path),
+            seed=3,
+            max_epochs=2,
+            factor=2,
+            max_trials=3,
+        )
+
+    first = tuner()
+    assert isinstance(first.oracle, BOHBOracle)
+    first.search(x, y, validation_data=(x, y), verbose=0)
+    assert len(first.oracle.trials) == 3
+    resumed = tuner()  # same directory: KerasTuner reloads the oracle
+    assert set(resumed.oracle.trials) == set(first.oracle.trials)
+    assert resumed.oracle.proposals == first.oracle.proposals
+    best = resumed.oracle.get_best_trials(1)[0]
+    assert resumed.load_model(best).predict(x[:2], verbose=0).shape == (2, 1)

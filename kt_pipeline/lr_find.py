@@ -1,0 +1,237 @@
+"""The learning-rate range test (Smith, 2017, "Cyclical Learning Rates for Training
+Neural Networks", section 3.3).
+
+A representative model of the search space is trained for a few hundred steps while
+its learning rate grows exponentially from `min_lr` to `max_lr`. The loss, smoothed
+with a bias-corrected exponential moving average, first stays flat (the rate is too
+small to matter), then falls (useful rates), then explodes (too large). The test
+stops once the smoothed loss exceeds `divergence` times its best value, or is NaN.
+
+The suggested range, in the spirit of Smith's and fastai's reading of the curve:
+
+* **upper bound** = (rate at the minimum of the smoothed loss) / 10: the minimum sits
+  right before divergence, and a whole trial at that rate is too aggressive;
+* **lower bound** = (rate of steepest descent of the smoothed loss, before the
+  minimum) / 10, and at least one decade below the upper bound, so the log-scale
+  search still has a range to explore.
+
+The representative model is the search space's default hyperparameters (first
+choice of each list, lower end of each range) with a constant schedule, since a
+schedule would fight the test's own rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+
+__all__ = ["LRFindResult", "lr_range_test", "plot_lr_find", "suggest_range", "union_range"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LRFindResult:
+    """One range test: the rates tried, the raw and smoothed losses, the suggestion."""
+
+    optimizer: str
+    learning_rates: tuple[float, ...]
+    losses: tuple[float, ...]
+    smoothed: tuple[float, ...]
+    steepest: float
+    minimum: float
+    suggested: tuple[float, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _RangeTest(keras.callbacks.Callback):
+    """Raises the learning rate every batch and records the loss; stops on divergence."""
+
+    def __init__(
+        self, *, min_lr: float, max_lr: float, num_steps: int, smoothing: float, divergence: float
+    ) -> None:
+        super().__init__()
+        self.rates = np.geomspace(min_lr, max_lr, num_steps)
+        self.smoothing = smoothing
+        self.divergence = divergence
+        self.step = 0
+        self.average = 0.0
+        self.best = math.inf
+        self.tried: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.model.optimizer.learning_rate.assign(float(self.rates[self.step]))
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = float((logs or {}).get("loss", math.nan))
+        rate = float(self.rates[self.step])
+        self.step += 1
+        if not math.isfinite(loss):
+            self.model.stop_training = True
+            return
+        self.average = self.smoothing * self.average + (1 - self.smoothing) * loss
+        smoothed = self.average / (1 - self.smoothing**self.step)
+        self.tried.append(rate)
+        self.losses.append(loss)
+        self.smoothed.append(smoothed)
+        self.best = min(self.best, smoothed)
+        if smoothed > self.divergence * self.best or self.step >= len(self.rates):
+            self.model.stop_training = True
+
+
+def suggest_range(
+    learning_rates: Sequence[float], smoothed: Sequence[float]
+) -> tuple[float, float, tuple[float, float]]:
+    """Reads a range-test curve: the steepest-descent rate, the rate at the minimum of
+    the smoothed loss, and the suggested ``(low, high)`` search range (module docstring).
+
+    Raises:
+        ValueError: fewer than three points, too few to read a slope.
+    """
+    if len(learning_rates) < 3:
+        raise ValueError(
+            "The range test needs at least 3 recorded steps to suggest a range. "
+            f"Received: {len(learning_rates)}"
+        )
+    rates = np.asarray(learning_rates, dtype=float)
+    loss = np.asarray(smoothed, dtype=float)
+    lowest = int(np.argmin(loss))
+    slope = np.gradient(loss, np.log10(rates))
+    steepest = int(np.argmin(slope[: max(lowest, 1) + 1]))
+    high = float(rates[lowest]) / 10
+    low = min(float(rates[steepest]) / 10, high / 10)
+    return float(rates[steepest]), float(rates[lowest]), (low, high)
+
+
+def _representative_model(
+    hypermodel: keras_tuner.HyperModel, *, optimizer: str | None, learning_rate: float
+) -> tuple[keras.Model, keras_tuner.HyperParameters]:
+    hp = keras_tuner.HyperParameters()
+    # Declared first, these Fixed values win over the hypermodel's own Choice/Float.
+    hp.Fixed("lr_schedule", "constant")
+    hp.Fixed("learning_rate", learning_rate)
+    if optimizer is not None:
+        hp.Fixed("optimizer", optimizer)
+    model = hypermodel.build(hp)
+    return model, hp
+
+
+def lr_range_test(
+    hypermodel: keras_tuner.HyperModel,
+    x: Any,
+    y: Any,
+    *,
+    optimizer: str | None = None,
+    batch_size: int | None = None,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    num_steps: int = 200,
+    smoothing: float = 0.98,
+    divergence: float = 4.0,
+    seed: int = 0,
+) -> LRFindResult:
+    """Runs the range test on the hypermodel's default model.
+
+    Args:
+        hypermodel: A HyperModel whose `build(hp)` reads ``learning_rate``,
+            ``lr_schedule`` and ``optimizer`` (as `MLPHyperModel` does).
+        x: Training inputs, in the form the model takes.
+        y: Training targets.
+        optimizer: Optimizer name to test; None keeps the space's default.
+        batch_size: Batch size; None takes the ``batch_size`` hyperparameter's default.
+        min_lr: First learning rate.
+        max_lr: Last learning rate (the test usually stops earlier, on divergence).
+        num_steps: Optimizer steps from `min_lr` to `max_lr`.
+        smoothing: Factor of the loss's exponential moving average.
+        divergence: Stop once the smoothed loss exceeds this multiple of its minimum.
+        seed: Seeds the model's initial weights and the batch order.
+
+    Returns:
+        The curve and the suggested range.
+    """
+    if not 0 < min_lr < max_lr:
+        raise ValueError(
+            f"Arguments must satisfy 0 < min_lr < max_lr. Received: min_lr={min_lr}, "
+            f"max_lr={max_lr}"
+        )
+    keras.utils.set_random_seed(seed)
+    model, hp = _representative_model(hypermodel, optimizer=optimizer, learning_rate=min_lr)
+    batch_size = batch_size or int(hp.get("batch_size") if "batch_size" in hp else 32)
+    rows = len(y)
+    steps_per_epoch = max(1, math.ceil(rows / batch_size))
+    test = _RangeTest(
+        min_lr=min_lr,
+        max_lr=max_lr,
+        num_steps=num_steps,
+        smoothing=smoothing,
+        divergence=divergence,
+    )
+    model.fit(
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=math.ceil(num_steps / steps_per_epoch),
+        callbacks=[test],
+        verbose=0,
+    )
+    steepest, minimum, suggested = suggest_range(test.tried, test.smoothed)
+    return LRFindResult(
+        optimizer=str(hp.get("optimizer")) if "optimizer" in hp else (optimizer or ""),
+        learning_rates=tuple(test.tried),
+        losses=tuple(test.losses),
+        smoothed=tuple(test.smoothed),
+        steepest=steepest,
+        minimum=minimum,
+        suggested=suggested,
+    )
+
+
+def union_range(results: Sequence[LRFindResult]) -> tuple[float, float]:
+    """One learning-rate range covering every optimizer's suggestion (the learning rate
+    is one hyperparameter shared by all optimizers of the space)."""
+    return (
+        min(r.suggested[0] for r in results),
+        max(r.suggested[1] for r in results),
+    )
+
+
+def plot_lr_find(results: Sequence[LRFindResult], path: str | Path) -> Path:
+    """Saves smoothed loss against learning rate (log axis), one curve per optimizer,
+    with each suggested range shaded, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    try:
+        for result in results:
+            (line,) = axes.plot(
+                result.learning_rates, result.smoothed, label=result.optimizer or "model"
+            )
+            axes.axvspan(*result.suggested, color=line.get_color(), alpha=0.12)
+            axes.axvline(result.minimum, color=line.get_color(), linestyle=":", linewidth=1)
+        axes.set_xscale("log")
+        axes.set_xlabel("learning rate")
+        axes.set_ylabel("smoothed training loss")
+        axes.set_title("Learning-rate range test (shaded: suggested range)")
+        best = min(min(r.smoothed) for r in results)
+        first = max(r.smoothed[0] for r in results)
+        axes.set_ylim(bottom=best * 0.9 if best > 0 else None, top=max(first, best) * 1.5)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(figure)
+    return path

@@ -1,0 +1,189 @@
+"""The model card an export carries: what the model is, how well it did, what it
+expects, and how to make it again.
+
+Stored inside the SavedModel folder as ``assets.extra/model_card.json`` (the folder
+TF Serving leaves to extras, copied along with the model), so the card cannot be
+separated from the model it describes. Fields:
+
+* ``hyperparameters``: the best trial's values (``tuner/*`` bookkeeping included);
+* ``validation_metrics``: the best trial's last logged metrics (``val_*``), and
+  ``objective`` / ``validation_score``;
+* ``test_metrics``: held-out test metrics of the reloaded export, computed on the
+  predictions of the fresh-process verification (exactly what is served);
+* ``data``: source, task, class names, and ``schema``: each column's name, serving
+  input name, kind and dtype, with the categories seen in training;
+* ``packages``: Python, TensorFlow, Keras, KerasTuner, NumPy, pandas, scikit-learn
+  and kt-pipeline versions; ``seed``; ``command`` (the process's full command line)
+  and ``config`` (the resolved experiment config);
+* ``verification``: the fresh-process check (`kt_pipeline.export`): ``verified``,
+  rows, tolerance, largest difference. ``assets.extra/GOOD`` exists only when it passed.
+
+`kt-pipeline export --describe DIR` prints it (`format_card`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hypermodels.features import INTEGER_CATEGORICAL, NUMERIC, TabularSchema
+
+__all__ = [
+    "GOOD_MARKER",
+    "MODEL_CARD_FILE",
+    "build_card",
+    "format_card",
+    "load_card",
+    "package_versions",
+    "write_card",
+]
+
+MODEL_CARD_FILE = os.path.join("assets.extra", "model_card.json")
+
+#: Present only in exports whose fresh-process verification passed.
+GOOD_MARKER = os.path.join("assets.extra", "GOOD")
+
+_PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas", "scikit-learn")
+_DTYPES = {NUMERIC: "float32", INTEGER_CATEGORICAL: "int64"}
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages the model was trained and exported with."""
+    versions = {"python": platform.python_version()}
+    for name in (*_PACKAGES, "kt-pipeline"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _schema(schema: TabularSchema) -> list[dict[str, Any]]:
+    names = schema.input_names()
+    columns = []
+    for column in schema.columns:
+        entry: dict[str, Any] = {
+            "name": column.name,
+            "input": names[column.name],
+            "kind": column.kind,
+            "dtype": _DTYPES.get(column.kind, "string"),
+        }
+        if column.kind == NUMERIC:
+            entry.update(mean=column.mean, variance=column.variance, missing=column.has_missing)
+        else:
+            entry["categories"] = [v.item() if hasattr(v, "item") else v for v in column.vocabulary]
+        columns.append(entry)
+    return columns
+
+
+def build_card(
+    *,
+    hyperparameters: dict[str, Any],
+    objective: str,
+    validation_score: float | None,
+    validation_metrics: dict[str, float],
+    data_source: str,
+    task: str,
+    class_names: list[str],
+    schema: TabularSchema,
+    seed: int,
+    trial_id: str,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The card's fields known before export; the export adds verification and test
+    metrics."""
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "trial_id": trial_id,
+        "objective": objective,
+        "validation_score": validation_score,
+        "validation_metrics": validation_metrics,
+        "hyperparameters": hyperparameters,
+        "data": {
+            "source": data_source,
+            "task": task,
+            "class_names": class_names,
+            "schema": _schema(schema),
+        },
+        "seed": seed,
+        "packages": package_versions(),
+        "command": shlex.join(sys.orig_argv),
+        "config": config or {},
+    }
+
+
+def write_card(export_dir: str | Path, card: dict[str, Any]) -> Path:
+    path = Path(export_dir) / MODEL_CARD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def load_card(export_dir: str | Path) -> dict[str, Any]:
+    """Reads an export's card.
+
+    Raises:
+        OSError: no card (not an export, or one made before cards existed).
+        ValueError: the card is not JSON.
+    """
+    card: dict[str, Any] = json.loads((Path(export_dir) / MODEL_CARD_FILE).read_text("utf-8"))
+    return card
+
+
+def _metrics(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "n/a"
+    return ", ".join(
+        f"{k} {v:.4f}" if isinstance(v, int | float) else f"{k} {v}" for k, v in metrics.items()
+    )
+
+
+def format_card(card: dict[str, Any], *, good: bool) -> str:
+    """The card as text for a terminal."""
+    data = card.get("data", {})
+    verification = card.get("verification") or {}
+    if good and verification.get("verified"):
+        status = (
+            f"GOOD: verified in a fresh process on {verification.get('rows')} held-out rows, "
+            f"max difference {verification.get('max_abs_difference', 0):.2g} "
+            f"(tolerance {verification.get('tolerance')})"
+        )
+    else:
+        status = f"NOT VERIFIED: {verification.get('message', 'no verification recorded')}"
+    lines = [
+        f"Model card (export version {card.get('version')}, created {card.get('created')})",
+        f"  status:       {status}",
+        f"  task:         {data.get('task')} on {data.get('source')}",
+        f"  trial:        {card.get('trial_id')}; objective {card.get('objective')} = "
+        f"{card.get('validation_score')}",
+        f"  validation:   {_metrics(card.get('validation_metrics'))}",
+        f"  test:         {_metrics(card.get('test_metrics'))}",
+        f"  seed:         {card.get('seed')}",
+        f"  command:      {card.get('command')}",
+        "  packages:     " + ", ".join(f"{k} {v}" for k, v in (card.get("packages") or {}).items()),
+    ]
+    if data.get("class_names"):
+        lines.append(f"  classes:      {data['class_names']}")
+    lines.append("Hyperparameters:")
+    for name, value in sorted((card.get("hyperparameters") or {}).items()):
+        lines.append(f"  {name:<24} {value}")
+    lines.append("Inputs (one per column):")
+    for column in data.get("schema", []):
+        detail = (
+            f"categories {column['categories']}"
+            if "categories" in column
+            else f"mean {column.get('mean', 0):.4g}"
+            + (", may be missing (NaN)" if column.get("missing") else "")
+        )
+        lines.append(
+            f"  {column['input']:<20} {column['dtype']:<8} {column['kind']:<20} "
+            f"from {column['name']!r}; {detail}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,532 @@
+"""A plan before compute: what a search will explore, how long it will take, and what
+looks wrong with its space, without running it.
+
+Everything is read from the objects the search itself would use: the hyperparameter
+space is the tuner's oracle space after KerasTuner's `_populate_initial_space` (so
+conditional hyperparameters and their conditions are there), the Hyperband schedule
+comes from `HyperbandOracle`'s own `_get_num_brackets`, `_get_size` and `_get_epochs`,
+and the smallest and largest models are built for real by the HyperModel.
+
+**Memory per replica** (float32, the largest batch size split over the replicas):
+
+    weights + optimizer slots + gradients + 2 x batch_per_replica x activations
+
+where weights and optimizer slots are the sizes of the built model's and built
+optimizer's variables, gradients one copy of the trainable weights, and activations
+the sum over layers of each output's size per row (kept for the backward pass, plus
+their gradients, hence the 2). It ignores framework workspace and the input pipeline.
+
+**Wall time**: a calibration run trains the smallest and the largest model for a few
+epochs (with validation, a TensorBoard log and best-weights checkpoints, like a trial)
+at the median batch size of the space. Per
+model it measures a steady epoch (the last one) and a per-trial overhead (build,
+compile and the first epoch's tracing beyond a steady epoch). The estimate is
+
+    sum over trials of (overhead + epochs trained x epoch time)
+
+with the epoch time and overhead averaged over the two models and the epoch time
+scaled by the mean number of steps per epoch over the batch-size choices. Hyperband
+promotions train only their new epochs (they resume from the parent's checkpoint).
+Early stopping can only shorten trials, so it is an upper bound in that respect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+
+__all__ = [
+    "Bracket",
+    "Calibration",
+    "HyperparameterInfo",
+    "ModelSize",
+    "Plan",
+    "Schedule",
+    "calibrate",
+    "describe_space",
+    "estimate_seconds",
+    "model_sizes",
+    "schedule",
+    "space_warnings",
+]
+
+_FLOAT_BYTES = 4
+# Linear sampling over at least this ratio of max/min is "several decades".
+_DECADES_RATIO = 100.0
+_SUSPECT_DROPOUT = 0.95
+_SIZE_NAMES = ("num_layers", "units")
+
+
+@dataclasses.dataclass(frozen=True)
+class HyperparameterInfo:
+    """One hyperparameter of the space, as the plan prints it."""
+
+    name: str
+    kind: str
+    values: str
+    scale: str
+    conditions: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Bracket:
+    """One Hyperband bracket: per round, (trials, epochs reached, epochs trained)."""
+
+    iteration: int
+    bracket: int
+    rounds: tuple[tuple[int, int, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The trials and epochs a search will run.
+
+    Attributes:
+        brackets: Hyperband's brackets (empty for random and Bayesian search).
+        trials: Trials the search runs (Hyperband: counting each promotion as a trial,
+            as KerasTuner does).
+        epochs: Epochs trained in all (an upper bound for random/Bayesian search).
+        epochs_per_trial: For each trial, the epochs it trains.
+    """
+
+    brackets: tuple[Bracket, ...]
+    trials: int
+    epochs: int
+    epochs_per_trial: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """A model the space can build, its parameters and estimated memory."""
+
+    hyperparameters: dict[str, Any]
+    parameters: int
+    trainable_parameters: int
+    optimizer_slots: int
+    activations_per_row: int
+    batch_size: int
+    memory_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """Measured seconds per steady epoch and per-trial overhead, per model."""
+
+    epoch_seconds: tuple[float, ...]
+    overhead_seconds: tuple[float, ...]
+    batch_size: int
+    steps_scale: float
+
+    @property
+    def epoch(self) -> float:
+        return statistics.fmean(self.epoch_seconds) * self.steps_scale
+
+    @property
+    def overhead(self) -> float:
+        return statistics.fmean(self.overhead_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything `kt-pipeline plan` prints."""
+
+    space: tuple[HyperparameterInfo, ...]
+    schedule: Schedule
+    algorithm: str
+    smallest: ModelSize
+    largest: ModelSize
+    replicas: int
+    calibration: Calibration | None
+    estimated_seconds: float | None
+    warnings: tuple[str, ...]
+
+    def format(self) -> str:
+        """The plan as text for a terminal."""
+        lines = ["Search space (oracle space, conditions included):"]
+        width = max(len(h.name) for h in self.space) if self.space else 10
+        for h in self.space:
+            when = f"  when {h.conditions}" if h.conditions else ""
+            lines.append(f"  {h.name:<{width}}  {h.kind:<8} {h.values} [{h.scale}]{when}")
+        lines.append("")
+        lines.append(f"Schedule ({self.algorithm}):")
+        for bracket in self.schedule.brackets:
+            rounds = ", ".join(
+                f"{trials} x {epochs} ep" + (f" (+{trained})" if trained != epochs else "")
+                for trials, epochs, trained in bracket.rounds
+            )
+            lines.append(f"  iteration {bracket.iteration} bracket {bracket.bracket}: {rounds}")
+        bound = "" if self.schedule.brackets else " at most"
+        lines.append(
+            f"  {self.schedule.trials} trials,{bound} {self.schedule.epochs} epochs trained in all"
+        )
+        lines.append("")
+        lines.append(f"Models (memory per replica, {self.replicas} replica(s), float32):")
+        for label, size in (("smallest", self.smallest), ("largest", self.largest)):
+            shape = ", ".join(
+                f"{k}={v}" for k, v in size.hyperparameters.items() if k.startswith(_SIZE_NAMES)
+            )
+            lines.append(
+                f"  {label:<8} {size.parameters:>12,} parameters ({shape}); "
+                f"{_mib(size.memory_bytes)} at batch size {size.batch_size}"
+            )
+        lines.append("")
+        if self.calibration is not None and self.estimated_seconds is not None:
+            cal = self.calibration
+            lines.append(
+                "Calibration: "
+                + ", ".join(f"{s:.3f} s" for s in cal.epoch_seconds)
+                + f" per epoch (smallest, largest) at batch size {cal.batch_size}; "
+                f"{cal.overhead:.2f} s overhead per trial"
+            )
+            lines.append(
+                f"Estimated wall time: {_duration(self.estimated_seconds)} "
+                f"({self.schedule.trials} trials, {self.schedule.epochs} epochs)"
+            )
+            lines.append("")
+        if self.warnings:
+            lines.append("Warnings:")
+            lines.extend(f"  - {w}" for w in self.warnings)
+        else:
+            lines.append("Warnings: none")
+        return "\n".join(lines)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# The space ------------------------------------------------------------------------
+
+
+def _possible_values(hp: Any) -> list[Any] | None:
+    """Every value a hyperparameter can take, or None for a continuous one."""
+    hp_types = keras_tuner.engine.hyperparameters
+    if isinstance(hp, hp_types.Fixed):
+        return [hp.value]
+    if isinstance(hp, hp_types.Boolean):
+        return [False, True]
+    if isinstance(hp, hp_types.Choice):
+        return list(hp.values)
+    if isinstance(hp, hp_types.Int):
+        return list(range(hp.min_value, hp.max_value + 1, hp.step or 1))
+    return None
+
+
+def _bounds(hp: Any) -> tuple[Any, Any]:
+    values = _possible_values(hp)
+    if values is None:
+        return hp.min_value, hp.max_value
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return (min(numbers), max(numbers)) if numbers else (None, None)
+
+
+def _conditions(hp: Any) -> str:
+    return " and ".join(
+        f"{c.name} in {list(c.values)}" for c in hp.conditions if hasattr(c, "values")
+    )
+
+
+def describe_space(hyperparameters: keras_tuner.HyperParameters) -> list[HyperparameterInfo]:
+    """Each hyperparameter with its range or choices, scale and activation conditions."""
+    infos = []
+    for hp in hyperparameters.space:
+        if hp.name.startswith("tuner/"):
+            continue
+        kind = type(hp).__name__
+        values = _possible_values(hp)
+        if isinstance(hp, keras_tuner.engine.hyperparameters.Fixed):
+            text, scale = repr(hp.value), "fixed"
+        elif isinstance(hp, keras_tuner.engine.hyperparameters.Choice | bool) or kind == "Boolean":
+            text, scale = str(values), "choice"
+        else:
+            step = f" step {hp.step}" if getattr(hp, "step", None) else ""
+            text, scale = f"[{hp.min_value}, {hp.max_value}]{step}", hp.sampling or "linear"
+        infos.append(HyperparameterInfo(hp.name, kind, text, scale, _conditions(hp)))
+    return infos
+
+
+def _never_active(hyperparameters: keras_tuner.HyperParameters) -> list[str]:
+    """Conditional hyperparameters whose conditions no value of their parent meets."""
+    by_name = {hp.name: hp for hp in hyperparameters.space}
+    dead: dict[str, str] = {}
+    # Parents are declared before children, so one pass in order propagates.
+    for hp in hyperparameters.space:
+        for condition in hp.conditions:
+            parent = by_name.get(condition.name)
+            wanted = list(getattr(condition, "values", []))
+            if parent is None:
+                dead[hp.name] = f"its parent {condition.name!r} is not in the space"
+            elif parent.name in dead:
+                dead[hp.name] = f"its parent {parent.name!r} is never active"
+            else:
+                possible = _possible_values(parent)
+                if possible is not None and not set(map(str, wanted)) & set(map(str, possible)):
+                    dead[hp.name] = f"it needs {parent.name} in {wanted}, which can be {possible}"
+            if hp.name in dead:
+                break
+    return [f"`{name}` can never be active: {why}" for name, why in dead.items()]
+
+
+def space_warnings(hyperparameters: keras_tuner.HyperParameters, *, train_rows: int) -> list[str]:
+    """Signs of a space that wastes the search: a learning rate on a linear scale over
+    several decades, dropout of (almost) 1, more units than training rows, a batch size
+    above the training set, conditional hyperparameters that can never be active."""
+    warnings = []
+    for hp in hyperparameters.space:
+        name = hp.name
+        low, high = _bounds(hp)
+        if low is None:
+            continue
+        if (
+            "learning_rate" in name
+            and getattr(hp, "sampling", None) in (None, "linear")
+            and not isinstance(hp, keras_tuner.engine.hyperparameters.Fixed)
+            and (low <= 0 or high / low >= _DECADES_RATIO)
+        ):
+            decades = "from 0" if low <= 0 else f"over {math.log10(high / low):.0f} decades"
+            warnings.append(
+                f"`{name}` is on a linear scale {decades} ([{low}, {high}]): "
+                f"{1 - 0.1:.0%} of samples land in the top decade; use a log scale"
+            )
+        if "dropout" in name and high >= _SUSPECT_DROPOUT:
+            warnings.append(
+                f"`{name}` reaches {high}: a dropout of (almost) 1 drops every unit "
+                "and the layer learns nothing"
+            )
+        if name.startswith("units") and high > train_rows:
+            warnings.append(
+                f"`{name}` reaches {high} units, more than the {train_rows} training rows"
+            )
+        if name == "batch_size" and high > train_rows:
+            warnings.append(
+                f"`batch_size` reaches {high}, above the {train_rows} training rows "
+                "(one partial batch per epoch)"
+            )
+    return warnings + _never_active(hyperparameters)
+
+
+# The schedule ---------------------------------------------------------------------
+
+
+def schedule(oracle: keras_tuner.Oracle, *, max_epochs: int) -> Schedule:
+    """The trials and epochs a search runs; for Hyperband (and BOHB) read from the
+    oracle's own bracket arithmetic, in the order KerasTuner runs the brackets."""
+    if isinstance(oracle, keras_tuner.oracles.HyperbandOracle):
+        brackets = []
+        per_trial: list[int] = []
+        num_brackets = oracle._get_num_brackets()
+        iterations = oracle.hyperband_iterations
+        for iteration in range(int(iterations)):
+            for bracket in reversed(range(num_brackets)):
+                rounds = []
+                for round_num in range(bracket + 1):
+                    size = oracle._get_size(bracket, round_num)
+                    epochs = oracle._get_epochs(bracket, round_num)
+                    previous = oracle._get_epochs(bracket, round_num - 1) if round_num else 0
+                    rounds.append((size, epochs, epochs - previous))
+                    per_trial.extend([epochs - previous] * size)
+                brackets.append(Bracket(iteration, bracket, tuple(rounds)))
+        if oracle.max_trials:  # our build_tuner lets max_trials cap Hyperband
+            per_trial = per_trial[: oracle.max_trials]
+        return Schedule(tuple(brackets), len(per_trial), sum(per_trial), tuple(per_trial))
+    trials = int(oracle.max_trials or 0)
+    per_trial = [max_epochs] * trials
+    return Schedule((), trials, sum(per_trial), tuple(per_trial))
+
+
+# Models -----------------------------------------------------------------------------
+
+
+def _is_size(name: str) -> bool:
+    return name == "num_layers" or name == "units" or name.startswith("units_")
+
+
+def _extreme_values(
+    space: keras_tuner.HyperParameters, *, largest: bool, optimizer: str | None
+) -> keras_tuner.HyperParameters:
+    hp = space.copy()
+    pick = max if largest else min
+    # Depth first, so that the per-layer widths it activates get values too.
+    for names in (("num_layers",), None):
+        for param in hp.space:
+            if (names and param.name not in names) or not _is_size(param.name):
+                continue
+            low, high = _bounds(param)
+            if low is not None and hp.is_active(param):
+                hp.values[param.name] = pick(low, high)
+        hp.ensure_active_values()
+    for param in hp.space:
+        if param.name == "batch_norm" and not isinstance(
+            param, keras_tuner.engine.hyperparameters.Fixed
+        ):
+            hp.values["batch_norm"] = largest
+        if param.name == "optimizer" and optimizer is not None:
+            hp.values["optimizer"] = optimizer
+    hp.ensure_active_values()
+    return hp
+
+
+def _variable_count(variables: Sequence[Any]) -> int:
+    return int(sum(np.prod(v.shape) for v in variables))
+
+
+def _size(
+    hypermodel: keras_tuner.HyperModel,
+    hp: keras_tuner.HyperParameters,
+    *,
+    batch_size: int,
+    replicas: int,
+) -> tuple[ModelSize, keras.Model]:
+    keras.backend.clear_session()
+    model = hypermodel.build(hp)
+    optimizer = getattr(model, "optimizer", None)
+    slots = 0
+    if optimizer is not None:
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        slots = _variable_count(
+            [v for v in optimizer.variables if len(v.shape) > 0]  # not the counters
+        )
+    activations = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        for output in keras.tree.flatten(layer.output):
+            activations += int(np.prod([d or 1 for d in output.shape[1:]]))
+    weights = _variable_count(model.weights)
+    trainable = _variable_count(model.trainable_weights)
+    per_replica = max(1, math.ceil(batch_size / max(1, replicas)))
+    memory = _FLOAT_BYTES * (weights + slots + trainable + 2 * per_replica * activations)
+    size = ModelSize(
+        hyperparameters={k: v for k, v in hp.values.items() if not k.startswith("tuner/")},
+        parameters=weights,
+        trainable_parameters=trainable,
+        optimizer_slots=slots,
+        activations_per_row=activations,
+        batch_size=batch_size,
+        memory_bytes=memory,
+    )
+    return size, model
+
+
+def _choices(space: keras_tuner.HyperParameters, name: str) -> list[Any]:
+    for hp in space.space:
+        if hp.name == name:
+            return _possible_values(hp) or []
+    return []
+
+
+def model_sizes(
+    hypermodel: keras_tuner.HyperModel,
+    space: keras_tuner.HyperParameters,
+    *,
+    replicas: int = 1,
+) -> tuple[ModelSize, ModelSize]:
+    """The smallest and the largest model of the space, built for real: depth and
+    widths at their ends, batch normalisation off/on, and for the largest the
+    optimizer with the most state. Memory is per replica at the largest batch size."""
+    batch_sizes = [int(b) for b in _choices(space, "batch_size")] or [32]
+    batch = max(batch_sizes)
+    smallest_hp = _extreme_values(space, largest=False, optimizer=None)
+    smallest, _ = _size(hypermodel, smallest_hp, batch_size=batch, replicas=replicas)
+    largest: ModelSize | None = None
+    for optimizer in _choices(space, "optimizer") or [None]:
+        hp = _extreme_values(space, largest=True, optimizer=optimizer)
+        size, _ = _size(hypermodel, hp, batch_size=batch, replicas=replicas)
+        if largest is None or size.memory_bytes > largest.memory_bytes:
+            largest = size
+    assert largest is not None
+    return smallest, largest
+
+
+# Calibration --------------------------------------------------------------------------
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ends: list[float] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.ends.append(time.perf_counter())
+
+
+def calibrate(
+    hypermodel: keras_tuner.HyperModel,
+    space: keras_tuner.HyperParameters,
+    models: Sequence[ModelSize],
+    *,
+    x: Any,
+    y: Any,
+    validation_data: tuple[Any, Any],
+    epochs: int = 3,
+    scratch_dir: str | None = None,
+) -> Calibration:
+    """Trains each of `models` (their hyperparameters) for `epochs` epochs with
+    validation and times them (see the module docstring). With `scratch_dir`, each
+    epoch also writes what a KerasTuner trial writes: a TensorBoard log and a
+    checkpoint of the best weights so far."""
+    batch_sizes = sorted(int(b) for b in _choices(space, "batch_size")) or [32]
+    batch = batch_sizes[len(batch_sizes) // 2]
+    rows = len(y)
+    steps = math.ceil(rows / batch)
+    scale = statistics.fmean(math.ceil(rows / b) for b in batch_sizes) / steps
+    epoch_seconds: list[float] = []
+    overheads: list[float] = []
+    for size in models:
+        hp = space.copy()
+        hp.values.update(size.hyperparameters)
+        started = time.perf_counter()
+        keras.backend.clear_session()
+        model = hypermodel.build(hp)
+        timer = _EpochTimer()
+        callbacks: list[keras.callbacks.Callback] = []
+        if scratch_dir is not None:
+            folder = f"{scratch_dir}/calibration_{len(epoch_seconds)}"
+            callbacks = [
+                keras.callbacks.TensorBoard(log_dir=folder),
+                keras.callbacks.ModelCheckpoint(
+                    f"{folder}/checkpoint.weights.h5",
+                    monitor="val_loss",
+                    save_best_only=True,
+                    save_weights_only=True,
+                ),
+            ]
+        model.fit(
+            x,
+            y,
+            batch_size=batch,
+            epochs=epochs,
+            validation_data=validation_data,
+            callbacks=[*callbacks, timer],
+            verbose=0,
+        )
+        steady = timer.ends[-1] - timer.ends[-2] if len(timer.ends) > 1 else 0.0
+        total = timer.ends[-1] - started
+        epoch_seconds.append(steady)
+        overheads.append(max(0.0, total - steady * len(timer.ends)))
+    return Calibration(tuple(epoch_seconds), tuple(overheads), batch, scale)
+
+
+def estimate_seconds(plan_schedule: Schedule, calibration: Calibration) -> float:
+    """Wall time of the whole search from its schedule and a calibration."""
+    return sum(
+        calibration.overhead + epochs * calibration.epoch
+        for epochs in plan_schedule.epochs_per_trial
+    )

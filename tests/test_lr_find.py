@@ -1,0 +1,143 @@
+"""The learning-rate range test, its plot, and ``search.learning_rate = "auto"``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+from conftest import tiny_search_args
+
+from hypermodels import MLPHyperModel
+from kt_pipeline.cli import main
+from kt_pipeline.config import load_config, save_config
+from kt_pipeline.errors import UserInputError
+from kt_pipeline.lr_find import lr_range_test, plot_lr_find, suggest_range
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _regression() -> tuple[np.ndarray, np.ndarray, MLPHyperModel]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype("float32")
+    y = (x[:, 0] - 2 * x[:, 1] + 0.5 * x[:, 2] * x[:, 3]).astype("float32")
+    hypermodel = MLPHyperModel.from_arrays(
+        x,
+        y,
+        task="regression",
+        units=(16,),
+        num_layers=(1, 1),
+        optimizers=("sgd",),
+        batch_sizes=(32,),
+        dropout=(0.0, 0.0),
+        batch_norm=(False,),
+        gradient_clipping=("none",),
+        l2=(0.0, 0.0),
+    )
+    return x, y, hypermodel
+
+
+def _losses(hypermodel: MLPHyperModel, x: np.ndarray, y: np.ndarray, rate: float) -> list[float]:
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("lr_schedule", "constant")
+    hp.Fixed("learning_rate", rate)
+    keras.utils.set_random_seed(0)
+    model = hypermodel.build(hp)
+    history = model.fit(x, y, batch_size=32, epochs=8, verbose=0)
+    return [float(v) for v in history.history["loss"]]
+
+
+def test_suggested_range_brackets_a_good_rate_and_excludes_a_diverging_one() -> None:
+    x, y, hypermodel = _regression()
+    result = lr_range_test(hypermodel, x, y, num_steps=120)
+    low, high = result.suggested
+    # Ground truth, measured here rather than assumed: 3e-3 trains, 1.0 diverges.
+    good = _losses(hypermodel, x, y, 3e-3)
+    assert good[-1] < 0.5 * good[0]
+    bad = _losses(hypermodel, x, y, 1.0)
+    assert not math.isfinite(bad[-1]) or bad[-1] > good[0]
+    assert low < 3e-3 < high
+    assert high < 1.0
+    assert result.optimizer == "sgd"
+    assert low <= high / 10  # at least one decade to search
+    # The test stopped on divergence, well before the last scheduled rate.
+    assert result.learning_rates[-1] < 10.0
+    assert result.steepest <= result.minimum
+
+
+def test_suggest_range_reads_a_known_curve() -> None:
+    rates = np.geomspace(1e-6, 1.0, 61)
+    position = np.log10(rates)
+    # Flat, then falling fastest at 1e-3, lowest at 1e-1, then rising.
+    loss = 2.0 - np.tanh(position + 3) + np.clip(position + 1, 0, None) ** 2 * 40
+    steepest, minimum, (low, high) = suggest_range(rates, loss)
+    assert steepest == pytest.approx(1e-3, rel=0.3)
+    assert minimum == pytest.approx(1e-1, rel=0.3)
+    assert (low, high) == pytest.approx((steepest / 10, minimum / 10))
+    with pytest.raises(ValueError, match="at least 3"):
+        suggest_range([1e-3, 1e-2], [1.0, 0.5])
+
+
+def test_the_plot_is_a_valid_png(tmp_path: Path) -> None:
+    from matplotlib import image
+
+    x, y, hypermodel = _regression()
+    result = lr_range_test(hypermodel, x, y, num_steps=60)
+    path = plot_lr_find([result], tmp_path / "plots" / "lr.png")
+    assert path.read_bytes()[:8] == _PNG_SIGNATURE
+    pixels = image.imread(path)
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert pixels.std() > 0  # not a blank canvas
+
+
+def test_auto_is_a_flag_and_other_text_is_rejected(tmp_path: Path) -> None:
+    config = load_config(overrides=["search.learning_rate=auto"])
+    assert config.search.learning_rate_auto
+    save_config(config, tmp_path / "config.toml")
+    assert load_config(tmp_path / "config.toml") == config
+    assert not load_config().search.learning_rate_auto
+    with pytest.raises(UserInputError) as info:
+        load_config(overrides=["search.learning_rate=fast"])
+    assert "`search.learning_rate`" in str(info.value) and "'fast'" in str(info.value)
+
+
+@pytest.mark.slow
+def test_auto_sets_the_bounds_the_search_uses(
+    tmp_path: Path, csv_file: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = csv_file(200, task="regression")  # type: ignore[operator]
+    experiment = tmp_path / "exp"
+    args = tiny_search_args(experiment, data)
+    args += ["--set", "search.learning_rate=auto", "--set", "export.enabled=false"]
+    assert main(args) == 0
+    found = json.loads((experiment / "lr_find.json").read_text())
+    low, high = found["bounds"]
+    assert 0 < low < high
+    assert (experiment / "lr_find.png").read_bytes()[:8] == _PNG_SIGNATURE
+    # The oracle's space, which every trial samples from, has exactly these bounds.
+    oracle = json.loads((experiment / "search" / "oracle.json").read_text())
+    (space,) = [
+        hp["config"]
+        for hp in oracle["hyperparameters"]["space"]
+        if hp["config"]["name"] == "learning_rate"
+    ]
+    assert (space["min_value"], space["max_value"]) == pytest.approx((low, high))
+    assert space["sampling"] == "log"
+    for trial_file in (experiment / "search").glob("trial_*/trial.json"):
+        rate = json.loads(trial_file.read_text())["hyperparameters"]["values"]["learning_rate"]
+        assert low <= rate <= high
+    assert load_config(experiment / "config.toml").search.learning_rate == pytest.approx(
+        (low, high)
+    )
+
+    # The command on its own prints the range it suggests and saves the plot.
+    plot = tmp_path / "lr.png"
+    capsys.readouterr()
+    assert main(["lr-find", "--data", str(data), "--label", "label", "--output", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "Suggested search.learning_rate = [" in out
+    assert plot.read_bytes()[:8] == _PNG_SIGNATURE

@@ -1,0 +1,248 @@
+"""`kt-pipeline plan`: the space, the schedule, model sizes, warnings, the estimate."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from pathlib import Path
+
+import keras_tuner
+import numpy as np
+import pytest
+
+from hypermodels import MLPHyperModel
+from kt_pipeline.cli import main
+from kt_pipeline.plan import describe_space, model_sizes, schedule, space_warnings
+from kt_pipeline.tuners import build_tuner
+
+OBJECTIVE = keras_tuner.Objective("loss", "min")
+
+
+def _space() -> keras_tuner.HyperParameters:
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("optimizer", ["adam", "sgd"])
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        hp.Float("sgd_momentum", 0.0, 0.99)
+    hp.Float("learning_rate", 1e-4, 1e-2, sampling="log")
+    hp.Float("dropout", 0.0, 0.5)
+    hp.Choice("units", [8, 16])
+    hp.Choice("batch_size", [16, 32])
+    return hp
+
+
+def test_a_sound_space_has_no_warnings() -> None:
+    assert space_warnings(_space(), train_rows=100) == []
+
+
+@pytest.mark.parametrize(
+    ("declare", "expected"),
+    [
+        (lambda hp: hp.Float("learning_rate", 1e-5, 1.0), "linear scale over 5 decades"),
+        (lambda hp: hp.Float("learning_rate", 0.0, 0.1), "linear scale from 0"),
+        (lambda hp: hp.Float("dropout", 0.0, 1.0), "`dropout` reaches 1.0"),
+        (lambda hp: hp.Fixed("dropout", 0.95), "`dropout` reaches 0.95"),
+        (lambda hp: hp.Choice("units", [64, 512]), "`units` reaches 512 units, more than"),
+        (lambda hp: hp.Int("units_1", 8, 300), "`units_1` reaches 300 units"),
+        (lambda hp: hp.Choice("batch_size", [32, 256]), "`batch_size` reaches 256, above"),
+    ],
+)
+def test_each_suspect_space_is_named(declare: object, expected: str) -> None:
+    hp = keras_tuner.HyperParameters()
+    # Sound neighbours that must not trigger anything.
+    hp.Float("head_learning_rate", 1e-4, 1e-2, sampling="log")
+    hp.Float("input_dropout", 0.0, 0.5)
+    hp.Choice("units_9", [8, 64])
+    declare(hp)  # type: ignore[operator]
+    warnings = space_warnings(hp, train_rows=200)
+    assert len(warnings) == 1
+    assert expected in warnings[0]
+
+
+def test_a_conditional_hyperparameter_that_can_never_be_active() -> None:
+    hp = _space()
+    with hp.conditional_scope("optimizer", ["lion"]):
+        hp.Float("lion_beta", 0.5, 0.9)
+        with hp.conditional_scope("lion_beta", [0.7]):
+            hp.Boolean("nested")
+    hp.Int("num_layers", 1, 2)
+    with hp.conditional_scope("num_layers", [3]):
+        hp.Choice("units_2", [8])
+    warnings = space_warnings(hp, train_rows=100)
+    assert len(warnings) == 3
+    assert "`lion_beta` can never be active: it needs optimizer in ['lion']" in warnings[0]
+    assert "`nested` can never be active" in warnings[1]
+    assert "`units_2` can never be active: it needs num_layers in [3]" in warnings[2]
+
+
+def test_space_lists_ranges_scales_and_conditions() -> None:
+    rows = {info.name: info for info in describe_space(_space())}
+    assert rows["learning_rate"].scale == "log"
+    assert rows["learning_rate"].values == "[0.0001, 0.01]"
+    assert rows["dropout"].scale == "linear"
+    assert rows["sgd_momentum"].conditions == "optimizer in ['sgd']"
+    assert rows["optimizer"].values == "['adam', 'sgd']" and rows["optimizer"].conditions == ""
+
+
+def _run_hyperband(oracle: keras_tuner.Oracle) -> list[tuple[int, int]]:
+    """Drives KerasTuner's oracle to the end; returns (epochs, initial_epoch) per trial."""
+    runs = []
+    rng = np.random.default_rng(0)
+    while True:
+        trial = oracle.create_trial("worker")
+        if trial.status != "RUNNING":
+            return runs
+        values = trial.hyperparameters.values
+        runs.append((values["tuner/epochs"], values["tuner/initial_epoch"]))
+        oracle.update_trial(trial.trial_id, {"loss": float(rng.random())}, step=1)
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "factor", "iterations", "max_trials"),
+    [(3, 3, 1, 0), (20, 3, 1, 0), (27, 3, 2, 0), (10, 2, 1, 0), (20, 3, 1, 11)],
+)
+def test_hyperband_schedule_matches_what_keras_tuner_runs(
+    tmp_path: Path, max_epochs: int, factor: int, iterations: int, max_trials: int
+) -> None:
+    hp = keras_tuner.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    oracle = keras_tuner.oracles.HyperbandOracle(
+        OBJECTIVE,
+        max_epochs=max_epochs,
+        factor=factor,
+        hyperband_iterations=iterations,
+        hyperparameters=hp,
+        seed=1,
+    )
+    oracle.max_trials = max_trials or None
+    oracle._set_project_dir(str(tmp_path), "hb")
+    oracle.verbose = 0
+    planned = schedule(oracle, max_epochs=max_epochs)
+    runs = _run_hyperband(oracle)
+    assert planned.trials == len(runs)
+    assert list(planned.epochs_per_trial) == [epochs - start for epochs, start in runs]
+    assert planned.epochs == sum(epochs - start for epochs, start in runs)
+    if not max_trials:
+        planned_rounds = collections.Counter(
+            (epochs, epochs - trained)
+            for bracket in planned.brackets
+            for trials, epochs, trained in bracket.rounds
+            for _ in range(trials)
+        )
+        assert planned_rounds == collections.Counter(runs)
+
+
+def _hypermodel(**space: object) -> MLPHyperModel:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 3)).astype("float32")
+    return MLPHyperModel.from_arrays(
+        x,
+        (x[:, 0] > 0).astype("int32"),
+        task="binary",
+        max_epochs=3,
+        **{"units": (8, 16), "num_layers": (1, 2), "batch_sizes": (16,), **space},  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.slow
+def test_hyperband_schedule_matches_a_real_tiny_search(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    tuner = build_tuner(
+        _hypermodel(),
+        algorithm="hyperband",
+        objective=keras_tuner.Objective("val_loss", "min"),
+        directory=str(tmp_path),
+        max_epochs=3,
+        factor=3,
+    )
+    planned = schedule(tuner.oracle, max_epochs=3)
+    tuner.search(x, y, validation_data=(x, y), epochs=3, verbose=0)
+    ran = [
+        t.hyperparameters.values["tuner/epochs"] - t.hyperparameters.values["tuner/initial_epoch"]
+        for t in sorted(tuner.oracle.trials.values(), key=lambda t: t.trial_id)
+    ]
+    assert planned.trials == len(ran) == 6
+    assert sorted(planned.epochs_per_trial) == sorted(ran)
+
+
+def test_random_search_schedule_is_trials_times_epochs(tmp_path: Path) -> None:
+    tuner = build_tuner(
+        _hypermodel(),
+        algorithm="random",
+        objective=OBJECTIVE,
+        directory=str(tmp_path),
+        max_trials=7,
+    )
+    planned = schedule(tuner.oracle, max_epochs=9)
+    assert (planned.trials, planned.epochs, planned.brackets) == (7, 63, ())
+
+
+def test_smallest_and_largest_models_are_built_for_real(tmp_path: Path) -> None:
+    tuner = build_tuner(
+        _hypermodel(per_layer_units=True, optimizers=("sgd", "adam")),
+        algorithm="random",
+        objective=OBJECTIVE,
+        directory=str(tmp_path),
+    )
+    smallest, largest = model_sizes(tuner.hypermodel, tuner.oracle.get_space(), replicas=2)
+    features = 3
+    # One layer of 8 with a bias, sigmoid head.
+    assert smallest.trainable_parameters == (features * 8 + 8) + (8 + 1)
+    assert smallest.hyperparameters["num_layers"] == 1
+    # Two layers of 16, batch norm (no bias; gamma and beta trainable), Adam (2 slots).
+    bn_trainable = 2 * 16
+    assert largest.trainable_parameters == (
+        (features * 16 + bn_trainable) + (16 * 16 + bn_trainable) + (16 + 1)
+    )
+    assert largest.hyperparameters["units_1"] == 16
+    assert largest.hyperparameters["optimizer"] == "adam"
+    assert largest.optimizer_slots == 2 * largest.trainable_parameters
+    assert largest.memory_bytes == 4 * (
+        largest.parameters
+        + largest.optimizer_slots
+        + largest.trainable_parameters
+        + 2 * (16 // 2) * largest.activations_per_row
+    )
+    assert largest.memory_bytes > smallest.memory_bytes
+
+
+@pytest.mark.slow
+def test_plan_command_prints_everything_and_writes_nothing(
+    tmp_path: Path, csv_file: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = csv_file(120)  # type: ignore[operator]
+    experiment = tmp_path / "exp"
+    args = ["plan", "--data", str(data), "--label", "label", "--experiment-dir", str(experiment)]
+    args += ["--max-epochs", "4", "--calibration-epochs", "2", "--set", "search.units=[8, 256]"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    for expected in (
+        "Search space",
+        "sgd_momentum",
+        "when optimizer in ['sgd']",
+        "iteration 0 bracket 1",
+        "trials,",
+        "smallest",
+        "largest",
+        "Estimated wall time",
+        "`units` reaches 256 units, more than the",
+    ):
+        assert expected in out
+    assert not experiment.exists()
+    assert main(["plan", "--calibration-epochs", "1"]) == 2
+
+
+def test_every_combination_of_warnings_is_independent() -> None:
+    # All suspect at once: each is reported once.
+    hp = keras_tuner.HyperParameters()
+    hp.Float("learning_rate", 1e-6, 1.0)
+    hp.Float("dropout", 0.0, 0.99)
+    hp.Choice("units", [1024])
+    hp.Choice("batch_size", [4096])
+    warnings = space_warnings(hp, train_rows=500)
+    assert len(warnings) == 4
+    assert len({w.split("`")[1] for w in warnings}) == 4
+    assert list(itertools.chain(*[w.split() for w in warnings]))  # plain text
