@@ -124,7 +124,10 @@ def test_errors_and_divergence_are_failed_with_reasons_and_never_best(tmp_path: 
     table = trial_table(tuner).set_index("trial_id")
     for trial in trials:
         row = table.loc[trial.trial_id]
-        assert row["reason"] == ("" if trial.status == "COMPLETED" else trial.message)
+        if trial.status == "COMPLETED":
+            assert row["reason"] is None or pd.isna(row["reason"])
+        else:
+            assert row["reason"] == trial.message
         assert (row["objective"] is None or np.isnan(row["objective"])) == (
             trial.status != "COMPLETED"
         )
