@@ -320,3 +320,31 @@ def test_hyperband_promotions_log_their_parent_and_continue_its_epochs(tmp_path:
             if v.tag == "_hparams_/session_start_info"
         ]
         assert session_hparams and values["tuner/trial_id"].encode() in session_hparams[0]
+
+
+@pytest.mark.slow
+def test_a_resumed_search_keeps_its_one_experiment_summary(
+    flaky_experiment: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from kt_pipeline.config import load_config
+    from kt_pipeline.pipeline import run_search
+
+    experiment = tmp_path / "experiment"
+    shutil.copytree(flaky_experiment, experiment)
+    summaries = sorted((experiment / "tensorboard" / "search").glob("*.hparams_config"))
+    assert len(summaries) == 1
+    config = load_config(
+        experiment / "config.toml",
+        [
+            f"runtime.experiment_dir={str(experiment)!r}",
+            f"tuner.max_trials={FLAKY_TRIALS + 1}",
+        ],
+    )
+    summary = run_search(config)
+    assert summary.trials == FLAKY_TRIALS + 1
+    assert sorted((experiment / "tensorboard" / "search").glob("*.hparams_config")) == summaries
+    tags = [v.tag for e in _events(experiment / "tensorboard" / "search") for v in e.summary.value]
+    assert tags.count("_hparams_/experiment") == 1
+    assert tags.count("best_objective_by_trial") == FLAKY_TRIALS + 1
