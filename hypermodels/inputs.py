@@ -51,21 +51,23 @@ class InputCache:
             self._tensors[key] = cached
         return cached[1], cached[2]
 
-    def training(self, x: Any, y: Any, *, batch_size: int) -> tf.data.Dataset:
-        """Batches in a new random order each epoch; the order follows TensorFlow's
-        global seed at the time of the call, so a seeded trial is reproducible."""
+    def training(self, x: Any, y: Any, *, batch_size: int, shuffle: bool = True) -> tf.data.Dataset:
+        """Batches in a new random order each epoch (in row order with ``shuffle=False``).
+        The order follows NumPy's global seed at the time of the call, which
+        `keras.utils.set_random_seed` sets, so a seeded trial is reproducible."""
         features, labels = self._get(x, y)
         rows = _rows(features)
-        seed = int(tf.random.uniform((), maxval=2**31 - 1, dtype=tf.int64))
+        seed = int(np.random.randint(2**31 - 1))
 
         def gather(indices: tf.Tensor) -> tuple[Any, tf.Tensor]:
             picked = tf.nest.map_structure(lambda t: tf.gather(t, indices), features)
             return picked, tf.gather(labels, indices)
 
+        indices = tf.data.Dataset.range(rows)
+        if shuffle:
+            indices = indices.shuffle(rows, seed=seed, reshuffle_each_iteration=True)
         return (
-            tf.data.Dataset.range(rows)
-            .shuffle(rows, seed=seed, reshuffle_each_iteration=True)
-            .batch(batch_size)
+            indices.batch(batch_size)
             .map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE)
         )

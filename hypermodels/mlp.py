@@ -366,13 +366,14 @@ class MLPHyperModel(keras_tuner.HyperModel):
         if self.input_pipeline == "numpy" or len(args) != 2:
             return model.fit(*args, batch_size=batch_size, callbacks=callbacks, **kwargs)
         x, y = args
-        train = self._inputs.training(x, y, batch_size=batch_size)
+        shuffle = bool(kwargs.pop("shuffle", True))
+        train = self._inputs.training(x, y, batch_size=batch_size, shuffle=shuffle)
         validation = kwargs.pop("validation_data", None)
         if isinstance(validation, tuple) and len(validation) == 2:
             validation = self._inputs.evaluation(
                 *validation, batch_size=max(batch_size, _EVALUATION_BATCH_SIZE)
             )
-        kwargs["shuffle"] = False  # the dataset reshuffles every epoch itself
+        kwargs["shuffle"] = False  # the dataset shuffles (or not) itself
         return model.fit(train, validation_data=validation, callbacks=callbacks, **kwargs)
 
     @staticmethod

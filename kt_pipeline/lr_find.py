@@ -165,6 +165,9 @@ def lr_range_test(
         )
     keras.utils.set_random_seed(seed)
     model, hp = _representative_model(hypermodel, optimizer=optimizer, learning_rate=min_lr)
+    # The rate changes every step from a batch callback, which Keras calls once per
+    # execution: one step per execution, or the rate would move in jumps.
+    model.steps_per_execution = 1
     batch_size = batch_size or int(hp.get("batch_size") if "batch_size" in hp else 32)
     rows = len(y)
     steps_per_epoch = max(1, math.ceil(rows / batch_size))

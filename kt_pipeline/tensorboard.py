@@ -236,7 +236,9 @@ class TensorBoardTunerMixin:
         )
         with writer.as_default():
             hparams_api.hparams_config(
-                hparams=hparams_from_space(self.oracle.hyperparameters.space, hyperband=hyperband),
+                # `get_space()`, unlike `.hyperparameters`, also works on a parallel
+                # worker, whose oracle is KerasTuner's OracleClient.
+                hparams=hparams_from_space(self.oracle.get_space().space, hyperband=hyperband),
                 metrics=metrics_from_names(metric_names),
             )
         writer.close()
