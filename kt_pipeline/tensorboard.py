@@ -36,6 +36,8 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import summary as hparams_summary
 
+from kt_pipeline import parallel
+
 __all__ = [
     "HYPERBAND_VALUES",
     "SEARCH_RUN",
@@ -265,6 +267,10 @@ class TensorBoardTunerMixin:
 
     def _write_search_scalars(self, trial: keras_tuner.engine.trial.Trial) -> None:
         assert self._tb_root is not None
+        if parallel.is_worker():
+            # A parallel worker's OracleClient cannot count the ended trials of all the
+            # workers; the search-level run is written by single-process searches only.
+            return
         best = [t for t in self.oracle.get_best_trials(1) if t.score is not None]
         if self._tb_search_writer is None:
             self._tb_search_writer = tf.summary.create_file_writer(
