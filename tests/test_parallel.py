@@ -236,3 +236,15 @@ def test_the_compose_file_runs_valid_commands_on_one_volume() -> None:
     assert len(set(worker_ids)) == len(worker_ids)
     assert f'--logdir", "{chief.experiment_dir}/tensorboard' in text
     assert "127.0.0.1:6006:6006" in text  # TensorBoard published on loopback only
+
+
+def test_conditions_cross_the_wire_without_printing(capsys: pytest.CaptureFixture[str]) -> None:
+    hp = keras_tuner.HyperParameters()
+    optimizer = hp.Choice("optimizer", ["sgd", "adam"])
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        hp.Float("momentum", 0.0, 0.9)
+    del optimizer
+    restored = keras_tuner.HyperParameters.from_proto(hp.to_proto())
+    assert capsys.readouterr().out == ""  # KerasTuner 1.4.8 prints "sgd" here
+    momentum = restored._hps["momentum"][0]
+    assert momentum.conditions == [keras_tuner.src.engine.conditions.Parent("optimizer", ["sgd"])]
