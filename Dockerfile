@@ -16,11 +16,13 @@ COPY pyproject.toml README.md ./
 COPY kt_pipeline ./kt_pipeline
 COPY hypermodels ./hypermodels
 # The base image's TensorFlow satisfies the pin, so only our other dependencies install.
-RUN pip install --no-cache-dir . && kt-pipeline --help > /dev/null
+RUN pip install --no-cache-dir . && kt-pipeline --help > /dev/null \
+    && mkdir -p /experiments && chown 1000:1000 /experiments
 
 USER 1000:1000
 WORKDIR /experiments
 VOLUME ["/experiments"]
-EXPOSE 6006
+# 6006: TensorBoard. 8470: the chief's oracle in a parallel search (--role chief).
+EXPOSE 6006 8470
 ENTRYPOINT ["kt-pipeline"]
 CMD ["search", "--experiment-dir", "/experiments/default"]

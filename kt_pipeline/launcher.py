@@ -9,6 +9,7 @@ OpenMP's thread counts), so N workers do not fight over the same cores.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -156,7 +157,14 @@ def launch(
                     None if gpus else share,
                 )
             )
-        return _supervise(chief, processes[1:], lease_seconds=lease_seconds)
+        code = _supervise(chief, processes[1:], lease_seconds=lease_seconds)
+        for worker in processes[1:]:  # told to stop by the chief: let them exit cleanly
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.wait(timeout=30)
+        for index, worker in enumerate(processes[1:]):
+            if worker.poll() not in (None, 0):
+                log.warning("worker%d exited with code %s", index, worker.returncode)
+        return code
     finally:
         _stop(processes)
 

@@ -32,6 +32,7 @@ import keras_tuner
 from keras_tuner.src import protos
 from keras_tuner.src.distribute import oracle_chief
 from keras_tuner.src.distribute import utils as dist_utils
+from keras_tuner.src.engine import conditions as conditions_module
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.oracle import synchronized
 
@@ -57,6 +58,29 @@ HEARTBEATS_PER_LEASE = 5
 _HOLD_SECONDS = 1.0
 
 _STATUS = trial_module.TrialStatus
+
+
+def _parent_to_proto(self: Any) -> Any:
+    """`keras_tuner` 1.4.8's `Parent.to_proto` without its stray ``print``.
+
+    KerasTuner prints the first value of every conditional scope each time a search
+    space or trial crosses the wire, so a parallel search floods its output with lines
+    such as ``True`` or ``sgd``. Same conversion, no print.
+    """
+    proto = protos.get_proto()
+    first = self.values[0]
+    if isinstance(first, str):
+        values = [proto.Value(string_value=v) for v in self.values]
+    elif isinstance(first, bool):
+        values = [proto.Value(boolean_value=v) for v in self.values]
+    elif isinstance(first, int):
+        values = [proto.Value(int_value=v) for v in self.values]
+    else:
+        values = [proto.Value(float_value=v) for v in self.values]
+    return proto.Condition(parent=proto.Condition.Parent(name=self.name, values=values))
+
+
+conditions_module.Parent.to_proto = _parent_to_proto
 
 
 def split_address(address: str) -> tuple[str, str]:

@@ -441,13 +441,17 @@ def run_search(
             results and the export) or ``worker`` (runs trials the chief hands out).
         worker_id: A worker's id, unique in the search.
     """
-    if role == "standalone":
-        return _run_search(config, overwrite=overwrite, role=role)
-    with oracle_role(
-        tuner_id="chief" if role == "chief" else worker_id,
-        address=config.runtime.oracle_address,
-    ):
-        return _run_search(config, overwrite=overwrite, role=role)
+    policy = keras.mixed_precision.global_policy()
+    try:
+        if role == "standalone":
+            return _run_search(config, overwrite=overwrite, role=role)
+        with oracle_role(
+            tuner_id="chief" if role == "chief" else worker_id,
+            address=config.runtime.oracle_address,
+        ):
+            return _run_search(config, overwrite=overwrite, role=role)
+    finally:  # `runtime.mixed_precision` is for this job, not for the caller's process
+        keras.mixed_precision.set_global_policy(policy)
 
 
 def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> SearchSummary:

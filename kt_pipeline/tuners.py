@@ -288,6 +288,7 @@ class _PipelineTunerMixin:
             "seconds": None if started is None else round(time.perf_counter() - started, 3),
             "epochs": self._trial_epochs.pop(trial.trial_id, 0),
             "worker": self.tuner_id,  # type: ignore[attr-defined]
+            "finished_at": round(time.time(), 3),  # wall clock, comparable across workers
         }
         trial_dir = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
         with open(os.path.join(trial_dir, TRIAL_STATS_FILE), "w", encoding="utf-8") as handle:

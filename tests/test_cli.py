@@ -178,3 +178,36 @@ def test_each_trial_logs_scalars_and_hparams_to_tensorboard(finished: tuple[Path
         assert "hparams" in _plugins(trial_dir)
         assert (trial_dir / "execution0" / "train").is_dir()
         assert (trial_dir / "execution0" / "validation").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--workers", "0"], "`--workers` must be >= 1. Received: 0"),
+        (
+            ["--workers", "2", "--role", "chief"],
+            "`--workers` starts the chief and the workers itself; drop `--role`. "
+            "Received: --role chief",
+        ),
+        (
+            ["--role", "worker", "--overwrite"],
+            "`--overwrite` is for the chief; a worker never discards",
+        ),
+        (
+            ["--role", "worker", "--worker-id", "chief2"],
+            "`--worker-id` must not contain 'chief'. Received: 'chief2'",
+        ),
+        (
+            ["--role", "worker", "--oracle", "10.0.0.1"],
+            "`runtime.oracle_address` must be HOST:PORT with a port in 1..65535. "
+            "Received: '10.0.0.1'",
+        ),
+    ],
+)
+def test_bad_parallel_options_are_one_line_errors(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiment = tmp_path / "experiment"
+    assert main(["search", "--experiment-dir", str(experiment), *extra]) == 2
+    assert capsys.readouterr().err.strip() == f"kt-pipeline: error: {message}"
+    assert not experiment.exists()

@@ -88,3 +88,51 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("[tuner\n")
     with pytest.raises(UserInputError, match="is not valid TOML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["runtime.strategy='multi_worker_mirrored'", "runtime.devices=['/gpu:0']"],
+            "`runtime.devices` must be empty unless runtime.strategy is 'one_device' or "
+            "'mirrored'. Received: ['/gpu:0']",
+        ),
+        (
+            ["runtime.strategy='one_device'", "runtime.batch_size_is='per_replica'"],
+            "`runtime.batch_size_is` must be 'global' with a single-replica strategy "
+            "('default', 'one_device'). Received: 'per_replica'",
+        ),
+        (
+            ["runtime.mixed_precision='float16'"],
+            "`runtime.mixed_precision` must be one of none, mixed_float16, mixed_bfloat16. "
+            "Received: 'float16' (did you mean 'mixed_float16'?)",
+        ),
+        (
+            ["runtime.batch_size_is='local'"],
+            "`runtime.batch_size_is` must be one of global, per_replica. Received: 'local' "
+            "(did you mean 'global'?)",
+        ),
+        (
+            ["runtime.oracle_address='localhost'"],
+            "`runtime.oracle_address` must be HOST:PORT with a port in 1..65535. "
+            "Received: 'localhost'",
+        ),
+        (
+            ["runtime.worker_lease_seconds=0.5"],
+            "`runtime.worker_lease_seconds` must be >= 1. Received: 0.5",
+        ),
+    ],
+)
+def test_invalid_runtime_combinations_are_named(overrides: list[str], message: str) -> None:
+    with pytest.raises(UserInputError) as error:
+        load_config(None, overrides)
+    assert str(error.value) == message
+
+
+def test_runtime_defaults_for_devices_and_parallel_search() -> None:
+    runtime = load_config().runtime
+    assert runtime.memory_growth is True
+    assert runtime.mixed_precision == "none"
+    assert runtime.batch_size_is == "global"
+    assert runtime.oracle_address.startswith("127.0.0.1:")  # loopback unless configured

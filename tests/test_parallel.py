@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -209,3 +210,41 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> N
             assert str(row[name]) == str(value), name
     assert {p.name for p in (experiment / "tensorboard").iterdir()} == set(table["trial_id"])
     assert (experiment / "export" / "1" / "saved_model.pb").is_file()
+
+
+def test_the_compose_file_runs_valid_commands_on_one_volume() -> None:
+    """The compose file cannot run here (no Docker engine); its kt-pipeline commands
+    are parsed by the real CLI parser, and the roles must fit together."""
+    from kt_pipeline.cli import _parser
+
+    text = (_TESTS.parent / "examples" / "compose.yaml").read_text()
+    commands = [
+        json.loads(match)
+        for match in re.findall(r"command: (\[.*?\])", text.replace("\n", " "), re.S)
+    ]
+    searches = [_parser().parse_args(command) for command in commands if command[0] == "search"]
+    roles = [args.role for args in searches]
+    assert roles.count("chief") == 1 and roles.count("worker") >= 2
+    chief = searches[roles.index("chief")]
+    port = chief.oracle.rpartition(":")[2]
+    for args in searches:
+        assert args.experiment_dir == chief.experiment_dir
+        assert (args.tuner, args.max_trials) == (chief.tuner, chief.max_trials)
+        if args.role == "worker":
+            assert args.oracle == f"chief:{port}"
+    worker_ids = [args.worker_id for args in searches if args.role == "worker"]
+    assert len(set(worker_ids)) == len(worker_ids)
+    assert f'--logdir", "{chief.experiment_dir}/tensorboard' in text
+    assert "127.0.0.1:6006:6006" in text  # TensorBoard published on loopback only
+
+
+def test_conditions_cross_the_wire_without_printing(capsys: pytest.CaptureFixture[str]) -> None:
+    hp = keras_tuner.HyperParameters()
+    optimizer = hp.Choice("optimizer", ["sgd", "adam"])
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        hp.Float("momentum", 0.0, 0.9)
+    del optimizer
+    restored = keras_tuner.HyperParameters.from_proto(hp.to_proto())
+    assert capsys.readouterr().out == ""  # KerasTuner 1.4.8 prints "sgd" here
+    momentum = restored._hps["momentum"][0]
+    assert momentum.conditions == [keras_tuner.src.engine.conditions.Parent("optimizer", ["sgd"])]
