@@ -6,10 +6,15 @@ reads the process's resident memory (RSS, from /proc/self/status) each time a tr
 ends. KerasTuner clears the Keras session before each build and the data arrays are
 shared by every trial, so after a warm-up the RSS should stay flat.
 
+``--baseline`` instead runs the same number of models in a plain Keras loop
+(``clear_session()``, build the space's default model, one-epoch fit), without
+KerasTuner, TensorBoard or the pipeline, to tell growth in our layer from growth below it.
+
 Usage:
     PYTHONPATH=. python benchmarks/memory.py [--trials 50] [--data builtin:breast_cancer]
+    PYTHONPATH=. python benchmarks/memory.py --baseline --trials 16
 
-Writes benchmarks/results/memory.md and memory.json.
+Writes benchmarks/results/memory.md and memory.json (memory_baseline.* with --baseline).
 """
 
 from __future__ import annotations
@@ -47,13 +52,55 @@ class _RssAtTrialEnd(logging.Handler):
             self.samples.append(rss_mib())
 
 
+def _baseline(trials: int) -> list[float]:
+    """RSS after each model of a plain Keras loop that rebuilds the default model."""
+    import gc
+
+    import keras
+    import keras_tuner
+    from sklearn.datasets import load_breast_cancer
+
+    from hypermodels import MLPHyperModel
+
+    bunch = load_breast_cancer()
+    x, y = bunch.data.astype("float32"), bunch.target.astype("int32")
+    hypermodel = MLPHyperModel.from_arrays(x, y, task="binary")
+    samples = []
+    for _ in range(trials):
+        keras.backend.clear_session()
+        hp = keras_tuner.HyperParameters()  # the default values: the same model each time
+        model = hypermodel.build(hp)
+        hypermodel.fit(hp, model, x, y, validation_data=(x, y), epochs=1, verbose=0)
+        del model
+        gc.collect()
+        samples.append(rss_mib())
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--data", default="builtin:breast_cancer")
+    parser.add_argument("--baseline", action="store_true", help="plain Keras loop instead")
     args = parser.parse_args()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.baseline:
+        started_rss = rss_mib()
+        samples = _baseline(args.trials)
+        growth = (samples[-1] - samples[4]) / (len(samples) - 5)
+        text = (
+            f"# Plain Keras loop, {args.trials} models (breast_cancer)\n\n"
+            f"RSS after imports {started_rss:.1f} MiB, after model 5 {samples[4]:.1f} MiB, "
+            f"after model {args.trials} {samples[-1]:.1f} MiB: {growth:+.3f} MiB per model.\n"
+        )
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "memory_baseline.md").write_text(text, encoding="utf-8")
+        (RESULTS / "memory_baseline.json").write_text(
+            json.dumps({"rss_mib_per_model": [round(v, 1) for v in samples]}) + "\n", "utf-8"
+        )
+        print(text)
+        return
     from kt_pipeline.config import load_config
     from kt_pipeline.pipeline import run_search
 
