@@ -31,6 +31,13 @@ RESUMABLE_CHANGES = frozenset(
         "runtime.devices",
         "runtime.verbose",
         "runtime.deterministic",
+        "runtime.memory_growth",
+        "runtime.mixed_precision",
+        "runtime.oracle_address",
+        "runtime.worker_lease_seconds",
+        "runtime.steps_per_execution",
+        "runtime.jit_compile",
+        "runtime.graph_optimizer",
         "export.enabled",
         "export.version",
     }
