@@ -228,6 +228,8 @@ def set_graph_optimizer(mode: str) -> bool:
     Returns:
         Whether the optimizer is on.
     """
-    enabled = bool(_device_names("GPU")) if mode == "auto" else mode == "on"
+    # Physical, not logical, devices: listing logical ones would initialise the runtime,
+    # after which a multi-worker strategy can no longer configure its collectives.
+    enabled = bool(tf.config.list_physical_devices("GPU")) if mode == "auto" else mode == "on"
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not enabled})
     return enabled
