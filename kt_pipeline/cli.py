@@ -450,12 +450,12 @@ def _print_summary(summary: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 1 search aborted by failing trials or
-    export failed its verification,
-    2 bad input, 130 interrupted)."""
+    an export that failed its verification, 2 bad input, 130 interrupted)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    # TensorFlow's Python logger would otherwise pass its INFO chatter to our handler.
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    # TensorFlow's Python logger would otherwise pass its chatter (INFO lines, and a
+    # retracing warning that every new trial's model triggers) to our handler.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
