@@ -78,33 +78,42 @@ def csv_file(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+def random_search_args(
+    experiment_dir: Path,
+    data: Path | str,
+    *,
+    max_trials: int,
+    max_epochs: int,
+    overrides: tuple[str, ...] = (),
+    flags: tuple[str, ...] = (),
+) -> list[str]:
+    """CLI arguments for a small random search on a CSV whose label column is ``label``;
+    each override becomes a ``--set``."""
+    args = [
+        "search", "--data", str(data), "--label", "label",
+        "--experiment-dir", str(experiment_dir), "--tuner", "random",
+        "--max-trials", str(max_trials), "--max-epochs", str(max_epochs), *flags,
+    ]  # fmt: skip
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
 def tiny_search_args(experiment_dir: Path, data: Path | str) -> list[str]:
     """CLI arguments for a search that finishes in seconds."""
-    return [
-        "search",
-        "--data",
-        str(data),
-        "--label",
-        "label",
-        "--experiment-dir",
-        str(experiment_dir),
-        "--tuner",
-        "random",
-        "--max-trials",
-        "2",
-        "--max-epochs",
-        "2",
-        "--set",
-        "search.units=[8]",
-        "--set",
-        "search.num_layers=1",
-        "--set",
-        "search.learning_rate=[0.01, 0.03]",
-        "--set",
-        "search.optimizers=['adam']",
-        "--set",
-        "search.batch_sizes=[16]",
-    ]
+    return random_search_args(
+        experiment_dir,
+        data,
+        max_trials=2,
+        max_epochs=2,
+        overrides=(
+            "search.units=[8]",
+            "search.num_layers=1",
+            "search.learning_rate=[0.01, 0.03]",
+            "search.optimizers=['adam']",
+            "search.batch_sizes=[16]",
+        ),
+    )
 
 
 #: Trials of the `flaky_experiment` search.

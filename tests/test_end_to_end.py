@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_frame, make_mixed_frame, tiny_search_args
+from conftest import make_frame, make_mixed_frame, random_search_args, tiny_search_args
 from test_export import serve_csv_in_fresh_process
 
 from hypermodels.features import model_inputs
@@ -62,25 +62,13 @@ def test_mixed_csv_is_tuned_and_served_raw_rows_from_a_fresh_process(tmp_path: P
     data = tmp_path / "mixed.csv"
     make_mixed_frame(300).to_csv(data, index=False)
     experiment = tmp_path / "experiment"
-    args = [
-        "search",
-        "--data",
-        str(data),
-        "--label",
-        "label",
-        "--experiment-dir",
-        str(experiment),
-        "--tuner",
-        "random",
-        "--max-trials",
-        "2",
-        "--max-epochs",
-        "3",
-        "--set",
-        "search.units=[16]",
-        "--set",
-        "search.learning_rate=[0.005, 0.02]",
-    ]
+    args = random_search_args(
+        experiment,
+        data,
+        max_trials=2,
+        max_epochs=3,
+        overrides=("search.units=[16]", "search.learning_rate=[0.005, 0.02]"),
+    )
     result = subprocess.run([_command(), *args], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 integer_categorical, 2 numeric, 1 string_categorical" in result.stderr

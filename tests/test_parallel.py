@@ -16,7 +16,7 @@ from typing import Any
 import keras_tuner
 import pandas as pd
 import pytest
-from conftest import make_frame
+from conftest import make_frame, random_search_args
 from keras_tuner.src import protos
 from keras_tuner.src.engine import trial as trial_module
 
@@ -153,31 +153,20 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> N
             sys.executable,
             "-m",
             "kt_pipeline",
-            "search",
-            "--data",
-            str(data),
-            "--label",
-            "label",
-            "--experiment-dir",
-            str(experiment),
-            "--tuner",
-            "random",
-            "--max-trials",
-            "3",
-            "--max-epochs",
-            "2",
-            "--workers",
-            "2",
-            "--set",
-            "search.hypermodel='custom_models:StallingHyperModel'",
-            "--set",
-            "search.units=[8]",
-            "--set",
-            "search.num_layers=1",
-            "--set",
-            "search.batch_sizes=[16]",
-            "--set",
-            "runtime.worker_lease_seconds=4",
+            *random_search_args(
+                experiment,
+                data,
+                max_trials=3,
+                max_epochs=2,
+                flags=("--workers", "2"),
+                overrides=(
+                    "search.hypermodel='custom_models:StallingHyperModel'",
+                    "search.units=[8]",
+                    "search.num_layers=1",
+                    "search.batch_sizes=[16]",
+                    "runtime.worker_lease_seconds=4",
+                ),
+            ),
         ],
         env=env,
         stdout=subprocess.PIPE,
