@@ -216,8 +216,11 @@ def _fresh_process_outputs(export_dir: Path, rows: dict[str, np.ndarray]) -> dic
         rows_file, out_file = Path(scratch) / "rows.npz", Path(scratch) / "outputs.npz"
         np.savez(rows_file, **rows)  # type: ignore[arg-type]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        # Absolute: the client runs in the scratch folder, where a path relative to our
+        # working directory (the default `experiments/default`) does not exist.
+        command = [sys.executable, "-c", _FRESH_CLIENT, str(export_dir.resolve())]
         result = subprocess.run(
-            [sys.executable, "-c", _FRESH_CLIENT, str(export_dir), str(rows_file), str(out_file)],
+            [*command, str(rows_file), str(out_file)],
             capture_output=True,
             text=True,
             timeout=600,

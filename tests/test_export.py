@@ -220,6 +220,28 @@ def _card_fields(hypermodel: MLPHyperModel) -> dict[str, Any]:
     )
 
 
+def test_an_export_under_a_relative_folder_is_verified(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default experiment folder is relative (`experiments/default`), while the
+    verifying process runs elsewhere: the export must still be found and verified."""
+    from kt_pipeline.model_card import GOOD_MARKER
+
+    hypermodel, model, x, _ = _trained("binary")
+    monkeypatch.chdir(tmp_path)
+    export_dir = export_model(
+        model,
+        export_root=Path("experiments") / "default" / "export",
+        task="binary",
+        schema=hypermodel.schema,
+        class_names=("no", "yes"),
+        verify_rows=_rows(hypermodel.schema, x),
+        card=_card_fields(hypermodel),
+    )
+    assert not export_dir.is_absolute()
+    assert (tmp_path / export_dir / GOOD_MARKER).is_file()
+
+
 def test_verified_export_carries_its_card_and_is_marked_good(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
