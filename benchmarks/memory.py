@@ -53,7 +53,7 @@ class _RssAtTrialEnd(logging.Handler):
         self._trim = trim
 
     def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("trial "):
+        if record.getMessage().startswith("trial "):
             if self._trim:
                 import ctypes
                 import gc

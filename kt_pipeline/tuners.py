@@ -23,6 +23,8 @@ RandomSearch:
   reload, a trial left RUNNING runs again and a trial whose result was saved is kept
   (KerasTuner loses the first and re-runs the second when the kill lands between its
   two state files).
+* **Bounded memory.** The graphs TensorFlow keeps for every traced train step are
+  released when the trial ends (`kt_pipeline.graph_memory`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import numpy as np
 from kt_pipeline import parallel
 from kt_pipeline.bohb import BOHB
 from kt_pipeline.errors import SearchAbortedError
+from kt_pipeline.graph_memory import released_custom_gradients
 from kt_pipeline.progress import SearchProgress
 from kt_pipeline.tensorboard import TensorBoardTunerMixin
 
@@ -233,7 +236,8 @@ class _PipelineTunerMixin:
             return
         _write_crashes(crashes_file, crashes + 1)  # stays if the process dies in the trial
         try:
-            super()._try_run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+            with released_custom_gradients():  # else every trial's graphs stay in memory
+                super()._try_run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
         except (Exception, KeyboardInterrupt):  # the process survives: not a crash
             _write_crashes(crashes_file, crashes)
             raise
