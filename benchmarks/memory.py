@@ -90,6 +90,7 @@ def _baseline(trials: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--data", default="builtin:breast_cancer")
     parser.add_argument("--baseline", action="store_true", help="plain Keras loop instead")
@@ -106,9 +107,9 @@ def main() -> None:
             f"RSS after model 5 {samples[4]:.1f} MiB, "
             f"after model {args.trials} {samples[-1]:.1f} MiB: {growth:+.3f} MiB per model.\n"
         )
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "memory_baseline.md").write_text(text, encoding="utf-8")
-        (RESULTS / "memory_baseline.json").write_text(
+        args.results.mkdir(parents=True, exist_ok=True)
+        (args.results / "memory_baseline.md").write_text(text, encoding="utf-8")
+        (args.results / "memory_baseline.json").write_text(
             json.dumps({"rss_mib_per_model": [round(v, 1) for v in samples]}) + "\n", "utf-8"
         )
         print(text)
@@ -154,8 +155,8 @@ def main() -> None:
         "search_seconds": round(seconds, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     table = [
         "# Memory over many trials in one process",
         "",
@@ -177,7 +178,7 @@ def main() -> None:
         "RSS after every trial (MiB): " + ", ".join(f"{s:.0f}" for s in samples),
         "",
     ]
-    (RESULTS / f"{name}.md").write_text("\n".join(table), encoding="utf-8")
+    (args.results / f"{name}.md").write_text("\n".join(table), encoding="utf-8")
     print("\n".join(table))
 
 

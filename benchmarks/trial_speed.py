@@ -223,6 +223,7 @@ def _spawn(way: str, index: int, args: argparse.Namespace, seed: int) -> dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--configs", type=int, default=len(CONFIGS))
     parser.add_argument("--repeats", type=int, default=1)
@@ -276,8 +277,8 @@ def main() -> None:
         "peak_formula": peak_text,
         "rows": rows,
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "trial_speed.json").write_text(json.dumps(summary, indent=2))
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "trial_speed.json").write_text(json.dumps(summary, indent=2))
     lines = [
         f"# Trial speed ({args.data}, {args.epochs} epochs, {len(rows)} runs per way, "
         f"graph optimizer {args.graph_optimizer} on the pipeline path)",
@@ -308,7 +309,7 @@ def main() -> None:
         f"({peak_text}): {100 * gf['plain'] / peak:.1f} % and "
         f"{100 * gf['pipeline'] / peak:.1f} % of peak.",
     ]
-    (RESULTS / "trial_speed.md").write_text("\n".join(lines) + "\n")
+    (args.results / "trial_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

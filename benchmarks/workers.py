@@ -93,6 +93,7 @@ def _run(workers: int, *, trials: int, epochs: int, root: Path) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
@@ -111,8 +112,8 @@ def main() -> None:
         "ratio_2_to_1_search": round(ratio_search, 2),
         "ratio_2_to_1_command": round(ratio_command, 2),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "workers.json").write_text(json.dumps(report, indent=2) + "\n")
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "workers.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Trials per hour with 1 and 2 local workers",
         "",
@@ -136,7 +137,7 @@ def main() -> None:
         f"search, {ratio_command:.2f}x over the whole command.",
         "",
     ]
-    (RESULTS / "workers.md").write_text("\n".join(lines))
+    (args.results / "workers.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -1,0 +1,696 @@
+"""Search quality at equal budget: kt-pipeline's default search against what users
+would otherwise run.
+
+Every method gets the same budget in training epochs on the same train/validation/test
+split (the pipeline's seeded split), and is scored by the held-out test accuracy of the
+model it picks:
+
+* ``pipeline``: ``kt-pipeline search`` with its defaults (Hyperband over the full
+  default space, max_epochs 20, factor 3: 30 trials, 226 epochs). Its schedule sets the
+  budget every other method gets.
+* ``kt_random`` / ``kt_hyperband``: stock KerasTuner ``RandomSearch`` and ``Hyperband``
+  with their default settings (Hyperband with the same max_epochs; RandomSearch with
+  budget // max_epochs trials of max_epochs epochs) on the hypermodel KerasTuner's
+  getting-started guide writes (1-3 Dense layers of 32-512 units, relu/tanh, optional
+  dropout, Adam with a log-uniform learning rate), inputs standardised with
+  scikit-learn as a user would.
+* ``optuna_tpe``: Optuna's TPE sampler with its Hyperband pruner (reporting validation
+  accuracy every epoch) on the same space, stopped when the budget is spent.
+* ``untuned``: Adam 1e-3, two Dense(128) relu layers, batch 32, trained up to the
+  budget with early stopping (patience 10, best weights restored).
+* ``pipeline_auto_lr``, ``pipeline_bohb``, ``pipeline_bayesian``: the pipeline with
+  ``search.learning_rate = "auto"``, ``tuner = "bohb"`` and ``tuner = "bayesian"``
+  (budget // max_epochs trials), for the comparisons of the #8 features.
+
+Data sets: scikit-learn's bundled ``digits`` and ``breast_cancer``, and ``generated``:
+20,000 rows from ``make_classification`` (20 features, 3 classes, 3 % label noise).
+
+Each (method, data set, seed) runs in its own process (``--jobs`` at a time, the CPU
+threads split between them) and writes one JSON file, so an interrupted run continues
+where it stopped. The summary reports the test accuracy (mean +- std over seeds), the
+best-so-far validation accuracy against the epochs spent (a plot per data set), and the
+budget the pipeline needed to reach RandomSearch's final validation accuracy.
+
+Usage:
+    python benchmarks/search_quality.py [--seeds 5] [--jobs 2] [--methods ...]
+    python benchmarks/search_quality.py --tiny     # seconds: what CI runs
+
+Writes ``benchmarks/results/search_quality.{md,json}`` and ``search_quality_<data>.png``
+(``search_quality_tiny.*`` with ``--tiny``); the per-run files go to
+``benchmarks/results/search_quality_runs/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+BASELINES = ("pipeline", "kt_random", "kt_hyperband", "optuna_tpe", "untuned")
+VARIANTS = ("pipeline_auto_lr", "pipeline_bohb", "pipeline_bayesian")
+METHODS = BASELINES + VARIANTS
+DATASETS = ("digits", "breast_cancer", "generated")
+
+GENERATED_ROWS = 20_000
+
+
+def _budget_settings(tiny: bool) -> dict[str, int]:
+    """max_epochs and factor of every Hyperband-like method (the pipeline's defaults)."""
+    return {"max_epochs": 4, "factor": 3} if tiny else {"max_epochs": 20, "factor": 3}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _data_source(name: str, cache: Path, tiny: bool) -> str:
+    """The pipeline's ``data.source`` for a data set (the generated one written once)."""
+    if name != "generated":
+        return f"builtin:{name}"
+    import numpy as np
+    from sklearn.datasets import make_classification
+
+    rows = 600 if tiny else GENERATED_ROWS
+    path = cache / f"generated_{rows}.npz"
+    if not path.exists():
+        x, y = make_classification(
+            n_samples=rows,
+            n_features=20,
+            n_informative=10,
+            n_redundant=4,
+            n_classes=3,
+            flip_y=0.03,
+            class_sep=0.8,
+            random_state=0,
+        )
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, x=x.astype("float32"), y=y.astype("int32"))
+        partial.replace(path)
+    return str(path)
+
+
+def _arrays(source: str, seed: int) -> dict[str, Any]:
+    """The pipeline's split of a data set as standardised arrays (for the baselines)."""
+    from sklearn.preprocessing import StandardScaler
+
+    from kt_pipeline.config import DataConfig
+    from kt_pipeline.data import load_dataset, split_dataset
+
+    defaults = DataConfig()
+    dataset = load_dataset(source)
+    splits = split_dataset(
+        dataset,
+        validation_fraction=defaults.validation_fraction,
+        test_fraction=defaults.test_fraction,
+        seed=seed,
+    )
+    scaler = StandardScaler().fit(splits.train.frame.to_numpy("float32"))
+
+    def scaled(part: Any) -> Any:
+        return scaler.transform(part.frame.to_numpy("float32")).astype("float32")
+
+    return {
+        "x_train": scaled(splits.train),
+        "y_train": splits.train.y,
+        "x_val": scaled(splits.validation),
+        "y_val": splits.validation.y,
+        "x_test": scaled(splits.test),
+        "y_test": splits.test.y,
+        "classes": dataset.num_classes,
+    }
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def _trial_records(directory: Path) -> list[dict[str, Any]]:
+    """Every trial of a pipeline experiment in the order it ended: the epochs it trained
+    (its ``stats.json``) and its score (None unless completed)."""
+    records = []
+    for stats_file in directory.rglob("stats.json"):
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+        trial = json.loads(stats_file.with_name("trial.json").read_text(encoding="utf-8"))
+        records.append(
+            {
+                "order": (stats["finished_at"], trial["trial_id"]),
+                "epochs": stats["epochs"],
+                "score": trial["score"] if trial["status"] == "COMPLETED" else None,
+            }
+        )
+    records.sort(key=lambda record: record["order"])
+    return records
+
+
+def _fit_log() -> Any:
+    """A Keras callback class that appends one record per ``fit`` (epochs trained, best
+    validation accuracy) to its class-level ``records``: KerasTuner deep-copies the
+    callbacks of every trial, and a class attribute survives the copy."""
+    import keras
+
+    class FitLog(keras.callbacks.Callback):
+        records: ClassVar[list[dict[str, Any]]] = []
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            FitLog.records.append({"epochs": 0, "score": None})
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            record, score = FitLog.records[-1], float((logs or {})["val_accuracy"])
+            record["epochs"] += 1
+            record["score"] = score if record["score"] is None else max(record["score"], score)
+
+    return FitLog
+
+
+def _curve(records: list[dict[str, Any]]) -> list[list[float]]:
+    """Best-so-far validation accuracy after each trial: [[epochs spent, best], ...]."""
+    spent, best, points = 0, -math.inf, []
+    for record in records:
+        spent += record["epochs"]
+        if record["score"] is not None:
+            best = max(best, record["score"])
+        if best > -math.inf:
+            points.append([spent, round(best, 5)])
+    return points
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _docs_hypermodel(classes: int) -> Any:
+    """The model KerasTuner's getting-started guide tunes, for tabular inputs."""
+    import keras
+
+    def build(hp: Any) -> Any:
+        model = keras.Sequential()
+        for i in range(hp.Int("num_layers", 1, 3)):
+            model.add(
+                keras.layers.Dense(
+                    hp.Int(f"units_{i}", min_value=32, max_value=512, step=32),
+                    activation=hp.Choice("activation", ["relu", "tanh"]),
+                )
+            )
+        if hp.Boolean("dropout"):
+            model.add(keras.layers.Dropout(rate=0.25))
+        model.add(keras.layers.Dense(classes, activation="softmax"))
+        learning_rate = hp.Float("lr", min_value=1e-4, max_value=1e-2, sampling="log")
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    return build
+
+
+def _test_accuracy(model: Any, data: dict[str, Any]) -> float:
+    import numpy as np
+
+    probabilities = np.asarray(model.predict(data["x_test"], verbose=0))
+    return float(np.mean(probabilities.argmax(axis=-1) == data["y_test"]))
+
+
+def _run_keras_tuner(
+    method: str,
+    data: dict[str, Any],
+    *,
+    seed: int,
+    budget: int,
+    settings: dict[str, int],
+    work: Path,
+) -> dict[str, Any]:
+    import keras_tuner
+
+    hypermodel = _docs_hypermodel(data["classes"])
+    common = {"objective": "val_accuracy", "seed": seed, "directory": str(work)}
+    if method == "kt_random":
+        tuner: Any = keras_tuner.RandomSearch(
+            hypermodel, max_trials=budget // settings["max_epochs"], **common
+        )
+    else:
+        tuner = keras_tuner.Hyperband(
+            hypermodel, max_epochs=settings["max_epochs"], factor=settings["factor"], **common
+        )
+    log = _fit_log()
+    tuner.search(
+        data["x_train"],
+        data["y_train"],
+        epochs=settings["max_epochs"],
+        validation_data=(data["x_val"], data["y_val"]),
+        callbacks=[log()],
+        verbose=0,
+    )
+    records = log.records
+    return {
+        "test_accuracy": _test_accuracy(tuner.get_best_models(1)[0], data),
+        "curve": _curve(records),
+        "trials": len(records),
+    }
+
+
+def _run_optuna(
+    data: dict[str, Any], *, seed: int, budget: int, settings: dict[str, int]
+) -> dict[str, Any]:
+    import keras
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    hypermodel = _docs_hypermodel(data["classes"])
+    spent = {"epochs": 0}
+    best: dict[str, Any] = {"score": -math.inf, "weights": None, "params": None}
+    records: list[dict[str, Any]] = []
+
+    class Report(keras.callbacks.Callback):
+        """Reports each epoch to Optuna; keeps the best epoch's weights (as KerasTuner
+        checkpoints do) and stops when the pruner or the budget says so."""
+
+        def __init__(self, trial: Any) -> None:
+            super().__init__()
+            self.trial, self.epochs, self.best, self.weights = trial, 0, -math.inf, None
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.epochs += 1
+            spent["epochs"] += 1
+            score = float(logs["val_accuracy"])
+            if score > self.best:
+                self.best, self.weights = score, self.model.get_weights()
+            self.trial.report(score, epoch)
+            if self.trial.should_prune() or spent["epochs"] >= budget:
+                self.model.stop_training = True
+
+    def objective(trial: Any) -> float:
+        keras.backend.clear_session()
+        hp = keras_tuner_like(trial)
+        model = hypermodel(hp)
+        report = Report(trial)
+        model.fit(
+            data["x_train"],
+            data["y_train"],
+            epochs=settings["max_epochs"],
+            validation_data=(data["x_val"], data["y_val"]),
+            callbacks=[report],
+            verbose=0,
+        )
+        records.append({"epochs": report.epochs, "score": report.best})
+        if report.best > best["score"]:
+            best.update(score=report.best, weights=report.weights, params=dict(trial.params))
+        return report.best
+
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.HyperbandPruner(
+        min_resource=1, max_resource=settings["max_epochs"], reduction_factor=settings["factor"]
+    )
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    study.optimize(
+        objective,
+        callbacks=[lambda study, _: study.stop() if spent["epochs"] >= budget else None],
+    )
+    keras.backend.clear_session()
+    model = hypermodel(_FixedParams(best["params"]))
+    model.build((None, data["x_train"].shape[1]))
+    model.set_weights(best["weights"])
+    return {
+        "test_accuracy": _test_accuracy(model, data),
+        "curve": _curve(records),
+        "trials": len(records),
+    }
+
+
+class _FixedParams:
+    """Replays chosen values through the getting-started hypermodel's ``hp`` calls."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def Int(self, name: str, *_: Any, **__: Any) -> Any:
+        return self.values[name]
+
+    Float = Choice = Boolean = Int
+
+
+class keras_tuner_like(_FixedParams):
+    """An Optuna trial behind the ``hp.Int/Float/Choice/Boolean`` calls of the hypermodel."""
+
+    def __init__(self, trial: Any) -> None:
+        super().__init__({})
+        self.trial = trial
+
+    def Int(self, name: str, min_value: int, max_value: int, step: int = 1) -> Any:
+        return self.trial.suggest_int(name, min_value, max_value, step=step)
+
+    def Float(self, name: str, min_value: float, max_value: float, sampling: str = "linear") -> Any:
+        return self.trial.suggest_float(name, min_value, max_value, log=sampling == "log")
+
+    def Choice(self, name: str, values: list[Any]) -> Any:
+        return self.trial.suggest_categorical(name, values)
+
+    def Boolean(self, name: str) -> Any:
+        return self.trial.suggest_categorical(name, [False, True])
+
+
+def _run_untuned(data: dict[str, Any], *, budget: int) -> dict[str, Any]:
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(data["classes"], activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=10, restore_best_weights=True
+    )
+    history = model.fit(
+        data["x_train"],
+        data["y_train"],
+        epochs=budget,
+        validation_data=(data["x_val"], data["y_val"]),
+        callbacks=[stop],
+        verbose=0,
+    )
+    scores = history.history["val_accuracy"]
+    curve = [[epoch + 1, round(max(scores[: epoch + 1]), 5)] for epoch in range(len(scores))]
+    return {"test_accuracy": _test_accuracy(model, data), "curve": curve, "trials": 1}
+
+
+def _run_pipeline(
+    method: str, source: str, *, seed: int, budget: int, settings: dict[str, int], work: Path
+) -> dict[str, Any]:
+    from hypermodels.features import model_inputs
+    from kt_pipeline.config import load_config
+    from kt_pipeline.data import load_dataset, split_dataset
+    from kt_pipeline.pipeline import load_best_model, run_search
+
+    overrides = [
+        f"data.source={source!r}",
+        f"runtime.experiment_dir={str(work)!r}",
+        f"runtime.seed={seed}",
+        f"tuner.max_epochs={settings['max_epochs']}",
+        f"tuner.factor={settings['factor']}",
+        "export.enabled=false",
+        "tuner.objective='val_accuracy'",  # the metric every method is scored by
+    ]
+    if method == "pipeline_auto_lr":
+        overrides.append("search.learning_rate='auto'")
+    elif method == "pipeline_bohb":
+        overrides.append("tuner.algorithm='bohb'")
+    elif method == "pipeline_bayesian":
+        trials = budget // settings["max_epochs"]
+        overrides += ["tuner.algorithm='bayesian'", f"tuner.max_trials={trials}"]
+    config = load_config(None, overrides)
+    run_search(config)
+    model, schema = load_best_model(config)
+    dataset = load_dataset(source)
+    test = split_dataset(
+        dataset,
+        validation_fraction=config.data.validation_fraction,
+        test_fraction=config.data.test_fraction,
+        seed=seed,
+    ).test
+    import numpy as np
+
+    probabilities = np.asarray(model.predict(model_inputs(schema, test.frame), verbose=0))
+    if probabilities.shape[-1] == 1:  # binary: one sigmoid output
+        predicted = (probabilities[:, 0] > 0.5).astype("int32")
+    else:
+        predicted = probabilities.argmax(axis=-1)
+    records = _trial_records(work)
+    return {
+        "test_accuracy": float(np.mean(predicted == test.y)),
+        "curve": _curve(records),
+        "trials": len(records),
+    }
+
+
+def hyperband_budget(settings: dict[str, int]) -> int:
+    """Total epochs of the pipeline's default Hyperband schedule (KerasTuner's own
+    bracket arithmetic, as `kt-pipeline plan` prints it)."""
+    import keras_tuner
+
+    from kt_pipeline.plan import schedule
+
+    oracle = keras_tuner.oracles.HyperbandOracle(
+        objective="val_accuracy", max_epochs=settings["max_epochs"], factor=settings["factor"]
+    )
+    return schedule(oracle, max_epochs=settings["max_epochs"]).epochs
+
+
+def run_job(method: str, dataset: str, seed: int, *, tiny: bool, threads: int, out: Path) -> None:
+    """One (method, data set, seed): runs it and writes its JSON file."""
+    import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    settings = _budget_settings(tiny)
+    budget = hyperband_budget(settings)
+    cache = Path(tempfile.gettempdir()) / "kt_pipeline_bench_data"
+    source = _data_source(dataset, cache, tiny)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        if method.startswith("pipeline"):
+            result = _run_pipeline(
+                method, source, seed=seed, budget=budget, settings=settings, work=work
+            )
+        else:
+            data = _arrays(source, seed)
+            if method in ("kt_random", "kt_hyperband"):
+                result = _run_keras_tuner(
+                    method, data, seed=seed, budget=budget, settings=settings, work=work
+                )
+            elif method == "optuna_tpe":
+                result = _run_optuna(data, seed=seed, budget=budget, settings=settings)
+            else:
+                result = _run_untuned(data, budget=budget)
+    result.update(
+        method=method,
+        dataset=dataset,
+        seed=seed,
+        budget=budget,
+        epochs=result["curve"][-1][0] if result["curve"] else 0,
+        best_validation=result["curve"][-1][1] if result["curve"] else None,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    partial.write_text(json.dumps(result) + "\n", encoding="utf-8")
+    partial.replace(out)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _best_at(curve: list[list[float]], epochs: float) -> float | None:
+    """Best validation accuracy reached with at most `epochs` spent."""
+    reached = [best for spent, best in curve if spent <= epochs]
+    return reached[-1] if reached else None
+
+
+def _epochs_to_reach(curve: list[list[float]], target: float) -> float | None:
+    return next((spent for spent, best in curve if best >= target - 1e-9), None)
+
+
+def summarise(
+    runs: list[dict[str, Any]], *, command: str, tiny: bool
+) -> tuple[str, dict[str, Any]]:
+    """The Markdown table and the JSON summary of all finished runs."""
+    methods = [m for m in METHODS if any(r["method"] == m for r in runs)]
+    datasets = [d for d in DATASETS if any(r["dataset"] == d for r in runs)]
+    cells: dict[str, dict[str, Any]] = {}
+    lines = [
+        "# Search quality at equal budget",
+        "",
+        f"`{command}` ({platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}; test accuracy mean +- std over seeds; every method gets "
+        f"the pipeline's default Hyperband budget of {runs[0]['budget']} epochs)",
+        "",
+        "| method | " + " | ".join(datasets) + " |",
+        "| --- | " + " | ".join("---" for _ in datasets) + " |",
+    ]
+    for method in methods:
+        row = []
+        for dataset in datasets:
+            cell = [r for r in runs if r["method"] == method and r["dataset"] == dataset]
+            scores = [r["test_accuracy"] for r in cell]
+            if not scores:
+                row.append("-")
+                continue
+            std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+            cells.setdefault(method, {})[dataset] = {
+                "test_accuracy_mean": round(statistics.fmean(scores), 4),
+                "test_accuracy_std": round(std, 4),
+                "seeds": len(scores),
+                "epochs_mean": round(statistics.fmean(r["epochs"] for r in cell), 1),
+                "seconds_mean": round(statistics.fmean(r["seconds"] for r in cell), 1),
+            }
+            row.append(f"{statistics.fmean(scores):.4f} +- {std:.4f} (n={len(scores)})")
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    lines += ["", "Epochs spent and seconds per run (mean):", ""]
+    lines.append("| method | " + " | ".join(datasets) + " |")
+    lines.append("| --- | " + " | ".join("---" for _ in datasets) + " |")
+    for method in methods:
+        row = [
+            f"{cells[method][d]['epochs_mean']:.0f} ep, {cells[method][d]['seconds_mean']:.0f} s"
+            if d in cells[method]
+            else "-"
+            for d in datasets
+        ]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+
+    goals: dict[str, Any] = {}
+    lines += ["", "## Goals", ""]
+    for dataset in datasets:
+        ours = cells.get("pipeline", {}).get(dataset)
+        if ours is None:
+            continue
+        beaten = [
+            m
+            for m in BASELINES[1:]
+            if dataset in cells.get(m, {})
+            and cells[m][dataset]["test_accuracy_mean"] > ours["test_accuracy_mean"]
+        ]
+        fractions = []
+        for seed in sorted({r["seed"] for r in runs if r["dataset"] == dataset}):
+            by = {r["method"]: r for r in runs if r["dataset"] == dataset and r["seed"] == seed}
+            if "pipeline" in by and "kt_random" in by and by["kt_random"]["curve"]:
+                target = by["kt_random"]["best_validation"]
+                needed = _epochs_to_reach(by["pipeline"]["curve"], target)
+                fractions.append(
+                    None if needed is None else round(needed / by["kt_random"]["epochs"], 3)
+                )
+        reached = [f for f in fractions if f is not None]
+        goals[dataset] = {
+            "baselines_with_higher_mean": beaten,
+            "fraction_of_random_budget_to_reach_its_final_validation": fractions,
+        }
+        median = f"{statistics.median(reached):.2f}" if reached else "never"
+        lines.append(
+            f"- {dataset}: baselines with a higher mean test accuracy than `pipeline`: "
+            f"{', '.join(beaten) or 'none'}; `pipeline` reached RandomSearch's final validation "
+            f"accuracy in {len(reached)}/{len(fractions)} seeds, using a median "
+            f"{median} of RandomSearch's epochs (per seed: {fractions})."
+        )
+    summary = {"cells": cells, "goals": goals, "command": command, "tiny": tiny}
+    return "\n".join(lines) + "\n", summary
+
+
+def _plot(runs: list[dict[str, Any]], dataset: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    budget = runs[0]["budget"]
+    grid = np.arange(1, budget + 1)
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for method in METHODS:
+        curves = [r["curve"] for r in runs if r["method"] == method and r["dataset"] == dataset]
+        if not curves:
+            continue
+        values = np.array([[_best_at(c, g) for g in grid] for c in curves], dtype=float)
+        started = ~np.isnan(values).all(axis=0)  # no trial has ended before this
+        axes.plot(grid[started], np.nanmean(values[:, started], axis=0), label=method)
+    axes.set_xlabel("training epochs spent")
+    axes.set_ylabel("best validation accuracy so far (mean over seeds)")
+    axes.set_title(f"{dataset}: best-so-far validation accuracy against budget")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--tiny", action="store_true", help="1 seed, a 4-epoch schedule")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)  # one run, in a child
+    parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.job:
+        method, dataset, seed = args.job
+        run_job(method, dataset, int(seed), tiny=args.tiny, threads=args.threads, out=args.out)
+        return
+
+    name = "search_quality_tiny" if args.tiny else "search_quality"
+    runs_dir = args.results / f"{name}_runs"
+    seeds = range(1 if args.tiny else args.seeds)
+    methods = [m for m in args.methods.split(",") if m]
+    datasets = [d for d in args.datasets.split(",") if d]
+    unknown = sorted(set(methods) - set(METHODS)) + sorted(set(datasets) - set(DATASETS))
+    if unknown:
+        parser.error(f"unknown method or data set: {', '.join(unknown)}")
+    # Baselines first, seed by seed, so a partial run already compares every method.
+    jobs = [
+        (m, d, s)
+        for group in (BASELINES, VARIANTS)
+        for s in seeds
+        for d in datasets
+        for m in methods
+        if m in group
+    ]
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.jobs))
+
+    def launch(job: tuple[str, str, int]) -> str:
+        method, dataset, seed = job
+        out = runs_dir / f"{method}-{dataset}-{seed}.json"
+        if out.exists():
+            return f"{out.name}: kept"
+        command = [
+            sys.executable, __file__, "--job", method, dataset, str(seed),
+            "--threads", str(threads), "--out", str(out),
+        ] + (["--tiny"] if args.tiny else [])  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{method} {dataset} seed {seed} failed:\n{done.stderr[-3000:]}")
+        return f"{out.name}: {json.loads(out.read_text())['test_accuracy']:.4f}"
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for line in pool.map(launch, jobs):
+            print(line, flush=True)
+
+    runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))]
+    runs = [r for r in runs if r["method"] in methods and r["dataset"] in datasets]
+    command = "python benchmarks/search_quality.py" + (" --tiny" if args.tiny else "")
+    text, summary = summarise(runs, command=command, tiny=args.tiny)
+    args.results.mkdir(parents=True, exist_ok=True)
+    for dataset in datasets:
+        _plot(runs, dataset, args.results / f"{name}_{dataset}.png")
+    (args.results / f"{name}.md").write_text(text, encoding="utf-8")
+    (args.results / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

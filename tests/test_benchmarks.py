@@ -1,0 +1,116 @@
+"""The benchmarks run in CI at a tiny size so they cannot rot, and the search-quality
+summary's arithmetic is checked on hand-made runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(script: str, *args: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(BENCHMARKS.parent), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _record(epochs: int, score: float | None) -> dict[str, Any]:
+    return {"epochs": epochs, "score": score}
+
+
+def test_the_curve_is_the_best_score_so_far_against_epochs_spent() -> None:
+    quality = _module("search_quality")
+    records = [_record(3, None), _record(3, 0.5), _record(4, 0.4), _record(10, 0.9)]
+    # A failed first trial spends budget but has no score to plot.
+    assert quality._curve(records) == [[6, 0.5], [10, 0.5], [20, 0.9]]
+    assert quality._epochs_to_reach([[6, 0.5], [10, 0.5], [20, 0.9]], 0.8) == 20
+    assert quality._epochs_to_reach([[6, 0.5]], 0.8) is None
+    assert quality._best_at([[6, 0.5], [20, 0.9]], 19) == 0.5
+
+
+def _run_record(method: str, seed: int, accuracy: float, curve: list[list[float]]) -> dict:
+    return {
+        "method": method,
+        "dataset": "digits",
+        "seed": seed,
+        "budget": 30,
+        "test_accuracy": accuracy,
+        "curve": curve,
+        "epochs": curve[-1][0],
+        "best_validation": curve[-1][1],
+        "seconds": 1.0,
+    }
+
+
+def test_the_summary_names_baselines_that_beat_the_pipeline_and_the_budget_it_needed() -> None:
+    quality = _module("search_quality")
+    runs = [
+        _run_record("pipeline", 0, 0.90, [[5, 0.8], [9, 0.95]]),
+        _run_record("pipeline", 1, 0.92, [[5, 0.7], [30, 0.75]]),
+        _run_record("kt_random", 0, 0.80, [[20, 0.9], [30, 0.9]]),
+        _run_record("kt_random", 1, 0.80, [[20, 0.8], [30, 0.8]]),
+        _run_record("untuned", 0, 0.95, [[30, 0.9]]),
+        _run_record("untuned", 1, 0.93, [[30, 0.9]]),
+    ]
+    text, summary = quality.summarise(runs, command="cmd", tiny=False)
+    assert summary["cells"]["pipeline"]["digits"]["test_accuracy_mean"] == pytest.approx(0.91)
+    assert summary["cells"]["untuned"]["digits"]["seeds"] == 2
+    goals = summary["goals"]["digits"]
+    assert goals["baselines_with_higher_mean"] == ["untuned"]
+    # Seed 0: RandomSearch's final 0.9 reached after 9 of its 30 epochs; seed 1: never.
+    assert goals["fraction_of_random_budget_to_reach_its_final_validation"] == [0.3, None]
+    assert "| pipeline | 0.9100 +- 0.0141 (n=2) |" in text
+
+
+@pytest.mark.slow
+def test_tiny_search_quality_benchmark(tmp_path: Path) -> None:
+    _run("search_quality.py", "--tiny", "--datasets", "breast_cancer", "--results", str(tmp_path))
+    summary = json.loads((tmp_path / "search_quality_tiny.json").read_text())
+    quality = _module("search_quality")
+    assert set(summary["cells"]) == set(quality.METHODS)
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "search_quality_tiny_runs").iterdir()]
+    for run in runs:
+        assert 0.5 <= run["test_accuracy"] <= 1.0, run["method"]
+        assert 0 < run["epochs"] <= run["budget"], run["method"]
+        spent = [point[0] for point in run["curve"]]
+        best = [point[1] for point in run["curve"]]
+        assert spent == sorted(spent) and best == sorted(best), run["method"]
+    assert (tmp_path / "search_quality_tiny_breast_cancer.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_tiny_trial_speed_memory_and_workers_benchmarks(tmp_path: Path) -> None:
+    _run("trial_speed.py", "--epochs", "1", "--configs", "1", "--results", str(tmp_path))
+    speed = json.loads((tmp_path / "trial_speed.json").read_text())
+    assert speed["epoch_speedup_median"] > 0 and len(speed["rows"]) == 1
+    assert 0 < speed["val_accuracy_pipeline_mean"] <= 1
+    _run("memory.py", "--trials", "6", "--results", str(tmp_path))
+    memory = json.loads((tmp_path / "memory.json").read_text())
+    assert memory["completed"] == 6 and len(memory["rss_mib_per_trial"]) == 6
+    _run("workers.py", "--trials", "2", "--epochs", "1", "--results", str(tmp_path))
+    workers = json.loads((tmp_path / "workers.json").read_text())
+    assert workers["ratio_2_to_1_search"] > 0 and workers["trials"] == 2
