@@ -360,6 +360,15 @@ def _auto_learning_rate(config: PipelineConfig, prepared: _Prepared) -> Pipeline
     return dataclasses.replace(config, search=search)
 
 
+def _found_learning_rates(experiment: Path) -> tuple[float, float] | None:
+    """The bounds an ``"auto"`` search's range test saved, None if unreadable."""
+    try:
+        low, high = json.loads((experiment / LR_FIND_FILE).read_text("utf-8"))["bounds"]
+        return float(low), float(high)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
     """The search's plan (`kt_pipeline.plan`) without running it; 0 calibration epochs
     skips the timing. The experiment directory is not touched: the tuner is built in a
@@ -483,7 +492,14 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
     dataset, splits = prepared.dataset, prepared.splits
     experiment = Path(config.runtime.experiment_dir)
     _prepare_experiment_dir(experiment)
-    if not overwrite and (experiment / PROJECT_NAME).is_dir():
+    resuming = not overwrite and (experiment / PROJECT_NAME).is_dir()
+    range_test = config.search.learning_rate_auto
+    if resuming and range_test:
+        found = _found_learning_rates(experiment)
+        if found is not None:  # keep them: a new test could move the space under old trials
+            search = dataclasses.replace(config.search, learning_rate=found)
+            config, range_test = dataclasses.replace(config, search=search), False
+    if resuming:
         check_resumable(experiment / CONFIG_FILE, config_to_dict(config))
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -499,7 +515,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
         ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
     )
 
-    if config.search.learning_rate_auto:
+    if range_test:
         config = _auto_learning_rate(config, prepared)
     tuner = _make_tuner(config, prepared, overwrite=overwrite, strategy=strategy)
     if role != "worker":

@@ -13,6 +13,7 @@ import pytest
 from conftest import tiny_search_args
 
 from hypermodels import MLPHyperModel
+from kt_pipeline import pipeline
 from kt_pipeline.cli import main
 from kt_pipeline.config import load_config, save_config
 from kt_pipeline.errors import UserInputError
@@ -106,8 +107,11 @@ def test_auto_is_a_flag_and_other_text_is_rejected(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_auto_sets_the_bounds_the_search_uses(
-    tmp_path: Path, csv_file: object, capsys: pytest.CaptureFixture[str]
+def test_auto_sets_the_bounds_the_search_uses_and_keeps_them_on_resume(
+    tmp_path: Path,
+    csv_file: object,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = csv_file(200, task="regression")  # type: ignore[operator]
     experiment = tmp_path / "exp"
@@ -133,6 +137,17 @@ def test_auto_sets_the_bounds_the_search_uses(
     assert load_config(experiment / "config.toml").search.learning_rate == pytest.approx(
         (low, high)
     )
+
+    # Run again, it resumes with the bounds it found (no new range test, no refusal).
+    def no_new_range_test(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the range test ran again on resume")
+
+    args[args.index("--max-trials") + 1] = "3"
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "find_learning_rates", no_new_range_test)
+        assert main(args) == 0
+    assert json.loads((experiment / "lr_find.json").read_text()) == found
+    assert len(list((experiment / "search").glob("trial_*"))) == 3
 
     # The command on its own prints the range it suggests and saves the plot.
     plot = tmp_path / "lr.png"
