@@ -682,7 +682,7 @@ def main() -> None:
 
     runs = [json.loads(p.read_text()) for p in sorted(runs_dir.glob("*.json"))]
     runs = [r for r in runs if r["method"] in methods and r["dataset"] in datasets]
-    command = "python benchmarks/search_quality.py" + (" --tiny" if args.tiny else "")
+    command = " ".join(["python benchmarks/search_quality.py", *sys.argv[1:]])
     text, summary = summarise(runs, command=command, tiny=args.tiny)
     args.results.mkdir(parents=True, exist_ok=True)
     for dataset in datasets:
