@@ -15,6 +15,10 @@ The suggested range, in the spirit of Smith's and fastai's reading of the curve:
   minimum) / 10, and at least one decade below the upper bound, so the log-scale
   search still has a range to explore.
 
+Both are read after the first tenth of the steps, where the average still rests on a
+few batches. The loss Keras logs per batch is a running mean over the epoch, so the
+test resets the metrics before every batch and records each batch's own loss.
+
 The representative model is the search space's default hyperparameters (first
 choice of each list, lower end of each range) with a constant schedule, since a
 schedule would fight the test's own rate.
@@ -70,6 +74,10 @@ class _RangeTest(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.model.optimizer.learning_rate.assign(float(self.rates[self.step]))
+        # Keras reports a batch's "loss" as the running mean since the epoch began; an
+        # epoch longer than the test would then show a curve lagging by many decades of
+        # rate. Reset, the logged loss is this batch's alone.
+        self.model.reset_metrics()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = float((logs or {}).get("loss", math.nan))
@@ -104,9 +112,12 @@ def suggest_range(
         )
     rates = np.asarray(learning_rates, dtype=float)
     loss = np.asarray(smoothed, dtype=float)
-    lowest = int(np.argmin(loss))
+    # The first tenth is skipped (as fastai does): the moving average there rests on a
+    # handful of batches, and one lucky batch would read as the minimum or the slope.
+    skip = len(loss) // 10
+    lowest = skip + int(np.argmin(loss[skip:]))
     slope = np.gradient(loss, np.log10(rates))
-    steepest = int(np.argmin(slope[: max(lowest, 1) + 1]))
+    steepest = skip + int(np.argmin(slope[skip : lowest + 1]))
     high = float(rates[lowest]) / 10
     low = min(float(rates[steepest]) / 10, high / 10)
     return float(rates[steepest]), float(rates[lowest]), (low, high)

@@ -70,6 +70,24 @@ def test_suggested_range_brackets_a_good_rate_and_excludes_a_diverging_one() -> 
     assert result.steepest <= result.minimum
 
 
+def test_recorded_losses_are_each_batch_not_the_epochs_running_mean() -> None:
+    x, y, hypermodel = _regression()
+    # Rates too small to move the weights: every batch is scored by the same model, so
+    # the batches' own losses average to the loss on all the data (8 equal batches).
+    result = lr_range_test(hypermodel, x, y, min_lr=1e-12, max_lr=2e-12, num_steps=8)
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("lr_schedule", "constant")
+    keras.utils.set_random_seed(0)
+    model = hypermodel.build(hp)
+    everything = float(model.evaluate(x, y, batch_size=len(y), verbose=0)[0])
+    losses = np.asarray(result.losses)
+    assert len(losses) == 8
+    assert np.mean(losses) == pytest.approx(everything, rel=1e-3)
+    # A running mean would end on the mean of all batches; a batch's own loss does not.
+    assert abs(losses[-1] - everything) > 1e-3 * everything
+    assert np.std(losses) > 0.05 * everything
+
+
 def test_suggest_range_reads_a_known_curve() -> None:
     rates = np.geomspace(1e-6, 1.0, 61)
     position = np.log10(rates)
