@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from hypermodels.features import TabularSchema, build_preprocessing
 from hypermodels.inputs import InputCache
-from hypermodels.optimizers import OPTIMIZERS, build_optimizer
+from hypermodels.optimizers import OPTIMIZERS, build_optimizer, choose_learning_rate
 from hypermodels.schedules import SCHEDULES, build_schedule, schedule_callbacks
 
 __all__ = [
@@ -88,6 +88,8 @@ class SearchSpace:
         l2: L2 kernel penalty, like `l1`.
         optimizers: Optimizer.
         learning_rate: Initial learning rate (log scale).
+        optimizer_learning_rates: Optimizer name to its own learning-rate range,
+            replacing `learning_rate` for that optimizer (`choose_learning_rate`).
         schedules: Learning-rate schedule.
         batch_sizes: Batch size.
         gradient_clipping: ``none``, ``norm`` (per variable) or ``global_norm``.
@@ -108,6 +110,9 @@ class SearchSpace:
     l2: tuple[float, float] = (0.0, 1e-3)
     optimizers: tuple[str, ...] = OPTIMIZERS
     learning_rate: tuple[float, float] = (1e-4, 1e-2)
+    optimizer_learning_rates: Mapping[str, tuple[float, float]] = dataclasses.field(
+        default_factory=dict
+    )
     schedules: tuple[str, ...] = SCHEDULES
     batch_sizes: tuple[int, ...] = (32, 64, 128)
     gradient_clipping: tuple[str, ...] = ("none", "global_norm")
@@ -303,7 +308,12 @@ class MLPHyperModel(keras_tuner.HyperModel):
         model = keras.Model(inputs, self._head(x), name="mlp")
 
         batch_size = _choice(hp, "batch_size", space.batch_sizes)
-        learning_rate = _float_range(hp, "learning_rate", space.learning_rate, log=True)
+        learning_rate = choose_learning_rate(
+            hp,
+            bounds=space.learning_rate,
+            choices=space.optimizers,
+            by_optimizer=space.optimizer_learning_rates,
+        )
         schedule = build_schedule(
             hp,
             learning_rate=learning_rate,

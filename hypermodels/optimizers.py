@@ -8,7 +8,7 @@ Gradient clipping is chosen here too, since it is an optimizer argument.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -16,7 +16,7 @@ import keras_tuner
 
 from hypermodels.schedules import LearningRate
 
-__all__ = ["CLIPPING", "OPTIMIZERS", "build_optimizer"]
+__all__ = ["CLIPPING", "OPTIMIZERS", "build_optimizer", "choose_learning_rate"]
 
 #: The optimizers a search space may name.
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam")
@@ -77,6 +77,60 @@ def _clipping(
     if mode == "global_norm":
         return {"global_clipnorm": norm}
     return {}
+
+
+def _log_range(hp: keras_tuner.HyperParameters, name: str, bounds: tuple[float, float]) -> Any:
+    low, high = bounds
+    if low == high:
+        return hp.Fixed(name, float(low))
+    return hp.Float(name, float(low), float(high), sampling="log")
+
+
+def choose_learning_rate(
+    hp: keras_tuner.HyperParameters,
+    *,
+    bounds: tuple[float, float],
+    choices: Sequence[str] = OPTIMIZERS,
+    by_optimizer: Mapping[str, tuple[float, float]] | None = None,
+) -> float:
+    """Chooses the learning rate (log scale): ``learning_rate`` within `bounds`, or for
+    an optimizer with its own range in `by_optimizer`, ``<optimizer>_learning_rate``.
+
+    Useful rates differ by decades between optimizers (plain SGD and Adagrad want about
+    ten times Adam's), so one shared range wastes trials on rates that barely train. An
+    optimizer's own rate is a conditional hyperparameter like its other settings
+    (``sgd_momentum``), active only in its trials. It has a name of its own because
+    KerasTuner cannot keep two hyperparameters of one name under different conditions:
+    `HyperParameters.ensure_active_values` drops the value of the active one whenever
+    an inactive one comes later in the space.
+
+    Args:
+        hp: The trial's hyperparameters.
+        bounds: The range of the optimizers without their own.
+        choices: The optimizers the search may pick.
+        by_optimizer: Optimizer name to its own ``(min, max)`` range.
+
+    Returns:
+        The trial's learning rate.
+    """
+    own = [name for name in choices if by_optimizer and name in by_optimizer]
+    if not own:
+        return float(_log_range(hp, "learning_rate", bounds))
+    assert by_optimizer is not None
+    # The optimizer is chosen first so the conditions below have a parent to name.
+    hp.Choice("optimizer", list(choices))
+    # Every scope is entered whatever the choice, so that KerasTuner registers all of
+    # them on its first build; only the active one returns a value.
+    rates = []
+    shared = [name for name in choices if name not in own]
+    if shared:
+        with hp.conditional_scope("optimizer", shared):
+            rates.append(_log_range(hp, "learning_rate", bounds))
+    for name in own:
+        with hp.conditional_scope("optimizer", [name]):
+            rates.append(_log_range(hp, f"{name}_learning_rate", by_optimizer[name]))
+    (rate,) = [r for r in rates if r is not None]
+    return float(rate)
 
 
 def build_optimizer(

@@ -8,6 +8,7 @@ tree is saved beside the results (``config.toml``) so a run can be read and repe
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import math
@@ -132,9 +133,10 @@ class SearchConfig(SearchSpace):
             num_classes, target_mean, target_std, train_size, max_epochs, space,
             objective, steps_per_execution, jit_compile).
         learning_rate_auto: Before the search, run the learning-rate range test
-            (`kt_pipeline.lr_find`) for every optimizer of the space and replace
-            `learning_rate` with the union of the suggested ranges. Written in a config
-            as ``learning_rate = "auto"``, which sets this flag.
+            (`kt_pipeline.lr_find`) for every optimizer of the space and give each
+            optimizer its suggested range in `optimizer_learning_rates` (and
+            `learning_rate` the union of them). Written in a config as
+            ``learning_rate = "auto"``, which sets this flag.
     """
 
     hypermodel: str = "hypermodels:MLPHyperModel"
@@ -144,6 +146,10 @@ class SearchConfig(SearchSpace):
         _check_range("search.num_layers", self.num_layers, low=0, high=64)
         _check_range("search.dropout", self.dropout, low=0.0, high=0.95)
         _check_range("search.learning_rate", self.learning_rate, low=0.0, high=10.0, log=True)
+        for name, bounds in self.optimizer_learning_rates.items():
+            field = f"search.optimizer_learning_rates.{name}"
+            _check_choice(field, name, OPTIMIZERS)
+            _check_range(field, bounds, low=0.0, high=10.0, log=True)
         _check_range("search.clip_norm", self.clip_norm, low=0.0, high=1e6, log=True)
         _check_range(
             "search.early_stopping_patience", self.early_stopping_patience, low=0, high=10_000
@@ -363,6 +369,11 @@ def _coerce_scalar(field: str, value: Any, kind: type) -> Any:
 
 def _coerce(field: str, value: Any, annotation: Any) -> Any:
     """Checks one value against its dataclass annotation and converts lists to tuples."""
+    if typing.get_origin(annotation) is collections.abc.Mapping:  # a TOML table
+        if not isinstance(value, dict):
+            raise _fail(field, "a table of name = value", value)
+        _, item = typing.get_args(annotation)
+        return {str(key): _coerce(f"{field}.{key}", v, item) for key, v in value.items()}
     if typing.get_origin(annotation) is not tuple:
         return _coerce_scalar(field, value, annotation)
     args = typing.get_args(annotation)
@@ -467,6 +478,8 @@ def config_to_dict(config: PipelineConfig) -> dict[str, dict[str, Any]]:
     """The config as plain TOML-able data (tuples become lists)."""
 
     def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
         return list(value) if isinstance(value, tuple) else value
 
     return {

@@ -132,6 +132,7 @@ def _representative_model(
     hp.Fixed("learning_rate", learning_rate)
     if optimizer is not None:
         hp.Fixed("optimizer", optimizer)
+        hp.Fixed(f"{optimizer}_learning_rate", learning_rate)  # its own range, if it has one
     model = hypermodel.build(hp)
     return model, hp
 

@@ -348,24 +348,52 @@ def find_learning_rates(
 
 
 def _auto_learning_rate(config: PipelineConfig, prepared: _Prepared) -> PipelineConfig:
-    """``search.learning_rate = "auto"``: the range test sets the learning-rate bounds."""
+    """``search.learning_rate = "auto"``: the range test sets each optimizer's
+    learning-rate range (and `learning_rate` to the union of them)."""
     experiment = Path(config.runtime.experiment_dir)
     results = find_learning_rates(config, prepared=prepared, plot_path=experiment / LR_FIND_PLOT)
-    bounds = union_range(results)
-    (experiment / LR_FIND_FILE).write_text(
-        json.dumps({"bounds": bounds, "tests": [r.to_json() for r in results]}), "utf-8"
+    found = LearningRates(
+        bounds=union_range(results), by_optimizer={r.optimizer: r.suggested for r in results}
     )
-    log.info("learning-rate range test: search.learning_rate = [%.3g, %.3g]", *bounds)
-    search = dataclasses.replace(config.search, learning_rate=bounds)
-    return dataclasses.replace(config, search=search)
+    (experiment / LR_FIND_FILE).write_text(
+        json.dumps(
+            {
+                "bounds": found.bounds,
+                "by_optimizer": found.by_optimizer,
+                "tests": [r.to_json() for r in results],
+            }
+        ),
+        "utf-8",
+    )
+    for name, (low, high) in found.by_optimizer.items():
+        log.info("learning-rate range test: %s learning_rate in [%.3g, %.3g]", name, low, high)
+    return found.apply(config)
 
 
-def _found_learning_rates(experiment: Path) -> tuple[float, float] | None:
-    """The bounds an ``"auto"`` search's range test saved, None if unreadable."""
+@dataclasses.dataclass(frozen=True)
+class LearningRates:
+    """The learning-rate ranges an ``"auto"`` search's range test found."""
+
+    bounds: tuple[float, float]
+    by_optimizer: dict[str, tuple[float, float]]
+
+    def apply(self, config: PipelineConfig) -> PipelineConfig:
+        search = dataclasses.replace(
+            config.search, learning_rate=self.bounds, optimizer_learning_rates=self.by_optimizer
+        )
+        return dataclasses.replace(config, search=search)
+
+
+def _found_learning_rates(experiment: Path) -> LearningRates | None:
+    """The ranges an ``"auto"`` search's range test saved, None if unreadable."""
     try:
-        low, high = json.loads((experiment / LR_FIND_FILE).read_text("utf-8"))["bounds"]
-        return float(low), float(high)
-    except (OSError, ValueError, KeyError, TypeError):
+        saved = json.loads((experiment / LR_FIND_FILE).read_text("utf-8"))
+        low, high = saved["bounds"]
+        by_optimizer = {
+            str(name): (float(a), float(b)) for name, (a, b) in saved["by_optimizer"].items()
+        }
+        return LearningRates(bounds=(float(low), float(high)), by_optimizer=by_optimizer)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -497,8 +525,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
     if resuming and range_test:
         found = _found_learning_rates(experiment)
         if found is not None:  # keep them: a new test could move the space under old trials
-            search = dataclasses.replace(config.search, learning_rate=found)
-            config, range_test = dataclasses.replace(config, search=search), False
+            config, range_test = found.apply(config), False
     if resuming:
         check_resumable(experiment / CONFIG_FILE, config_to_dict(config))
     if config.runtime.deterministic:

@@ -90,4 +90,6 @@ def _plain(value: Any) -> Any:
     """Lists and tuples compare equal; ints and floats compare by value."""
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
     return value

@@ -49,6 +49,44 @@ def test_every_optimizer_in_the_space_has_a_class() -> None:
     assert set(OPTIMIZER_CLASSES) == set(OPTIMIZERS)
 
 
+def test_an_optimizer_with_its_own_learning_rate_range_trains_within_it() -> None:
+    space = {
+        "optimizers": ("adam", "sgd", "adagrad"),
+        "learning_rate": (1e-4, 1e-3),
+        "optimizer_learning_rates": {"sgd": (0.02, 0.2), "adagrad": (0.05, 0.05)},
+        "schedules": ("constant",),
+    }
+    hypermodel = _hypermodel(**space)
+    # As a KerasTuner tuner does: build once to register the space, then set a parent's
+    # value and `ensure_active_values` (which drops the value of a same-named
+    # hyperparameter under another condition; these names are distinct).
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    names = {h.name: [c.values for c in h.conditions] for h in hp.space}
+    assert names["learning_rate"] == [["adam"]]
+    assert names["sgd_learning_rate"] == [["sgd"]]
+    assert names["adagrad_learning_rate"] == [["adagrad"]]
+    seen = set()
+    for seed in range(30):
+        values = hp.copy()
+        values.values["optimizer"] = space["optimizers"][seed % 3]
+        values.ensure_active_values()
+        model = hypermodel.build(values)
+        name = values.get("optimizer")
+        rate = float(model.optimizer.learning_rate)
+        low, high = {"adam": (1e-4, 1e-3), **space["optimizer_learning_rates"]}[name]
+        assert low * (1 - 1e-6) <= rate <= high * (1 + 1e-6), (name, rate)
+        seen.add(name)
+    assert seen == {"adam", "sgd", "adagrad"}
+
+
+def test_without_per_optimizer_ranges_the_learning_rate_is_one_plain_hyperparameter() -> None:
+    hp = keras_tuner.HyperParameters()
+    _build(hp, optimizers=("adam", "sgd"))
+    (rate,) = [h for h in hp.space if h.name.endswith("learning_rate")]
+    assert rate.name == "learning_rate" and not rate.conditions
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_each_optimizer_and_its_own_settings_reach_the_model(name: str) -> None:
     hp = keras_tuner.HyperParameters()

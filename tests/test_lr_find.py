@@ -135,37 +135,54 @@ def test_auto_sets_the_bounds_the_search_uses_and_keeps_them_on_resume(
     experiment = tmp_path / "exp"
     args = tiny_search_args(experiment, data)
     args += ["--set", "search.learning_rate=auto", "--set", "export.enabled=false"]
+    args += ["--set", "search.optimizers=['adam', 'sgd']", "--max-trials", "4"]
     assert main(args) == 0
     found = json.loads((experiment / "lr_find.json").read_text())
     low, high = found["bounds"]
     assert 0 < low < high
+    ranges = {name: tuple(bounds) for name, bounds in found["by_optimizer"].items()}
+    assert set(ranges) == {"adam", "sgd"}
+    assert ranges["adam"] != ranges["sgd"]  # measured per optimizer, not one range for all
+    assert min(r[0] for r in ranges.values()) == low and max(r[1] for r in ranges.values()) == high
     assert (experiment / "lr_find.png").read_bytes()[:8] == _PNG_SIGNATURE
-    # The oracle's space, which every trial samples from, has exactly these bounds.
+    # The oracle's space, which every trial samples from: a learning rate per optimizer,
+    # each active only under its optimizer, with that optimizer's bounds.
     oracle = json.loads((experiment / "search" / "oracle.json").read_text())
-    (space,) = [
-        hp["config"]
-        for hp in oracle["hyperparameters"]["space"]
-        if hp["config"]["name"] == "learning_rate"
+    declared = {}
+    for hp in oracle["hyperparameters"]["space"]:
+        if hp["config"]["name"].endswith("learning_rate"):
+            ((condition,),) = [hp["config"]["conditions"]]
+            (name,) = condition["config"]["values"]
+            assert hp["config"]["name"] == f"{name}_learning_rate"
+            declared[name] = (hp["config"]["min_value"], hp["config"]["max_value"])
+            assert hp["config"]["sampling"] == "log"
+    assert declared.keys() == ranges.keys()
+    for name, bounds in ranges.items():
+        assert declared[name] == pytest.approx(bounds)
+    trials = [
+        json.loads(f.read_text())["hyperparameters"]["values"]
+        for f in (experiment / "search").glob("trial_*/trial.json")
     ]
-    assert (space["min_value"], space["max_value"]) == pytest.approx((low, high))
-    assert space["sampling"] == "log"
-    for trial_file in (experiment / "search").glob("trial_*/trial.json"):
-        rate = json.loads(trial_file.read_text())["hyperparameters"]["values"]["learning_rate"]
-        assert low <= rate <= high
-    assert load_config(experiment / "config.toml").search.learning_rate == pytest.approx(
-        (low, high)
-    )
+    assert len(trials) == 4
+    for values in trials:
+        own_low, own_high = ranges[values["optimizer"]]
+        assert own_low <= values[f"{values['optimizer']}_learning_rate"] <= own_high
+    saved = load_config(experiment / "config.toml").search
+    assert saved.learning_rate == pytest.approx((low, high))
+    assert saved.optimizer_learning_rates.keys() == ranges.keys()
+    for name, bounds in ranges.items():
+        assert saved.optimizer_learning_rates[name] == pytest.approx(bounds)
 
     # Run again, it resumes with the bounds it found (no new range test, no refusal).
     def no_new_range_test(*args: object, **kwargs: object) -> None:
         raise AssertionError("the range test ran again on resume")
 
-    args[args.index("--max-trials") + 1] = "3"
+    args[len(args) - 1 - args[::-1].index("--max-trials") + 1] = "5"
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "find_learning_rates", no_new_range_test)
         assert main(args) == 0
     assert json.loads((experiment / "lr_find.json").read_text()) == found
-    assert len(list((experiment / "search").glob("trial_*"))) == 3
+    assert len(list((experiment / "search").glob("trial_*"))) == 5
 
     # The command on its own prints the range it suggests and saves the plot.
     plot = tmp_path / "lr.png"
