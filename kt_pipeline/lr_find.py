@@ -12,8 +12,9 @@ The suggested range, in the spirit of Smith's and fastai's reading of the curve:
 * **upper bound** = (rate at the minimum of the smoothed loss) / 10: the minimum sits
   right before divergence, and a whole trial at that rate is too aggressive;
 * **lower bound** = (rate of steepest descent of the smoothed loss, before the
-  minimum) / 10, and at least one decade below the upper bound, so the log-scale
-  search still has a range to explore.
+  minimum, with the slope read across a quarter of a decade) / 10, at least one decade
+  below the upper bound, so the log-scale search still has a range to explore, and at
+  most three.
 
 Both are read after the first tenth of the steps, where the average still rests on a
 few batches. The loss Keras logs per batch is a running mean over the epoch, so the
@@ -37,6 +38,13 @@ import keras_tuner
 import numpy as np
 
 __all__ = ["LRFindResult", "lr_range_test", "plot_lr_find", "suggest_range", "union_range"]
+
+# Decades of learning rate on each side of a point over which the curve's slope is read.
+_SLOPE_HALF_WINDOW = 0.125
+
+# The widest suggested range, in decades: a curve whose descent starts far below its
+# minimum would otherwise hand the search decades of rates that do not train.
+_MAX_DECADES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,10 +124,19 @@ def suggest_range(
     # handful of batches, and one lucky batch would read as the minimum or the slope.
     skip = len(loss) // 10
     lowest = skip + int(np.argmin(loss[skip:]))
-    slope = np.gradient(loss, np.log10(rates))
+    # The slope is measured across an eighth of a decade on each side: between
+    # neighbouring steps, batch noise in the flat part of the curve outweighs the real
+    # but gentle descent of an optimizer such as plain SGD.
+    position = np.log10(rates)
+    spacing = (position[-1] - position[0]) / max(len(position) - 1, 1)
+    reach = max(1, round(_SLOPE_HALF_WINDOW / spacing)) if spacing > 0 else 1
+    ahead = np.minimum(np.arange(len(loss)) + reach, len(loss) - 1)
+    behind = np.maximum(np.arange(len(loss)) - reach, 0)
+    slope = (loss[ahead] - loss[behind]) / np.maximum(position[ahead] - position[behind], 1e-12)
     steepest = skip + int(np.argmin(slope[skip : lowest + 1]))
     high = float(rates[lowest]) / 10
     low = min(float(rates[steepest]) / 10, high / 10)
+    low = max(low, high / 10**_MAX_DECADES)
     return float(rates[steepest]), float(rates[lowest]), (low, high)
 
 

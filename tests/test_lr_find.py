@@ -88,6 +88,19 @@ def test_recorded_losses_are_each_batch_not_the_epochs_running_mean() -> None:
     assert np.std(losses) > 0.05 * everything
 
 
+def test_a_gentle_descent_is_read_through_batch_noise_and_the_range_is_capped() -> None:
+    # Plain SGD's shape: flat and noisy for decades, then a gentle fall to a minimum at
+    # 1.0, then divergence. Neighbouring noisy steps must not read as the steepest.
+    rates = np.geomspace(1e-7, 10.0, 200)
+    position = np.log10(rates)
+    noise = np.random.default_rng(2).normal(0.0, 0.01, size=rates.size)
+    loss = 1.1 + noise - 0.15 * np.clip(position + 2, 0, 2) + 5 * np.clip(position, 0, None) ** 2
+    steepest, minimum, (low, high) = suggest_range(rates, loss)
+    assert 1e-2 <= steepest <= 1.0
+    assert minimum == pytest.approx(1.0, rel=0.3)
+    assert high / 1000 <= low <= high / 10
+
+
 def test_suggest_range_reads_a_known_curve() -> None:
     rates = np.geomspace(1e-6, 1.0, 61)
     position = np.log10(rates)
