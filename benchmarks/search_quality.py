@@ -593,8 +593,72 @@ def summarise(
             f"accuracy in {len(reached)}/{len(fractions)} seeds, using a median "
             f"{median} of RandomSearch's epochs (per seed: {fractions})."
         )
-    summary = {"cells": cells, "goals": goals, "command": command, "tiny": tiny}
+    comparisons = _paired_comparisons(runs)
+    if comparisons:
+        lines += [
+            "",
+            "## Variants, seed by seed",
+            "",
+            "Each seed fixes the split, so two methods on one seed face the same data: the",
+            "difference in test accuracy (first minus second), and the seeds on which the",
+            "first was better, worse or equal.",
+            "",
+            "| first | second | data set | mean difference | better / worse / equal |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in comparisons:
+            lines.append(
+                f"| {row['first']} | {row['second']} | {row['dataset']} | "
+                f"{row['mean_difference']:+.4f} | {row['better']} / {row['worse']} / "
+                f"{row['equal']} |"
+            )
+    summary = {
+        "cells": cells,
+        "goals": goals,
+        "comparisons": comparisons,
+        "command": command,
+        "tiny": tiny,
+    }
     return "\n".join(lines) + "\n", summary
+
+
+#: (first, second) method pairs compared seed by seed, where both ran.
+_PAIRS = (
+    ("pipeline_auto_lr", "pipeline"),
+    ("pipeline_bohb", "pipeline"),
+    ("pipeline_bohb", "pipeline_bayesian"),
+    ("pipeline_bayesian", "pipeline"),
+)
+
+
+def _paired_comparisons(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (pair, data set): the mean per-seed difference in test accuracy and the
+    count of seeds on which the first method was better, worse or equal."""
+    score = {(r["method"], r["dataset"], r["seed"]): r["test_accuracy"] for r in runs}
+    rows = []
+    for first, second in _PAIRS:
+        for dataset in DATASETS:
+            seeds = sorted(
+                seed
+                for method, data, seed in score
+                if method == first and data == dataset and (second, dataset, seed) in score
+            )
+            if not seeds:
+                continue
+            diffs = [score[first, dataset, s] - score[second, dataset, s] for s in seeds]
+            rows.append(
+                {
+                    "first": first,
+                    "second": second,
+                    "dataset": dataset,
+                    "seeds": len(seeds),
+                    "mean_difference": round(statistics.fmean(diffs), 4),
+                    "better": sum(d > 0 for d in diffs),
+                    "worse": sum(d < 0 for d in diffs),
+                    "equal": sum(d == 0 for d in diffs),
+                }
+            )
+    return rows
 
 
 def _plot(runs: list[dict[str, Any]], dataset: str, path: Path) -> None:

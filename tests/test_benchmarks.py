@@ -86,6 +86,26 @@ def test_the_summary_names_baselines_that_beat_the_pipeline_and_the_budget_it_ne
     assert "| pipeline | 0.9100 +- 0.0141 (n=2) |" in text
 
 
+def test_variants_are_compared_seed_by_seed_where_both_ran() -> None:
+    quality = _module("search_quality")
+    curve = [[30, 0.9]]
+    runs = [
+        _run_record("pipeline", 0, 0.90, curve),
+        _run_record("pipeline", 1, 0.92, curve),
+        _run_record("pipeline", 2, 0.80, curve),
+        _run_record("pipeline_bohb", 0, 0.95, curve),
+        _run_record("pipeline_bohb", 1, 0.92, curve),
+        _run_record("pipeline_bohb", 3, 0.10, curve),  # no pipeline run on seed 3
+    ]
+    text, summary = quality.summarise(runs, command="cmd", tiny=False)
+    (row,) = summary["comparisons"]
+    assert (row["first"], row["second"], row["dataset"]) == ("pipeline_bohb", "pipeline", "digits")
+    assert row["seeds"] == 2
+    assert row["mean_difference"] == pytest.approx(0.025)
+    assert (row["better"], row["worse"], row["equal"]) == (1, 0, 1)
+    assert "| pipeline_bohb | pipeline | digits | +0.0250 | 1 / 0 / 1 |" in text
+
+
 @pytest.mark.slow
 def test_tiny_search_quality_benchmark(tmp_path: Path) -> None:
     _run("search_quality.py", "--tiny", "--datasets", "breast_cancer", "--results", str(tmp_path))
