@@ -417,7 +417,7 @@ def _run_pipeline(
         trials = budget // settings["max_epochs"]
         overrides += ["tuner.algorithm='bayesian'", f"tuner.max_trials={trials}"]
     config = load_config(None, overrides)
-    run_search(config)
+    search = run_search(config)
     model, schema = load_best_model(config)
     dataset = load_dataset(source)
     test = split_dataset(
@@ -438,6 +438,7 @@ def _run_pipeline(
         "test_accuracy": float(np.mean(predicted == test.y)),
         "curve": _curve(records),
         "trials": len(records),
+        "best_hyperparameters": search.best_hyperparameters,
     }
 
 
