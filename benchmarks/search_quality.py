@@ -18,6 +18,9 @@ model it picks:
   accuracy every epoch) on the same space, stopped when the budget is spent.
 * ``untuned``: Adam 1e-3, two Dense(128) relu layers, batch 32, trained up to the
   budget with early stopping (patience 10, best weights restored).
+* ``pipeline_shared_lr``: the pipeline with one learning-rate range for every
+  optimizer (``search.optimizer_learning_rates = {}``), the default before SGD and
+  Adagrad got ranges of their own.
 * ``pipeline_auto_lr``, ``pipeline_bohb``, ``pipeline_bayesian``: the pipeline with
   ``search.learning_rate = "auto"``, ``tuner = "bohb"`` and ``tuner = "bayesian"``
   (budget // max_epochs trials), for the comparisons of the #8 features.
@@ -60,7 +63,7 @@ RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
 BASELINES = ("pipeline", "kt_random", "kt_hyperband", "optuna_tpe", "untuned")
-VARIANTS = ("pipeline_auto_lr", "pipeline_bohb", "pipeline_bayesian")
+VARIANTS = ("pipeline_shared_lr", "pipeline_auto_lr", "pipeline_bohb", "pipeline_bayesian")
 METHODS = BASELINES + VARIANTS
 DATASETS = ("digits", "breast_cancer", "generated")
 
@@ -409,7 +412,9 @@ def _run_pipeline(
         "export.enabled=false",
         "tuner.objective='val_accuracy'",  # the metric every method is scored by
     ]
-    if method == "pipeline_auto_lr":
+    if method == "pipeline_shared_lr":
+        overrides.append("search.optimizer_learning_rates={}")
+    elif method == "pipeline_auto_lr":
         overrides.append("search.learning_rate='auto'")
     elif method == "pipeline_bohb":
         overrides.append("tuner.algorithm='bohb'")
@@ -625,7 +630,9 @@ def summarise(
 
 #: (first, second) method pairs compared seed by seed, where both ran.
 _PAIRS = (
+    ("pipeline", "pipeline_shared_lr"),
     ("pipeline_auto_lr", "pipeline"),
+    ("pipeline_auto_lr", "pipeline_shared_lr"),
     ("pipeline_bohb", "pipeline"),
     ("pipeline_bohb", "pipeline_bayesian"),
     ("pipeline_bayesian", "pipeline"),

@@ -412,6 +412,9 @@ def _build(raw: Mapping[str, Any]) -> PipelineConfig:
         values = raw.get(section, {})
         if section == "search":
             values = _learning_rate_auto(values)
+            if "learning_rate" in values and "optimizer_learning_rates" not in values:
+                # A learning rate set by hand is meant for every optimizer.
+                values = {**values, "optimizer_learning_rates": {}}
         hints = typing.get_type_hints(section_type)
         kwargs = {
             key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()

@@ -37,6 +37,8 @@ import keras
 import keras_tuner
 import numpy as np
 
+from hypermodels.optimizers import OPTIMIZERS
+
 __all__ = ["LRFindResult", "lr_range_test", "plot_lr_find", "suggest_range", "union_range"]
 
 # Decades of learning rate on each side of a point over which the curve's slope is read.
@@ -147,9 +149,10 @@ def _representative_model(
     # Declared first, these Fixed values win over the hypermodel's own Choice/Float.
     hp.Fixed("lr_schedule", "constant")
     hp.Fixed("learning_rate", learning_rate)
+    for name in OPTIMIZERS:  # an optimizer with a range of its own reads its own name
+        hp.Fixed(f"{name}_learning_rate", learning_rate)
     if optimizer is not None:
         hp.Fixed("optimizer", optimizer)
-        hp.Fixed(f"{optimizer}_learning_rate", learning_rate)  # its own range, if it has one
     model = hypermodel.build(hp)
     return model, hp
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from hypermodels import ACTIVATIONS, OPTIMIZERS, SCHEDULES, MLPHyperModel
+from kt_pipeline.config import load_config
 
 OPTIMIZER_CLASSES = {
     "adam": keras.optimizers.Adam,
@@ -82,9 +83,31 @@ def test_an_optimizer_with_its_own_learning_rate_range_trains_within_it() -> Non
 
 def test_without_per_optimizer_ranges_the_learning_rate_is_one_plain_hyperparameter() -> None:
     hp = keras_tuner.HyperParameters()
-    _build(hp, optimizers=("adam", "sgd"))
+    _build(hp, optimizers=("adam", "sgd"), optimizer_learning_rates={})
     (rate,) = [h for h in hp.space if h.name.endswith("learning_rate")]
     assert rate.name == "learning_rate" and not rate.conditions
+
+
+def test_by_default_sgd_and_adagrad_search_rates_of_their_own() -> None:
+    hp = keras_tuner.HyperParameters()
+    _build(hp)
+    rates = {h.name: (h.min_value, h.max_value) for h in hp.space if "learning_rate" in h.name}
+    assert rates == {
+        "learning_rate": (1e-4, 1e-2),
+        "sgd_learning_rate": (1e-3, 1e-1),
+        "adagrad_learning_rate": (1e-3, 1e-1),
+    }
+
+
+def test_a_learning_rate_set_alone_applies_to_every_optimizer() -> None:
+    hypermodel = _hypermodel(learning_rate=(0.05, 0.05), optimizers=("sgd", "adagrad"))
+    assert dict(hypermodel.space.optimizer_learning_rates) == {}
+    rate = hypermodel.build(_fixed(optimizer="sgd", lr_schedule="constant")).optimizer.learning_rate
+    assert float(rate) == pytest.approx(0.05)
+    config = load_config(None, ["search.learning_rate=[0.01, 0.02]"])
+    assert dict(config.search.optimizer_learning_rates) == {}
+    both = ["search.learning_rate=[0.01, 0.02]", "search.optimizer_learning_rates={sgd=0.3}"]
+    assert dict(load_config(None, both).search.optimizer_learning_rates) == {"sgd": (0.3, 0.3)}
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)

@@ -45,7 +45,7 @@ def _regression() -> tuple[np.ndarray, np.ndarray, MLPHyperModel]:
 def _losses(hypermodel: MLPHyperModel, x: np.ndarray, y: np.ndarray, rate: float) -> list[float]:
     hp = keras_tuner.HyperParameters()
     hp.Fixed("lr_schedule", "constant")
-    hp.Fixed("learning_rate", rate)
+    hp.Fixed("sgd_learning_rate", rate)  # plain SGD has a learning-rate range of its own
     keras.utils.set_random_seed(0)
     model = hypermodel.build(hp)
     history = model.fit(x, y, batch_size=32, epochs=8, verbose=0)
