@@ -200,6 +200,10 @@ class TunerConfig:
             fail with an error; diverged trials (NaN/inf loss) never count.
         max_crashes_per_trial: A trial that killed the process (out of memory, a
             segfault) this many times is recorded as failed when the search resumes.
+        bohb_min_points: With ``bohb``, completed trials a budget needs before its
+            model proposes configurations; 0 means the number of hyperparameters + 1,
+            as in BOHB (more than the default schedule's 30 trials ever give one
+            budget, so the default search samples at random as Hyperband does).
     """
 
     algorithm: str = "hyperband"
@@ -212,9 +216,12 @@ class TunerConfig:
     executions_per_trial: int = 1
     max_consecutive_failed_trials: int = 3
     max_crashes_per_trial: int = 2
+    bohb_min_points: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("tuner.algorithm", self.algorithm, TUNERS)
+        if self.bohb_min_points != 0 and self.bohb_min_points < 3:
+            raise _fail("tuner.bohb_min_points", "0 (automatic) or >= 3", self.bohb_min_points)
         _check_choice("tuner.direction", self.direction, DIRECTIONS)
         if not self.objective:
             raise _fail("tuner.objective", "a metric name or 'auto'", self.objective)

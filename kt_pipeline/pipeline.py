@@ -223,6 +223,7 @@ def _make_tuner(
         or make_strategy(config.runtime.strategy, devices=config.runtime.devices),
         overwrite=overwrite,
         worker_lease_seconds=config.runtime.worker_lease_seconds,
+        bohb_min_points=tuner_cfg.bohb_min_points,
     )
 
 

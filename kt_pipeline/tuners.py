@@ -410,6 +410,7 @@ def build_tuner(
     distribution_strategy: Any = None,
     overwrite: bool = False,
     worker_lease_seconds: float = 60.0,
+    bohb_min_points: int = 0,
 ) -> keras_tuner.Tuner:
     """Builds the named tuner around a hypermodel.
 
@@ -434,6 +435,7 @@ def build_tuner(
         overwrite: Discard an existing project in `directory`.
         worker_lease_seconds: In a parallel search, how long the chief waits for a
             silent worker before handing its trial to another (`kt_pipeline.parallel`).
+        bohb_min_points: BOHB's `min_points_in_model` (0: hyperparameters + 1).
     """
     common: dict[str, Any] = {
         "hypermodel": hypermodel,
@@ -450,12 +452,14 @@ def build_tuner(
     }
     tuner: keras_tuner.Tuner
     if algorithm in ("hyperband", "bohb"):
+        extra = {"min_points_in_model": bohb_min_points} if algorithm == "bohb" else {}
         tuner_class = HyperbandTuner if algorithm == "hyperband" else BOHBTuner
         tuner = tuner_class(
             max_epochs=max_epochs,
             factor=factor,
             hyperband_iterations=hyperband_iterations,
             **common,
+            **extra,
         )
         # HyperbandOracle takes no max_trials, but its base Oracle honours one.
         tuner.oracle.max_trials = max_trials or None

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hypermodels import MLPHyperModel
+from kt_pipeline.errors import UserInputError
 from kt_pipeline.tuners import DEFAULT_MAX_TRIALS, build_tuner, trial_seed
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", "max")
@@ -35,6 +36,22 @@ def test_seed_zero_is_honoured(tmp_path: Path, algorithm: str) -> None:
         _hypermodel(), algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=0
     )
     assert tuner.oracle.seed == 0
+
+
+def test_bohb_min_points_reaches_the_oracle(tmp_path: Path) -> None:
+    from kt_pipeline.config import load_config
+
+    assert load_config(None, ["tuner.bohb_min_points=10"]).tuner.bohb_min_points == 10
+    with pytest.raises(UserInputError, match=r"tuner\.bohb_min_points"):
+        load_config(None, ["tuner.bohb_min_points=2"])
+    tuner = build_tuner(
+        _hypermodel(),
+        algorithm="bohb",
+        objective=OBJECTIVE,
+        directory=str(tmp_path),
+        bohb_min_points=10,
+    )
+    assert tuner.oracle.min_points_in_model == 10
 
 
 def test_same_seed_samples_the_same_trials(tmp_path: Path) -> None:
