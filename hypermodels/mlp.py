@@ -66,18 +66,6 @@ _EVALUATION_BATCH_SIZE = 512
 _PENALTY_DECADES = 4
 
 
-#: The default per-optimizer learning-rate ranges. The range test (`kt-pipeline lr-find
-#: --per-optimizer`) on digits, breast_cancer and a generated 20,000-row set suggests
-#: 0.02-0.4 for plain SGD and 0.01-0.4 for Adagrad, against 0.0006-0.06 for Adam: in the
-#: shared 1e-4 to 1e-2 range they barely train within a trial. SGD's range reaches a
-#: decade lower than the test's because momentum (searched up to 0.99) multiplies the
-#: step. The search-quality benchmark measured the effect (README).
-OPTIMIZER_LEARNING_RATES: dict[str, tuple[float, float]] = {
-    "sgd": (1e-3, 1e-1),
-    "adagrad": (1e-3, 1e-1),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
     """The ranges and choices `MLPHyperModel` searches.
@@ -101,9 +89,8 @@ class SearchSpace:
         optimizers: Optimizer.
         learning_rate: Initial learning rate (log scale).
         optimizer_learning_rates: Optimizer name to its own learning-rate range,
-            replacing `learning_rate` for that optimizer (`choose_learning_rate`).
-            By default plain SGD and Adagrad search ten times the adaptive
-            optimizers' rates (`OPTIMIZER_LEARNING_RATES`).
+            replacing `learning_rate` for that optimizer (`choose_learning_rate`); the
+            pipeline's learning-rate range test fills it in.
         schedules: Learning-rate schedule.
         batch_sizes: Batch size.
         gradient_clipping: ``none``, ``norm`` (per variable) or ``global_norm``.
@@ -125,7 +112,7 @@ class SearchSpace:
     optimizers: tuple[str, ...] = OPTIMIZERS
     learning_rate: tuple[float, float] = (1e-4, 1e-2)
     optimizer_learning_rates: Mapping[str, tuple[float, float]] = dataclasses.field(
-        default_factory=lambda: dict(OPTIMIZER_LEARNING_RATES)
+        default_factory=dict
     )
     schedules: tuple[str, ...] = SCHEDULES
     batch_sizes: tuple[int, ...] = (32, 64, 128)

@@ -348,14 +348,23 @@ def find_learning_rates(
     return results
 
 
-def _auto_learning_rate(config: PipelineConfig, prepared: _Prepared) -> PipelineConfig:
+def _auto_learning_rate(
+    config: PipelineConfig, prepared: _Prepared, *, save: bool = True
+) -> PipelineConfig:
     """``search.learning_rate = "auto"``: the range test sets each optimizer's
-    learning-rate range (and `learning_rate` to the union of them)."""
+    learning-rate range (and `learning_rate` to the union of them). `save` writes the
+    curves and the plot to the experiment (the workers of a parallel search, which run
+    the same seeded test, leave that to the chief)."""
     experiment = Path(config.runtime.experiment_dir)
-    results = find_learning_rates(config, prepared=prepared, plot_path=experiment / LR_FIND_PLOT)
+    plot = experiment / LR_FIND_PLOT if save else None
+    results = find_learning_rates(config, prepared=prepared, plot_path=plot)
     found = LearningRates(
         bounds=union_range(results), by_optimizer={r.optimizer: r.suggested for r in results}
     )
+    for name, (low, high) in found.by_optimizer.items():
+        log.info("learning-rate range test: %s learning_rate in [%.3g, %.3g]", name, low, high)
+    if not save:
+        return found.apply(config)
     (experiment / LR_FIND_FILE).write_text(
         json.dumps(
             {
@@ -366,8 +375,6 @@ def _auto_learning_rate(config: PipelineConfig, prepared: _Prepared) -> Pipeline
         ),
         "utf-8",
     )
-    for name, (low, high) in found.by_optimizer.items():
-        log.info("learning-rate range test: %s learning_rate in [%.3g, %.3g]", name, low, high)
     return found.apply(config)
 
 
@@ -544,7 +551,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
     )
 
     if range_test:
-        config = _auto_learning_rate(config, prepared)
+        config = _auto_learning_rate(config, prepared, save=role != "worker")
     tuner = _make_tuner(config, prepared, overwrite=overwrite, strategy=strategy)
     if role != "worker":
         save_config(config, experiment / CONFIG_FILE)

@@ -88,15 +88,11 @@ def test_without_per_optimizer_ranges_the_learning_rate_is_one_plain_hyperparame
     assert rate.name == "learning_rate" and not rate.conditions
 
 
-def test_by_default_sgd_and_adagrad_search_rates_of_their_own() -> None:
+def test_by_default_every_optimizer_shares_the_learning_rate_range() -> None:
     hp = keras_tuner.HyperParameters()
     _build(hp)
     rates = {h.name: (h.min_value, h.max_value) for h in hp.space if "learning_rate" in h.name}
-    assert rates == {
-        "learning_rate": (1e-4, 1e-2),
-        "sgd_learning_rate": (1e-3, 1e-1),
-        "adagrad_learning_rate": (1e-3, 1e-1),
-    }
+    assert rates == {"learning_rate": (1e-4, 1e-2)}
 
 
 def test_a_learning_rate_set_alone_applies_to_every_optimizer() -> None:

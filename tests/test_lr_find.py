@@ -45,7 +45,7 @@ def _regression() -> tuple[np.ndarray, np.ndarray, MLPHyperModel]:
 def _losses(hypermodel: MLPHyperModel, x: np.ndarray, y: np.ndarray, rate: float) -> list[float]:
     hp = keras_tuner.HyperParameters()
     hp.Fixed("lr_schedule", "constant")
-    hp.Fixed("sgd_learning_rate", rate)  # plain SGD has a learning-rate range of its own
+    hp.Fixed("learning_rate", rate)
     keras.utils.set_random_seed(0)
     model = hypermodel.build(hp)
     history = model.fit(x, y, batch_size=32, epochs=8, verbose=0)
@@ -131,7 +131,12 @@ def test_auto_is_a_flag_and_other_text_is_rejected(tmp_path: Path) -> None:
     assert config.search.learning_rate_auto
     save_config(config, tmp_path / "config.toml")
     assert load_config(tmp_path / "config.toml") == config
-    assert not load_config().search.learning_rate_auto
+    # The default; a learning rate set by hand turns it off.
+    assert load_config().search.learning_rate_auto
+    assert not load_config(overrides=["search.learning_rate=[0.01, 0.1]"]).search.learning_rate_auto
+    by_hand = load_config(overrides=["search.optimizer_learning_rates={sgd=[0.01, 0.1]}"])
+    assert not by_hand.search.learning_rate_auto
+    assert not load_config(overrides=["search.learning_rate_auto=false"]).search.learning_rate_auto
     with pytest.raises(UserInputError) as info:
         load_config(overrides=["search.learning_rate=fast"])
     assert "`search.learning_rate`" in str(info.value) and "'fast'" in str(info.value)
