@@ -419,8 +419,13 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
         plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
         warnings = space_warnings(space, train_rows=len(splits.train))
+        notes = []
         if config.search.learning_rate_auto:
-            warnings.append("search.learning_rate is 'auto': the range test sets its bounds")
+            notes.append(
+                "the learning-rate range test runs first (200 steps per optimizer, not in "
+                "the estimate) and replaces the learning_rate range above with each "
+                "optimizer's own <optimizer>_learning_rate range"
+            )
         calibration = None
         if calibration_epochs:
             calibration = calibrate(
@@ -443,6 +448,7 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         calibration=calibration,
         estimated_seconds=estimate_seconds(plan_schedule, calibration) if calibration else None,
         warnings=tuple(warnings),
+        notes=tuple(notes),
     )
 
 

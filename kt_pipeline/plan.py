@@ -147,6 +147,7 @@ class Plan:
     calibration: Calibration | None
     estimated_seconds: float | None
     warnings: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
     def format(self) -> str:
         """The plan as text for a terminal."""
@@ -191,6 +192,9 @@ class Plan:
                 f"({self.schedule.trials} trials, {self.schedule.epochs} epochs)"
             )
             lines.append("")
+        if self.notes:
+            lines.append("Notes:")
+            lines.extend(f"  - {n}" for n in self.notes)
         if self.warnings:
             lines.append("Warnings:")
             lines.extend(f"  - {w}" for w in self.warnings)

@@ -228,8 +228,10 @@ def test_plan_command_prints_everything_and_writes_nothing(
         "largest",
         "Estimated wall time",
         "`units` reaches 256 units, more than the",
+        "Notes:\n  - the learning-rate range test runs first",  # the default
     ):
         assert expected in out
+    assert "range test" not in out.split("Warnings:")[1]
     assert not experiment.exists()
     assert main(["plan", "--calibration-epochs", "1"]) == 2
 
