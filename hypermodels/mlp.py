@@ -126,15 +126,6 @@ class SearchSpace:
 DEFAULT_SPACE = SearchSpace()
 
 
-def space_with(base: SearchSpace, **changes: Any) -> SearchSpace:
-    """`base` with `changes`, where a `learning_rate` given without
-    `optimizer_learning_rates` applies to every optimizer: a user who sets the learning
-    rate means it for all of them, not only for those without a default range."""
-    if "learning_rate" in changes and "optimizer_learning_rates" not in changes:
-        changes["optimizer_learning_rates"] = {}
-    return dataclasses.replace(base, **changes)
-
-
 def _int_range(hp: keras_tuner.HyperParameters, name: str, bounds: tuple[int, int]) -> int:
     low, high = bounds
     return hp.Fixed(name, int(low)) if low == high else hp.Int(name, int(low), int(high))
@@ -278,7 +269,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             target_std=float(y_train.std()) if task == "regression" else 1.0,
             train_size=len(y_train),
             max_epochs=max_epochs,
-            space=space_with(DEFAULT_SPACE, **space),
+            space=dataclasses.replace(DEFAULT_SPACE, **space),
         )
 
     def steps_per_epoch(self, batch_size: int) -> int:

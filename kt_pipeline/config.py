@@ -416,13 +416,10 @@ def _learning_rate_auto(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _learning_rates_by_hand(values: dict[str, Any]) -> dict[str, Any]:
-    """Learning rates set by hand replace the range test (the default), and a
-    `learning_rate` set without `optimizer_learning_rates` is meant for every optimizer."""
+    """Learning rates set by hand replace the range test (the default)."""
     by_hand = "learning_rate" in values or "optimizer_learning_rates" in values
     if by_hand and "learning_rate_auto" not in values:
         values = {**values, "learning_rate_auto": False}
-    if "learning_rate" in values and "optimizer_learning_rates" not in values:
-        values = {**values, "optimizer_learning_rates": {}}
     return values
 
 

@@ -348,6 +348,20 @@ def find_learning_rates(
     return results
 
 
+@dataclasses.dataclass(frozen=True)
+class LearningRates:
+    """The learning-rate ranges an ``"auto"`` search's range test found."""
+
+    bounds: tuple[float, float]
+    by_optimizer: dict[str, tuple[float, float]]
+
+    def apply(self, config: PipelineConfig) -> PipelineConfig:
+        search = dataclasses.replace(
+            config.search, learning_rate=self.bounds, optimizer_learning_rates=self.by_optimizer
+        )
+        return dataclasses.replace(config, search=search)
+
+
 def _auto_learning_rate(
     config: PipelineConfig, prepared: _Prepared, *, save: bool = True
 ) -> PipelineConfig:
@@ -363,33 +377,14 @@ def _auto_learning_rate(
     )
     for name, (low, high) in found.by_optimizer.items():
         log.info("learning-rate range test: %s learning_rate in [%.3g, %.3g]", name, low, high)
-    if not save:
-        return found.apply(config)
-    (experiment / LR_FIND_FILE).write_text(
-        json.dumps(
-            {
-                "bounds": found.bounds,
-                "by_optimizer": found.by_optimizer,
-                "tests": [r.to_json() for r in results],
-            }
-        ),
-        "utf-8",
-    )
+    if save:
+        saved = {
+            "bounds": found.bounds,
+            "by_optimizer": found.by_optimizer,
+            "tests": [r.to_json() for r in results],
+        }
+        (experiment / LR_FIND_FILE).write_text(json.dumps(saved), "utf-8")
     return found.apply(config)
-
-
-@dataclasses.dataclass(frozen=True)
-class LearningRates:
-    """The learning-rate ranges an ``"auto"`` search's range test found."""
-
-    bounds: tuple[float, float]
-    by_optimizer: dict[str, tuple[float, float]]
-
-    def apply(self, config: PipelineConfig) -> PipelineConfig:
-        search = dataclasses.replace(
-            config.search, learning_rate=self.bounds, optimizer_learning_rates=self.by_optimizer
-        )
-        return dataclasses.replace(config, search=search)
 
 
 def _found_learning_rates(experiment: Path) -> LearningRates | None:
