@@ -371,6 +371,11 @@ def _lr_find(args: argparse.Namespace) -> int:
         )
     low, high = union_range(results)
     print(f"Suggested search.learning_rate = [{low:.3g}, {high:.3g}]")
+    if len(results) > 1:  # what the default search sets: a range per optimizer
+        ranges = ", ".join(
+            f"{r.optimizer} = [{r.suggested[0]:.3g}, {r.suggested[1]:.3g}]" for r in results
+        )
+        print(f"Per optimizer: search.optimizer_learning_rates = {{ {ranges} }}")
     print(f"Plot: {plot}")
     return 0
 

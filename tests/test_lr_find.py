@@ -209,3 +209,11 @@ def test_auto_sets_the_bounds_the_search_uses_and_keeps_them_on_resume(
     out = capsys.readouterr().out
     assert "Suggested search.learning_rate = [" in out
     assert plot.read_bytes()[:8] == _PNG_SIGNATURE
+    # Per optimizer, it prints the ranges as a config line that loads as it reads.
+    args = ["lr-find", "--data", str(data), "--label", "label", "--output", str(plot)]
+    assert main([*args, "--per-optimizer", "--set", "search.optimizers=['adam', 'sgd']"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Per optimizer")]
+    setting = line.split(": ", 1)[1].replace(" = {", "={", 1)
+    ranges = load_config(overrides=[setting]).search.optimizer_learning_rates
+    assert set(ranges) == {"adam", "sgd"}
+    assert all(0 < low < high for low, high in ranges.values())
