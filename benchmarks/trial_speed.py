@@ -9,7 +9,9 @@ configuration by configuration so both see the same machine load:
     on numpy arrays (``steps_per_execution=1``);
 (b) **pipeline**: `MLPHyperModel` as the pipeline runs it: tensors converted once,
     index-shuffled batches from `tf.data`, cached validation batches, automatic
-    ``steps_per_execution``.
+    ``steps_per_execution``, the optimizer built before the first step (as the
+    pipeline's tuners do) and updating with fused kernels
+    (`hypermodels.fused_optimizers`; ``--fused-optimizers off`` for Keras's own).
 
 Both build the identical network (same initial weights per configuration), so the
 final validation accuracy must agree within noise. Reported: seconds per epoch and per
@@ -26,6 +28,7 @@ layers), the usual forward + backward estimate.
 
 Usage:
     python benchmarks/trial_speed.py [--epochs 10] [--configs 6] [--repeats 1]
+        [--fused-optimizers on|off]
 
 Writes ``benchmarks/results/trial_speed.{md,json}``.
 """
@@ -86,7 +89,7 @@ def train_flops_per_example(num_features: int, widths: list[int], classes: int) 
 
 
 def _hypermodel(
-    schema: TabularSchema, y: np.ndarray, *, plain: bool, epochs: int, classes: int
+    schema: TabularSchema, y: np.ndarray, *, plain: bool, epochs: int, classes: int, fused: bool
 ) -> MLPHyperModel:
     space = SearchSpace(
         dropout=(0.1, 0.1),
@@ -108,6 +111,7 @@ def _hypermodel(
         space=space,
         steps_per_execution=1 if plain else 0,
         input_pipeline="numpy" if plain else "tf_data",
+        fused_optimizers=fused and not plain,
     )
 
 
@@ -132,6 +136,11 @@ def run_one(
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
     model = hypermodel.build(hp)
+    if hypermodel.input_pipeline == "tf_data":
+        # The pipeline's tuners build the optimizer before training (`kt_pipeline.tuners`),
+        # which also keeps its variables out of the traced train step; a plain script
+        # leaves that to the first step.
+        model.optimizer.build(model.trainable_variables)
     built = time.perf_counter()
     timer = _EpochTimer()
     history = hypermodel.fit(
@@ -191,7 +200,14 @@ def worker(args: argparse.Namespace) -> None:
     plain = args.worker == "plain"
     set_graph_optimizer("on" if plain else args.graph_optimizer)
     schema, data, classes = _prepare(args.data)
-    hypermodel = _hypermodel(schema, data["y"], plain=plain, epochs=args.epochs, classes=classes)
+    hypermodel = _hypermodel(
+        schema,
+        data["y"],
+        plain=plain,
+        epochs=args.epochs,
+        classes=classes,
+        fused=args.fused_optimizers == "on",
+    )
     config = CONFIGS[args.config]
     # The first trial in a process also pays for starting TensorFlow's runtime (and, on
     # the pipeline path, for the per-experiment input tensors); a search pays that once.
@@ -221,6 +237,8 @@ def _spawn(way: str, index: int, args: argparse.Namespace, seed: int) -> dict[st
         args.data,
         "--graph-optimizer",
         args.graph_optimizer,
+        "--fused-optimizers",
+        args.fused_optimizers,
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
     line = next(x for x in output.stdout.splitlines() if x.startswith("RESULT "))
@@ -236,6 +254,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--data", default="builtin:digits")
     parser.add_argument("--graph-optimizer", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--fused-optimizers", default="on", choices=["on", "off"])
     parser.add_argument("--worker", choices=["plain", "pipeline"], help=argparse.SUPPRESS)
     parser.add_argument("--config", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -274,6 +293,7 @@ def main() -> None:
         "data": args.data,
         "epochs": args.epochs,
         "graph_optimizer": args.graph_optimizer,
+        "fused_optimizers": args.fused_optimizers,
         "configs": len(rows),
         "epoch_speedup_median": ratio("epoch_seconds"),
         "trial_speedup_median": ratio("trial_seconds"),
@@ -289,7 +309,8 @@ def main() -> None:
     (args.results / "trial_speed.json").write_text(json.dumps(summary, indent=2))
     lines = [
         f"# Trial speed ({args.data}, {args.epochs} epochs, {len(rows)} runs per way, "
-        f"graph optimizer {args.graph_optimizer} on the pipeline path)",
+        f"graph optimizer {args.graph_optimizer}, fused optimizers {args.fused_optimizers} "
+        "on the pipeline path)",
         "",
         "| config (layers, units, batch, optimizer) | plain s/epoch | pipeline s/epoch | "
         "epoch ratio | plain s/trial | pipeline s/trial | trial ratio | plain val acc | "

@@ -52,6 +52,9 @@ TASKS = ("binary", "multiclass", "regression")
 #: Losses for a regression head.
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 
+#: How many epochs a decaying learning-rate schedule spans (`SearchSpace.schedule_horizon`).
+SCHEDULE_HORIZONS = ("max_epochs", "trial")
+
 #: Ways `fit` can feed the data.
 INPUT_PIPELINES = ("tf_data", "numpy")
 
@@ -98,6 +101,12 @@ class SearchSpace:
         early_stopping_patience: Epochs without improvement of the objective before a
             trial stops; 0 turns early stopping off.
         regression_loss: ``mse``, ``mae`` or ``huber`` (fixed: losses are not comparable).
+        schedule_horizon: Epochs a decaying schedule spans. ``max_epochs``: every
+            trial follows the schedule of a full-length trial, so a short Hyperband
+            round stops partway down it, before the rate has decayed. ``trial``: each
+            round decays over its own epochs (``tuner/epochs``), so short rounds are
+            ranked on annealed weights; a promoted trial continues at its parent's step
+            count, where its longer schedule sets the rate higher again.
     """
 
     num_layers: tuple[int, int] = (1, 3)
@@ -120,6 +129,7 @@ class SearchSpace:
     clip_norm: tuple[float, float] = (0.5, 5.0)
     early_stopping_patience: tuple[int, int] = (5, 5)
     regression_loss: str = "mse"
+    schedule_horizon: str = "max_epochs"
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -195,6 +205,9 @@ class MLPHyperModel(keras_tuner.HyperModel):
             Keras's multi-step loop fails there in TF 2.21.
         jit_compile: Compile with XLA. Off by default: on CPU it made short trials
             slower; worth trying on GPU.
+        fused_optimizers: Optimizers update with TensorFlow's fused kernels (Adam, AdamW,
+            SGD, RMSprop) or plain TensorFlow ops (Adagrad, Nadam), which trace and
+            step faster (`hypermodels.fused_optimizers`); off, Keras's own classes.
         input_pipeline: ``tf_data`` (tensors converted once, index-shuffled batches,
             see `hypermodels.inputs`) or ``numpy`` (plain `fit` on arrays).
         per_replica_batch: The searched ``batch_size`` is per replica: one step takes
@@ -215,6 +228,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         objective: keras_tuner.Objective | None = None,
         steps_per_execution: int = 0,
         jit_compile: bool = False,
+        fused_optimizers: bool = True,
         input_pipeline: str = "tf_data",
         per_replica_batch: bool = False,
         name: str | None = None,
@@ -244,6 +258,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             )
         self.steps_per_execution = int(steps_per_execution)
         self.jit_compile = bool(jit_compile)
+        self.fused_optimizers = bool(fused_optimizers)
         self.input_pipeline = input_pipeline
         self._inputs = InputCache()
         self.per_replica_batch = bool(per_replica_batch)
@@ -324,7 +339,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
                     batch_size, tf.distribute.get_strategy().num_replicas_in_sync
                 )
             )
-            * self.max_epochs,
+            * self._schedule_epochs(hp),
             choices=space.schedules,
         )
         optimizer = build_optimizer(
@@ -333,6 +348,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             choices=space.optimizers,
             clipping=space.gradient_clipping,
             clip_norm=space.clip_norm,
+            fused=self.fused_optimizers,
         )
         _int_range(hp, "early_stopping_patience", space.early_stopping_patience)
         steps = self.steps_per_execution or min(
@@ -349,6 +365,13 @@ class MLPHyperModel(keras_tuner.HyperModel):
             **self._loss_and_metrics(),
         )
         return model
+
+    def _schedule_epochs(self, hp: keras_tuner.HyperParameters) -> int:
+        """Epochs a decaying schedule spans: `max_epochs`, or with ``schedule_horizon =
+        "trial"`` the epochs Hyperband gives this round (``tuner/epochs``)."""
+        if self.space.schedule_horizon == "trial":
+            return int(hp.values.get("tuner/epochs", self.max_epochs))
+        return self.max_epochs
 
     def fit(
         self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any

@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import keras_tuner
 
+from hypermodels.fused_optimizers import FUSED
 from hypermodels.schedules import LearningRate
 
 __all__ = ["CLIPPING", "OPTIMIZERS", "build_optimizer", "choose_learning_rate"]
@@ -140,6 +141,7 @@ def build_optimizer(
     choices: Sequence[str] = OPTIMIZERS,
     clipping: Sequence[str] = ("none",),
     clip_norm: tuple[float, float] = (1.0, 1.0),
+    fused: bool = True,
 ) -> keras.optimizers.Optimizer:
     """Chooses the `optimizer` (and `gradient_clipping`) hyperparameters and builds it.
 
@@ -149,6 +151,9 @@ def build_optimizer(
         choices: The optimizers the search may pick.
         clipping: The clipping modes the search may pick (see `CLIPPING`).
         clip_norm: Range of the clipping norm (log scale), used when clipping is on.
+        fused: Use the optimizer's subclass in `hypermodels.fused_optimizers`: the same
+            update as one TensorFlow kernel per weight (plain TensorFlow ops for
+            Adagrad and Nadam), which traces and steps faster.
 
     Returns:
         A new Keras optimizer.
@@ -157,6 +162,5 @@ def build_optimizer(
     settings = _conditional_settings(hp, choices)
     if name not in _CLASSES:
         raise ValueError(f"Unknown `optimizer`. Expected one of {OPTIMIZERS}. Received: {name!r}")
-    return _CLASSES[name](
-        learning_rate=learning_rate, **settings[name], **_clipping(hp, clipping, clip_norm)
-    )
+    cls = FUSED.get(name, _CLASSES[name]) if fused else _CLASSES[name]
+    return cls(learning_rate=learning_rate, **settings[name], **_clipping(hp, clipping, clip_norm))

@@ -20,7 +20,13 @@ from typing import Any
 
 import tomli_w
 
-from hypermodels.mlp import ACTIVATIONS, INITIALIZERS, REGRESSION_LOSSES, SearchSpace
+from hypermodels.mlp import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    REGRESSION_LOSSES,
+    SCHEDULE_HORIZONS,
+    SearchSpace,
+)
 from hypermodels.optimizers import CLIPPING, OPTIMIZERS
 from hypermodels.schedules import SCHEDULES
 from kt_pipeline.errors import UserInputError
@@ -177,6 +183,7 @@ class SearchConfig(SearchSpace):
             if not values or any(v < 1 for v in values):
                 raise _fail(f"search.{name}", "a non-empty list of integers >= 1", list(values))
         _check_choice("search.regression_loss", self.regression_loss, REGRESSION_LOSSES)
+        _check_choice("search.schedule_horizon", self.schedule_horizon, SCHEDULE_HORIZONS)
         module, sep, attribute = self.hypermodel.partition(":")
         if not sep or not module or not attribute:
             raise _fail("search.hypermodel", "an import path 'module:ClassName'", self.hypermodel)
@@ -266,6 +273,10 @@ class RuntimeConfig:
         steps_per_execution: Training steps per call into the compiled function; 0
             picks min(32, steps per epoch).
         jit_compile: Compile trials with XLA (off: on CPU it made short trials slower).
+        fused_optimizers: Optimizers update each weight with one TensorFlow kernel
+            (Adam, AdamW, SGD, RMSprop) or plain TensorFlow ops (Adagrad, Nadam),
+            which trace and step faster than Keras's per-op update
+            (`hypermodels.fused_optimizers`); off, Keras's own optimizer classes.
         graph_optimizer: TensorFlow's graph optimizer (Grappler) for each trial's
             functions: ``auto`` turns it off without a GPU, where re-optimising every
             new trial's graph cost more than it saved, and on with one.
@@ -285,6 +296,7 @@ class RuntimeConfig:
     verbose: bool = False
     steps_per_execution: int = 0
     jit_compile: bool = False
+    fused_optimizers: bool = True
     graph_optimizer: str = "auto"
     deterministic: bool = False
 

@@ -187,8 +187,9 @@ def _make_hypermodel(
         objective=objective,
         steps_per_execution=config.runtime.steps_per_execution,
         jit_compile=config.runtime.jit_compile,
-        # Only passed when asked for, so HyperModels without the argument keep working.
+        # Only passed when asked for, so HyperModels without the arguments keep working.
         **({"per_replica_batch": True} if config.runtime.batch_size_is == "per_replica" else {}),
+        **({} if config.runtime.fused_optimizers else {"fused_optimizers": False}),
     )
 
 

@@ -61,6 +61,10 @@ def test_saved_config_reads_back_unchanged(tmp_path: Path) -> None:
         ("tuner.algorithm='grid'", "`tuner.algorithm` must be one of hyperband, bayesian,"),
         ("search.optimizers=['adma']", "Received: 'adma' (did you mean 'adam'?)"),
         ("search.schedules=['linear']", "`search.schedules` must be one of"),
+        (
+            "search.schedule_horizon='epoch'",
+            "`search.schedule_horizon` must be one of max_epochs, trial. Received: 'epoch'",
+        ),
         ("search.activations=[]", "`search.activations` must be a non-empty list"),
         ("search.units=[0, 8]", "`search.units` must be a non-empty list of integers >= 1"),
         ("search.dropout=[0.5, 0.1]", "min <= max. Received: [0.5, 0.1]"),

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from hypermodels import ACTIVATIONS, OPTIMIZERS, SCHEDULES, MLPHyperModel
+from hypermodels.fused_optimizers import FUSED
 from kt_pipeline.config import load_config
 
 OPTIMIZER_CLASSES = {
@@ -111,7 +112,8 @@ def test_each_optimizer_and_its_own_settings_reach_the_model(name: str) -> None:
     hp = keras_tuner.HyperParameters()
     model = _build(hp, optimizers=(name,), learning_rate=(0.02, 0.02), schedules=("constant",))
     optimizer = model.optimizer
-    assert type(optimizer) is OPTIMIZER_CLASSES[name]
+    assert type(optimizer) is FUSED.get(name, OPTIMIZER_CLASSES[name])
+    assert isinstance(optimizer, OPTIMIZER_CLASSES[name])
     assert float(optimizer.learning_rate) == pytest.approx(0.02)
     if name == "sgd":
         assert optimizer.momentum == hp.get("sgd_momentum")
@@ -120,6 +122,12 @@ def test_each_optimizer_and_its_own_settings_reach_the_model(name: str) -> None:
         assert optimizer.weight_decay == pytest.approx(hp.get("adamw_weight_decay"))
     if name == "rmsprop":
         assert optimizer.rho == pytest.approx(hp.get("rmsprop_rho"))
+
+
+def test_fused_optimizers_can_be_turned_off() -> None:
+    hypermodel = _hypermodel(optimizers=("adam",))
+    hypermodel.fused_optimizers = False
+    assert type(hypermodel.build(keras_tuner.HyperParameters()).optimizer) is keras.optimizers.Adam
 
 
 def test_conditional_hyperparameters_are_inactive_for_other_optimizers() -> None:
@@ -156,6 +164,24 @@ def test_each_schedule_gives_the_expected_rate_at_step_k(name: str, k: int) -> N
     rate = float(model.optimizer.learning_rate)
     expected = _expected_rate(name, k, lr=0.1, steps=steps, warmup=10)
     assert rate == pytest.approx(expected, rel=1e-4, abs=1e-7)
+
+
+@pytest.mark.parametrize(("horizon", "expected_epochs"), [("max_epochs", 10), ("trial", 3)])
+def test_the_schedule_spans_the_horizon_it_is_given(horizon: str, expected_epochs: int) -> None:
+    """With ``schedule_horizon = "trial"`` a Hyperband round of 3 epochs decays to 0
+    over those 3; by default it follows the 10-epoch schedule of a full trial."""
+    hypermodel = _hypermodel(
+        schedules=("cosine",),
+        learning_rate=(0.1, 0.1),
+        batch_sizes=(10,),
+        schedule_horizon=horizon,
+    )
+    hp = _fixed(**{"tuner/epochs": 3, "tuner/initial_epoch": 0})
+    model = hypermodel.build(hp)
+    steps = hypermodel.steps_per_epoch(10) * expected_epochs
+    for k, fraction in ((0, 1.0), (steps // 2, 0.5), (steps, 0.0)):
+        model.optimizer.iterations.assign(k)
+        assert float(model.optimizer.learning_rate) == pytest.approx(0.1 * fraction, abs=1e-6)
 
 
 def test_reduce_on_plateau_lowers_the_rate_when_validation_stalls() -> None:

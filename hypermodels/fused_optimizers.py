@@ -1,0 +1,251 @@
+"""Keras optimizers whose update runs as one TensorFlow kernel per variable.
+
+Keras 3 writes each optimizer's update as a dozen backend-neutral ops per variable
+(Adam: two moment updates, bias corrections, a square root, a division, ...). Every
+trial of a search traces its train step anew, and on a CPU those ops cost twice: once
+in tracing, where each `keras.ops` call goes through Keras's dtype and sparse-tensor
+dispatch, and again at every step, where each op is a separate kernel launch on a
+tiny tensor. TensorFlow ships fused kernels with the same arithmetic
+(`ResourceApplyAdam`, `ResourceApplyKerasMomentum`, ...), which the Keras 2
+optimizers used. The classes here are Keras's own optimizers (same arguments,
+variables, checkpoints, weight decay, clipping, schedules and loss scaling) with only
+`update_step` swapped for the fused kernel; `tests/test_fused_optimizers.py` checks
+they move the weights as Keras's do. Adagrad (Keras puts epsilon inside the square
+root, TensorFlow's kernel outside) and Nadam have no kernel with Keras's arithmetic:
+theirs is written here in plain TensorFlow ops, Nadam's with the step's scalars (its
+momentum schedule and bias corrections) computed once per step instead of once per
+weight. For sparse gradients and options the kernels lack, Keras's own update runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "FUSED",
+    "FusedAdagrad",
+    "FusedAdam",
+    "FusedAdamW",
+    "FusedNadam",
+    "FusedRMSprop",
+    "FusedSGD",
+]
+
+
+def _handle(variable: Any) -> Any:
+    # A Keras variable wraps a `tf.Variable` (per device under a strategy's update).
+    return (variable.value if isinstance(variable, keras.Variable) else variable).handle
+
+
+def _dense(gradient: Any) -> bool:
+    return not isinstance(gradient, tf.IndexedSlices)
+
+
+def _read(handle: Any, dtype: Any) -> Any:
+    # Ordered after earlier writes to the same variable by the function's automatic
+    # control dependencies.
+    return tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
+
+
+class _FusedAdamUpdate:
+    """`update_step` of Adam and AdamW (whose decay Keras applies before it)."""
+
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    amsgrad: bool
+    iterations: Any
+    _momentums: list[Any]
+    _velocities: list[Any]
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        if self.amsgrad or not _dense(gradient):
+            super().update_step(gradient, variable, learning_rate)  # type: ignore[misc]
+            return
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)  # type: ignore[attr-defined]
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable),
+            m=_handle(self._momentums[index]),
+            v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(beta_1, step),
+            beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
+
+
+@keras.saving.register_keras_serializable(package="hypermodels")
+class FusedAdam(_FusedAdamUpdate, keras.optimizers.Adam):
+    """`keras.optimizers.Adam` updating with `ResourceApplyAdam`."""
+
+
+@keras.saving.register_keras_serializable(package="hypermodels")
+class FusedAdamW(_FusedAdamUpdate, keras.optimizers.AdamW):
+    """`keras.optimizers.AdamW` updating with `ResourceApplyAdam` (Keras applies the
+    decoupled weight decay before the update, as for `AdamW` itself)."""
+
+
+@keras.saving.register_keras_serializable(package="hypermodels")
+class FusedSGD(keras.optimizers.SGD):
+    """`keras.optimizers.SGD` updating with `ResourceApplyGradientDescent`, or with
+    `ResourceApplyKerasMomentum` (the kernel written for Keras's momentum and
+    Nesterov arithmetic) when momentum is on."""
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        if not _dense(gradient):
+            super().update_step(gradient, variable, learning_rate)
+            return
+        dtype = variable.dtype
+        lr = tf.cast(learning_rate, dtype)
+        grad = tf.cast(gradient, dtype)
+        if self.momentum == 0:
+            tf.raw_ops.ResourceApplyGradientDescent(var=_handle(variable), alpha=lr, delta=grad)
+            return
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=_handle(variable),
+            accum=_handle(self.momentums[self._get_variable_index(variable)]),
+            lr=lr,
+            grad=grad,
+            momentum=tf.cast(self.momentum, dtype),
+            use_nesterov=bool(self.nesterov),
+        )
+
+
+@keras.saving.register_keras_serializable(package="hypermodels")
+class FusedRMSprop(keras.optimizers.RMSprop):
+    """`keras.optimizers.RMSprop` updating with `ResourceApplyRMSProp`.
+
+    The kernel always keeps a momentum accumulator; with ``momentum=0`` it is
+    overwritten every step, so this optimizer has one more variable per weight than
+    Keras's RMSprop (``momentum`` slots, as RMSprop with momentum has).
+    """
+
+    def build(self, var_list: list[Any]) -> None:
+        if self.built:
+            return
+        super().build(var_list)
+        if not self.momentum > 0 and not self.centered:
+            self._momentums = self.add_optimizer_variables(var_list, "momentum")
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        if self.centered or not _dense(gradient):
+            super().update_step(gradient, variable, learning_rate)
+            return
+        dtype = variable.dtype
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyRMSProp(
+            var=_handle(variable),
+            ms=_handle(self._velocities[index]),
+            mom=_handle(self._momentums[index]),
+            lr=tf.cast(learning_rate, dtype),
+            rho=tf.cast(self.rho, dtype),
+            momentum=tf.cast(self.momentum, dtype),
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype),
+        )
+
+
+@keras.saving.register_keras_serializable(package="hypermodels")
+class FusedAdagrad(keras.optimizers.Adagrad):
+    """`keras.optimizers.Adagrad` with its update in plain TensorFlow ops."""
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        if not _dense(gradient):
+            super().update_step(gradient, variable, learning_rate)
+            return
+        dtype = tf.as_dtype(variable.dtype)
+        grad = tf.cast(gradient, dtype)
+        accumulator = _handle(self._accumulators[self._get_variable_index(variable)])
+        tf.raw_ops.AssignAddVariableOp(resource=accumulator, value=tf.square(grad))
+        step = (
+            tf.cast(learning_rate, dtype) * grad / tf.sqrt(_read(accumulator, dtype) + self.epsilon)
+        )
+        tf.raw_ops.AssignSubVariableOp(resource=_handle(variable), value=step)
+
+
+class _StepScalars:
+    """Per-step scalars shared by every weight's update, one set per dtype (a plain
+    holder: a dict attribute of an optimizer would be tracked for checkpoints)."""
+
+    def __init__(self) -> None:
+        self.by_dtype: dict[Any, tuple[Any, ...]] = {}
+
+
+@keras.saving.register_keras_serializable(package="hypermodels")
+class FusedNadam(keras.optimizers.Nadam):
+    """`keras.optimizers.Nadam` with its update in plain TensorFlow ops and the
+    momentum schedule and bias corrections computed once per step."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._scalars = _StepScalars()
+
+    def _backend_update_step(
+        self, grads: Any, trainable_variables: Any, learning_rate: Any
+    ) -> None:
+        # Keras's Nadam advances its momentum-schedule product here, then updates each
+        # weight; the scalars are computed at the first weight and dropped after the
+        # last, so no tensor outlives the function being traced.
+        self._scalars.by_dtype.clear()
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._scalars.by_dtype.clear()
+
+    def _step_scalars(self, dtype: Any) -> tuple[Any, ...]:
+        if dtype not in self._scalars.by_dtype:
+            local_step = tf.cast(self.iterations + 1, dtype)
+            beta_1 = tf.cast(self.beta_1, dtype)
+            decay = tf.cast(0.96, dtype)
+            u_t = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step))
+            u_t_1 = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step + 1.0))
+            u_product_t = tf.cast(self._u_product, dtype)
+            self._scalars.by_dtype[dtype] = (
+                u_t_1 / (1.0 - u_product_t * u_t_1),  # multiplies m in m_hat
+                (1.0 - u_t) / (1.0 - u_product_t),  # multiplies the gradient in m_hat
+                1.0 - tf.pow(tf.cast(self.beta_2, dtype), local_step),  # divides v
+            )
+        return self._scalars.by_dtype[dtype]
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        if not _dense(gradient):
+            super().update_step(gradient, variable, learning_rate)
+            return
+        dtype = tf.as_dtype(variable.dtype)
+        grad = tf.cast(gradient, dtype)
+        momentum_scale, gradient_scale, velocity_correction = self._step_scalars(dtype)
+        index = self._get_variable_index(variable)
+        m = _handle(self._momentums[index])
+        v = _handle(self._velocities[index])
+        tf.raw_ops.AssignAddVariableOp(
+            resource=m, value=(grad - _read(m, dtype)) * (1.0 - tf.cast(self.beta_1, dtype))
+        )
+        tf.raw_ops.AssignAddVariableOp(
+            resource=v,
+            value=(tf.square(grad) - _read(v, dtype)) * (1.0 - tf.cast(self.beta_2, dtype)),
+        )
+        m_hat = momentum_scale * _read(m, dtype) + gradient_scale * grad
+        v_hat = _read(v, dtype) / velocity_correction
+        step = m_hat * tf.cast(learning_rate, dtype) / (tf.sqrt(v_hat) + self.epsilon)
+        tf.raw_ops.AssignSubVariableOp(resource=_handle(variable), value=step)
+
+
+#: Optimizer name (as in `hypermodels.optimizers.OPTIMIZERS`) to its fused class.
+FUSED: dict[str, type[keras.optimizers.Optimizer]] = {
+    "adam": FusedAdam,
+    "adamw": FusedAdamW,
+    "sgd": FusedSGD,
+    "rmsprop": FusedRMSprop,
+    "adagrad": FusedAdagrad,
+    "nadam": FusedNadam,
+}
