@@ -40,18 +40,39 @@ def _handle(variable: Any) -> Any:
     return (variable.value if isinstance(variable, keras.Variable) else variable).handle
 
 
-def _dense(gradient: Any) -> bool:
-    return not isinstance(gradient, tf.IndexedSlices)
-
-
 def _read(handle: Any, dtype: Any) -> Any:
     # Ordered after earlier writes to the same variable by the function's automatic
     # control dependencies.
     return tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
 
 
-class _FusedAdamUpdate:
-    """`update_step` of Adam and AdamW (whose decay Keras applies before it)."""
+class _FusedUpdate:
+    """Keras's `update_step`, replaced by `_fused_update` where it applies.
+
+    Sparse gradients (`tf.IndexedSlices`, which the dense kernels reject) and options
+    `_fusable` says no to keep Keras's own update; otherwise the gradient and the
+    learning rate arrive cast to the weight's dtype.
+    """
+
+    def _fusable(self) -> bool:
+        return True
+
+    def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
+        raise NotImplementedError
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        if isinstance(gradient, tf.IndexedSlices) or not self._fusable():
+            super().update_step(gradient, variable, learning_rate)  # type: ignore[misc]
+            return
+        dtype = tf.as_dtype(variable.dtype)
+        self._fused_update(tf.cast(gradient, dtype), variable, tf.cast(learning_rate, dtype), dtype)
+
+    def _index(self, variable: Any) -> int:
+        return int(self._get_variable_index(variable))  # type: ignore[attr-defined]
+
+
+class _FusedAdamUpdate(_FusedUpdate):
+    """The update of Adam and AdamW (whose decay Keras applies before it)."""
 
     beta_1: float
     beta_2: float
@@ -61,12 +82,11 @@ class _FusedAdamUpdate:
     _momentums: list[Any]
     _velocities: list[Any]
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if self.amsgrad or not _dense(gradient):
-            super().update_step(gradient, variable, learning_rate)  # type: ignore[misc]
-            return
-        dtype = variable.dtype
-        index = self._get_variable_index(variable)  # type: ignore[attr-defined]
+    def _fusable(self) -> bool:
+        return not self.amsgrad
+
+    def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
+        index = self._index(variable)
         step = tf.cast(self.iterations + 1, dtype)
         beta_1 = tf.cast(self.beta_1, dtype)
         beta_2 = tf.cast(self.beta_2, dtype)
@@ -76,11 +96,11 @@ class _FusedAdamUpdate:
             v=_handle(self._velocities[index]),
             beta1_power=tf.pow(beta_1, step),
             beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype),
+            lr=lr,
             beta1=beta_1,
             beta2=beta_2,
             epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(gradient, dtype),
+            grad=grad,
         )
 
 
@@ -96,24 +116,18 @@ class FusedAdamW(_FusedAdamUpdate, keras.optimizers.AdamW):
 
 
 @keras.saving.register_keras_serializable(package="hypermodels")
-class FusedSGD(keras.optimizers.SGD):
+class FusedSGD(_FusedUpdate, keras.optimizers.SGD):
     """`keras.optimizers.SGD` updating with `ResourceApplyGradientDescent`, or with
     `ResourceApplyKerasMomentum` (the kernel written for Keras's momentum and
     Nesterov arithmetic) when momentum is on."""
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if not _dense(gradient):
-            super().update_step(gradient, variable, learning_rate)
-            return
-        dtype = variable.dtype
-        lr = tf.cast(learning_rate, dtype)
-        grad = tf.cast(gradient, dtype)
+    def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
         if self.momentum == 0:
             tf.raw_ops.ResourceApplyGradientDescent(var=_handle(variable), alpha=lr, delta=grad)
             return
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=_handle(variable),
-            accum=_handle(self.momentums[self._get_variable_index(variable)]),
+            accum=_handle(self.momentums[self._index(variable)]),
             lr=lr,
             grad=grad,
             momentum=tf.cast(self.momentum, dtype),
@@ -122,8 +136,9 @@ class FusedSGD(keras.optimizers.SGD):
 
 
 @keras.saving.register_keras_serializable(package="hypermodels")
-class FusedRMSprop(keras.optimizers.RMSprop):
-    """`keras.optimizers.RMSprop` updating with `ResourceApplyRMSProp`.
+class FusedRMSprop(_FusedUpdate, keras.optimizers.RMSprop):
+    """`keras.optimizers.RMSprop` updating with `ResourceApplyRMSProp` (centered
+    RMSprop keeps Keras's update).
 
     The kernel always keeps a momentum accumulator; with ``momentum=0`` it is
     overwritten every step, so this optimizer has one more variable per weight than
@@ -137,39 +152,31 @@ class FusedRMSprop(keras.optimizers.RMSprop):
         if not self.momentum > 0 and not self.centered:
             self._momentums = self.add_optimizer_variables(var_list, "momentum")
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if self.centered or not _dense(gradient):
-            super().update_step(gradient, variable, learning_rate)
-            return
-        dtype = variable.dtype
-        index = self._get_variable_index(variable)
+    def _fusable(self) -> bool:
+        return not self.centered
+
+    def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
+        index = self._index(variable)
         tf.raw_ops.ResourceApplyRMSProp(
             var=_handle(variable),
             ms=_handle(self._velocities[index]),
             mom=_handle(self._momentums[index]),
-            lr=tf.cast(learning_rate, dtype),
+            lr=lr,
             rho=tf.cast(self.rho, dtype),
             momentum=tf.cast(self.momentum, dtype),
             epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(gradient, dtype),
+            grad=grad,
         )
 
 
 @keras.saving.register_keras_serializable(package="hypermodels")
-class FusedAdagrad(keras.optimizers.Adagrad):
+class FusedAdagrad(_FusedUpdate, keras.optimizers.Adagrad):
     """`keras.optimizers.Adagrad` with its update in plain TensorFlow ops."""
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if not _dense(gradient):
-            super().update_step(gradient, variable, learning_rate)
-            return
-        dtype = tf.as_dtype(variable.dtype)
-        grad = tf.cast(gradient, dtype)
-        accumulator = _handle(self._accumulators[self._get_variable_index(variable)])
+    def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
+        accumulator = _handle(self._accumulators[self._index(variable)])
         tf.raw_ops.AssignAddVariableOp(resource=accumulator, value=tf.square(grad))
-        step = (
-            tf.cast(learning_rate, dtype) * grad / tf.sqrt(_read(accumulator, dtype) + self.epsilon)
-        )
+        step = lr * grad / tf.sqrt(_read(accumulator, dtype) + self.epsilon)
         tf.raw_ops.AssignSubVariableOp(resource=_handle(variable), value=step)
 
 
@@ -182,7 +189,7 @@ class _StepScalars:
 
 
 @keras.saving.register_keras_serializable(package="hypermodels")
-class FusedNadam(keras.optimizers.Nadam):
+class FusedNadam(_FusedUpdate, keras.optimizers.Nadam):
     """`keras.optimizers.Nadam` with its update in plain TensorFlow ops and the
     momentum schedule and bias corrections computed once per step."""
 
@@ -217,14 +224,9 @@ class FusedNadam(keras.optimizers.Nadam):
             )
         return self._scalars.by_dtype[dtype]
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if not _dense(gradient):
-            super().update_step(gradient, variable, learning_rate)
-            return
-        dtype = tf.as_dtype(variable.dtype)
-        grad = tf.cast(gradient, dtype)
+    def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
         momentum_scale, gradient_scale, velocity_correction = self._step_scalars(dtype)
-        index = self._get_variable_index(variable)
+        index = self._index(variable)
         m = _handle(self._momentums[index])
         v = _handle(self._velocities[index])
         tf.raw_ops.AssignAddVariableOp(
@@ -236,7 +238,7 @@ class FusedNadam(keras.optimizers.Nadam):
         )
         m_hat = momentum_scale * _read(m, dtype) + gradient_scale * grad
         v_hat = _read(v, dtype) / velocity_correction
-        step = m_hat * tf.cast(learning_rate, dtype) / (tf.sqrt(v_hat) + self.epsilon)
+        step = m_hat * lr / (tf.sqrt(v_hat) + self.epsilon)
         tf.raw_ops.AssignSubVariableOp(resource=_handle(variable), value=step)
 
 

@@ -162,5 +162,5 @@ def build_optimizer(
     settings = _conditional_settings(hp, choices)
     if name not in _CLASSES:
         raise ValueError(f"Unknown `optimizer`. Expected one of {OPTIMIZERS}. Received: {name!r}")
-    cls = FUSED.get(name, _CLASSES[name]) if fused else _CLASSES[name]
+    cls = FUSED[name] if fused else _CLASSES[name]
     return cls(learning_rate=learning_rate, **settings[name], **_clipping(hp, clipping, clip_norm))

@@ -354,8 +354,8 @@ class _OptimizerStateTuner(keras_tuner.Tuner):
     `load_model` drops the state. With the optimizer built first, both restore it.
     Built eagerly, its variables also stay out of the first traced train step, where
     each would be created behind a conditional initialiser (about 0.15 s more tracing
-    per trial on CPU). In the MRO this class sits below Hyperband, so it runs before Hyperband's own
-    parent-checkpoint restore.
+    per trial on CPU). In the MRO this class sits below Hyperband, so it runs before
+    Hyperband's own parent-checkpoint restore.
     """
 
     def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_hypermodel import OPTIMIZER_CLASSES as _KERAS
 
 from hypermodels.fused_optimizers import FUSED, FusedAdam, FusedNadam, FusedRMSprop, FusedSGD
 from kt_pipeline.strategy import make_strategy
@@ -29,14 +30,6 @@ CASES = [
     ("nadam", {}),
     ("nadam", {"beta_1": 0.8, "global_clipnorm": 1.0}),
 ]
-_KERAS = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
-    "adagrad": keras.optimizers.Adagrad,
-    "nadam": keras.optimizers.Nadam,
-}
 
 
 def _apply(optimizer: keras.optimizers.Optimizer) -> tuple[np.ndarray, np.ndarray]:
