@@ -12,9 +12,10 @@ variables, checkpoints, weight decay, clipping, schedules and loss scaling) with
 `update_step` swapped for the fused kernel; `tests/test_fused_optimizers.py` checks
 they move the weights as Keras's do. Adagrad (Keras puts epsilon inside the square
 root, TensorFlow's kernel outside) and Nadam have no kernel with Keras's arithmetic:
-theirs is written here in plain TensorFlow ops, Nadam's with the step's scalars (its
-momentum schedule and bias corrections) computed once per step instead of once per
-weight. For sparse gradients and options the kernels lack, Keras's own update runs.
+theirs is written here in plain TensorFlow ops. Scalars that depend only on the step
+(Adam's bias corrections, Nadam's momentum schedule) are computed once per step instead
+of once per weight. For sparse gradients and options the kernels lack, Keras's own
+update runs.
 """
 
 from __future__ import annotations
@@ -46,16 +47,52 @@ def _read(handle: Any, dtype: Any) -> Any:
     return tf.raw_ops.ReadVariableOp(resource=handle, dtype=dtype)
 
 
+class _StepScalars:
+    """Per-step scalars shared by every weight's update, one set per dtype (a plain
+    holder: a dict attribute of an optimizer would be tracked for checkpoints)."""
+
+    def __init__(self) -> None:
+        self.by_dtype: dict[Any, tuple[Any, ...]] = {}
+
+
 class _FusedUpdate:
     """Keras's `update_step`, replaced by `_fused_update` where it applies.
 
     Sparse gradients (`tf.IndexedSlices`, which the dense kernels reject) and options
     `_fusable` says no to keep Keras's own update; otherwise the gradient and the
-    learning rate arrive cast to the weight's dtype.
+    learning rate arrive cast to the weight's dtype. Scalars that depend only on the
+    step (bias corrections, momentum schedules) come from `_step_scalars`, computed at
+    the first weight and shared by the others.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._scalars = _StepScalars()
 
     def _fusable(self) -> bool:
         return True
+
+    def _compute_step_scalars(self, dtype: Any) -> tuple[Any, ...]:
+        return ()
+
+    def _step_scalars(self, dtype: Any) -> tuple[Any, ...]:
+        if dtype not in self._scalars.by_dtype:
+            self._scalars.by_dtype[dtype] = self._compute_step_scalars(dtype)
+        return self._scalars.by_dtype[dtype]
+
+    def _backend_update_step(
+        self, grads: Any, trainable_variables: Any, learning_rate: Any
+    ) -> None:
+        # Keras updates every weight from here (Nadam first advances its momentum
+        # schedule); the scalars are dropped before and after, so no tensor outlives
+        # the function being traced.
+        self._scalars.by_dtype.clear()
+        try:
+            super()._backend_update_step(  # type: ignore[misc]
+                grads, trainable_variables, learning_rate
+            )
+        finally:
+            self._scalars.by_dtype.clear()
 
     def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
         raise NotImplementedError
@@ -85,17 +122,21 @@ class _FusedAdamUpdate(_FusedUpdate):
     def _fusable(self) -> bool:
         return not self.amsgrad
 
-    def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
-        index = self._index(variable)
+    def _compute_step_scalars(self, dtype: Any) -> tuple[Any, ...]:
         step = tf.cast(self.iterations + 1, dtype)
         beta_1 = tf.cast(self.beta_1, dtype)
         beta_2 = tf.cast(self.beta_2, dtype)
+        return beta_1, beta_2, tf.pow(beta_1, step), tf.pow(beta_2, step)
+
+    def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
+        index = self._index(variable)
+        beta_1, beta_2, beta_1_power, beta_2_power = self._step_scalars(dtype)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable),
             m=_handle(self._momentums[index]),
             v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step),
-            beta2_power=tf.pow(beta_2, step),
+            beta1_power=beta_1_power,
+            beta2_power=beta_2_power,
             lr=lr,
             beta1=beta_1,
             beta2=beta_2,
@@ -180,49 +221,23 @@ class FusedAdagrad(_FusedUpdate, keras.optimizers.Adagrad):
         tf.raw_ops.AssignSubVariableOp(resource=_handle(variable), value=step)
 
 
-class _StepScalars:
-    """Per-step scalars shared by every weight's update, one set per dtype (a plain
-    holder: a dict attribute of an optimizer would be tracked for checkpoints)."""
-
-    def __init__(self) -> None:
-        self.by_dtype: dict[Any, tuple[Any, ...]] = {}
-
-
 @keras.saving.register_keras_serializable(package="hypermodels")
 class FusedNadam(_FusedUpdate, keras.optimizers.Nadam):
     """`keras.optimizers.Nadam` with its update in plain TensorFlow ops and the
     momentum schedule and bias corrections computed once per step."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._scalars = _StepScalars()
-
-    def _backend_update_step(
-        self, grads: Any, trainable_variables: Any, learning_rate: Any
-    ) -> None:
-        # Keras's Nadam advances its momentum-schedule product here, then updates each
-        # weight; the scalars are computed at the first weight and dropped after the
-        # last, so no tensor outlives the function being traced.
-        self._scalars.by_dtype.clear()
-        try:
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
-        finally:
-            self._scalars.by_dtype.clear()
-
-    def _step_scalars(self, dtype: Any) -> tuple[Any, ...]:
-        if dtype not in self._scalars.by_dtype:
-            local_step = tf.cast(self.iterations + 1, dtype)
-            beta_1 = tf.cast(self.beta_1, dtype)
-            decay = tf.cast(0.96, dtype)
-            u_t = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step))
-            u_t_1 = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step + 1.0))
-            u_product_t = tf.cast(self._u_product, dtype)
-            self._scalars.by_dtype[dtype] = (
-                u_t_1 / (1.0 - u_product_t * u_t_1),  # multiplies m in m_hat
-                (1.0 - u_t) / (1.0 - u_product_t),  # multiplies the gradient in m_hat
-                1.0 - tf.pow(tf.cast(self.beta_2, dtype), local_step),  # divides v
-            )
-        return self._scalars.by_dtype[dtype]
+    def _compute_step_scalars(self, dtype: Any) -> tuple[Any, ...]:
+        local_step = tf.cast(self.iterations + 1, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        decay = tf.cast(0.96, dtype)
+        u_t = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step))
+        u_t_1 = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step + 1.0))
+        u_product_t = tf.cast(self._u_product, dtype)
+        return (
+            u_t_1 / (1.0 - u_product_t * u_t_1),  # multiplies m in m_hat
+            (1.0 - u_t) / (1.0 - u_product_t),  # multiplies the gradient in m_hat
+            1.0 - tf.pow(tf.cast(self.beta_2, dtype), local_step),  # divides v
+        )
 
     def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
         momentum_scale, gradient_scale, velocity_correction = self._step_scalars(dtype)

@@ -21,6 +21,7 @@ from hypermodels.features import TabularSchema, build_preprocessing
 from hypermodels.inputs import InputCache
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer, choose_learning_rate
 from hypermodels.schedules import SCHEDULES, build_schedule, schedule_callbacks
+from hypermodels.step_functions import prepare_step_functions
 
 __all__ = [
     "ACTIVATIONS",
@@ -407,6 +408,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             validation = self._inputs.evaluation(
                 *validation, batch_size=max(batch_size, _EVALUATION_BATCH_SIZE)
             )
+        prepare_step_functions(model, element_spec=train.element_spec)
         kwargs["shuffle"] = False  # the dataset shuffles (or not) itself
         return model.fit(train, validation_data=validation, callbacks=callbacks, **kwargs)
 

@@ -10,7 +10,14 @@ import pytest
 import tensorflow as tf
 from test_hypermodel import OPTIMIZER_CLASSES as _KERAS
 
-from hypermodels.fused_optimizers import FUSED, FusedAdam, FusedNadam, FusedRMSprop, FusedSGD
+from hypermodels.fused_optimizers import (
+    FUSED,
+    FusedAdam,
+    FusedAdamW,
+    FusedNadam,
+    FusedRMSprop,
+    FusedSGD,
+)
 from kt_pipeline.strategy import make_strategy
 
 # (name, constructor arguments): every optimizer option the search space can produce.
@@ -118,12 +125,23 @@ def test_the_step_runs_the_fused_kernel_not_kerass_ops() -> None:
         assert "Sqrt" not in types, optimizer
 
 
-def test_nadam_computes_its_step_scalars_once_not_per_weight() -> None:
+@pytest.mark.parametrize(
+    ("keras_class", "fused_class", "keras_pows", "fused_pows"),
+    [
+        # Keras's Nadam: one power for its schedule product, three more per weight.
+        (keras.optimizers.Nadam, FusedNadam, 1 + 3 * 3, 1 + 3),
+        # Keras's Adam: both bias corrections per weight.
+        (keras.optimizers.Adam, FusedAdam, 2 * 3, 2),
+        (keras.optimizers.AdamW, FusedAdamW, 2 * 3, 2),
+    ],
+)
+def test_step_scalars_are_computed_once_not_per_weight(
+    keras_class: type, fused_class: type, keras_pows: int, fused_pows: int
+) -> None:
     variables = [tf.Variable(np.ones(3, "float32")) for _ in range(3)]
-    # Keras's Nadam: one power for its schedule product, three more per weight.
-    assert _op_types(keras.optimizers.Nadam(0.1), variables).count("Pow") == 1 + 3 * 3
+    assert _op_types(keras_class(0.1), variables).count("Pow") == keras_pows
     variables = [tf.Variable(np.ones(3, "float32")) for _ in range(3)]
-    assert _op_types(FusedNadam(0.1), variables).count("Pow") == 1 + 3
+    assert _op_types(fused_class(0.1), variables).count("Pow") == fused_pows
 
 
 def test_sparse_gradients_take_kerass_update() -> None:
