@@ -10,6 +10,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
+from test_step_functions import count_traces
 
 from hypermodels import ACTIVATIONS, OPTIMIZERS, SCHEDULES, MLPHyperModel
 from hypermodels.fused_optimizers import FUSED
@@ -317,27 +318,15 @@ def test_batch_size_and_early_stopping_reach_fit() -> None:
     assert int(model.optimizer.iterations) == 4 * len(history.epoch)  # 100 rows / batch 25
 
 
-# The numpy path is Keras's own fit, kept plain as the benchmarks' baseline: it shows the
-# defect (if a Keras release fixes it, this says the workaround can go).
-@pytest.mark.parametrize(("input_pipeline", "expected_traces"), [("tf_data", 1), ("numpy", 2)])
-def test_a_trial_traces_its_train_step_once(input_pipeline: str, expected_traces: int) -> None:
-    """Without an explicit strategy, Keras builds the compiled metrics inside the first
-    traced step, and tf.function then traces the whole step again."""
+def test_a_trial_traces_its_train_step_once() -> None:
+    """`fit` prepares the step functions (`hypermodels.step_functions`)."""
     hypermodel = _hypermodel(batch_sizes=(25,))
-    hypermodel.input_pipeline = input_pipeline
     hp = keras_tuner.HyperParameters()
     model = hypermodel.build(hp)
-    traces: list[object] = []
-    train_step = model.train_step
-
-    def counting_train_step(data: Any) -> Any:
-        traces.append(data)
-        return train_step(data)
-
-    model.train_step = counting_train_step
+    traces = count_traces(model)
     x, y = np.zeros((100, 4), "float32"), np.zeros(100)
     hypermodel.fit(hp, model, x, y, epochs=3, validation_data=(x, y), verbose=0)
-    assert len(traces) == expected_traces
+    assert len(traces) == 1
     assert int(model.optimizer.iterations) == 3 * 4
 
 

@@ -70,9 +70,8 @@ def test_evaluate_gives_kerass_results() -> None:
     assert results[0] == pytest.approx(results[1], rel=1e-6)
 
 
-def test_the_train_step_is_traced_once() -> None:
-    train, _ = _data()
-    model = _model()
+def count_traces(model: keras.Model) -> list[object]:
+    """Wraps the model's train step; each trace of it appends its batch to the list."""
     traces: list[object] = []
     train_step = model.train_step
 
@@ -81,9 +80,20 @@ def test_the_train_step_is_traced_once() -> None:
         return train_step(data)
 
     model.train_step = counting_train_step
-    prepare_step_functions(model, element_spec=train.element_spec)
+    return traces
+
+
+# Keras's own functions trace the step twice: if a Keras release fixes that, this says
+# the metric build in `prepare_step_functions` can go.
+@pytest.mark.parametrize(("prepared", "expected_traces"), [(True, 1), (False, 2)])
+def test_the_train_step_is_traced_once(prepared: bool, expected_traces: int) -> None:
+    train, _ = _data()
+    model = _model()
+    traces = count_traces(model)
+    if prepared:
+        prepare_step_functions(model, element_spec=train.element_spec)
     model.fit(train, epochs=2, verbose=0)
-    assert len(traces) == 1
+    assert len(traces) == expected_traces
 
 
 def test_an_exhausted_iterator_stops_the_epoch() -> None:
