@@ -138,8 +138,7 @@ def run_one(
     model = hypermodel.build(hp)
     if hypermodel.input_pipeline == "tf_data":
         # The pipeline's tuners build the optimizer before training (`kt_pipeline.tuners`),
-        # which also keeps its variables out of the traced train step; a plain script
-        # leaves that to the first step.
+        # so its cost falls here as in a search; a plain script leaves it to the first step.
         model.optimizer.build(model.trainable_variables)
     built = time.perf_counter()
     timer = _EpochTimer()

@@ -18,8 +18,9 @@ TensorFlow trainer make it cost more than the step itself:
   read the metrics once after the loop. Keras's step returns exactly those metric
   results, so `fit` sees the same logs (``tests/test_step_functions.py``).
 
-Together they take about 0.3 s off each trial (the train step was traced twice, and
-the scaffolding cost about half as much again as the steps).
+In ``benchmarks/trial_speed.py`` the first took the pipeline's whole trials from 1.79x
+to 2.11x faster than plain `fit`, and the second to 2.58x (separate runs), with the
+same trained models.
 """
 
 from __future__ import annotations

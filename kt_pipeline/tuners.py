@@ -352,10 +352,9 @@ class _OptimizerStateTuner(keras_tuner.Tuner):
     moments), but a freshly compiled model has an unbuilt optimizer, so Keras skips
     them with a warning: a Hyperband promotion restarts its optimizer from step 0 and
     `load_model` drops the state. With the optimizer built first, both restore it.
-    Built eagerly, its variables also stay out of the first traced train step, where
-    each would be created behind a conditional initialiser (about 0.15 s more tracing
-    per trial on CPU). In the MRO this class sits below Hyperband, so it runs before
-    Hyperband's own parent-checkpoint restore.
+    (Keeping variables out of the traced train step is `MLPHyperModel.fit`'s part:
+    `hypermodels.step_functions`.) In the MRO this class sits below Hyperband, so it
+    runs before Hyperband's own parent-checkpoint restore.
     """
 
     def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:
