@@ -18,6 +18,8 @@ model it picks:
   accuracy every epoch) on the same space, stopped when the budget is spent.
 * ``untuned``: Adam 1e-3, two Dense(128) relu layers, batch 32, trained up to the
   budget with early stopping (patience 10, best weights restored).
+* ``pipeline_random_first``: the pipeline with ``tuner.first_trial = "random"``: no
+  known-good first trial, every trial sampled.
 * ``pipeline_trial_schedule``: the pipeline with ``search.schedule_horizon =
   "trial"``: each Hyperband round's schedule decays over that round's epochs.
 * ``pipeline_shared_lr``: the pipeline without the range test, one learning-rate range
@@ -70,6 +72,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BASELINES = ("pipeline", "kt_random", "kt_hyperband", "optuna_tpe", "untuned")
 VARIANTS = (
+    "pipeline_random_first",
     "pipeline_trial_schedule",
     "pipeline_shared_lr",
     "pipeline_own_lr",
@@ -429,7 +432,9 @@ def _run_pipeline(
     # range for every optimizer; "own" gives plain SGD and Adagrad ten times the range.
     shared = "search.optimizer_learning_rates={}"
     own = "search.optimizer_learning_rates={sgd=[0.001, 0.1], adagrad=[0.001, 0.1]}"
-    if method == "pipeline_trial_schedule":
+    if method == "pipeline_random_first":
+        overrides.append("tuner.first_trial='random'")
+    elif method == "pipeline_trial_schedule":
         overrides.append("search.schedule_horizon='trial'")
     elif method == "pipeline_shared_lr":
         overrides.append(shared)
@@ -654,6 +659,7 @@ def summarise(
 
 #: (first, second) method pairs compared seed by seed, where both ran.
 _PAIRS = (
+    ("pipeline", "pipeline_random_first"),
     ("pipeline_trial_schedule", "pipeline"),
     ("pipeline", "pipeline_shared_lr"),
     ("pipeline", "pipeline_own_lr"),

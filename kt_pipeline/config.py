@@ -45,6 +45,7 @@ __all__ = [
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 TUNERS = ("hyperband", "bayesian", "random", "bohb")
+FIRST_TRIALS = ("recommended", "random")  # as `kt_pipeline.tuners.FIRST_TRIALS`
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 BATCH_SIZE_IS = ("global", "per_replica")
@@ -213,6 +214,11 @@ class TunerConfig:
             model proposes configurations; 0 means the number of hyperparameters + 1,
             as in BOHB (more than the default schedule's 30 trials ever give one
             budget, so the default search samples at random as Hyperband does).
+        first_trial: ``recommended``: a fresh search's first trial is the
+            hypermodel's known-good configuration (`hypermodels.mlp.STARTING_POINT`:
+            two ReLU layers of 256, Adam at the middle of its learning-rate range, a
+            cosine schedule), then the algorithm samples; ``random``: every trial is
+            the algorithm's.
     """
 
     algorithm: str = "hyperband"
@@ -226,9 +232,11 @@ class TunerConfig:
     max_consecutive_failed_trials: int = 3
     max_crashes_per_trial: int = 2
     bohb_min_points: int = 0
+    first_trial: str = "recommended"
 
     def __post_init__(self) -> None:
         _check_choice("tuner.algorithm", self.algorithm, TUNERS)
+        _check_choice("tuner.first_trial", self.first_trial, FIRST_TRIALS)
         if self.bohb_min_points != 0 and self.bohb_min_points < 3:
             raise _fail("tuner.bohb_min_points", "0 (automatic) or >= 3", self.bohb_min_points)
         _check_choice("tuner.direction", self.direction, DIRECTIONS)

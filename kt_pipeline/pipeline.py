@@ -225,6 +225,7 @@ def _make_tuner(
         overwrite=overwrite,
         worker_lease_seconds=config.runtime.worker_lease_seconds,
         bohb_min_points=tuner_cfg.bohb_min_points,
+        first_trial=tuner_cfg.first_trial,
     )
 
 

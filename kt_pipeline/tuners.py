@@ -4,8 +4,12 @@ What the subclasses add to KerasTuner's own Hyperband, BayesianOptimization and
 RandomSearch:
 
 * **Seeds that hold.** KerasTuner replaces ``seed=0`` with a random seed; ours keeps
-  it. Each trial's weights are initialised from a seed derived from the experiment
-  seed and the trial id, so a trial is reproducible on its own.
+  it. KerasTuner draws hyperparameter *i* of a search from ``random.Random(seed + i)``,
+  so seed 2 replays seed 1's draws shifted by one and the two searches soon sample
+  the very same configurations; ours starts each seed's counter at a point hashed
+  from the seed, so different seeds draw independent searches. Each trial's weights
+  are initialised from a seed derived from the experiment seed and the trial id, so a
+  trial is reproducible on its own.
 * **Trial accounting.** Wall time and epochs of every trial are written to
   ``trial_<id>/stats.json`` for the results table.
 * **Checkpoints that restore the optimizer.** Hyperband promotions and reloaded best
@@ -29,6 +33,7 @@ RandomSearch:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -54,10 +59,12 @@ __all__ = [
     "DEFAULT_MAX_TRIALS",
     "DIVERGED",
     "ERROR_FILE",
+    "FIRST_TRIALS",
     "TRIAL_STATS_FILE",
     "SearchAbortedError",
     "best_trial",
     "build_tuner",
+    "sampling_start",
     "trial_seed",
 ]
 
@@ -148,18 +155,59 @@ def trial_seed(seed: int, trial_id: str) -> int:
     return zlib.crc32(f"{seed}:{trial_id}".encode()) % (2**31 - 1)
 
 
-def _honour_seed(oracle: keras_tuner.Oracle, seed: int) -> None:
-    """Undoes KerasTuner's ``seed or random.randint(...)`` on a fresh oracle.
+def sampling_start(seed: int) -> int:
+    """Where an experiment seed's hyperparameter draws start.
 
-    A resumed oracle already carries the seed it saved, so it is left alone.
+    KerasTuner's oracles seed the *i*-th draw of a search with ``seed_state + i``
+    (`Oracle._random_values`) and start ``seed_state`` at the seed itself, so the
+    draws of seeds 1 and 2 are one stream offset by one draw. As soon as one search
+    draws one conditional hyperparameter more than the other, the offsets cancel and
+    both sample identical configurations from then on. Starting each seed at a 63-bit
+    hash puts the streams of any two seeds astronomically far apart.
+    """
+    digest = hashlib.sha256(f"kt-pipeline search seed {seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _honour_seed(oracle: keras_tuner.Oracle, seed: int) -> None:
+    """Undoes KerasTuner's ``seed or random.randint(...)`` on a fresh oracle, and starts
+    its draws at `sampling_start` so different seeds sample independent searches.
+
+    A resumed oracle already carries the seed and draw counter it saved, so it is left
+    alone.
     """
     if oracle.trials:
         return
     oracle.seed = seed
-    oracle._seed_state = seed
+    oracle._seed_state = sampling_start(seed)
     if hasattr(oracle, "_random_state"):  # BayesianOptimizationOracle
         oracle._random_state = np.random.RandomState(seed)
         oracle.gpr = oracle._make_gpr()
+
+
+#: How a fresh search picks its first trial (`build_tuner`'s ``first_trial``).
+FIRST_TRIALS = ("recommended", "random")
+
+
+def _start_from_recommended(oracle: keras_tuner.Oracle, hypermodel: Any) -> None:
+    """Makes a fresh oracle's first trial the hypermodel's recommended configuration.
+
+    Every KerasTuner oracle (and `BOHBOracle`) draws a new trial's values from
+    `_random_values`; the first call is answered with
+    ``hypermodel.starting_values(space)`` instead, and later calls sample as before. A
+    hypermodel without `starting_values`, or a resumed oracle, is left alone.
+    """
+    starting_values = getattr(hypermodel, "starting_values", None)
+    if starting_values is None or oracle.trials:
+        return
+
+    def first_trial() -> dict[str, Any] | None:
+        del oracle._random_values  # back to the class's own sampling
+        if oracle.trials:
+            return oracle._random_values()
+        return dict(starting_values(oracle.hyperparameters))
+
+    oracle._random_values = first_trial
 
 
 class _PipelineTunerMixin:
@@ -175,6 +223,7 @@ class _PipelineTunerMixin:
         worker_lease_seconds: float = 60.0,
         max_consecutive_failed_trials: int = 3,
         max_crashes_per_trial: int = 2,
+        first_trial: str = "recommended",
         **kwargs: Any,
     ) -> None:
         self._experiment_seed = seed
@@ -192,7 +241,10 @@ class _PipelineTunerMixin:
             *args, seed=seed, max_consecutive_failed_trials=None, **kwargs
         )
         # A worker's oracle is KerasTuner's OracleClient around the local one.
-        _honour_seed(getattr(self.oracle, "_oracle", self.oracle), seed)
+        oracle = getattr(self.oracle, "_oracle", self.oracle)
+        _honour_seed(oracle, seed)
+        if first_trial == "recommended":
+            _start_from_recommended(oracle, self.hypermodel)  # type: ignore[attr-defined]
         self._progress = SearchProgress(self.oracle)
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
@@ -412,6 +464,7 @@ def build_tuner(
     overwrite: bool = False,
     worker_lease_seconds: float = 60.0,
     bohb_min_points: int = 0,
+    first_trial: str = "recommended",
 ) -> keras_tuner.Tuner:
     """Builds the named tuner around a hypermodel.
 
@@ -437,7 +490,15 @@ def build_tuner(
         worker_lease_seconds: In a parallel search, how long the chief waits for a
             silent worker before handing its trial to another (`kt_pipeline.parallel`).
         bohb_min_points: BOHB's `min_points_in_model` (0: hyperparameters + 1).
+        first_trial: ``recommended``: a fresh search's first trial is the hypermodel's
+            known-good configuration (its `starting_values`, when it has them), then
+            the algorithm samples; ``random``: the algorithm picks every trial.
     """
+    if first_trial not in FIRST_TRIALS:
+        raise ValueError(
+            f"Argument `first_trial` must be one of {FIRST_TRIALS}. "
+            f"Received: first_trial={first_trial!r}"
+        )
     common: dict[str, Any] = {
         "hypermodel": hypermodel,
         "objective": objective,
@@ -450,10 +511,13 @@ def build_tuner(
         "max_crashes_per_trial": max_crashes_per_trial,
         "distribution_strategy": distribution_strategy,
         "worker_lease_seconds": worker_lease_seconds,
+        "first_trial": first_trial,
     }
     tuner: keras_tuner.Tuner
     if algorithm in ("hyperband", "bohb"):
-        extra = {"min_points_in_model": bohb_min_points} if algorithm == "bohb" else {}
+        extra: dict[str, Any] = (
+            {"min_points_in_model": bohb_min_points} if algorithm == "bohb" else {}
+        )
         tuner_class = HyperbandTuner if algorithm == "hyperband" else BOHBTuner
         tuner = tuner_class(
             max_epochs=max_epochs,

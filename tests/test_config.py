@@ -59,6 +59,10 @@ def test_saved_config_reads_back_unchanged(tmp_path: Path) -> None:
         ("tuner.max_epochs=0", "`tuner.max_epochs` must be > 0. Received: 0"),
         ("tuner.factor=1", "`tuner.factor` must be >= 2. Received: 1"),
         ("tuner.algorithm='grid'", "`tuner.algorithm` must be one of hyperband, bayesian,"),
+        (
+            "tuner.first_trial='defaults'",
+            "`tuner.first_trial` must be one of recommended, random. Received: 'defaults'",
+        ),
         ("search.optimizers=['adma']", "Received: 'adma' (did you mean 'adam'?)"),
         ("search.schedules=['linear']", "`search.schedules` must be one of"),
         (

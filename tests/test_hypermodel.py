@@ -373,3 +373,52 @@ def test_fit_from_a_later_epoch_continues_the_schedule_there() -> None:
     k, total = 3 * 4, 4 * 10  # epoch 3 at 4 steps per epoch; 10 epochs in the schedule
     assert rates[0] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * k / total)), rel=1e-5)
     assert int(model.optimizer.iterations) == 4 * 4
+
+
+def test_starting_values_are_the_recommended_configuration() -> None:
+    hypermodel = _hypermodel()
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    values = hypermodel.starting_values(hp)
+    assert values == {
+        "num_layers": 2,
+        "units": 256,
+        "activation": "relu",
+        "dropout": 0.1,
+        "batch_norm": False,
+        "kernel_initializer": "glorot_uniform",
+        "l1": 0.0,
+        "use_l2": False,
+        "batch_size": 32,
+        "learning_rate": pytest.approx(1e-3),  # the log-scale middle of 1e-4 to 1e-2
+        "lr_schedule": "cosine",
+        "optimizer": "adam",
+        "gradient_clipping": "none",
+        "early_stopping_patience": 5,
+    }
+    model = hypermodel.build(_fixed(**values))
+    assert [layer.units for layer in _dense(model)] == [256, 256]
+
+
+def test_starting_values_stay_within_a_narrower_space() -> None:
+    hypermodel = _hypermodel(
+        num_layers=(3, 4),
+        units=(8, 16),
+        per_layer_units=True,
+        activations=("tanh", "gelu"),
+        dropout=(0.2, 0.5),
+        optimizers=("sgd", "adam"),
+        optimizer_learning_rates={"adam": (1e-3, 1e-1)},
+    )
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    values = hypermodel.starting_values(hp)
+    # Out-of-range preferences move to the nearest bound or the space's default.
+    assert values["num_layers"] == 3
+    assert [values[f"units_{i}"] for i in range(3)] == [8, 8, 8]
+    assert "units_3" not in values  # inactive at three layers
+    assert values["activation"] == "tanh"
+    assert values["dropout"] == 0.2
+    assert values["optimizer"] == "adam"
+    assert values["adam_learning_rate"] == pytest.approx(1e-2)
+    assert "learning_rate" not in values and "sgd_momentum" not in values  # sgd's only
