@@ -201,10 +201,8 @@ def _start_from_recommended(oracle: keras_tuner.Oracle, hypermodel: Any) -> None
     if starting_values is None or oracle.trials:
         return
 
-    def first_trial() -> dict[str, Any] | None:
+    def first_trial() -> dict[str, Any]:
         del oracle._random_values  # back to the class's own sampling
-        if oracle.trials:
-            return oracle._random_values()
         return dict(starting_values(oracle.hyperparameters))
 
     oracle._random_values = first_trial
