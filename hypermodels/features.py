@@ -31,6 +31,7 @@ __all__ = [
     "STRING_CATEGORICAL",
     "Column",
     "TabularSchema",
+    "build_inputs",
     "build_preprocessing",
     "fit_schema",
     "model_inputs",
@@ -239,11 +240,10 @@ def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
         tensor that the rest of the network consumes.
     """
     parts = []
-    inputs: dict[str, Any] = {}
+    raw_inputs = _raw_inputs(schema)
     numeric = schema.numeric
     if numeric:
-        raw = keras.Input(shape=(len(numeric),), dtype="float32", name=NUMERIC_INPUT)
-        inputs[NUMERIC_INPUT] = raw
+        raw = raw_inputs[NUMERIC_INPUT]
         # Preprocessing computes in float32 whatever the global mixed-precision policy:
         # raw values such as 1000.3 do not survive a bfloat16/float16 normalisation.
         filled = FillMissing([c.mean for c in numeric], dtype="float32", name="fill_missing")(raw)
@@ -260,8 +260,7 @@ def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
             parts.append(MissingIndicator(missing, dtype="float32", name="missing_indicator")(raw))
     for column in schema.categorical:
         integer = column.kind == INTEGER_CATEGORICAL
-        raw = keras.Input(shape=(1,), dtype="int64" if integer else "string", name=column.name)
-        inputs[column.name] = raw
+        raw = raw_inputs[column.name]
         lookup_cls = keras.layers.IntegerLookup if integer else keras.layers.StringLookup
         size = len(column.vocabulary) + 1  # one out-of-vocabulary slot
         safe = re.sub(r"[^A-Za-z0-9_]", "_", column.name)
@@ -281,9 +280,30 @@ def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
         if len(parts) == 1
         else keras.layers.Concatenate(dtype="float32", name="features")(parts)
     )
-    if schema.numeric_only:
-        return inputs[NUMERIC_INPUT], features
-    return inputs, features
+    return _input_layout(schema, raw_inputs), features
+
+
+def _raw_inputs(schema: TabularSchema) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    if schema.numeric:
+        inputs[NUMERIC_INPUT] = keras.Input(
+            shape=(len(schema.numeric),), dtype="float32", name=NUMERIC_INPUT
+        )
+    for column in schema.categorical:
+        dtype = "int64" if column.kind == INTEGER_CATEGORICAL else "string"
+        inputs[column.name] = keras.Input(shape=(1,), dtype=dtype, name=column.name)
+    return inputs
+
+
+def _input_layout(schema: TabularSchema, inputs: dict[str, Any]) -> Any:
+    """The numeric input alone when every column is numeric, else the dict."""
+    return inputs[NUMERIC_INPUT] if schema.numeric_only else inputs
+
+
+def build_inputs(schema: TabularSchema) -> Any:
+    """Fresh `keras.Input` tensors in the layout `build_preprocessing` gives a model
+    (one, or a dict), for a model that wraps trained ones (an ensemble)."""
+    return _input_layout(schema, _raw_inputs(schema))
 
 
 _SERVING_DTYPES = {

@@ -445,6 +445,11 @@ def _print_summary(summary: object) -> None:
         for name, value in sorted(summary.best_hyperparameters.items()):
             if not name.startswith("tuner/"):
                 print(f"  {name:<20} {value}")
+        if len(summary.exported_trial_ids) > 1:
+            print(
+                f"Exported model: the average of {len(summary.exported_trial_ids)} trials' "
+                f"models ({', '.join(summary.exported_trial_ids)}; export.ensemble)"
+            )
         print(f"Held-out test (reloaded SavedModel): {_format_scores(summary.test_scores)}")
     print(f"SavedModel:       {summary.export_dir or 'not exported'}")
     print(f"Results table:    {summary.results_file}")

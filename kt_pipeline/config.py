@@ -50,6 +50,7 @@ STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrore
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 BATCH_SIZE_IS = ("global", "per_replica")
 DIRECTIONS = ("auto", "min", "max")
+MAX_ENSEMBLE = 10  # as `kt_pipeline.ensemble.MAX_ENSEMBLE`
 
 
 def _fail(field: str, must: str, value: Any) -> UserInputError:
@@ -346,18 +347,23 @@ class RuntimeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-    """The SavedModel export of the best trial.
+    """The SavedModel export of the search's result.
 
     Attributes:
-        enabled: Export the best model after the search.
+        enabled: Export after the search.
         version: Folder number under ``export/``; 0 picks the next free number.
+        ensemble: How many of the best distinct configurations' models the export
+            averages (see `kt_pipeline.ensemble`); 1 exports the best trial's model alone.
     """
 
     enabled: bool = True
     version: int = 0
+    ensemble: int = 3
 
     def __post_init__(self) -> None:
         _check_positive("export.version", self.version, allow_zero=True)
+        if not 1 <= self.ensemble <= MAX_ENSEMBLE:
+            raise _fail("export.ensemble", f"between 1 and {MAX_ENSEMBLE}", self.ensemble)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -95,13 +95,20 @@ def build_card(
     schema: TabularSchema,
     seed: int,
     trial_id: str,
+    ensemble: list[dict[str, Any]] | None = None,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card's fields known before export; the export adds verification and test
-    metrics."""
+    metrics.
+
+    ``trial_id``, ``validation_score`` and ``hyperparameters`` describe the best trial;
+    ``ensemble`` lists every trial whose model the export averages (trial id,
+    validation score, hyperparameters), the best first.
+    """
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "trial_id": trial_id,
+        "ensemble": ensemble or [],
         "objective": objective,
         "validation_score": validation_score,
         "validation_metrics": validation_metrics,
@@ -145,6 +152,13 @@ def _metrics(metrics: dict[str, Any] | None) -> str:
     )
 
 
+def _served(ensemble: list[dict[str, Any]]) -> str:
+    if len(ensemble) <= 1:
+        return "the best trial's model"
+    members = ", ".join(f"{m.get('trial_id')} ({m.get('validation_score')})" for m in ensemble)
+    return f"average of {len(ensemble)} trials' models: {members}"
+
+
 def format_card(card: dict[str, Any], *, good: bool) -> str:
     """The card as text for a terminal."""
     data = card.get("data", {})
@@ -164,6 +178,7 @@ def format_card(card: dict[str, Any], *, good: bool) -> str:
         f"  trial:        {card.get('trial_id')}; objective {card.get('objective')} = "
         f"{card.get('validation_score')}",
         f"  validation:   {_metrics(card.get('validation_metrics'))}",
+        f"  served model: {_served(card.get('ensemble') or [])}",
         f"  test:         {_metrics(card.get('test_metrics'))}",
         f"  seed:         {card.get('seed')}",
         f"  command:      {card.get('command')}",

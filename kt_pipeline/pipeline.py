@@ -22,9 +22,10 @@ import keras_tuner
 import tensorflow as tf
 
 from hypermodels import SearchSpace, TabularSchema, fit_schema
-from hypermodels.features import model_inputs, raw_rows
+from hypermodels.features import build_inputs, model_inputs, raw_rows
 from kt_pipeline import data as data_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
+from kt_pipeline.ensemble import average_models, distinct_best_trials
 from kt_pipeline.errors import SearchAbortedError, UserInputError
 from kt_pipeline.export import export_model, score_predictions
 from kt_pipeline.lr_find import LRFindResult, lr_range_test, plot_lr_find, union_range
@@ -91,6 +92,7 @@ class SearchSummary:
     best_hyperparameters: dict[str, Any]
     test_scores: dict[str, float]
     export_dir: Path | None
+    exported_trial_ids: list[str]  # the trials whose models the export averages
     results_file: Path
     tensorboard_dir: Path
     trials: int
@@ -240,19 +242,35 @@ def _callbacks(config: PipelineConfig) -> list[Any]:
     ]
 
 
-def load_best_model(config: PipelineConfig) -> tuple[keras.Model, TabularSchema]:
-    """The best trial's trained Keras model from an existing experiment, with the
-    schema its inputs follow (see `hypermodels.features.model_inputs`).
+def load_best_model(
+    config: PipelineConfig, *, ensemble: int | None = None
+) -> tuple[keras.Model, TabularSchema]:
+    """The model the export serves, from an existing experiment, with the schema its
+    inputs follow (see `hypermodels.features.model_inputs`).
+
+    Args:
+        config: The experiment's config.
+        ensemble: How many of the best distinct configurations to average; None takes
+            ``export.ensemble``, 1 gives the best trial's model alone.
 
     Raises:
         UserInputError: the experiment holds no search or no completed trial.
     """
     prepared = _prepare_data(config)
     tuner = _reload_tuner(config, prepared)
-    best = best_trial(tuner.oracle)
-    if best is None:
+    members = distinct_best_trials(tuner.oracle, count=ensemble or config.export.ensemble)
+    if not members:
         raise UserInputError(f"experiment {config.runtime.experiment_dir!r} has no completed trial")
-    return tuner.load_model(best), prepared.schema
+    return _averaged_model(tuner, members, prepared.schema), prepared.schema
+
+
+def _averaged_model(
+    tuner: keras_tuner.Tuner,
+    members: list[keras_tuner.engine.trial.Trial],
+    schema: TabularSchema,
+) -> keras.Model:
+    models = [tuner.load_model(trial) for trial in members]
+    return average_models(models, inputs=build_inputs(schema))
 
 
 def _reload_tuner(config: PipelineConfig, prepared: _Prepared) -> keras_tuner.Tuner:
@@ -270,7 +288,9 @@ def export_best(
     tuner: keras_tuner.Tuner | None = None,
     prepared: _Prepared | None = None,
 ) -> tuple[Path | None, dict[str, float]]:
-    """Exports the best trial's model and scores the test split on the reloaded export.
+    """Exports the search's model (the best trial's, or the average of the best
+    ``export.ensemble`` distinct configurations') and scores the test split on the
+    reloaded export.
 
     With no tuner given, the experiment in ``runtime.experiment_dir`` is reloaded.
 
@@ -279,10 +299,11 @@ def export_best(
     """
     prepared = prepared or _prepare_data(config)
     tuner = tuner or _reload_tuner(config, prepared)
-    best = best_trial(tuner.oracle)
-    if best is None:
+    members = distinct_best_trials(tuner.oracle, count=config.export.ensemble)
+    if not members:
         return None, {}
-    model = tuner.load_model(best)
+    best = members[0]
+    model = _averaged_model(tuner, members, prepared.schema)
     dataset = prepared.dataset
     test = prepared.splits.test
     metrics = {
@@ -305,6 +326,7 @@ def export_best(
             "validation_score": best.score,
             "data": dataset.name,
             "hyperparameters": best.hyperparameters.values,
+            "ensemble": [trial.trial_id for trial in members],
         },
         verify_rows=raw_rows(prepared.schema, test.frame),
         card=build_card(
@@ -318,6 +340,14 @@ def export_best(
             schema=prepared.schema,
             seed=config.runtime.seed,
             trial_id=best.trial_id,
+            ensemble=[
+                {
+                    "trial_id": trial.trial_id,
+                    "validation_score": trial.score,
+                    "hyperparameters": dict(trial.hyperparameters.values),
+                }
+                for trial in members
+            ],
             config=config_to_dict(config),
         ),
         score=lambda outputs: score_predictions(outputs, test.y, task=dataset.task),
@@ -461,6 +491,7 @@ def _worker_summary(
         best_hyperparameters={},
         test_scores={},
         export_dir=None,
+        exported_trial_ids=[],
         results_file=experiment / RESULTS_FILE,
         tensorboard_dir=experiment / TENSORBOARD_DIR,
         trials=0,
@@ -589,6 +620,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
             # The other tasks have left: build the export model on this process alone.
             tuner.distribution_strategy = None
         export_dir, test_scores = export_best(config, tuner=tuner, prepared=prepared)
+    exported = [m["trial_id"] for m in load_card(export_dir)["ensemble"]] if export_dir else []
 
     summary = SearchSummary(
         experiment_dir=experiment,
@@ -599,6 +631,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
         best_hyperparameters=best_hp,
         test_scores=test_scores,
         export_dir=export_dir,
+        exported_trial_ids=exported,
         results_file=results_file,
         tensorboard_dir=experiment / TENSORBOARD_DIR,
         trials=len(table),

@@ -64,6 +64,7 @@ __all__ = [
     "SearchAbortedError",
     "best_trial",
     "build_tuner",
+    "completed_trials",
     "sampling_start",
     "trial_seed",
 ]
@@ -91,17 +92,22 @@ _RUNNING = keras_tuner.engine.trial.TrialStatus.RUNNING
 _ENDED = (_COMPLETED, _FAILED, keras_tuner.engine.trial.TrialStatus.INVALID)
 
 
-def best_trial(oracle: keras_tuner.Oracle) -> keras_tuner.engine.trial.Trial | None:
-    """The best COMPLETED trial, or None.
+def completed_trials(oracle: keras_tuner.Oracle) -> list[keras_tuner.engine.trial.Trial]:
+    """The COMPLETED trials with a finite score, best first.
 
     KerasTuner's `get_best_trials` falls back to failed trials when too few completed;
-    a failed or diverged trial must never be exported as the best.
+    a failed or diverged trial must never be exported or averaged into an export.
     """
-    completed = [
+    return [
         t
         for t in oracle.get_best_trials(len(oracle.trials))
         if t.status == _COMPLETED and t.score is not None and np.isfinite(t.score)
     ]
+
+
+def best_trial(oracle: keras_tuner.Oracle) -> keras_tuner.engine.trial.Trial | None:
+    """The best COMPLETED trial, or None (see `completed_trials`)."""
+    completed = completed_trials(oracle)
     return completed[0] if completed else None
 
 

@@ -108,6 +108,23 @@ def test_variants_are_compared_seed_by_seed_where_both_ran() -> None:
     assert "| pipeline_bohb | pipeline_shared_lr | digits | +0.0250 | 1 / 0 / 1 |" in text
 
 
+def test_the_single_model_row_rescores_the_pipelines_own_searches() -> None:
+    quality = _module("search_quality")
+    curve = [[30, 0.9]]
+    runs = [
+        {**_run_record("pipeline", 0, 0.95, curve), "single_model_test_accuracy": 0.93},
+        {**_run_record("pipeline", 1, 0.90, curve), "single_model_test_accuracy": 0.90},
+        _run_record("pipeline", 2, 0.80, curve),  # from before the ensemble: no such score
+    ]
+    _, summary = quality.summarise(runs, command="cmd", tiny=False)
+    single = summary["cells"]["pipeline_single_model"]["digits"]
+    assert (single["seeds"], single["test_accuracy_mean"]) == (2, pytest.approx(0.915))
+    assert summary["cells"]["pipeline"]["digits"]["seeds"] == 3
+    (row,) = summary["comparisons"]
+    assert (row["first"], row["second"], row["seeds"]) == ("pipeline", "pipeline_single_model", 2)
+    assert (row["better"], row["worse"], row["equal"]) == (1, 0, 1)
+
+
 @pytest.mark.slow
 def test_tiny_search_quality_benchmark(tmp_path: Path) -> None:
     _run("search_quality.py", "--tiny", "--datasets", "breast_cancer", "--results", str(tmp_path))
