@@ -616,15 +616,7 @@ def summarise(
             if dataset in cells.get(m, {})
             and cells[m][dataset]["test_accuracy_mean"] > ours["test_accuracy_mean"]
         ]
-        fractions = []
-        for seed in sorted({r["seed"] for r in runs if r["dataset"] == dataset}):
-            by = {r["method"]: r for r in runs if r["dataset"] == dataset and r["seed"] == seed}
-            if "pipeline" in by and "kt_random" in by and by["kt_random"]["curve"]:
-                target = by["kt_random"]["best_validation"]
-                needed = _epochs_to_reach(by["pipeline"]["curve"], target)
-                fractions.append(
-                    None if needed is None else round(needed / by["kt_random"]["epochs"], 3)
-                )
+        fractions = _fractions_of_random_budget(runs, "pipeline", dataset)
         reached = [f for f in fractions if f is not None]
         goals[dataset] = {
             "baselines_with_higher_mean": beaten,
@@ -640,6 +632,30 @@ def summarise(
             f"RandomSearch's epochs in {within}/{len(fractions)}** (median of the seeds that "
             f"reached it {median}; per seed: {fractions})."
         )
+    budget_goal = _budget_goal_table(runs, methods, datasets)
+    if budget_goal:
+        lines += [
+            "",
+            "## Budget to reach RandomSearch's final validation accuracy, every search",
+            "",
+            "Per data set: the seeds on which the method's best-so-far validation accuracy",
+            "reached RandomSearch's final one within a third of RandomSearch's epochs, and",
+            "the seeds on which it reached it at all.",
+            "",
+            "| method | " + " | ".join(datasets) + " | within a third, all data sets |",
+            "| --- | " + " | ".join("---" for _ in datasets) + " | --- |",
+        ]
+        for method, by_dataset in budget_goal.items():
+            row = [
+                f"{by_dataset[d]['within_a_third']}/{len(by_dataset[d]['fractions'])} "
+                f"(reached {by_dataset[d]['reached']})"
+                if d in by_dataset
+                else "-"
+                for d in datasets
+            ]
+            total = sum(cell["within_a_third"] for cell in by_dataset.values())
+            seeds = sum(len(cell["fractions"]) for cell in by_dataset.values())
+            lines.append(f"| {method} | " + " | ".join(row) + f" | {total}/{seeds} |")
     comparisons = _paired_comparisons(runs)
     if comparisons:
         lines += [
@@ -662,11 +678,48 @@ def summarise(
     summary = {
         "cells": cells,
         "goals": goals,
+        "budget_goal": budget_goal,
         "comparisons": comparisons,
         "command": command,
         "tiny": tiny,
     }
     return "\n".join(lines) + "\n", summary
+
+
+def _fractions_of_random_budget(
+    runs: list[dict[str, Any]], method: str, dataset: str
+) -> list[float | None]:
+    """Seed by seed, the fraction of RandomSearch's epochs `method` spent before its
+    best-so-far validation accuracy reached RandomSearch's final one (None: never)."""
+    fractions: list[float | None] = []
+    for seed in sorted({r["seed"] for r in runs if r["dataset"] == dataset}):
+        by = {r["method"]: r for r in runs if r["dataset"] == dataset and r["seed"] == seed}
+        if method in by and "kt_random" in by and by["kt_random"]["curve"]:
+            needed = _epochs_to_reach(by[method]["curve"], by["kt_random"]["best_validation"])
+            fractions.append(
+                None if needed is None else round(needed / by["kt_random"]["epochs"], 3)
+            )
+    return fractions
+
+
+def _budget_goal_table(
+    runs: list[dict[str, Any]], methods: list[str], datasets: list[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The budget goal for every method with a search of its own (RandomSearch is the
+    yardstick, and a derived row shares its pipeline run's curve)."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in methods:
+        if method == "kt_random" or method in DERIVED:
+            continue
+        for dataset in datasets:
+            fractions = _fractions_of_random_budget(runs, method, dataset)
+            if fractions:
+                table.setdefault(method, {})[dataset] = {
+                    "fractions": fractions,
+                    "reached": sum(f is not None for f in fractions),
+                    "within_a_third": sum(f is not None and f <= 1 / 3 for f in fractions),
+                }
+    return table
 
 
 def _single_model_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -87,6 +87,30 @@ def test_the_summary_names_baselines_that_beat_the_pipeline_and_the_budget_it_ne
     assert "| pipeline | 0.9100 +- 0.0141 (n=2) |" in text
 
 
+def test_the_budget_goal_is_counted_for_every_search_but_the_yardstick() -> None:
+    quality = _module("search_quality")
+    runs = [
+        {**_run_record("pipeline", 0, 0.9, [[5, 0.95]]), "single_model_test_accuracy": 0.9},
+        _run_record("pipeline", 1, 0.9, [[20, 0.85]]),
+        _run_record("kt_hyperband", 0, 0.9, [[12, 0.9]]),  # 12 of 30 epochs: > a third
+        _run_record("kt_hyperband", 1, 0.9, [[9, 0.7], [30, 0.9]]),
+        _run_record("kt_random", 0, 0.8, [[20, 0.9], [30, 0.9]]),
+        _run_record("kt_random", 1, 0.8, [[20, 0.8], [30, 0.8]]),
+    ]
+    text, summary = quality.summarise(runs, command="cmd", tiny=False)
+    table = summary["budget_goal"]
+    assert set(table) == {"pipeline", "kt_hyperband"}  # no yardstick, no derived row
+    assert table["pipeline"]["digits"] == {
+        "fractions": [0.167, 0.667],
+        "reached": 2,
+        "within_a_third": 1,
+    }
+    assert table["kt_hyperband"]["digits"]["fractions"] == [0.4, 1.0]
+    assert table["kt_hyperband"]["digits"]["within_a_third"] == 0
+    assert "| pipeline | 1/2 (reached 2) | 1/2 |" in text
+    assert "| kt_hyperband | 0/2 (reached 2) | 0/2 |" in text
+
+
 def test_variants_are_compared_seed_by_seed_where_both_ran() -> None:
     quality = _module("search_quality")
     curve = [[30, 0.9]]
