@@ -44,7 +44,8 @@ Each (method, data set, seed) runs in its own process (``--jobs`` at a time, the
 threads split between them) and writes one JSON file, so an interrupted run continues
 where it stopped. The summary reports the test accuracy (mean +- std over seeds), the
 best-so-far validation accuracy against the epochs spent (a plot per data set), and the
-budget the pipeline needed to reach RandomSearch's final validation accuracy.
+budget each search needed to reach RandomSearch's final validation accuracy, seed by seed
+(for every search) and on the curve averaged over seeds (for the pipeline).
 
 Usage:
     python benchmarks/search_quality.py [--seeds 5] [--jobs 2] [--methods ...]
@@ -625,12 +626,21 @@ def summarise(
         median = f"{statistics.median(reached):.2f}" if reached else "never"
         within = sum(f <= 1 / 3 for f in reached)
         goals[dataset]["seeds_within_a_third"] = within
+        mean_fraction = _mean_curve_fraction(runs, "pipeline", dataset)
+        goals[dataset]["mean_curve_fraction_of_random_budget"] = mean_fraction
+        mean_reach = "never reaches RandomSearch's mean final validation accuracy"
+        if mean_fraction is not None:
+            mean_reach = (
+                f"reaches RandomSearch's mean final validation accuracy at {mean_fraction:.2f} "
+                "of its epochs"
+            )
         lines.append(
             f"- {dataset}: baselines with a higher mean test accuracy than `pipeline`: "
             f"{', '.join(beaten) or 'none'}; `pipeline` reached RandomSearch's final validation "
             f"accuracy in {len(reached)}/{len(fractions)} seeds, **within a third of "
             f"RandomSearch's epochs in {within}/{len(fractions)}** (median of the seeds that "
-            f"reached it {median}; per seed: {fractions})."
+            f"reached it {median}; per seed: {fractions}); averaged over seeds, its "
+            f"best-so-far curve {mean_reach}."
         )
     budget_goal = _budget_goal_table(runs, methods, datasets)
     if budget_goal:
@@ -700,6 +710,27 @@ def _fractions_of_random_budget(
                 None if needed is None else round(needed / by["kt_random"]["epochs"], 3)
             )
     return fractions
+
+
+def _mean_curve_fraction(runs: list[dict[str, Any]], method: str, dataset: str) -> float | None:
+    """The fraction of RandomSearch's (mean) epochs at which `method`'s best-so-far
+    validation accuracy, averaged over seeds, first reaches the mean of RandomSearch's
+    final ones (None: never). Counted only where every seed has a finished trial."""
+    mine = {
+        r["seed"]: r["curve"] for r in runs if r["method"] == method and r["dataset"] == dataset
+    }
+    random = {r["seed"]: r for r in runs if r["method"] == "kt_random" and r["dataset"] == dataset}
+    seeds = sorted(mine.keys() & random.keys())
+    if not seeds:
+        return None
+    target = statistics.fmean(random[seed]["best_validation"] for seed in seeds)
+    epochs = statistics.fmean(random[seed]["epochs"] for seed in seeds)
+    for spent in sorted({spent for seed in seeds for spent, _ in mine[seed]}):
+        values = [_best_at(mine[seed], spent) for seed in seeds]
+        reached = [value for value in values if value is not None]
+        if len(reached) == len(seeds) and statistics.fmean(reached) >= target - 1e-9:
+            return round(spent / epochs, 3)
+    return None
 
 
 def _budget_goal_table(
