@@ -27,6 +27,14 @@ RandomSearch:
   reload, a trial left RUNNING runs again and a trial whose result was saved is kept
   (KerasTuner loses the first and re-runs the second when the kill lands between its
   two state files).
+* **One best trial, however often it is reloaded.** KerasTuner's `Oracle.reload` reads
+  the trial files in ``tf.io.gfile.glob`` order, which changes from call to call, and
+  ranks trials with a stable sort, so trials that tie on score (common for accuracy
+  on a small validation set) came back in a different order on every reload: the
+  export and its ensemble members could differ from the search's reported best trial
+  and from one export of the same experiment to the next. Reloaded trials are put
+  back in the order they were created, so ties go to the earliest trial, as they do
+  during the search.
 * **Bounded memory.** The graphs TensorFlow keeps for every traced train step are
   released when the trial ends (`kt_pipeline.graph_memory`).
 """
@@ -275,6 +283,7 @@ class _PipelineTunerMixin:
 
     def reload(self) -> None:
         super().reload()  # type: ignore[misc]
+        _order_trials(self.oracle)
         _repair_interrupted(self.oracle)
 
     def _trial_file(self, trial_id: str, name: str) -> str:
@@ -376,6 +385,12 @@ class _PipelineTunerMixin:
                 f"(tuner.max_consecutive_failed_trials = {self._max_failures}); "
                 f"last reason: {errors[-1].message}"
             )
+
+
+def _order_trials(oracle: keras_tuner.Oracle) -> None:
+    """Puts a reloaded oracle's trials in the order they were created (ids count up),
+    the order a live search holds them in, so score ties break the same way."""
+    oracle.trials = dict(sorted(oracle.trials.items(), key=lambda item: (len(item[0]), item[0])))
 
 
 def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:

@@ -342,3 +342,40 @@ def test_a_random_first_trial_and_a_resumed_search_are_left_alone(tmp_path: Path
 
     with pytest.raises(ValueError, match="first_trial"):
         tuner(tmp_path / "c", "defaults")
+
+
+def test_a_reloaded_search_breaks_score_ties_as_the_live_one_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KerasTuner reloads trials in `tf.io.gfile.glob` order, which varies between calls;
+    with tied scores its best trial then changes from one reload to the next. Here the
+    listing is reversed, the unluckiest order, to make that happen every time."""
+    from keras_tuner.src import backend
+
+    from kt_pipeline.tuners import best_trial
+
+    def tuner() -> keras_tuner.Tuner:
+        return build_tuner(
+            _hypermodel(), algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=1
+        )
+
+    live = tuner()
+    for _ in range(4):  # four trials, all with the same score
+        trial = live.oracle.create_trial("tuner0")
+        live.oracle.update_trial(trial.trial_id, {"val_accuracy": 0.9})
+        trial.status = "COMPLETED"
+        live.oracle.end_trial(trial)
+    live.save()  # what a search leaves behind
+    ids = list(live.oracle.trials)
+    assert best_trial(live.oracle).trial_id == ids[0]
+
+    listing = backend.io.glob
+    monkeypatch.setattr(backend.io, "glob", lambda pattern: sorted(listing(pattern))[::-1])
+    stock = keras_tuner.oracles.RandomSearchOracle(objective=OBJECTIVE, max_trials=10)
+    stock._set_project_dir(str(tmp_path), live.project_name)
+    stock.reload()
+    assert stock.get_best_trials(1)[0].trial_id == ids[-1]  # KerasTuner's defect
+
+    reloaded = tuner()  # same directory: reloads through the pipeline's tuner
+    assert list(reloaded.oracle.trials) == ids
+    assert best_trial(reloaded.oracle).trial_id == ids[0]
