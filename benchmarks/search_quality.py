@@ -605,6 +605,7 @@ def summarise(
         ]
         lines.append(f"| {method} | " + " | ".join(row) + " |")
 
+    budget_goal = _budget_goal_table(runs, methods, datasets)
     goals: dict[str, Any] = {}
     lines += ["", "## Goals", ""]
     for dataset in datasets:
@@ -617,14 +618,15 @@ def summarise(
             if dataset in cells.get(m, {})
             and cells[m][dataset]["test_accuracy_mean"] > ours["test_accuracy_mean"]
         ]
-        fractions = _fractions_of_random_budget(runs, "pipeline", dataset)
+        budget = budget_goal.get("pipeline", {}).get(dataset, {})
+        fractions = budget.get("fractions", [])
         reached = [f for f in fractions if f is not None]
         goals[dataset] = {
             "baselines_with_higher_mean": beaten,
             "fraction_of_random_budget_to_reach_its_final_validation": fractions,
         }
         median = f"{statistics.median(reached):.2f}" if reached else "never"
-        within = sum(f <= 1 / 3 for f in reached)
+        within = budget.get("within_a_third", 0)
         goals[dataset]["seeds_within_a_third"] = within
         mean_fraction = _mean_curve_fraction(runs, "pipeline", dataset)
         goals[dataset]["mean_curve_fraction_of_random_budget"] = mean_fraction
@@ -642,7 +644,6 @@ def summarise(
             f"reached it {median}; per seed: {fractions}); averaged over seeds, its "
             f"best-so-far curve {mean_reach}."
         )
-    budget_goal = _budget_goal_table(runs, methods, datasets)
     if budget_goal:
         lines += [
             "",
