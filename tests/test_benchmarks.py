@@ -98,10 +98,14 @@ def test_the_budget_goal_is_counted_for_every_search_but_the_yardstick() -> None
         _run_record("kt_hyperband", 1, 0.9, [[9, 0.7], [30, 0.9]]),
         _run_record("kt_random", 0, 0.8, [[20, 0.9], [30, 0.9]]),
         _run_record("kt_random", 1, 0.8, [[20, 0.8], [30, 0.8]]),
+        # RandomSearch re-drawn is measured against the first draw like any search.
+        _run_record("kt_random_again", 0, 0.8, [[20, 0.85], [30, 0.9]]),
+        _run_record("kt_random_again", 1, 0.8, [[10, 0.8], [30, 0.8]]),
     ]
     text, summary = quality.summarise(runs, command="cmd", tiny=False)
     table = summary["budget_goal"]
-    assert set(table) == {"pipeline", "kt_hyperband"}  # no yardstick, no derived row
+    # No yardstick, no derived row.
+    assert set(table) == {"pipeline", "kt_hyperband", "kt_random_again"}
     assert table["pipeline"]["digits"] == {
         "fractions": [0.167, 0.667],
         "reached": 2,
@@ -111,6 +115,8 @@ def test_the_budget_goal_is_counted_for_every_search_but_the_yardstick() -> None
     assert table["kt_hyperband"]["digits"]["within_a_third"] == 0
     assert "| pipeline | 1/2 (reached 2) | 1/2 |" in text
     assert "| kt_hyperband | 0/2 (reached 2) | 0/2 |" in text
+    assert table["kt_random_again"]["digits"]["fractions"] == [1.0, 0.333]
+    assert "| kt_random_again | 1/2 (reached 2) | 1/2 |" in text
 
 
 def test_variants_are_compared_seed_by_seed_where_both_ran() -> None:
