@@ -144,7 +144,8 @@ class SearchConfig(SearchSpace):
             (`kt_pipeline.lr_find`) for every optimizer of the space and give each
             optimizer its suggested range in `optimizer_learning_rates` (and
             `learning_rate` the union of them). On by default, since it measured
-            better at equal budget (README); a `learning_rate` or
+            better at equal budget before the sampling fix (re-run since, it is level
+            with one shared range: README); a `learning_rate` or
             `optimizer_learning_rates` set by hand turns it off, ``learning_rate =
             "auto"`` turns it on.
     """
