@@ -273,7 +273,7 @@ def _run_keras_tuner(
 
     hypermodel = _docs_hypermodel(data["classes"])
     common = {"objective": "val_accuracy", "seed": seed, "directory": str(work)}
-    if method in ("kt_random", "kt_random_again"):
+    if method in ("kt_random", *REFERENCES):
         tuner: Any = keras_tuner.RandomSearch(
             hypermodel, max_trials=budget // settings["max_epochs"], **common
         )
@@ -533,7 +533,7 @@ def run_job(method: str, dataset: str, seed: int, *, tiny: bool, threads: int, o
             )
         else:
             data = _arrays(source, seed)
-            if method in ("kt_random", "kt_random_again", "kt_hyperband"):
+            if method in ("kt_random", "kt_hyperband", *REFERENCES):
                 result = _run_keras_tuner(
                     method, data, seed=search_seed, budget=budget, settings=settings, work=work
                 )

@@ -402,9 +402,10 @@ def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:
     trial ends, the finished trial is queued to run again, so it is taken off the
     queue and its end recorded. A trial that runs again starts without the metrics an
     interrupted attempt may have reported (KerasTuner would keep them as its result).
+    Runs after `_order_trials`, so the trials are visited oldest first.
     """
     queued = oracle._retry_queue
-    for trial_id, trial in sorted(oracle.trials.items()):
+    for trial_id, trial in oracle.trials.items():
         if trial.status == _RUNNING and trial_id not in queued:
             queued.insert(0, trial_id)  # the queue pops from its end: oldest runs last
         elif trial.status in _ENDED and trial_id in queued:
