@@ -5,8 +5,8 @@ Every method gets the same budget in training epochs on the same train/validatio
 split (the pipeline's seeded split), and is scored by the held-out test accuracy of the
 model it picks:
 
-* ``pipeline``: ``kt-pipeline search`` with its defaults (the learning-rate range test
-  sets each optimizer's range, then Hyperband over the default space, max_epochs 20,
+* ``pipeline``: ``kt-pipeline search`` with its defaults (Hyperband over the default
+  space, one learning-rate range of 1e-4 to 1e-2 for every optimizer, max_epochs 20,
   factor 3: 30 trials, 226 epochs). Its schedule sets the budget every other method gets.
 * ``kt_random`` / ``kt_hyperband``: stock KerasTuner ``RandomSearch`` and ``Hyperband``
   with their default settings (Hyperband with the same max_epochs; RandomSearch with
@@ -27,17 +27,19 @@ model it picks:
   scored by their best trial's model alone (``export.ensemble = 1``), where the
   ``pipeline`` row scores what the export serves (the average of the best three
   distinct configurations' models, see ``kt_pipeline.ensemble``).
-* ``pipeline_random_first``: the pipeline with ``tuner.first_trial = "random"``: no
-  known-good first trial, every trial sampled.
-* ``pipeline_trial_schedule``: the pipeline with ``search.schedule_horizon =
-  "trial"``: each Hyperband round's schedule decays over that round's epochs.
-* ``pipeline_shared_lr``: the pipeline without the range test, one learning-rate range
-  (1e-4 to 1e-2) for every optimizer (``search.optimizer_learning_rates = {}``);
-  ``pipeline_own_lr``: without the range test, plain SGD and Adagrad searching 1e-3 to
-  1e-1 and the others the shared range.
+* ``pipeline_range_test``: the pipeline with the learning-rate range test
+  (``search.learning_rate = "auto"``, the default until it measured no better): it
+  gives each optimizer the range its test suggests.
+* ``pipeline_random_first`` and ``pipeline_trial_schedule``: the range-test pipeline
+  (they were measured while it was the default, so they are set against
+  ``pipeline_range_test``) with ``tuner.first_trial = "random"`` (no known-good first
+  trial, every trial sampled) and with ``search.schedule_horizon = "trial"`` (each
+  Hyperband round's schedule decays over that round's epochs).
+* ``pipeline_own_lr``: plain SGD and Adagrad searching 1e-3 to 1e-1 and the others the
+  shared range.
 * ``pipeline_bohb`` and ``pipeline_bayesian``: ``tuner = "bohb"`` and ``tuner =
-  "bayesian"`` (budget // max_epochs trials) on the shared range, against
-  ``pipeline_shared_lr`` (Hyperband on the same space); ``pipeline_bohb_10``: BOHB whose
+  "bayesian"`` (budget // max_epochs trials), against ``pipeline`` (Hyperband on the
+  same space); ``pipeline_bohb_10``: BOHB whose
   model starts at 10 completed trials on a budget (``tuner.bohb_min_points = 10``, as
   Optuna's TPE starts after 10), since BOHB's own rule (hyperparameters + 1) is never
   met by the 30-trial schedule, on the ``own`` ranges, against ``pipeline_own_lr``.
@@ -86,9 +88,9 @@ REFERENCES = ("kt_random_again",)
 #: The re-drawn RandomSearch's seed offset.
 RESEED = 1000
 VARIANTS = (
+    "pipeline_range_test",
     "pipeline_random_first",
     "pipeline_trial_schedule",
-    "pipeline_shared_lr",
     "pipeline_own_lr",
     "pipeline_bohb",
     "pipeline_bohb_10",
@@ -446,25 +448,26 @@ def _run_pipeline(
         "export.enabled=false",
         "tuner.objective='val_accuracy'",  # the metric every method is scored by
     ]
-    # The learning-rate setups: the default is the range test ("auto"); "shared" is one
-    # range for every optimizer; "own" gives plain SGD and Adagrad ten times the range.
-    shared = "search.optimizer_learning_rates={}"
+    # The learning-rate setups: the default is one range for every optimizer; the range
+    # test ("auto") gives each its own; "own" gives plain SGD and Adagrad ten times the
+    # range.
+    range_test = "search.learning_rate='auto'"
     own = "search.optimizer_learning_rates={sgd=[0.001, 0.1], adagrad=[0.001, 0.1]}"
-    if method == "pipeline_random_first":
-        overrides.append("tuner.first_trial='random'")
+    if method == "pipeline_range_test":
+        overrides.append(range_test)
+    elif method == "pipeline_random_first":
+        overrides += [range_test, "tuner.first_trial='random'"]
     elif method == "pipeline_trial_schedule":
-        overrides.append("search.schedule_horizon='trial'")
-    elif method == "pipeline_shared_lr":
-        overrides.append(shared)
+        overrides += [range_test, "search.schedule_horizon='trial'"]
     elif method == "pipeline_own_lr":
         overrides.append(own)
     elif method == "pipeline_bohb":
-        overrides += ["tuner.algorithm='bohb'", shared]
+        overrides.append("tuner.algorithm='bohb'")
     elif method == "pipeline_bohb_10":
         overrides += ["tuner.algorithm='bohb'", "tuner.bohb_min_points=10", own]
     elif method == "pipeline_bayesian":
         trials = budget // settings["max_epochs"]
-        overrides += ["tuner.algorithm='bayesian'", f"tuner.max_trials={trials}", shared]
+        overrides += ["tuner.algorithm='bayesian'", f"tuner.max_trials={trials}"]
     config = load_config(None, overrides)
     search = run_search(config)
     dataset = load_dataset(source)
@@ -508,6 +511,18 @@ def hyperband_budget(settings: dict[str, int]) -> int:
     return schedule(oracle, max_epochs=settings["max_epochs"]).epochs
 
 
+def _cpu_model() -> str:
+    """The CPU's model name, so that seconds from runs made on different hosts (run
+    files accumulate over days) are not compared as if on one machine."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_job(method: str, dataset: str, seed: int, *, tiny: bool, threads: int, out: Path) -> None:
     """One (method, data set, seed): runs it and writes its JSON file."""
     import tensorflow as tf
@@ -549,6 +564,7 @@ def run_job(method: str, dataset: str, seed: int, *, tiny: bool, threads: int, o
         epochs=result["curve"][-1][0] if result["curve"] else 0,
         best_validation=result["curve"][-1][1] if result["curve"] else None,
         seconds=round(time.perf_counter() - started, 1),
+        cpu=_cpu_model(),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
@@ -616,6 +632,7 @@ def summarise(
             for d in datasets
         ]
         lines.append(f"| {method} | " + " | ".join(row) + " |")
+    lines += _hosts_note(runs, methods)
 
     budget_goal = _budget_goal_table(runs, methods, datasets)
     goals: dict[str, Any] = {}
@@ -709,6 +726,26 @@ def summarise(
     return "\n".join(lines) + "\n", summary
 
 
+def _hosts_note(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
+    """Which CPU each method's runs used, where they differ: the seconds above are
+    only comparable between rows run on one kind of machine."""
+    hosts: dict[str, set[str]] = {}
+    for run in runs:
+        hosts.setdefault(run["method"], set()).add(run.get("cpu") or "not recorded")
+    kinds = {cpu for method in methods for cpu in hosts.get(method, ())}
+    if len(kinds) < 2:
+        return []
+    by_cpu: dict[str, list[str]] = {}
+    for method in methods:
+        by_cpu.setdefault(" / ".join(sorted(hosts[method])), []).append(method)
+    listed = "; ".join(f"{cpu}: {', '.join(names)}" for cpu, names in sorted(by_cpu.items()))
+    return [
+        "",
+        "Seconds are comparable only between rows run on the same CPU (the runs "
+        f"accumulate over several days and hosts): {listed}.",
+    ]
+
+
 def _fractions_of_random_budget(
     runs: list[dict[str, Any]], method: str, dataset: str
 ) -> list[float | None]:
@@ -779,12 +816,12 @@ def _single_model_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 #: (first, second) method pairs compared seed by seed, where both ran.
 _PAIRS = (
     ("pipeline", "pipeline_single_model"),
-    # Re-run with the ensemble export: each scores what it would export.
-    ("pipeline", "pipeline_random_first"),
-    ("pipeline_trial_schedule", "pipeline"),
-    ("pipeline", "pipeline_shared_lr"),
-    ("pipeline_bohb", "pipeline_shared_lr"),
-    ("pipeline_bayesian", "pipeline_shared_lr"),
+    # Run with the ensemble export: each scores what it would export.
+    ("pipeline_range_test", "pipeline"),
+    ("pipeline_range_test", "pipeline_random_first"),
+    ("pipeline_trial_schedule", "pipeline_range_test"),
+    ("pipeline_bohb", "pipeline"),
+    ("pipeline_bayesian", "pipeline"),
     ("pipeline_bohb", "pipeline_bayesian"),
     # These runs predate the ensemble export: each scores its best trial's model, so
     # each is set against a search scored the same way.

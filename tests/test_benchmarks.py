@@ -123,21 +123,21 @@ def test_variants_are_compared_seed_by_seed_where_both_ran() -> None:
     quality = _module("search_quality")
     curve = [[30, 0.9]]
     runs = [
-        _run_record("pipeline_shared_lr", 0, 0.90, curve),
-        _run_record("pipeline_shared_lr", 1, 0.92, curve),
-        _run_record("pipeline_shared_lr", 2, 0.80, curve),
+        _run_record("pipeline", 0, 0.90, curve),
+        _run_record("pipeline", 1, 0.92, curve),
+        _run_record("pipeline", 2, 0.80, curve),
         _run_record("pipeline_bohb", 0, 0.95, curve),
         _run_record("pipeline_bohb", 1, 0.92, curve),
         _run_record("pipeline_bohb", 3, 0.10, curve),  # no Hyperband run on seed 3
     ]
     text, summary = quality.summarise(runs, command="cmd", tiny=False)
     (row,) = summary["comparisons"]
-    pair = ("pipeline_bohb", "pipeline_shared_lr", "digits")
+    pair = ("pipeline_bohb", "pipeline", "digits")
     assert (row["first"], row["second"], row["dataset"]) == pair
     assert row["seeds"] == 2
     assert row["mean_difference"] == pytest.approx(0.025)
     assert (row["better"], row["worse"], row["equal"]) == (1, 0, 1)
-    assert "| pipeline_bohb | pipeline_shared_lr | digits | +0.0250 | 1 / 0 / 1 |" in text
+    assert "| pipeline_bohb | pipeline | digits | +0.0250 | 1 / 0 / 1 |" in text
 
 
 def test_the_single_model_row_rescores_the_pipelines_own_searches() -> None:
@@ -185,3 +185,15 @@ def test_tiny_trial_speed_memory_and_workers_benchmarks(tmp_path: Path) -> None:
     _run("workers.py", "--trials", "2", "--epochs", "1", "--results", str(tmp_path))
     workers = json.loads((tmp_path / "workers.json").read_text())
     assert workers["ratio_2_to_1_search"] > 0 and workers["trials"] == 2
+
+
+def test_seconds_from_different_cpus_are_flagged_and_one_cpu_is_not() -> None:
+    quality = _module("search_quality")
+    curve = [[30, 0.9]]
+    fast = {**_run_record("pipeline", 0, 0.9, curve), "cpu": "Fast CPU"}
+    old = _run_record("kt_random", 0, 0.9, curve)  # a run from before the CPU was recorded
+    text, _ = quality.summarise([fast, old], command="cmd", tiny=False)
+    assert "Fast CPU: pipeline; not recorded: kt_random." in text
+    same = {**old, "cpu": "Fast CPU"}
+    text, _ = quality.summarise([fast, same], command="cmd", tiny=False)
+    assert "comparable only between rows" not in text
