@@ -5,8 +5,8 @@ Every method gets the same budget in training epochs on the same train/validatio
 split (the pipeline's seeded split), and is scored by the held-out test accuracy of the
 model it picks:
 
-* ``pipeline``: ``kt-pipeline search`` with its defaults (Hyperband over the default
-  space, one learning-rate range of 1e-4 to 1e-2 for every optimizer, max_epochs 20,
+* ``pipeline``: ``kt-pipeline search`` with its defaults (the learning-rate range test
+  sets each optimizer's range, then Hyperband over the default space, max_epochs 20,
   factor 3: 30 trials, 226 epochs). Its schedule sets the budget every other method gets.
 * ``kt_random`` / ``kt_hyperband``: stock KerasTuner ``RandomSearch`` and ``Hyperband``
   with their default settings (Hyperband with the same max_epochs; RandomSearch with
@@ -27,19 +27,17 @@ model it picks:
   scored by their best trial's model alone (``export.ensemble = 1``), where the
   ``pipeline`` row scores what the export serves (the average of the best three
   distinct configurations' models, see ``kt_pipeline.ensemble``).
-* ``pipeline_range_test``: the pipeline with the learning-rate range test
-  (``search.learning_rate = "auto"``, the default until it measured no better): it
-  gives each optimizer the range its test suggests.
-* ``pipeline_random_first`` and ``pipeline_trial_schedule``: the range-test pipeline
-  (they were measured while it was the default, so they are set against
-  ``pipeline_range_test``) with ``tuner.first_trial = "random"`` (no known-good first
-  trial, every trial sampled) and with ``search.schedule_horizon = "trial"`` (each
-  Hyperband round's schedule decays over that round's epochs).
-* ``pipeline_own_lr``: plain SGD and Adagrad searching 1e-3 to 1e-1 and the others the
-  shared range.
+* ``pipeline_random_first``: the pipeline with ``tuner.first_trial = "random"``: no
+  known-good first trial, every trial sampled.
+* ``pipeline_trial_schedule``: the pipeline with ``search.schedule_horizon =
+  "trial"``: each Hyperband round's schedule decays over that round's epochs.
+* ``pipeline_shared_lr``: the pipeline without the range test, one learning-rate range
+  (1e-4 to 1e-2) for every optimizer (``search.optimizer_learning_rates = {}``);
+  ``pipeline_own_lr``: without the range test, plain SGD and Adagrad searching 1e-3 to
+  1e-1 and the others the shared range.
 * ``pipeline_bohb`` and ``pipeline_bayesian``: ``tuner = "bohb"`` and ``tuner =
-  "bayesian"`` (budget // max_epochs trials), against ``pipeline`` (Hyperband on the
-  same space); ``pipeline_bohb_10``: BOHB whose
+  "bayesian"`` (budget // max_epochs trials) on the shared range, against
+  ``pipeline_shared_lr`` (Hyperband on the same space); ``pipeline_bohb_10``: BOHB whose
   model starts at 10 completed trials on a budget (``tuner.bohb_min_points = 10``, as
   Optuna's TPE starts after 10), since BOHB's own rule (hyperparameters + 1) is never
   met by the 30-trial schedule, on the ``own`` ranges, against ``pipeline_own_lr``.
@@ -55,7 +53,7 @@ budget each search needed to reach RandomSearch's final validation accuracy, see
 (for every search) and on the curve averaged over seeds (for the pipeline).
 
 Usage:
-    python benchmarks/search_quality.py [--seeds 5] [--jobs 2] [--methods ...]
+    python benchmarks/search_quality.py [--seeds 5] [--first-seed 0] [--jobs 2] [--methods ...]
     python benchmarks/search_quality.py --tiny     # seconds: what CI runs
 
 Writes ``benchmarks/results/search_quality.{md,json}`` and ``search_quality_<data>.png``
@@ -88,9 +86,9 @@ REFERENCES = ("kt_random_again",)
 #: The re-drawn RandomSearch's seed offset.
 RESEED = 1000
 VARIANTS = (
-    "pipeline_range_test",
     "pipeline_random_first",
     "pipeline_trial_schedule",
+    "pipeline_shared_lr",
     "pipeline_own_lr",
     "pipeline_bohb",
     "pipeline_bohb_10",
@@ -448,26 +446,25 @@ def _run_pipeline(
         "export.enabled=false",
         "tuner.objective='val_accuracy'",  # the metric every method is scored by
     ]
-    # The learning-rate setups: the default is one range for every optimizer; the range
-    # test ("auto") gives each its own; "own" gives plain SGD and Adagrad ten times the
-    # range.
-    range_test = "search.learning_rate='auto'"
+    # The learning-rate setups: the default is the range test ("auto"); "shared" is one
+    # range for every optimizer; "own" gives plain SGD and Adagrad ten times the range.
+    shared = "search.optimizer_learning_rates={}"
     own = "search.optimizer_learning_rates={sgd=[0.001, 0.1], adagrad=[0.001, 0.1]}"
-    if method == "pipeline_range_test":
-        overrides.append(range_test)
-    elif method == "pipeline_random_first":
-        overrides += [range_test, "tuner.first_trial='random'"]
+    if method == "pipeline_random_first":
+        overrides.append("tuner.first_trial='random'")
     elif method == "pipeline_trial_schedule":
-        overrides += [range_test, "search.schedule_horizon='trial'"]
+        overrides.append("search.schedule_horizon='trial'")
+    elif method == "pipeline_shared_lr":
+        overrides.append(shared)
     elif method == "pipeline_own_lr":
         overrides.append(own)
     elif method == "pipeline_bohb":
-        overrides.append("tuner.algorithm='bohb'")
+        overrides += ["tuner.algorithm='bohb'", shared]
     elif method == "pipeline_bohb_10":
         overrides += ["tuner.algorithm='bohb'", "tuner.bohb_min_points=10", own]
     elif method == "pipeline_bayesian":
         trials = budget // settings["max_epochs"]
-        overrides += ["tuner.algorithm='bayesian'", f"tuner.max_trials={trials}"]
+        overrides += ["tuner.algorithm='bayesian'", f"tuner.max_trials={trials}", shared]
     config = load_config(None, overrides)
     search = run_search(config)
     dataset = load_dataset(source)
@@ -816,12 +813,12 @@ def _single_model_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 #: (first, second) method pairs compared seed by seed, where both ran.
 _PAIRS = (
     ("pipeline", "pipeline_single_model"),
-    # Run with the ensemble export: each scores what it would export.
-    ("pipeline_range_test", "pipeline"),
-    ("pipeline_range_test", "pipeline_random_first"),
-    ("pipeline_trial_schedule", "pipeline_range_test"),
-    ("pipeline_bohb", "pipeline"),
-    ("pipeline_bayesian", "pipeline"),
+    # Re-run with the ensemble export: each scores what it would export.
+    ("pipeline", "pipeline_random_first"),
+    ("pipeline_trial_schedule", "pipeline"),
+    ("pipeline", "pipeline_shared_lr"),
+    ("pipeline_bohb", "pipeline_shared_lr"),
+    ("pipeline_bayesian", "pipeline_shared_lr"),
     ("pipeline_bohb", "pipeline_bayesian"),
     # These runs predate the ensemble export: each scores its best trial's model, so
     # each is set against a search scored the same way.
@@ -890,6 +887,9 @@ def _plot(runs: list[dict[str, Any]], dataset: str, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1 (fresh splits)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--methods", default=",".join(SEARCHES))
     parser.add_argument("--datasets", default=",".join(DATASETS))
@@ -907,7 +907,7 @@ def main() -> None:
 
     name = "search_quality_tiny" if args.tiny else "search_quality"
     runs_dir = args.results / f"{name}_runs"
-    seeds = range(1 if args.tiny else args.seeds)
+    seeds = range(args.first_seed, args.first_seed + (1 if args.tiny else args.seeds))
     methods = [m for m in args.methods.split(",") if m]
     datasets = [d for d in args.datasets.split(",") if d]
     unknown = sorted(set(methods) - set(SEARCHES)) + sorted(set(datasets) - set(DATASETS))

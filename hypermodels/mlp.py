@@ -95,7 +95,7 @@ class SearchSpace:
         learning_rate: Initial learning rate (log scale).
         optimizer_learning_rates: Optimizer name to its own learning-rate range,
             replacing `learning_rate` for that optimizer (`choose_learning_rate`); the
-            pipeline's learning-rate range test (``learning_rate = "auto"``) fills it in.
+            pipeline's learning-rate range test fills it in.
         schedules: Learning-rate schedule.
         batch_sizes: Batch size.
         gradient_clipping: ``none``, ``norm`` (per variable) or ``global_norm``.
@@ -337,10 +337,9 @@ class MLPHyperModel(keras_tuner.HyperModel):
         "recommended"``), as SMAC starts from the default configuration: a random
         search of this size can miss every good region, and a known-good trial gives it
         a strong candidate from the start (`benchmarks/search_quality.py` measures the
-        effect as ``pipeline_range_test`` against ``pipeline_random_first``). Learning
-        rates take the middle (on a log scale) of their range (the range test's, where it
-        has measured one per optimizer). Hyperparameters the point does not name keep
-        their declared default.
+        effect as ``pipeline`` against ``pipeline_random_first``). Learning rates take the
+        middle (on a log scale) of their range, which the range test has measured for each
+        optimizer. Hyperparameters the point does not name keep their declared default.
         """
         chosen = keras_tuner.HyperParameters()
         for hp in hyperparameters.space:

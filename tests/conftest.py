@@ -122,9 +122,8 @@ FLAKY_TRIALS = 5
 
 @pytest.fixture(scope="session")
 def flaky_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny search over the full default space, with the learning-rate range
-    test (`FLAKY_TRIALS` trials, the second of which fails), shared by the TensorBoard
-    and report tests."""
+    """A finished tiny search over the full default space (`FLAKY_TRIALS` trials, the
+    second of which fails), shared by the TensorBoard and report tests."""
     from kt_pipeline.config import load_config
     from kt_pipeline.pipeline import run_search
 
@@ -136,7 +135,6 @@ def flaky_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "search.hypermodel='custom_models:FlakyMLPHyperModel'",
             "search.units=[8, 16]",
             "search.batch_sizes=[32]",
-            "search.learning_rate='auto'",  # a learning rate per optimizer, conditional
             f"runtime.experiment_dir={str(experiment)!r}",
             "tuner.algorithm='random'",
             f"tuner.max_trials={FLAKY_TRIALS}",

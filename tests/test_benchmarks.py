@@ -123,21 +123,21 @@ def test_variants_are_compared_seed_by_seed_where_both_ran() -> None:
     quality = _module("search_quality")
     curve = [[30, 0.9]]
     runs = [
-        _run_record("pipeline", 0, 0.90, curve),
-        _run_record("pipeline", 1, 0.92, curve),
-        _run_record("pipeline", 2, 0.80, curve),
+        _run_record("pipeline_shared_lr", 0, 0.90, curve),
+        _run_record("pipeline_shared_lr", 1, 0.92, curve),
+        _run_record("pipeline_shared_lr", 2, 0.80, curve),
         _run_record("pipeline_bohb", 0, 0.95, curve),
         _run_record("pipeline_bohb", 1, 0.92, curve),
         _run_record("pipeline_bohb", 3, 0.10, curve),  # no Hyperband run on seed 3
     ]
     text, summary = quality.summarise(runs, command="cmd", tiny=False)
     (row,) = summary["comparisons"]
-    pair = ("pipeline_bohb", "pipeline", "digits")
+    pair = ("pipeline_bohb", "pipeline_shared_lr", "digits")
     assert (row["first"], row["second"], row["dataset"]) == pair
     assert row["seeds"] == 2
     assert row["mean_difference"] == pytest.approx(0.025)
     assert (row["better"], row["worse"], row["equal"]) == (1, 0, 1)
-    assert "| pipeline_bohb | pipeline | digits | +0.0250 | 1 / 0 / 1 |" in text
+    assert "| pipeline_bohb | pipeline_shared_lr | digits | +0.0250 | 1 / 0 / 1 |" in text
 
 
 def test_the_single_model_row_rescores_the_pipelines_own_searches() -> None:

@@ -131,12 +131,12 @@ def test_auto_is_a_flag_and_other_text_is_rejected(tmp_path: Path) -> None:
     assert config.search.learning_rate_auto
     save_config(config, tmp_path / "config.toml")
     assert load_config(tmp_path / "config.toml") == config
-    # Off by default, and learning rates set by hand do not turn it on.
-    assert not load_config().search.learning_rate_auto
+    # The default; a learning rate set by hand turns it off.
+    assert load_config().search.learning_rate_auto
     assert not load_config(overrides=["search.learning_rate=[0.01, 0.1]"]).search.learning_rate_auto
     by_hand = load_config(overrides=["search.optimizer_learning_rates={sgd=[0.01, 0.1]}"])
     assert not by_hand.search.learning_rate_auto
-    assert load_config(overrides=["search.learning_rate_auto=true"]).search.learning_rate_auto
+    assert not load_config(overrides=["search.learning_rate_auto=false"]).search.learning_rate_auto
     with pytest.raises(UserInputError) as info:
         load_config(overrides=["search.learning_rate=fast"])
     assert "`search.learning_rate`" in str(info.value) and "'fast'" in str(info.value)

@@ -216,7 +216,6 @@ def test_plan_command_prints_everything_and_writes_nothing(
     experiment = tmp_path / "exp"
     args = ["plan", "--data", str(data), "--label", "label", "--experiment-dir", str(experiment)]
     args += ["--max-epochs", "4", "--calibration-epochs", "2", "--set", "search.units=[8, 256]"]
-    args += ["--set", "search.learning_rate=auto"]
     assert main(args) == 0
     out = capsys.readouterr().out
     for expected in (
@@ -229,7 +228,7 @@ def test_plan_command_prints_everything_and_writes_nothing(
         "largest",
         "Estimated wall time",
         "`units` reaches 256 units, more than the",
-        "Notes:\n  - the learning-rate range test runs first",
+        "Notes:\n  - the learning-rate range test runs first",  # the default
     ):
         assert expected in out
     assert "range test" not in out.split("Warnings:")[1]
