@@ -726,15 +726,15 @@ def summarise(
 def _hosts_note(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
     """Which CPU each method's runs used, where they differ: the seconds above are
     only comparable between rows run on one kind of machine."""
-    hosts: dict[str, set[str]] = {}
-    for run in runs:
-        hosts.setdefault(run["method"], set()).add(run.get("cpu") or "not recorded")
-    kinds = {cpu for method in methods for cpu in hosts.get(method, ())}
-    if len(kinds) < 2:
+    hosts = {
+        method: sorted({r.get("cpu") or "not recorded" for r in runs if r["method"] == method})
+        for method in methods
+    }
+    if len({cpu for cpus in hosts.values() for cpu in cpus}) < 2:
         return []
     by_cpu: dict[str, list[str]] = {}
-    for method in methods:
-        by_cpu.setdefault(" / ".join(sorted(hosts[method])), []).append(method)
+    for method, cpus in hosts.items():
+        by_cpu.setdefault(" / ".join(cpus), []).append(method)
     listed = "; ".join(f"{cpu}: {', '.join(names)}" for cpu, names in sorted(by_cpu.items()))
     return [
         "",
