@@ -110,13 +110,41 @@ def test_the_budget_goal_is_counted_for_every_search_but_the_yardstick() -> None
         "fractions": [0.167, 0.667],
         "reached": 2,
         "within_a_third": 1,
+        "median": 0.417,
     }
     assert table["kt_hyperband"]["digits"]["fractions"] == [0.4, 1.0]
     assert table["kt_hyperband"]["digits"]["within_a_third"] == 0
-    assert "| pipeline | 1/2 (reached 2) | 1/2 |" in text
-    assert "| kt_hyperband | 0/2 (reached 2) | 0/2 |" in text
+    assert "| pipeline | 1/2 (reached 2; median 0.42) | 1/2 |" in text
+    assert "| kt_hyperband | 0/2 (reached 2; median 0.70) | 0/2 |" in text
     assert table["kt_random_again"]["digits"]["fractions"] == [1.0, 0.333]
-    assert "| kt_random_again | 1/2 (reached 2) | 1/2 |" in text
+    assert "| kt_random_again | 1/2 (reached 2; median 0.67) | 1/2 |" in text
+
+
+def test_the_median_seed_counts_a_seed_that_never_got_there_as_over_any_budget() -> None:
+    quality = _module("search_quality")
+    assert quality._median_fraction([0.1, None, 0.3]) == 0.3
+    assert quality._median_fraction([0.1, None, None]) is None  # the median seed never did
+    assert quality._median_fraction([0.2, None]) is None  # halfway to "never" is never
+    assert quality._median_fraction([0.5, 0.1, 0.2, 0.3]) == 0.25
+
+
+def test_the_pipeline_is_paired_with_every_baseline_on_the_seeds_both_ran() -> None:
+    quality = _module("search_quality")
+    curve = [[30, 0.9]]
+    runs = [
+        _run_record("pipeline", 0, 0.90, curve),
+        _run_record("pipeline", 1, 0.95, curve),
+        _run_record("optuna_tpe", 0, 0.92, curve),
+        _run_record("optuna_tpe", 1, 0.90, curve),
+        _run_record("untuned", 1, 0.95, curve),
+    ]
+    text, summary = quality.summarise(runs, command="cmd", tiny=False)
+    rows = {row["second"]: row for row in summary["comparisons"]}
+    assert set(rows) == {"optuna_tpe", "untuned"}
+    assert rows["optuna_tpe"]["mean_difference"] == pytest.approx(0.015)
+    assert (rows["optuna_tpe"]["better"], rows["optuna_tpe"]["worse"]) == (1, 1)
+    assert (rows["untuned"]["seeds"], rows["untuned"]["equal"]) == (1, 1)
+    assert "| pipeline | optuna_tpe | digits | +0.0150 | 1 / 1 / 0 |" in text
 
 
 def test_variants_are_compared_seed_by_seed_where_both_ran() -> None:
@@ -155,6 +183,30 @@ def test_the_single_model_row_rescores_the_pipelines_own_searches() -> None:
     (row,) = summary["comparisons"]
     assert (row["first"], row["second"], row["seeds"]) == ("pipeline", "pipeline_single_model", 2)
     assert (row["better"], row["worse"], row["equal"]) == (1, 0, 1)
+
+
+def test_runs_from_other_folders_are_summarised_with_these_and_not_run_again(
+    tmp_path: Path,
+) -> None:
+    """`--also-runs` joins runs made under other --results or --first-seed settings."""
+    own, other = tmp_path / "search_quality_runs", tmp_path / "elsewhere"
+    for folder, seed in ((own, 0), (other, 1), (other, 7)):  # seed 7 is outside --seeds 2
+        folder.mkdir(exist_ok=True)
+        for method, accuracy in (("pipeline", 0.9 + seed / 100), ("kt_random", 0.8)):
+            run = _run_record(method, seed, accuracy, [[10, 0.85], [30, 0.9]])
+            (folder / f"{method}-digits-{seed}.json").write_text(json.dumps(run))
+    _run(
+        "search_quality.py",
+        *("--seeds", "2", "--methods", "pipeline,kt_random", "--datasets", "digits"),
+        *("--results", str(tmp_path), "--also-runs", str(other)),
+    )
+    summary = json.loads((tmp_path / "search_quality.json").read_text())
+    cell = summary["cells"]["pipeline"]["digits"]
+    assert (cell["seeds"], cell["test_accuracy_mean"]) == (2, pytest.approx(0.905))
+    assert sorted(p.name for p in own.iterdir()) == [
+        "kt_random-digits-0.json",
+        "pipeline-digits-0.json",
+    ]
 
 
 @pytest.mark.slow
