@@ -66,6 +66,11 @@ def _run_record(method: str, seed: int, accuracy: float, curve: list[list[float]
     }
 
 
+def _scored(method: str, accuracies: dict[int, float]) -> list[dict]:
+    """Runs of `method` with these test accuracies by seed (all with one flat curve)."""
+    return [_run_record(method, seed, score, [[30, 0.9]]) for seed, score in accuracies.items()]
+
+
 def test_the_summary_names_baselines_that_beat_the_pipeline_and_the_budget_it_needed() -> None:
     quality = _module("search_quality")
     runs = [
@@ -130,13 +135,10 @@ def test_the_median_seed_counts_a_seed_that_never_got_there_as_over_any_budget()
 
 def test_the_pipeline_is_paired_with_every_baseline_on_the_seeds_both_ran() -> None:
     quality = _module("search_quality")
-    curve = [[30, 0.9]]
     runs = [
-        _run_record("pipeline", 0, 0.90, curve),
-        _run_record("pipeline", 1, 0.95, curve),
-        _run_record("optuna_tpe", 0, 0.92, curve),
-        _run_record("optuna_tpe", 1, 0.90, curve),
-        _run_record("untuned", 1, 0.95, curve),
+        *_scored("pipeline", {0: 0.90, 1: 0.95}),
+        *_scored("optuna_tpe", {0: 0.92, 1: 0.90}),
+        *_scored("untuned", {1: 0.95}),
     ]
     text, summary = quality.summarise(runs, command="cmd", tiny=False)
     rows = {row["second"]: row for row in summary["comparisons"]}
@@ -149,14 +151,9 @@ def test_the_pipeline_is_paired_with_every_baseline_on_the_seeds_both_ran() -> N
 
 def test_variants_are_compared_seed_by_seed_where_both_ran() -> None:
     quality = _module("search_quality")
-    curve = [[30, 0.9]]
     runs = [
-        _run_record("pipeline_shared_lr", 0, 0.90, curve),
-        _run_record("pipeline_shared_lr", 1, 0.92, curve),
-        _run_record("pipeline_shared_lr", 2, 0.80, curve),
-        _run_record("pipeline_bohb", 0, 0.95, curve),
-        _run_record("pipeline_bohb", 1, 0.92, curve),
-        _run_record("pipeline_bohb", 3, 0.10, curve),  # no Hyperband run on seed 3
+        *_scored("pipeline_shared_lr", {0: 0.90, 1: 0.92, 2: 0.80}),
+        *_scored("pipeline_bohb", {0: 0.95, 1: 0.92, 3: 0.10}),  # no Hyperband run on seed 3
     ]
     text, summary = quality.summarise(runs, command="cmd", tiny=False)
     (row,) = summary["comparisons"]
