@@ -873,6 +873,15 @@ def _paired_comparisons(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _line_style(method: str, colour: int) -> dict[str, Any]:
+    """The default search bold and black, baselines solid, the re-drawn yardstick
+    dotted, variants dashed: with a dozen methods, colour alone repeats."""
+    if method == "pipeline":
+        return {"color": "black", "linewidth": 2.2, "zorder": 5}
+    style = "-" if method in BASELINES else ":" if method in REFERENCES else "--"
+    return {"color": f"C{colour % 10}", "linestyle": style, "linewidth": 1.2}
+
+
 def _plot(runs: list[dict[str, Any]], dataset: str, path: Path) -> None:
     import matplotlib
 
@@ -882,18 +891,38 @@ def _plot(runs: list[dict[str, Any]], dataset: str, path: Path) -> None:
 
     budget = runs[0]["budget"]
     grid = np.arange(1, budget + 1)
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for method in SEARCHES:  # a derived row has its source's curve
+    figure, axes = plt.subplots(figsize=(8, 5))
+    shown: list[float] = []
+    for colour, method in enumerate(SEARCHES):  # a derived row has its source's curve
         curves = [r["curve"] for r in runs if r["method"] == method and r["dataset"] == dataset]
         if not curves:
             continue
         values = np.array([[_best_at(c, g) for g in grid] for c in curves], dtype=float)
         started = ~np.isnan(values).all(axis=0)  # no trial has ended before this
-        axes.plot(grid[started], np.nanmean(values[:, started], axis=0), label=method)
+        mean = np.nanmean(values[:, started], axis=0)
+        axes.plot(grid[started], mean, label=method, **_line_style(method, colour))
+        shown += list(mean[grid[started] >= budget // 20])
+    random = [r for r in runs if r["method"] == "kt_random" and r["dataset"] == dataset]
+    if random:  # the budget goal: RandomSearch's final score within a third of its epochs
+        target = statistics.fmean(r["best_validation"] for r in random)
+        third = statistics.fmean(r["epochs"] for r in random) / 3
+        axes.axhline(target, color="grey", linewidth=0.8, linestyle="-.")
+        axes.axvline(third, color="grey", linewidth=0.8, linestyle="-.")
+        axes.annotate(
+            "RandomSearch's final (mean) / a third of its epochs",
+            (third, target),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=7,
+            color="grey",
+        )
+    if shown:  # the first epochs of the untuned model would squash the rest
+        axes.set_ylim(bottom=min(shown) - 0.005)
     axes.set_xlabel("training epochs spent")
     axes.set_ylabel("best validation accuracy so far (mean over seeds)")
-    axes.set_title(f"{dataset}: best-so-far validation accuracy against budget")
-    axes.legend(fontsize=8)
+    seeds = len({r["seed"] for r in runs if r["dataset"] == dataset})
+    axes.set_title(f"{dataset}: best-so-far validation accuracy against budget ({seeds} seeds)")
+    axes.legend(fontsize=7, loc="lower right", ncol=2)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
