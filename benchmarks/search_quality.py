@@ -698,6 +698,21 @@ def summarise(
             total = sum(cell["within_a_third"] for cell in by_dataset.values())
             seeds = sum(len(cell["fractions"]) for cell in by_dataset.values())
             lines.append(f"| {method} | " + " | ".join(row) + f" | {total}/{seeds} |")
+    at_a_third = _at_a_third(runs, methods, datasets)
+    if at_a_third:
+        lines += [
+            "",
+            "## Best-so-far validation accuracy at a third of RandomSearch's epochs",
+            "",
+            "Mean over seeds of each search's best validation accuracy after a third of",
+            "RandomSearch's epochs on that seed, against RandomSearch's final one (first row).",
+            "",
+            "| method | " + " | ".join(datasets) + " |",
+            "| --- | " + " | ".join("---" for _ in datasets) + " |",
+        ]
+        for method, by_dataset in at_a_third.items():
+            row = [f"{by_dataset[d]:.4f}" if d in by_dataset else "-" for d in datasets]
+            lines.append(f"| {method} | " + " | ".join(row) + " |")
     comparisons = _paired_comparisons(runs)
     if comparisons:
         lines += [
@@ -721,6 +736,7 @@ def summarise(
         "cells": cells,
         "goals": goals,
         "budget_goal": budget_goal,
+        "best_validation_at_a_third": at_a_third,
         "comparisons": comparisons,
         "command": command,
         "tiny": tiny,
@@ -814,6 +830,35 @@ def _median_fraction(fractions: list[float | None]) -> float | None:
     that never gets there cannot hide the others."""
     median = statistics.median(math.inf if f is None else f for f in fractions)
     return None if math.isinf(median) else round(median, 3)
+
+
+def _at_a_third(
+    runs: list[dict[str, Any]], methods: list[str], datasets: list[str]
+) -> dict[str, dict[str, float]]:
+    """Per search and data set, the mean over seeds of the best validation accuracy
+    after a third of RandomSearch's epochs (a seed with no finished trial by then
+    counts as 0), and RandomSearch's final one as ``kt_random (final)``: the budget
+    goal as a level rather than a count, so one lucky maximum weighs as one seed."""
+    table: dict[str, dict[str, float]] = {}
+    for dataset in datasets:
+        random = {
+            r["seed"]: r for r in runs if r["method"] == "kt_random" and r["dataset"] == dataset
+        }
+        if not random:
+            continue
+        finals = [r["best_validation"] for r in random.values()]
+        table.setdefault("kt_random (final)", {})[dataset] = round(statistics.fmean(finals), 4)
+        for method in methods:
+            if method in DERIVED:
+                continue
+            mine = [
+                _best_at(r["curve"], random[r["seed"]]["epochs"] / 3) or 0.0
+                for r in runs
+                if r["method"] == method and r["dataset"] == dataset and r["seed"] in random
+            ]
+            if mine:
+                table.setdefault(method, {})[dataset] = round(statistics.fmean(mine), 4)
+    return table
 
 
 def _single_model_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

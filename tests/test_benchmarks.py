@@ -91,6 +91,13 @@ def test_the_summary_names_baselines_that_beat_the_pipeline_and_the_budget_it_ne
     assert goals["seeds_within_a_third"] == 1
     # Averaged over seeds: 0.75, 0.825, then 0.85 = RandomSearch's mean final at epoch 30.
     assert goals["mean_curve_fraction_of_random_budget"] == 1.0
+    # After 10 of RandomSearch's 30 epochs: 0.95 and 0.7; RandomSearch itself has no
+    # finished trial yet, which counts as 0.
+    at_a_third = summary["best_validation_at_a_third"]
+    assert at_a_third["kt_random (final)"] == {"digits": 0.85}
+    assert at_a_third["pipeline"] == {"digits": 0.825}
+    assert at_a_third["kt_random"] == {"digits": 0.0}
+    assert "| pipeline | 0.8250 |" in text
     assert "| pipeline | 0.9100 +- 0.0141 (n=2) |" in text
 
 
