@@ -40,7 +40,9 @@ model it picks:
   ``pipeline_shared_lr`` (Hyperband on the same space); ``pipeline_bohb_10``: BOHB whose
   model starts at 10 completed trials on a budget (``tuner.bohb_min_points = 10``, as
   Optuna's TPE starts after 10), since BOHB's own rule (hyperparameters + 1) is never
-  met by the 30-trial schedule, on the ``own`` ranges, against ``pipeline_own_lr``.
+  met by the 30-trial schedule, on the ``own`` ranges, against ``pipeline_own_lr``;
+  ``pipeline_bohb_10_range``: the same BOHB on the default's ranges (the range test),
+  against ``pipeline``, so the two differ only in how trials are sampled.
 
 Data sets: scikit-learn's bundled ``digits`` and ``breast_cancer``, and ``generated``:
 20,000 rows from ``make_classification`` (20 features, 3 classes, 3 % label noise).
@@ -94,6 +96,7 @@ VARIANTS = (
     "pipeline_own_lr",
     "pipeline_bohb",
     "pipeline_bohb_10",
+    "pipeline_bohb_10_range",
     "pipeline_bayesian",
 )
 #: Rows read from another method's runs instead of searching again: the pipeline's
@@ -462,6 +465,8 @@ def _run_pipeline(
         overrides.append(own)
     elif method == "pipeline_bohb":
         overrides += ["tuner.algorithm='bohb'", shared]
+    elif method == "pipeline_bohb_10_range":
+        overrides += ["tuner.algorithm='bohb'", "tuner.bohb_min_points=10"]
     elif method == "pipeline_bohb_10":
         overrides += ["tuner.algorithm='bohb'", "tuner.bohb_min_points=10", own]
     elif method == "pipeline_bayesian":
@@ -885,6 +890,7 @@ _PAIRS = (
     ("pipeline_bohb", "pipeline_bayesian"),
     ("pipeline_own_lr", "pipeline_shared_lr"),
     ("pipeline_bohb_10", "pipeline_own_lr"),
+    ("pipeline_bohb_10_range", "pipeline"),
 )
 
 
