@@ -604,8 +604,7 @@ def summarise(
         f"{platform.python_version()}; test accuracy mean +- std over seeds; every method gets "
         f"the pipeline's default Hyperband budget of {runs[0]['budget']} epochs)",
         "",
-        "| method | " + " | ".join(datasets) + " |",
-        "| --- | " + " | ".join("---" for _ in datasets) + " |",
+        *_header(datasets),
     ]
     for method in methods:
         row = []
@@ -626,8 +625,7 @@ def summarise(
             row.append(f"{statistics.fmean(scores):.4f} +- {std:.4f} (n={len(scores)})")
         lines.append(f"| {method} | " + " | ".join(row) + " |")
     lines += ["", "Epochs spent and seconds per run (mean):", ""]
-    lines.append("| method | " + " | ".join(datasets) + " |")
-    lines.append("| --- | " + " | ".join("---" for _ in datasets) + " |")
+    lines += _header(datasets)
     for method in methods:
         row = [
             f"{cells[method][d]['epochs_mean']:.0f} ep, {cells[method][d]['seconds_mean']:.0f} s"
@@ -687,19 +685,10 @@ def summarise(
             "seeds on which it reached it at all, and the median seed's fraction of",
             "RandomSearch's epochs (a seed that never reached it counts as more than any).",
             "",
-            "| method | " + " | ".join(datasets) + " | within a third, all data sets |",
-            "| --- | " + " | ".join("---" for _ in datasets) + " | --- |",
+            *_header([*datasets, "within a third, all data sets"]),
         ]
         for method, by_dataset in budget_goal.items():
-            row = [
-                f"{by_dataset[d]['within_a_third']}/{len(by_dataset[d]['fractions'])} "
-                f"(reached {by_dataset[d]['reached']}; median "
-                + ("never" if by_dataset[d]["median"] is None else f"{by_dataset[d]['median']:.2f}")
-                + ")"
-                if d in by_dataset
-                else "-"
-                for d in datasets
-            ]
+            row = [_budget_cell(by_dataset[d]) if d in by_dataset else "-" for d in datasets]
             total = sum(cell["within_a_third"] for cell in by_dataset.values())
             seeds = sum(len(cell["fractions"]) for cell in by_dataset.values())
             lines.append(f"| {method} | " + " | ".join(row) + f" | {total}/{seeds} |")
@@ -712,8 +701,7 @@ def summarise(
             "Mean over seeds of each search's best validation accuracy after a third of",
             "RandomSearch's epochs on that seed, against RandomSearch's final one (first row).",
             "",
-            "| method | " + " | ".join(datasets) + " |",
-            "| --- | " + " | ".join("---" for _ in datasets) + " |",
+            *_header(datasets),
         ]
         for method, by_dataset in at_a_third.items():
             row = [f"{by_dataset[d]:.4f}" if d in by_dataset else "-" for d in datasets]
@@ -749,6 +737,20 @@ def summarise(
     return "\n".join(lines) + "\n", summary
 
 
+def _header(columns: list[str]) -> list[str]:
+    """A Markdown table's header and rule: a method column, then one per entry."""
+    return ["| method | " + " | ".join(columns) + " |", "|" + " --- |" * (len(columns) + 1)]
+
+
+def _budget_cell(cell: dict[str, Any]) -> str:
+    """One data set's budget goal: within a third / seeds (reached; median fraction)."""
+    median = "never" if cell["median"] is None else f"{cell['median']:.2f}"
+    return (
+        f"{cell['within_a_third']}/{len(cell['fractions'])} "
+        f"(reached {cell['reached']}; median {median})"
+    )
+
+
 def _hosts_note(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
     """Which CPU each method's runs used, where they differ: the seconds above are
     only comparable between rows run on one kind of machine."""
@@ -767,6 +769,11 @@ def _hosts_note(runs: list[dict[str, Any]], methods: list[str]) -> list[str]:
         "Seconds are comparable only between rows run on the same CPU (the runs "
         f"accumulate over several days and hosts): {listed}.",
     ]
+
+
+def _random_runs(runs: list[dict[str, Any]], dataset: str) -> dict[int, dict[str, Any]]:
+    """RandomSearch's run of each seed on a data set: the budget goal's yardstick."""
+    return {r["seed"]: r for r in runs if r["method"] == "kt_random" and r["dataset"] == dataset}
 
 
 def _fractions_of_random_budget(
@@ -792,7 +799,7 @@ def _mean_curve_fraction(runs: list[dict[str, Any]], method: str, dataset: str) 
     mine = {
         r["seed"]: r["curve"] for r in runs if r["method"] == method and r["dataset"] == dataset
     }
-    random = {r["seed"]: r for r in runs if r["method"] == "kt_random" and r["dataset"] == dataset}
+    random = _random_runs(runs, dataset)
     seeds = sorted(mine.keys() & random.keys())
     if not seeds:
         return None
@@ -846,9 +853,7 @@ def _at_a_third(
     goal as a level rather than a count, so one lucky maximum weighs as one seed."""
     table: dict[str, dict[str, float]] = {}
     for dataset in datasets:
-        random = {
-            r["seed"]: r for r in runs if r["method"] == "kt_random" and r["dataset"] == dataset
-        }
+        random = _random_runs(runs, dataset)
         if not random:
             continue
         finals = [r["best_validation"] for r in random.values()]
@@ -953,7 +958,7 @@ def _plot(runs: list[dict[str, Any]], dataset: str, path: Path) -> None:
         mean = np.nanmean(values[:, started], axis=0)
         axes.plot(grid[started], mean, label=method, **_line_style(method, colour))
         shown += list(mean[grid[started] >= budget // 20])
-    random = [r for r in runs if r["method"] == "kt_random" and r["dataset"] == dataset]
+    random = _random_runs(runs, dataset).values()
     if random:  # the budget goal: RandomSearch's final score within a third of its epochs
         target = statistics.fmean(r["best_validation"] for r in random)
         third = statistics.fmean(r["epochs"] for r in random) / 3
