@@ -64,7 +64,7 @@ INPUT_PIPELINES = ("tf_data", "numpy")
 _MAX_STEPS_PER_EXECUTION = 32
 # Validation batches: larger than training batches, since evaluation has no
 # gradient noise to keep and bigger batches mean fewer steps.
-_EVALUATION_BATCH_SIZE = 512
+_EVALUATION_BATCH_SIZE = 2048
 
 # A weight-penalty range that starts at 0 means "off, or log-uniform over this many
 # decades below the upper bound".

@@ -17,10 +17,20 @@ import keras_tuner
 from hypermodels.fused_optimizers import FUSED
 from hypermodels.schedules import LearningRate
 
-__all__ = ["CLIPPING", "OPTIMIZERS", "build_optimizer", "choose_learning_rate"]
+__all__ = [
+    "CLIPPING",
+    "OPTIMIZERS",
+    "RANGE_SHARED_WITH",
+    "build_optimizer",
+    "choose_learning_rate",
+]
 
 #: The optimizers a search space may name.
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad", "nadam")
+
+#: Optimizers whose learning-rate range test is another's: Adam's variants take steps
+#: of the same scale, so one test serves all three.
+RANGE_SHARED_WITH = {"adamw": "adam", "nadam": "adam"}
 
 #: Gradient clipping modes: off, per-variable norm (`clipnorm`), global norm.
 CLIPPING = ("none", "norm", "global_norm")

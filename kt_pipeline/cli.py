@@ -30,6 +30,7 @@ _SHORTHANDS = (
     ("tuner", "tuner.algorithm", True),
     ("max_trials", "tuner.max_trials", False),
     ("max_epochs", "tuner.max_epochs", False),
+    ("time_budget", "tuner.time_budget", True),
     ("seed", "runtime.seed", False),
     ("experiment_dir", "runtime.experiment_dir", True),
     ("oracle", "runtime.oracle_address", True),
@@ -99,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-epochs", type=int, metavar="N", help="tuner.max_epochs: epochs of the longest trial"
     )
     search.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="tuner.time_budget: wall time for the whole search and export (90s, 10m, 1.5h); "
+        "no trial starts that cannot finish in time, and the best model so far is exported",
+    )
+    search.add_argument(
         "--seed",
         type=int,
         metavar="N",
@@ -151,8 +158,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Export the best trial of a finished (or interrupted) experiment as a "
         "new SavedModel version and score it on the test split. The "
         "experiment's saved config.toml is used unless --config is given. The export "
-        "is verified in a fresh process (its predictions on the test rows must equal the "
-        "in-memory model's within 1e-5) before it is published; otherwise it is kept as "
+        "is reloaded and verified (its predictions on the test rows must equal the "
+        "in-memory model's within 1e-5; in a fresh process with "
+        "export.verify_in_fresh_process) before it is published; otherwise it is kept as "
         "export/rejected-<version> and the command exits with code 1.",
     )
     _add_config_options(export)
@@ -202,6 +210,11 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--tuner", metavar="NAME", help="tuner.algorithm")
     plan.add_argument("--max-trials", type=int, metavar="N", help="tuner.max_trials")
     plan.add_argument("--max-epochs", type=int, metavar="N", help="tuner.max_epochs")
+    plan.add_argument(
+        "--time-budget",
+        metavar="DURATION",
+        help="tuner.time_budget: warn when the estimate exceeds it (30 min when not given)",
+    )
     plan.add_argument(
         "--calibration-epochs",
         type=int,
@@ -268,6 +281,11 @@ def _search(args: argparse.Namespace) -> int:
     from kt_pipeline.pipeline import run_search
 
     config = load_config(args.config, _overrides(args))
+    if config.tuner.time_budget and (args.workers is not None or args.role is not None):
+        raise UserInputError(
+            "`tuner.time_budget` is not supported in a parallel search yet (--workers, "
+            f"--role). Received: {config.tuner.time_budget:g} s"
+        )
     if args.workers is not None:
         return _launch(args, config)
     if args.role == "worker":
@@ -361,7 +379,8 @@ def _lr_find(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, _overrides(args))
     plot = Path(args.output or Path(config.runtime.experiment_dir) / LR_FIND_PLOT)
-    results = find_learning_rates(config, per_optimizer=args.per_optimizer, plot_path=plot)
+    optimizers = None if args.per_optimizer else [None]
+    results = find_learning_rates(config, optimizers=optimizers, plot_path=plot)
     print(f"{'optimizer':<10} {'steepest':>10} {'min loss':>10}   suggested range")
     for result in results:
         low, high = result.suggested
@@ -451,6 +470,9 @@ def _print_summary(summary: object) -> None:
                 f"models ({', '.join(summary.exported_trial_ids)}; export.ensemble)"
             )
         print(f"Held-out test (reloaded SavedModel): {_format_scores(summary.test_scores)}")
+    if summary.stopped_by_time_budget:
+        print("The time budget (tuner.time_budget) ended the search; resume with more time")
+        print("to run the remaining trials.")
     print(f"SavedModel:       {summary.export_dir or 'not exported'}")
     print(f"Results table:    {summary.results_file}")
     print(f"TensorBoard logs: {summary.tensorboard_dir}")

@@ -40,6 +40,7 @@ __all__ = [
     "TunerConfig",
     "config_to_dict",
     "load_config",
+    "parse_duration",
     "save_config",
 ]
 
@@ -148,10 +149,15 @@ class SearchConfig(SearchSpace):
             seeds and was level on the two small ones (README, "Search quality"); a
             `learning_rate` or `optimizer_learning_rates` set by hand turns it off,
             ``learning_rate = "auto"`` turns it on.
+        batch_sizes_auto: Size `batch_sizes` for the training rows
+            (`kt_pipeline.sizing.batch_sizes_for`), so that a large table trains in
+            hundreds of steps per epoch, not thousands; `batch_sizes` set by hand turns
+            it off, ``batch_sizes = "auto"`` turns it on.
     """
 
     hypermodel: str = "hypermodels:MLPHyperModel"
     learning_rate_auto: bool = True
+    batch_sizes_auto: bool = True
 
     def __post_init__(self) -> None:
         _check_range("search.num_layers", self.num_layers, low=0, high=64)
@@ -204,7 +210,8 @@ class TunerConfig:
         direction: ``min``, ``max`` or ``auto`` (from the metric's name).
         max_trials: Trials to run; 0 means Hyperband's own schedule, or 20 for the
             other algorithms. For Hyperband a positive value caps its schedule.
-        max_epochs: Epochs of the longest trial.
+        max_epochs: Epochs of the longest trial; 0 sizes it for the training rows
+            (`kt_pipeline.sizing.max_epochs_for`: 20 up to 100,000 rows, fewer above).
         factor: Hyperband's reduction factor.
         hyperband_iterations: Times Hyperband runs its whole schedule.
         executions_per_trial: Models trained per trial (their scores are averaged).
@@ -216,6 +223,10 @@ class TunerConfig:
             model proposes configurations; 0 means the number of hyperparameters + 1,
             as in BOHB (more than the default schedule's 30 trials ever give one
             budget, so the default search samples at random as Hyperband does).
+        time_budget: Wall-clock seconds for the whole command (0: no limit), written
+            as a number of seconds or a duration (``90s``, ``10m``, ``1.5h``). No trial
+            starts that the time left cannot fit, a running trial stops at the epoch
+            that uses it up, and the best model so far is exported and scored.
         first_trial: ``recommended``: a fresh search's first trial is the
             hypermodel's known-good configuration (`hypermodels.mlp.STARTING_POINT`:
             two ReLU layers of 256, Adam at the middle of its learning-rate range, a
@@ -227,17 +238,19 @@ class TunerConfig:
     objective: str = "auto"
     direction: str = "auto"
     max_trials: int = 0
-    max_epochs: int = 20
+    max_epochs: int = 0
     factor: int = 3
     hyperband_iterations: int = 1
     executions_per_trial: int = 1
     max_consecutive_failed_trials: int = 3
     max_crashes_per_trial: int = 2
     bohb_min_points: int = 0
+    time_budget: float = 0.0
     first_trial: str = "recommended"
 
     def __post_init__(self) -> None:
         _check_choice("tuner.algorithm", self.algorithm, TUNERS)
+        _check_positive("tuner.time_budget", self.time_budget, allow_zero=True)
         _check_choice("tuner.first_trial", self.first_trial, FIRST_TRIALS)
         if self.bohb_min_points != 0 and self.bohb_min_points < 3:
             raise _fail("tuner.bohb_min_points", "0 (automatic) or >= 3", self.bohb_min_points)
@@ -245,8 +258,8 @@ class TunerConfig:
         if not self.objective:
             raise _fail("tuner.objective", "a metric name or 'auto'", self.objective)
         _check_positive("tuner.max_trials", self.max_trials, allow_zero=True)
+        _check_positive("tuner.max_epochs", self.max_epochs, allow_zero=True)
         for name in (
-            "max_epochs",
             "hyperband_iterations",
             "executions_per_trial",
             "max_consecutive_failed_trials",
@@ -355,11 +368,14 @@ class ExportConfig:
         version: Folder number under ``export/``; 0 picks the next free number.
         ensemble: How many of the best distinct configurations' models the export
             averages (see `kt_pipeline.ensemble`); 1 exports the best trial's model alone.
+        verify_in_fresh_process: Verify the export in a new interpreter that imports
+            none of our packages, instead of reloading it in this one (`kt_pipeline.export`).
     """
 
     enabled: bool = True
     version: int = 0
     ensemble: int = 3
+    verify_in_fresh_process: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("export.version", self.version, allow_zero=True)
@@ -450,6 +466,39 @@ def _learning_rates_by_hand(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _batch_sizes_auto(values: dict[str, Any]) -> dict[str, Any]:
+    """``search.batch_sizes = "auto"`` sizes them for the data (the default); batch
+    sizes set by hand are kept as they are."""
+    value = values.get("batch_sizes")
+    if isinstance(value, str):
+        if value != "auto":
+            raise _fail("search.batch_sizes", 'a list of integers >= 1 or "auto"', value)
+        values = {k: v for k, v in values.items() if k != "batch_sizes"}
+        return {**values, "batch_sizes_auto": True}
+    if value is not None and "batch_sizes_auto" not in values:
+        values = {**values, "batch_sizes_auto": False}
+    return values
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(field: str, value: Any) -> Any:
+    """Turns a duration such as ``"90s"``, ``"10m"`` or ``"1.5h"`` into seconds; numbers
+    (seconds already) pass through for the type check."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise _fail(field, "a duration such as 90s, 10m or 1.5h", value) from None
+    if not math.isfinite(seconds):
+        raise _fail(field, "a duration such as 90s, 10m or 1.5h", value)
+    return seconds
+
+
 def _build(raw: Mapping[str, Any]) -> PipelineConfig:
     sections: dict[str, Any] = {}
     for section, section_type in _SECTIONS.items():
@@ -457,6 +506,12 @@ def _build(raw: Mapping[str, Any]) -> PipelineConfig:
         if section == "search":
             values = _learning_rate_auto(values)
             values = _learning_rates_by_hand(values)
+            values = _batch_sizes_auto(values)
+        if section == "tuner" and "time_budget" in values:
+            values = {
+                **values,
+                "time_budget": parse_duration("tuner.time_budget", values["time_budget"]),
+            }
         hints = typing.get_type_hints(section_type)
         kwargs = {
             key: _coerce(f"{section}.{key}", value, hints[key]) for key, value in values.items()

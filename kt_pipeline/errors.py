@@ -26,6 +26,6 @@ class SearchAbortedError(RuntimeError):
 
 
 class ExportVerificationError(RuntimeError):
-    """An export whose reloaded SavedModel, in a fresh process, does not predict what
+    """An export whose reloaded SavedModel does not predict what
     the in-memory model predicts. It is not published as a version; the CLI prints the
     message and exits with code 1."""

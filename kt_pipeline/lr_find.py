@@ -39,7 +39,17 @@ import numpy as np
 
 from hypermodels.optimizers import OPTIMIZERS
 
-__all__ = ["LRFindResult", "lr_range_test", "plot_lr_find", "suggest_range", "union_range"]
+__all__ = [
+    "RANGE_TEST_STEPS",
+    "LRFindResult",
+    "lr_range_test",
+    "plot_lr_find",
+    "suggest_range",
+    "union_range",
+]
+
+#: Optimizer steps of one range test.
+RANGE_TEST_STEPS = 200
 
 # Decades of learning rate on each side of a point over which the curve's slope is read.
 _SLOPE_HALF_WINDOW = 0.125
@@ -166,7 +176,7 @@ def lr_range_test(
     batch_size: int | None = None,
     min_lr: float = 1e-7,
     max_lr: float = 10.0,
-    num_steps: int = 200,
+    num_steps: int = RANGE_TEST_STEPS,
     smoothing: float = 0.98,
     divergence: float = 4.0,
     seed: int = 0,

@@ -9,14 +9,15 @@ separated from the model it describes. Fields:
 * ``validation_metrics``: the best trial's last logged metrics (``val_*``), and
   ``objective`` / ``validation_score``;
 * ``test_metrics``: held-out test metrics of the reloaded export, computed on the
-  predictions of the fresh-process verification (exactly what is served);
+  predictions of the verification (exactly what is served);
 * ``data``: source, task, class names, and ``schema``: each column's name, serving
   input name, kind and dtype, with the categories seen in training;
 * ``packages``: Python, TensorFlow, Keras, KerasTuner, NumPy, pandas, scikit-learn
   and kt-pipeline versions; ``seed``; ``command`` (the process's full command line)
   and ``config`` (the resolved experiment config);
-* ``verification``: the fresh-process check (`kt_pipeline.export`): ``verified``,
-  rows, tolerance, largest difference. ``assets.extra/GOOD`` exists only when it passed.
+* ``verification``: the reload check (`kt_pipeline.export`): ``verified``, rows,
+  tolerance, largest difference, and whether a fresh process ran it.
+  ``assets.extra/GOOD`` exists only when it passed.
 
 `kt-pipeline export --describe DIR` prints it (`format_card`).
 """
@@ -47,7 +48,7 @@ __all__ = [
 
 MODEL_CARD_FILE = os.path.join("assets.extra", "model_card.json")
 
-#: Present only in exports whose fresh-process verification passed.
+#: Present only in exports whose verification passed.
 GOOD_MARKER = os.path.join("assets.extra", "GOOD")
 
 _PACKAGES = ("tensorflow", "keras", "keras-tuner", "numpy", "pandas", "scikit-learn")
@@ -164,8 +165,9 @@ def format_card(card: dict[str, Any], *, good: bool) -> str:
     data = card.get("data", {})
     verification = card.get("verification") or {}
     if good and verification.get("verified"):
+        where = " in a fresh process" if verification.get("fresh_process", True) else ""
         status = (
-            f"GOOD: verified in a fresh process on {verification.get('rows')} held-out rows, "
+            f"GOOD: verified on reload{where} on {verification.get('rows')} held-out rows, "
             f"max difference {verification.get('max_abs_difference', 0):.2g} "
             f"(tolerance {verification.get('tolerance')})"
         )

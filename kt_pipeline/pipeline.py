@@ -11,9 +11,11 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,19 @@ import tensorflow as tf
 
 from hypermodels import SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import build_inputs, model_inputs, raw_rows
+from hypermodels.optimizers import RANGE_SHARED_WITH
 from kt_pipeline import data as data_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
 from kt_pipeline.ensemble import average_models, distinct_best_trials
 from kt_pipeline.errors import SearchAbortedError, UserInputError
 from kt_pipeline.export import export_model, score_predictions
-from kt_pipeline.lr_find import LRFindResult, lr_range_test, plot_lr_find, union_range
+from kt_pipeline.lr_find import (
+    RANGE_TEST_STEPS,
+    LRFindResult,
+    lr_range_test,
+    plot_lr_find,
+    union_range,
+)
 from kt_pipeline.model_card import build_card, load_card
 from kt_pipeline.parallel import oracle_role
 from kt_pipeline.plan import (
@@ -36,11 +45,14 @@ from kt_pipeline.plan import (
     calibrate,
     describe_space,
     estimate_seconds,
+    format_duration,
     model_sizes,
+    planned_epochs,
     schedule,
     space_warnings,
 )
 from kt_pipeline.results import write_results
+from kt_pipeline.sizing import batch_sizes_for, max_epochs_for
 from kt_pipeline.resume import check_resumable
 from kt_pipeline.strategy import (
     configure_devices,
@@ -50,7 +62,8 @@ from kt_pipeline.strategy import (
     set_graph_optimizer,
 )
 from kt_pipeline.tensorboard import EpochTimer
-from kt_pipeline.tuners import best_trial, build_tuner
+from kt_pipeline.time_budget import TimeBudget
+from kt_pipeline.tuners import DEFAULT_MAX_TRIALS, best_trial, build_tuner
 
 __all__ = [
     "SearchSummary",
@@ -98,6 +111,7 @@ class SearchSummary:
     trials: int
     completed_trials: int
     seconds: float
+    stopped_by_time_budget: bool = False
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
@@ -170,9 +184,25 @@ def _hypermodel_class(path: str) -> type[keras_tuner.HyperModel]:
     return cls
 
 
+def _sized_for_data(config: PipelineConfig, prepared: _Prepared) -> PipelineConfig:
+    """The config with its data-sized defaults resolved for the training split
+    (`kt_pipeline.sizing`): the batch sizes with ``search.batch_sizes_auto``, the epoch
+    budget when ``tuner.max_epochs`` is 0. Every path that builds the tuner or the
+    hypermodel goes through here, so a search, its plan and its re-export agree."""
+    rows = len(prepared.splits.train)
+    if config.search.batch_sizes_auto:
+        search = dataclasses.replace(config.search, batch_sizes=batch_sizes_for(rows))
+        config = dataclasses.replace(config, search=search)
+    if not config.tuner.max_epochs:
+        tuner = dataclasses.replace(config.tuner, max_epochs=max_epochs_for(rows))
+        config = dataclasses.replace(config, tuner=tuner)
+    return config
+
+
 def _make_hypermodel(
     config: PipelineConfig, prepared: _Prepared, objective: keras_tuner.Objective
 ) -> keras_tuner.HyperModel:
+    config = _sized_for_data(config, prepared)
     y = prepared.splits.train.y
     regression = prepared.dataset.task == "regression"
     space_fields = {f.name for f in dataclasses.fields(SearchSpace)}
@@ -205,7 +235,9 @@ def _make_tuner(
     *,
     overwrite: bool,
     strategy: tf.distribute.Strategy | None = None,
+    time_budget: TimeBudget | None = None,
 ) -> keras_tuner.Tuner:
+    config = _sized_for_data(config, prepared)
     tuner_cfg = config.tuner
     objective = _objective(config, prepared.dataset.task)
     return build_tuner(
@@ -228,6 +260,7 @@ def _make_tuner(
         worker_lease_seconds=config.runtime.worker_lease_seconds,
         bohb_min_points=tuner_cfg.bohb_min_points,
         first_trial=tuner_cfg.first_trial,
+        time_budget=time_budget,
     )
 
 
@@ -311,8 +344,8 @@ def export_best(
         for name in best.metrics.metrics
         if name.startswith("val_")
     }
-    # The held-out score comes from the reloaded SavedModel, run by a fresh process
-    # that verifies it against the in-memory model: exactly what is served.
+    # The held-out score comes from the reloaded SavedModel, verified against the
+    # in-memory model: exactly what is served.
     export_dir = export_model(
         model,
         export_root=Path(config.runtime.experiment_dir) / EXPORT_DIR,
@@ -351,6 +384,7 @@ def export_best(
             config=config_to_dict(config),
         ),
         score=lambda outputs: score_predictions(outputs, test.y, task=dataset.task),
+        fresh_process=config.export.verify_in_fresh_process,
     )
     return export_dir, dict(load_card(export_dir)["test_metrics"])
 
@@ -358,26 +392,62 @@ def export_best(
 def find_learning_rates(
     config: PipelineConfig,
     *,
-    per_optimizer: bool = True,
+    optimizers: Sequence[str | None] | None = None,
     plot_path: Path | None = None,
     prepared: _Prepared | None = None,
+    max_seconds: float | None = None,
 ) -> list[LRFindResult]:
-    """Runs the learning-rate range test on the space's default model, once per
-    optimizer of the space (or once, for the default optimizer), on the training split.
+    """Runs the learning-rate range test on the space's default model for each of
+    `optimizers` (None: every optimizer of the space; ``[None]``: the space's default),
+    on the training split. With `max_seconds`, no test starts once they are spent.
     Saves the plot to `plot_path` when given."""
     prepared = prepared or _prepare_data(config)
     hypermodel = _make_hypermodel(config, prepared, _objective(config, prepared.dataset.task))
     train = prepared.splits.train
-    optimizers: list[str | None] = list(config.search.optimizers) if per_optimizer else [None]
-    results = [
-        lr_range_test(
-            hypermodel, prepared.inputs(train), train.y, optimizer=name, seed=config.runtime.seed
+    started = time.monotonic()
+    results: list[LRFindResult] = []
+    for name in list(config.search.optimizers) if optimizers is None else optimizers:
+        if max_seconds is not None and results and time.monotonic() - started >= max_seconds:
+            break
+        results.append(
+            lr_range_test(
+                hypermodel,
+                prepared.inputs(train),
+                train.y,
+                optimizer=name,
+                seed=config.runtime.seed,
+            )
         )
-        for name in optimizers
-    ]
-    if plot_path is not None:
+    if plot_path is not None and results:
         plot_lr_find(results, plot_path)
     return results
+
+
+#: The range test spends at most this share of the search's planned training steps
+#: (and, under a time budget, of its seconds), so a small search tests few optimizers.
+_RANGE_TEST_SHARE = 0.2
+
+
+def _range_test_plan(config: PipelineConfig, train_rows: int) -> dict[str, str]:
+    """Each optimizer of the space that the range test will measure, mapped to the
+    optimizer whose test it takes (`RANGE_SHARED_WITH`): one test per group, in the
+    space's order, as many as fit in `_RANGE_TEST_SHARE` of the search's steps."""
+    groups: dict[str, list[str]] = {}
+    for name in config.search.optimizers:
+        groups.setdefault(RANGE_SHARED_WITH.get(name, name), []).append(name)
+    tuner = config.tuner
+    epochs = planned_epochs(
+        algorithm=tuner.algorithm,
+        max_trials=tuner.max_trials,
+        max_epochs=tuner.max_epochs,
+        factor=tuner.factor,
+        hyperband_iterations=tuner.hyperband_iterations,
+        default_trials=DEFAULT_MAX_TRIALS,
+    )
+    sizes = config.search.batch_sizes
+    steps = epochs * sum(math.ceil(train_rows / b) for b in sizes) / len(sizes)
+    affordable = int(_RANGE_TEST_SHARE * steps // RANGE_TEST_STEPS)
+    return {name: members[0] for members in list(groups.values())[:affordable] for name in members}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,18 +467,36 @@ class LearningRates:
 def _auto_learning_rate(
     config: PipelineConfig, prepared: _Prepared, *, save: bool = True
 ) -> PipelineConfig:
-    """``search.learning_rate = "auto"``: the range test sets each optimizer's
-    learning-rate range (and `learning_rate` to the union of them). `save` writes the
-    curves and the plot to the experiment (the workers of a parallel search, which run
-    the same seeded test, leave that to the chief)."""
+    """``search.learning_rate = "auto"``: the range test sets the learning-rate range of
+    each optimizer it measures (`_range_test_plan`); `learning_rate` becomes the union
+    of them when every optimizer has its own, and stays as configured for the others.
+    `save` writes the curves and the plot to the experiment (the workers of a parallel
+    search, which run the same seeded test, leave that to the chief)."""
     experiment = Path(config.runtime.experiment_dir)
     plot = experiment / LR_FIND_PLOT if save else None
-    results = find_learning_rates(config, prepared=prepared, plot_path=plot)
-    found = LearningRates(
-        bounds=union_range(results), by_optimizer={r.optimizer: r.suggested for r in results}
+    plan = _range_test_plan(config, len(prepared.splits.train))
+    budget = config.tuner.time_budget
+    results = find_learning_rates(
+        config,
+        optimizers=list(dict.fromkeys(plan.values())),
+        prepared=prepared,
+        plot_path=plot,
+        max_seconds=_RANGE_TEST_SHARE * budget if budget else None,
     )
+    measured = {r.optimizer: r.suggested for r in results}
+    by_optimizer = {name: measured[test] for name, test in plan.items() if test in measured}
+    untested = [name for name in config.search.optimizers if name not in by_optimizer]
+    bounds = config.search.learning_rate if untested or not results else union_range(results)
+    found = LearningRates(bounds=bounds, by_optimizer=by_optimizer)
     for name, (low, high) in found.by_optimizer.items():
         log.info("learning-rate range test: %s learning_rate in [%.3g, %.3g]", name, low, high)
+    if untested:
+        log.info(
+            "learning-rate range test: not run for %s (a small search, see "
+            "`kt-pipeline plan`); learning_rate in [%.3g, %.3g]",
+            ", ".join(untested),
+            *bounds,
+        )
     if save:
         saved = {
             "bounds": found.bounds,
@@ -432,11 +520,16 @@ def _found_learning_rates(experiment: Path) -> LearningRates | None:
         return None
 
 
+#: `plan` warns when a search without a time budget is estimated to take longer.
+PLAN_WARN_SECONDS = 30 * 60
+
+
 def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
     """The search's plan (`kt_pipeline.plan`) without running it; 0 calibration epochs
     skips the timing. The experiment directory is not touched: the tuner is built in a
     temporary folder."""
     prepared = _prepare_data(config)
+    config = _sized_for_data(config, prepared)
     splits = prepared.splits
     with tempfile.TemporaryDirectory(prefix="kt-plan-") as scratch:
         runtime = dataclasses.replace(config.runtime, experiment_dir=scratch)
@@ -446,13 +539,7 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
         plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
         warnings = space_warnings(space, train_rows=len(splits.train))
-        notes = []
-        if config.search.learning_rate_auto:
-            notes.append(
-                "the learning-rate range test runs first (200 steps per optimizer, not in "
-                "the estimate) and replaces the learning_rate range above with each "
-                "optimizer's own <optimizer>_learning_rate range"
-            )
+        notes = _plan_notes(config, train_rows=len(splits.train))
         calibration = None
         if calibration_epochs:
             calibration = calibrate(
@@ -465,6 +552,9 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
                 epochs=calibration_epochs,
                 scratch_dir=scratch,
             )
+    estimated = estimate_seconds(plan_schedule, calibration) if calibration else None
+    if estimated is not None:
+        warnings += _time_warnings(estimated, budget=config.tuner.time_budget)
     return Plan(
         space=tuple(describe_space(space)),
         schedule=plan_schedule,
@@ -473,10 +563,54 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         largest=largest,
         replicas=replicas,
         calibration=calibration,
-        estimated_seconds=estimate_seconds(plan_schedule, calibration) if calibration else None,
+        estimated_seconds=estimated,
         warnings=tuple(warnings),
         notes=tuple(notes),
     )
+
+
+def _plan_notes(config: PipelineConfig, *, train_rows: int) -> list[str]:
+    """What the search decides from the data and the budget, for `plan`."""
+    notes = []
+    if config.search.batch_sizes_auto:
+        notes.append(
+            f"batch sizes {list(config.search.batch_sizes)} for {train_rows} training rows "
+            '(search.batch_sizes = "auto")'
+        )
+    if config.search.learning_rate_auto:
+        tested = _range_test_plan(config, train_rows)
+        groups = list(dict.fromkeys(tested.values()))
+        untested = [name for name in config.search.optimizers if name not in tested]
+        notes.append(
+            f"the learning-rate range test runs first ({RANGE_TEST_STEPS} steps for each of "
+            f"{', '.join(groups) or 'no optimizer'}; not in the estimate) and gives "
+            f"{', '.join(tested) or 'no optimizer'} its own <optimizer>_learning_rate range"
+            + (
+                f"; {', '.join(untested)} keep learning_rate (a small search tests only "
+                f"what {_RANGE_TEST_SHARE:.0%} of its training steps pay for)"
+                if untested
+                else ""
+            )
+        )
+    if config.tuner.time_budget:
+        notes.append(f"time budget {format_duration(config.tuner.time_budget)} (tuner.time_budget)")
+    return notes
+
+
+def _time_warnings(estimated: float, *, budget: float) -> list[str]:
+    if budget and estimated > budget:
+        return [
+            f"the estimated wall time ({format_duration(estimated)}) exceeds the time budget "
+            f"({format_duration(budget)}, --time-budget / tuner.time_budget): the search will stop "
+            "before its schedule ends"
+        ]
+    if not budget and estimated > PLAN_WARN_SECONDS:
+        return [
+            f"the estimated wall time ({format_duration(estimated)}) exceeds "
+            f"{format_duration(PLAN_WARN_SECONDS)}: set --time-budget (tuner.time_budget) to bound "
+            "it, or lower tuner.max_epochs"
+        ]
+    return []
 
 
 def _worker_summary(
@@ -521,6 +655,11 @@ def run_search(
         worker_id: A worker's id, unique in the search.
     """
     policy = keras.mixed_precision.global_policy()
+    if config.tuner.time_budget and role != "standalone":
+        raise UserInputError(
+            "`tuner.time_budget` is not supported in a parallel search yet (--workers, "
+            f"--role). Received: {config.tuner.time_budget:g} s"
+        )
     try:
         if role == "standalone":
             return _run_search(config, overwrite=overwrite, role=role)
@@ -535,6 +674,11 @@ def run_search(
 
 def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> SearchSummary:
     started = time.perf_counter()
+    budget = (
+        TimeBudget(config.tuner.time_budget, started=time.monotonic())
+        if config.tuner.time_budget
+        else None
+    )
     _hypermodel_class(config.search.hypermodel)  # fail on a bad path before writing
     configure_devices(
         memory_growth=config.runtime.memory_growth,
@@ -559,6 +703,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
             export=dataclasses.replace(config.export, enabled=False),
         )
     prepared = _prepare_data(config)
+    config = _sized_for_data(config, prepared)
     dataset, splits = prepared.dataset, prepared.splits
     experiment = Path(config.runtime.experiment_dir)
     _prepare_experiment_dir(experiment)
@@ -586,7 +731,9 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
 
     if range_test:
         config = _auto_learning_rate(config, prepared, save=role != "worker")
-    tuner = _make_tuner(config, prepared, overwrite=overwrite, strategy=strategy)
+    tuner = _make_tuner(
+        config, prepared, overwrite=overwrite, strategy=strategy, time_budget=budget
+    )
     if role != "worker":
         save_config(config, experiment / CONFIG_FILE)
     objective = tuner.oracle.objective
@@ -637,6 +784,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
         trials=len(table),
         completed_trials=int((table["status"] == "COMPLETED").sum()) if len(table) else 0,
         seconds=round(time.perf_counter() - started, 1),
+        stopped_by_time_budget=budget is not None and budget.spent,
     )
     (experiment / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2), "utf-8")
     return summary

@@ -53,7 +53,9 @@ __all__ = [
     "calibrate",
     "describe_space",
     "estimate_seconds",
+    "format_duration",
     "model_sizes",
+    "planned_epochs",
     "schedule",
     "space_warnings",
 ]
@@ -188,7 +190,7 @@ class Plan:
                 f"{cal.overhead:.2f} s overhead per trial"
             )
             lines.append(
-                f"Estimated wall time: {_duration(self.estimated_seconds)} "
+                f"Estimated wall time: {format_duration(self.estimated_seconds)} "
                 f"({self.schedule.trials} trials, {self.schedule.epochs} epochs)"
             )
             lines.append("")
@@ -207,7 +209,8 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12.5 min``, ``2.3 h``."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -352,6 +355,29 @@ def schedule(oracle: keras_tuner.Oracle, *, max_epochs: int) -> Schedule:
     trials = int(oracle.max_trials or 0)
     per_trial = [max_epochs] * trials
     return Schedule((), trials, sum(per_trial), tuple(per_trial))
+
+
+def planned_epochs(
+    *,
+    algorithm: str,
+    max_trials: int,
+    max_epochs: int,
+    factor: int,
+    hyperband_iterations: int,
+    default_trials: int,
+) -> int:
+    """Epochs a search will train in all (an upper bound without Hyperband), from its
+    settings alone: Hyperband's arithmetic on a throwaway oracle."""
+    if algorithm in ("hyperband", "bohb"):
+        oracle = keras_tuner.oracles.HyperbandOracle(
+            objective="val_loss",
+            max_epochs=max_epochs,
+            factor=factor,
+            hyperband_iterations=hyperband_iterations,
+        )
+        oracle.max_trials = max_trials or None
+        return schedule(oracle, max_epochs=max_epochs).epochs
+    return (max_trials or default_trials) * max_epochs
 
 
 # Models -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ RESUMABLE_CHANGES = frozenset(
         "tuner.max_trials",
         "tuner.max_consecutive_failed_trials",
         "tuner.max_crashes_per_trial",
+        "tuner.time_budget",
         "runtime.experiment_dir",
         "runtime.strategy",
         "runtime.devices",
@@ -40,6 +41,8 @@ RESUMABLE_CHANGES = frozenset(
         "runtime.graph_optimizer",
         "export.enabled",
         "export.version",
+        "export.ensemble",
+        "export.verify_in_fresh_process",
     }
 )
 

@@ -60,6 +60,7 @@ from kt_pipeline.errors import SearchAbortedError
 from kt_pipeline.graph_memory import released_custom_gradients
 from kt_pipeline.progress import SearchProgress
 from kt_pipeline.tensorboard import TensorBoardTunerMixin
+from kt_pipeline.time_budget import TimeBudget, TimeBudgetSpent
 
 __all__ = [
     "ALGORITHMS",
@@ -236,9 +237,12 @@ class _PipelineTunerMixin:
         max_consecutive_failed_trials: int = 3,
         max_crashes_per_trial: int = 2,
         first_trial: str = "recommended",
+        time_budget: TimeBudget | None = None,
         **kwargs: Any,
     ) -> None:
         self._experiment_seed = seed
+        self._budget = time_budget
+        self._fit_epochs = 0
         self._lease_seconds = worker_lease_seconds
         self._heartbeat: parallel.TrialHeartbeat | None = None
         self._max_failures = max_consecutive_failed_trials
@@ -263,7 +267,15 @@ class _PipelineTunerMixin:
         """Runs the search; in a parallel search's chief, serves the oracle with worker
         leases (`kt_pipeline.parallel`) instead of KerasTuner's lease-less server."""
         if not parallel.is_chief():
-            super().search(*fit_args, **fit_kwargs)  # type: ignore[misc]
+            self._fit_epochs = int(fit_kwargs.get("epochs") or 1)
+            if self._budget is not None:
+                callbacks = [*(fit_kwargs.get("callbacks") or []), self._budget.callback()]
+                fit_kwargs = {**fit_kwargs, "callbacks": callbacks}
+            try:
+                super().search(*fit_args, **fit_kwargs)  # type: ignore[misc]
+            except TimeBudgetSpent as stop:
+                log.info("%s: the search stops here", stop)
+                self.on_search_end()
             return
         if "verbose" in fit_kwargs:
             self.oracle.verbose = fit_kwargs["verbose"]
@@ -322,7 +334,26 @@ class _PipelineTunerMixin:
             self._failure[trial.trial_id] = (_reason(error), traceback.format_exc())
             raise
 
+    def _budget_applies(self) -> bool:
+        """The budget stops nothing until a trial has completed, so a search always
+        has a model to export (`StopAtDeadline` cuts that first trial short)."""
+        return self._budget is not None and bool(completed_trials(self.oracle))
+
+    def pre_create_trial(self) -> None:
+        if self._budget is not None and self._budget_applies() and self._budget.left() <= 0:
+            self._budget.check(1)
+        super().pre_create_trial()  # type: ignore[misc]
+
+    def _planned_epochs(self, trial: keras_tuner.engine.trial.Trial) -> int:
+        """Epochs the trial will train at most (a Hyperband round's, or the search's)."""
+        values = trial.hyperparameters.values
+        if "tuner/epochs" in values:
+            return int(values["tuner/epochs"]) - int(values.get("tuner/initial_epoch", 0))
+        return self._fit_epochs
+
     def on_trial_begin(self, trial: keras_tuner.engine.trial.Trial) -> None:
+        if self._budget is not None and self._budget_applies():  # before any trial file
+            self._budget.check(self._planned_epochs(trial))
         self._trial_started[trial.trial_id] = time.perf_counter()
         if parallel.is_worker():
             self._heartbeat = parallel.TrialHeartbeat(
@@ -362,6 +393,8 @@ class _PipelineTunerMixin:
         trial_dir = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
         with open(os.path.join(trial_dir, TRIAL_STATS_FILE), "w", encoding="utf-8") as handle:
             json.dump(stats, handle)
+        if self._budget is not None and stats["seconds"] is not None:
+            self._budget.record(epochs=stats["epochs"], seconds=stats["seconds"])
         super().on_trial_end(trial)  # type: ignore[misc]
         self._progress.trial_finished(trial, stats["seconds"])
         self._check_failures()
@@ -485,6 +518,7 @@ def build_tuner(
     worker_lease_seconds: float = 60.0,
     bohb_min_points: int = 0,
     first_trial: str = "recommended",
+    time_budget: TimeBudget | None = None,
 ) -> keras_tuner.Tuner:
     """Builds the named tuner around a hypermodel.
 
@@ -513,6 +547,8 @@ def build_tuner(
         first_trial: ``recommended``: a fresh search's first trial is the hypermodel's
             known-good configuration (its `starting_values`, when it has them), then
             the algorithm samples; ``random``: the algorithm picks every trial.
+        time_budget: Stops the search when the time left cannot fit the next trial
+            (`kt_pipeline.time_budget`); None runs every planned trial.
     """
     if first_trial not in FIRST_TRIALS:
         raise ValueError(
@@ -532,6 +568,7 @@ def build_tuner(
         "distribution_strategy": distribution_strategy,
         "worker_lease_seconds": worker_lease_seconds,
         "first_trial": first_trial,
+        "time_budget": time_budget,
     }
     tuner: keras_tuner.Tuner
     if algorithm in ("hyperband", "bohb"):

@@ -44,7 +44,7 @@ def test_installed_command_runs_a_search_end_to_end(tmp_path: Path) -> None:
 
 def test_module_entry_point_and_bad_input_exit_code(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "kt_pipeline", "search", "--max-epochs", "0"],
+        [sys.executable, "-m", "kt_pipeline", "search", "--max-epochs", "-2"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -52,7 +52,7 @@ def test_module_entry_point_and_bad_input_exit_code(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "kt-pipeline: error: `tuner.max_epochs` must be > 0. Received: 0"
+        "kt-pipeline: error: `tuner.max_epochs` must be >= 0. Received: -2"
     )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "experiments").exists()

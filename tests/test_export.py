@@ -223,8 +223,8 @@ def _card_fields(hypermodel: MLPHyperModel) -> dict[str, Any]:
 def test_an_export_under_a_relative_folder_is_verified(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The default experiment folder is relative (`experiments/default`), while the
-    verifying process runs elsewhere: the export must still be found and verified."""
+    """The default experiment folder is relative (`experiments/default`), while a
+    fresh verifying process runs elsewhere: the export must still be found and verified."""
     from kt_pipeline.model_card import GOOD_MARKER
 
     hypermodel, model, x, _ = _trained("binary")
@@ -237,6 +237,7 @@ def test_an_export_under_a_relative_folder_is_verified(
         class_names=("no", "yes"),
         verify_rows=_rows(hypermodel.schema, x),
         card=_card_fields(hypermodel),
+        fresh_process=True,
     )
     assert not export_dir.is_absolute()
     assert (tmp_path / export_dir / GOOD_MARKER).is_file()
@@ -275,7 +276,7 @@ def test_verified_export_carries_its_card_and_is_marked_good(
 
     assert main(["export", "--describe", str(export_dir)]) == 0
     out = capsys.readouterr().out
-    assert "status:       GOOD: verified in a fresh process on 80 held-out rows" in out
+    assert "status:       GOOD: verified on reload on 80 held-out rows" in out
     assert "val_accuracy 0.9000" in out and "accuracy" in out.split("test:")[1]
     assert "x0" in out and "float32" in out
     assert main(["export", "--describe", str(tmp_path / "missing")]) == 2
@@ -290,7 +291,10 @@ class _Noise(keras.layers.Layer):
         return inputs + tf.random.uniform(tf.shape(inputs), maxval=0.01)
 
 
-def test_an_export_that_predicts_differently_is_rejected(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fresh_process", [False, True])
+def test_an_export_that_predicts_differently_is_rejected(
+    tmp_path: Path, fresh_process: bool
+) -> None:
     from kt_pipeline.errors import ExportVerificationError
     from kt_pipeline.model_card import GOOD_MARKER, load_card
 
@@ -305,12 +309,14 @@ def test_an_export_that_predicts_differently_is_rejected(tmp_path: Path) -> None
             class_names=("a", "b", "c"),
             verify_rows=_rows(hypermodel.schema, x),
             card=_card_fields(hypermodel),
+            fresh_process=fresh_process,
         )
     assert not (tmp_path / "1").exists()  # nothing published as a version
     rejected = tmp_path / "rejected-1"
     assert not (rejected / GOOD_MARKER).exists()
     card = load_card(rejected)
     assert card["verification"]["verified"] is False
+    assert card["verification"]["fresh_process"] is fresh_process
     assert "test_metrics" not in card
 
 

@@ -150,6 +150,8 @@ def test_auto_sets_the_bounds_the_search_uses_and_keeps_them_on_resume(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = csv_file(200, task="regression")  # type: ignore[operator]
+    # A tiny search pays for no range test (test_sizing.py); here every one runs.
+    monkeypatch.setattr(pipeline, "_RANGE_TEST_SHARE", 100.0)
     experiment = tmp_path / "exp"
     args = tiny_search_args(experiment, data)
     args += ["--set", "search.learning_rate=auto", "--set", "export.enabled=false"]

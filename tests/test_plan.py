@@ -228,7 +228,8 @@ def test_plan_command_prints_everything_and_writes_nothing(
         "largest",
         "Estimated wall time",
         "`units` reaches 256 units, more than the",
-        "Notes:\n  - the learning-rate range test runs first",  # the default
+        "Notes:\n  - batch sizes [32, 64, 128] for 84 training rows",  # the defaults
+        "  - the learning-rate range test runs first",
     ):
         assert expected in out
     assert "range test" not in out.split("Warnings:")[1]

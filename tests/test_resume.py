@@ -160,7 +160,7 @@ def test_budget_and_runtime_settings_may_change_on_resume() -> None:
     assert search_differences(saved, current) == []
     changed = config_to_dict(load_config(None, ["runtime.seed=1", "tuner.max_epochs=3"]))
     assert search_differences(saved, changed) == [
-        "tuner.max_epochs 20 -> 3",
+        "tuner.max_epochs 0 -> 3",
         "runtime.seed 42 -> 1",
     ]
 

@@ -1,0 +1,628 @@
+"""Real tables: kt-pipeline's default search against what tabular users run instead.
+
+Each (method, table, seed) sees the same data: the table split 80/20 by the seed
+(stratified for classification). Every method fits on the 80 % and is scored on the
+20 % that nothing else saw:
+
+* ``pipeline``: the ``kt-pipeline search`` command given the 80 % as a Parquet file,
+  its label and the seed, nothing else (it splits validation and its own test rows off
+  the 80 %). Its exported SavedModel is scored on the 20 % through
+  ``tf.saved_model.load`` with the raw columns, as a client that imports nothing of ours.
+  Seconds are the whole command, everything included.
+* ``lightgbm``, ``xgboost``, ``hist_gb``: LightGBM, XGBoost and scikit-learn's
+  HistGradientBoosting with their defaults, string columns as pandas categories
+  (HistGradientBoosting takes at most 255 levels per category; a column with more is
+  given as its integer codes, as a user would).
+* ``kt_random``, ``kt_hyperband``, ``optuna_tpe``: KerasTuner's RandomSearch and
+  Hyperband and Optuna's TPE (with its Hyperband pruner) on the model KerasTuner's
+  getting-started guide tunes, the columns encoded as a user would with scikit-learn
+  (median-imputed and standardised numbers, one-hot strings with at most 32 levels
+  each). They validate on 15 % of the 80 % and get the pipeline's budget in epochs
+  (the epochs its run on the same seed trained, or 100 without one).
+
+Scores are points: AUC x 100 for binary tables, accuracy x 100 for multiclass, R^2 x 100
+for regression. Each run is one process writing one JSON file, so an interrupted
+benchmark continues where it stopped; the summary gives each method's mean +- std over
+seeds and seconds per table, and the pipeline against LightGBM seed by seed.
+
+Usage:
+    python benchmarks/real_table_quality.py [--seeds 5] [--first-seed 0]
+        [--methods pipeline,lightgbm,...] [--tables fair,benefits,...] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_tables import TABLES, Table
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.15  # of the 80 %, for the Keras baselines
+DEFAULT_BUDGET = 100  # epochs for a Keras baseline with no pipeline run to match
+MAX_ONE_HOT = 32
+TINY_ROWS = 1_500
+
+
+# --------------------------------------------------------------------------- data
+
+
+def split(table: Table, seed: int, *, tiny: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The seeded 80/20 split (stratified for classification); `tiny` keeps 1,500 rows."""
+    from sklearn.model_selection import train_test_split
+
+    frame = table.load()
+    if tiny:
+        frame = frame.sample(n=min(TINY_ROWS, len(frame)), random_state=seed)
+    stratify = frame[table.label] if table.task != "regression" else None
+    train, test = train_test_split(
+        frame, test_size=TEST_FRACTION, random_state=seed, stratify=stratify
+    )
+    return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def _features(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
+    return frame.drop(columns=[table.label])
+
+
+def _string_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+
+
+def _classes(train: pd.DataFrame, table: Table) -> list[Any]:
+    return sorted(train[table.label].unique())
+
+
+def _targets(frame: pd.DataFrame, table: Table, classes: list[Any]) -> np.ndarray:
+    if table.task == "regression":
+        return frame[table.label].to_numpy("float64")
+    index = {c: i for i, c in enumerate(classes)}
+    return frame[table.label].map(index).fillna(-1).to_numpy("int64")
+
+
+def score(table: Table, y_true: np.ndarray, prediction: np.ndarray) -> float:
+    """Points: AUC, accuracy or R^2, x 100. `prediction` is class probabilities
+    (rows x classes) for classification, values for regression."""
+    from sklearn.metrics import accuracy_score, r2_score, roc_auc_score
+
+    if table.task == "regression":
+        return 100.0 * float(r2_score(y_true, prediction))
+    if table.metric == "auc":
+        return 100.0 * float(roc_auc_score(y_true, prediction[:, 1]))
+    return 100.0 * float(accuracy_score(y_true, prediction.argmax(axis=1)))
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _run_pipeline(
+    table: Table, train: pd.DataFrame, test: pd.DataFrame, *, seed: int, work: Path, tiny: bool
+) -> dict[str, Any]:
+    import tensorflow as tf
+
+    data = work / "train.parquet"
+    train.to_parquet(data)
+    experiment = work / "experiment"
+    command = [
+        str(Path(sys.executable).with_name("kt-pipeline")),
+        "search",
+        "--data", str(data),
+        "--label", table.label,
+        "--experiment-dir", str(experiment),
+        "--seed", str(seed),
+    ] + (["--max-epochs", "3", "--max-trials", "3"] if tiny else [])  # fmt: skip
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"kt-pipeline failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads((experiment / "summary.json").read_text(encoding="utf-8"))
+    serve = tf.saved_model.load(summary["export_dir"]).signatures["serving_default"]
+    features = _features(test, table)
+    inputs = {}
+    for name, spec in serve.structured_input_signature[1].items():
+        column = features[name]
+        if spec.dtype == tf.string:
+            inputs[name] = tf.constant(column.astype("string").fillna("").to_numpy(str))
+        else:
+            inputs[name] = tf.constant(column.to_numpy(spec.dtype.as_numpy_dtype))
+    outputs = serve(**inputs)
+    if table.task == "regression":
+        prediction = outputs["value"].numpy()
+        y_true = test[table.label].to_numpy("float64")
+    else:
+        prediction = outputs["probabilities"].numpy()
+        # The export's classes are the label's values in sorted text order.
+        names = [n.decode() for n in np.unique(train[table.label].astype(str)).astype(bytes)]
+        index = {name: i for i, name in enumerate(names)}
+        y_true = test[table.label].astype(str).map(index).to_numpy("int64")
+    epochs = _epochs_trained(experiment)
+    return {
+        "score": score(table, y_true, prediction),
+        "seconds": round(seconds, 1),
+        "epochs": epochs,
+        "trials": summary["trials"],
+        "search_seconds": summary["seconds"],
+    }
+
+
+def _epochs_trained(experiment: Path) -> int:
+    """Epochs trained by all trials of an experiment (each trial's ``stats.json``)."""
+    return sum(
+        json.loads(path.read_text(encoding="utf-8"))["epochs"]
+        for path in (experiment / "search").rglob("stats.json")
+    )
+
+
+def _categories(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """String columns as pandas categories with the training split's levels."""
+    train, test = train.copy(), test.copy()
+    for name in _string_columns(train):
+        levels = sorted(train[name].dropna().astype(str).unique())
+        train[name] = pd.Categorical(train[name].astype(str), categories=levels)
+        test[name] = pd.Categorical(test[name].astype(str), categories=levels)
+    return train, test
+
+
+def _run_trees(
+    method: str, table: Table, train: pd.DataFrame, test: pd.DataFrame, *, seed: int
+) -> dict[str, Any]:
+    classes = _classes(train, table)
+    x_train, x_test = _categories(_features(train, table), _features(test, table))
+    y_train, y_test = _targets(train, table, classes), _targets(test, table, classes)
+    regression = table.task == "regression"
+    started = time.perf_counter()
+    if method == "lightgbm":
+        import lightgbm
+
+        cls: Any = lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier
+        model = cls(random_state=seed, verbose=-1)
+    elif method == "xgboost":
+        import xgboost
+
+        cls = xgboost.XGBRegressor if regression else xgboost.XGBClassifier
+        model = cls(random_state=seed, enable_categorical=True)
+    else:
+        from sklearn import ensemble
+
+        for name in _string_columns(x_train):
+            if len(x_train[name].cat.categories) > 255:  # its limit: integer codes instead
+                x_train[name] = x_train[name].cat.codes.astype("float64").replace(-1, np.nan)
+                x_test[name] = x_test[name].cat.codes.astype("float64").replace(-1, np.nan)
+        cls = (
+            ensemble.HistGradientBoostingRegressor
+            if regression
+            else ensemble.HistGradientBoostingClassifier
+        )
+        model = cls(random_state=seed, categorical_features="from_dtype")
+    model.fit(x_train, y_train)
+    prediction = model.predict(x_test) if regression else model.predict_proba(x_test)
+    seconds = time.perf_counter() - started
+    return {"score": score(table, y_test, prediction), "seconds": round(seconds, 2)}
+
+
+def _user_encoding(table: Table, train: pd.DataFrame) -> Any:
+    """The column encoding a scikit-learn user writes for a Keras model."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    features = _features(train, table)
+    strings = _string_columns(features)
+    numbers = [c for c in features.columns if c not in strings]
+    one_hot = OneHotEncoder(
+        handle_unknown="infrequent_if_exist", max_categories=MAX_ONE_HOT, sparse_output=False
+    )
+    return ColumnTransformer(
+        [
+            ("numbers", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numbers),
+            ("strings", make_pipeline(SimpleImputer(strategy="most_frequent"), one_hot), strings),
+        ]
+    ).fit(features)
+
+
+def _docs_hypermodel(task: str, classes: int) -> Callable[[Any], Any]:
+    """The model KerasTuner's getting-started guide tunes, with the task's head."""
+    import keras
+
+    def build(hp: Any) -> Any:
+        model = keras.Sequential()
+        for i in range(hp.Int("num_layers", 1, 3)):
+            model.add(
+                keras.layers.Dense(
+                    hp.Int(f"units_{i}", min_value=32, max_value=512, step=32),
+                    activation=hp.Choice("activation", ["relu", "tanh"]),
+                )
+            )
+        if hp.Boolean("dropout"):
+            model.add(keras.layers.Dropout(rate=0.25))
+        learning_rate = hp.Float("lr", min_value=1e-4, max_value=1e-2, sampling="log")
+        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        if task == "regression":
+            model.add(keras.layers.Dense(1))
+            model.compile(optimizer=optimizer, loss="mse")
+        else:
+            model.add(keras.layers.Dense(classes, activation="softmax"))
+            model.compile(
+                optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+            )
+        return model
+
+    return build
+
+
+class _FixedParams:
+    """Replays chosen values through the getting-started hypermodel's ``hp`` calls."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def Int(self, name: str, *_: Any, **__: Any) -> Any:
+        return self.values[name]
+
+    Float = Choice = Boolean = Int
+
+
+class _OptunaParams(_FixedParams):
+    """An Optuna trial behind the ``hp.Int/Float/Choice/Boolean`` calls of the hypermodel."""
+
+    def __init__(self, trial: Any) -> None:
+        super().__init__({})
+        self.trial = trial
+
+    def Int(self, name: str, min_value: int, max_value: int, step: int = 1) -> Any:
+        return self.trial.suggest_int(name, min_value, max_value, step=step)
+
+    def Float(self, name: str, min_value: float, max_value: float, sampling: str = "linear") -> Any:
+        return self.trial.suggest_float(name, min_value, max_value, log=sampling == "log")
+
+    def Choice(self, name: str, values: list[Any]) -> Any:
+        return self.trial.suggest_categorical(name, values)
+
+    def Boolean(self, name: str) -> Any:
+        return self.trial.suggest_categorical(name, [False, True])
+
+
+def _run_keras_baseline(
+    method: str,
+    table: Table,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    seed: int,
+    budget: int,
+    work: Path,
+) -> dict[str, Any]:
+    import keras
+    from sklearn.model_selection import train_test_split
+
+    classes = _classes(train, table)
+    regression = table.task == "regression"
+    fit_rows, val_rows = train_test_split(
+        train,
+        test_size=VALIDATION_FRACTION,
+        random_state=seed,
+        stratify=None if regression else train[table.label],
+    )
+    started = time.perf_counter()
+    encoding = _user_encoding(table, fit_rows)
+
+    def arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        x = encoding.transform(_features(frame, table)).astype("float32")
+        y = _targets(frame, table, classes)
+        if regression:  # standardised, as a user would for an MSE loss
+            y = (y - y_mean) / y_std
+        return x, y.astype("float32" if regression else "int64")
+
+    raw = _targets(fit_rows, table, classes)
+    y_mean, y_std = (float(raw.mean()), float(raw.std()) or 1.0) if regression else (0.0, 1.0)
+    x_fit, y_fit = arrays(fit_rows)
+    x_val, y_val = arrays(val_rows)
+    x_test = encoding.transform(_features(test, table)).astype("float32")
+    hypermodel = _docs_hypermodel(table.task, len(classes))
+    objective, direction = ("val_loss", "min") if regression else ("val_accuracy", "max")
+    max_epochs = 20
+    keras.utils.set_random_seed(seed)
+    if method == "optuna_tpe":
+        model, epochs = _optuna_search(
+            hypermodel, (x_fit, y_fit), (x_val, y_val), objective, direction, seed, budget
+        )
+    else:
+        import keras_tuner
+
+        common = {
+            "objective": keras_tuner.Objective(objective, direction),
+            "seed": seed,
+            "directory": str(work),
+        }
+        if method == "kt_random":
+            tuner: Any = keras_tuner.RandomSearch(
+                hypermodel, max_trials=max(1, budget // max_epochs), **common
+            )
+        else:
+            tuner = keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, **common)
+        tuner.search(x_fit, y_fit, epochs=max_epochs, validation_data=(x_val, y_val), verbose=0)
+        model = tuner.get_best_models(1)[0]
+        epochs = sum(len(t.metrics.get_history(objective)) for t in tuner.oracle.trials.values())
+    prediction = np.asarray(model.predict(x_test, verbose=0))
+    if regression:
+        prediction = prediction[:, 0] * y_std + y_mean
+    y_test = _targets(test, table, classes)
+    return {
+        "score": score(table, y_test, prediction),
+        "seconds": round(time.perf_counter() - started, 1),
+        "epochs": epochs,
+    }
+
+
+def _optuna_search(
+    hypermodel: Callable[[Any], Any],
+    fit: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    objective: str,
+    direction: str,
+    seed: int,
+    budget: int,
+) -> tuple[Any, int]:
+    """Optuna's TPE with its Hyperband pruner, stopped when `budget` epochs are spent;
+    returns the best epoch's model and the epochs spent."""
+    import keras
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sign = 1.0 if direction == "max" else -1.0
+    spent = {"epochs": 0}
+    best: dict[str, Any] = {"score": -math.inf, "weights": None, "params": None}
+
+    class Report(keras.callbacks.Callback):
+        def __init__(self, trial: Any) -> None:
+            super().__init__()
+            self.trial, self.best, self.weights = trial, -math.inf, None
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            spent["epochs"] += 1
+            value = sign * float(logs[objective])
+            if value > self.best:
+                self.best, self.weights = value, self.model.get_weights()
+            self.trial.report(value, epoch)
+            if self.trial.should_prune() or spent["epochs"] >= budget:
+                self.model.stop_training = True
+
+    def run(trial: Any) -> float:
+        keras.backend.clear_session()
+        model = hypermodel(_OptunaParams(trial))
+        report = Report(trial)
+        model.fit(*fit, epochs=20, validation_data=validation, callbacks=[report], verbose=0)
+        if report.best > best["score"]:
+            best.update(score=report.best, weights=report.weights, params=dict(trial.params))
+        return report.best
+
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=20, reduction_factor=3),
+    )
+    study.optimize(
+        run, callbacks=[lambda study, _: study.stop() if spent["epochs"] >= budget else None]
+    )
+    keras.backend.clear_session()
+    model = hypermodel(_FixedParams(best["params"]))
+    model.build((None, fit[0].shape[1]))
+    model.set_weights(best["weights"])
+    return model, spent["epochs"]
+
+
+#: Every method: its group in the summary, and whether it is a Keras search that needs
+#: the pipeline's epoch budget.
+METHODS: dict[str, str] = {
+    "pipeline": "ours",
+    "lightgbm": "trees",
+    "xgboost": "trees",
+    "hist_gb": "trees",
+    "kt_random": "keras",
+    "kt_hyperband": "keras",
+    "optuna_tpe": "keras",
+}
+
+
+def _budget(runs_dir: Path, table: str, seed: int) -> int:
+    """The pipeline's epochs on this table and seed, the Keras baselines' budget."""
+    path = runs_dir / f"pipeline-{table}-{seed}.json"
+    if path.exists():
+        return int(json.loads(path.read_text(encoding="utf-8"))["epochs"]) or DEFAULT_BUDGET
+    return DEFAULT_BUDGET
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -> dict[str, Any]:
+    """One (method, table, seed): runs it and writes its JSON file."""
+    table = TABLES[table_name]
+    train, test = split(table, seed, tiny=tiny)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        if method == "pipeline":
+            result = _run_pipeline(table, train, test, seed=seed, work=work, tiny=tiny)
+        elif METHODS[method] == "trees":
+            result = _run_trees(method, table, train, test, seed=seed)
+        else:
+            budget = 6 if tiny else _budget(out.parent, table_name, seed)
+            result = _run_keras_baseline(
+                method, table, train, test, seed=seed, budget=budget, work=work
+            )
+    result.update(
+        method=method,
+        table=table_name,
+        seed=seed,
+        metric=table.metric,
+        train_rows=len(train),
+        test_rows=len(test),
+        cpu=_cpu_model(),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    partial.write_text(json.dumps(result) + "\n", encoding="utf-8")
+    partial.replace(out)
+    return result
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarise(runs: list[dict[str, Any]], *, command: str) -> tuple[str, dict[str, Any]]:
+    """The Markdown tables and JSON summary: score and seconds per method and table,
+    and the pipeline against LightGBM seed by seed."""
+    frame = pd.DataFrame(runs)
+    tables = [t for t in TABLES if t in set(frame["table"])]
+    methods = [m for m in METHODS if m in set(frame["method"])]
+    grouped = frame.groupby(["method", "table"])
+    stats = grouped["score"].agg(["mean", "std", "count"]).fillna(0.0)
+    seconds = grouped["seconds"].mean()
+    header = ["| method | " + " | ".join(tables) + " |", "|---" * (len(tables) + 1) + "|"]
+    metrics = ", ".join(f"{t} {TABLES[t].metric}" for t in tables)
+    lines = [
+        "# Real tables: the default search against what tabular users run",
+        "",
+        f"`{command}` ({platform.machine()}, {os.cpu_count()} CPUs; {metrics}; points = "
+        "metric x 100 on the 20 % held out, mean +- std over seeds (n))",
+        "",
+        *header,
+    ]
+    cells: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        row = []
+        for table in tables:
+            if (method, table) not in stats.index:
+                row.append("-")
+                continue
+            mean, std, count = stats.loc[(method, table)]
+            cells.setdefault(method, {})[table] = {
+                "score_mean": round(float(mean), 2),
+                "score_std": round(float(std), 2),
+                "seeds": int(count),
+                "seconds_mean": round(float(seconds.loc[(method, table)]), 1),
+            }
+            row.append(f"{mean:.2f} +- {std:.2f} ({int(count)})")
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    lines += ["", "Seconds per run (mean; the pipeline's include everything):", "", *header]
+    for method in methods:
+        row = [
+            f"{cells[method][t]['seconds_mean']:.1f}" if t in cells.get(method, {}) else "-"
+            for t in tables
+        ]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    pairs = _against(frame, "pipeline", "lightgbm")
+    if pairs:
+        lines += [
+            "",
+            "## The pipeline against LightGBM, seed by seed",
+            "",
+            "| table | mean difference (points) | better / worse | seeds |",
+            "| --- | --- | --- | --- |",
+        ]
+        for row in pairs:
+            lines.append(
+                f"| {row['table']} | {row['mean_difference']:+.2f} | "
+                f"{row['better']} / {row['worse']} | {row['seeds']} |"
+            )
+    summary = {"cells": cells, "against_lightgbm": pairs, "command": command}
+    return "\n".join(lines) + "\n", summary
+
+
+def _against(frame: pd.DataFrame, first: str, second: str) -> list[dict[str, Any]]:
+    """Per table: the mean per-seed difference in points, and the seeds `first` won."""
+    scores = frame.pivot_table(index=["table", "seed"], columns="method", values="score")
+    if first not in scores or second not in scores:
+        return []
+    both = scores[[first, second]].dropna()
+    rows = []
+    for table in [t for t in TABLES if t in both.index.get_level_values("table")]:
+        difference = both.loc[table, first] - both.loc[table, second]
+        rows.append(
+            {
+                "table": table,
+                "mean_difference": round(float(difference.mean()), 2),
+                "better": int((difference > 0).sum()),
+                "worse": int((difference < 0).sum()),
+                "seeds": len(difference),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--tables", default=",".join(TABLES))
+    parser.add_argument("--tiny", action="store_true", help=f"{TINY_ROWS} rows, 1 seed")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)  # one run, in a child
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.job:
+        method, table, seed = args.job
+        run_job(method, table, int(seed), tiny=args.tiny, out=args.out)
+        return
+    name = "real_table_quality_tiny" if args.tiny else "real_table_quality"
+    runs_dir = args.results / f"{name}_runs"
+    seeds = range(args.first_seed, args.first_seed + (1 if args.tiny else args.seeds))
+    methods = [m for m in args.methods.split(",") if m]
+    tables = [t for t in args.tables.split(",") if t]
+    unknown = sorted(set(methods) - set(METHODS)) + sorted(set(tables) - set(TABLES))
+    if unknown:
+        parser.error(f"unknown method or table: {', '.join(unknown)}")
+    # Seed by seed, the pipeline first: its epochs are the Keras baselines' budget.
+    for seed in seeds:
+        for table in tables:
+            for method in methods:
+                out = runs_dir / f"{method}-{table}-{seed}.json"
+                if out.exists():
+                    continue
+                command = [sys.executable, __file__, "--job", method, table, str(seed)]
+                command += ["--out", str(out)] + (["--tiny"] if args.tiny else [])
+                env = {**os.environ, "PYTHONPATH": str(ROOT)}
+                done = subprocess.run(command, env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{method} {table} {seed} failed:\n{done.stderr[-3000:]}")
+                result = json.loads(out.read_text(encoding="utf-8"))
+                print(f"{out.name}: {result['score']:.2f} in {result['seconds']} s", flush=True)
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(runs_dir.glob("*.json"))]
+    runs = [r for r in runs if r["method"] in methods and r["table"] in tables]
+    runs = [r for r in runs if r["seed"] in seeds]
+    command = " ".join(["python benchmarks/real_table_quality.py", *sys.argv[1:]])
+    text, summary = summarise(runs, command=command)
+    (args.results / f"{name}.md").write_text(text, encoding="utf-8")
+    (args.results / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Defaults sized for the table: batch sizes and the epoch budget follow the number of
+training rows, so that a large table trains in minutes with the same search a small
+one gets.
+
+On CPUs most of a small batch's step is fixed overhead, and an epoch of thousands of
+small steps on a large table costs minutes; TabM and RealMLP train large tables at
+batch 256 and more. A large table's epoch also carries more updates, so fewer epochs
+reach the same fit: the epoch budget shrinks so that the default schedule trains about
+as many rows in all as it does at 100,000 rows. `benchmarks/real_table_quality.py`
+measures what this buys on real tables.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["batch_sizes_for", "max_epochs_for"]
+
+# The smallest batch keeps an epoch at this many steps or more, within these bounds.
+_STEPS_PER_EPOCH = 128
+_SMALLEST_BATCH = (32, 512)
+
+# Up to this many training rows the longest trial trains the full epoch budget.
+_FULL_BUDGET_ROWS = 100_000
+_MAX_EPOCHS = 20
+# Hyperband with factor 3 runs its full 30 trials from 10 epochs up (9 gives 23).
+_MIN_EPOCHS = 10
+
+
+def batch_sizes_for(train_rows: int) -> tuple[int, ...]:
+    """Three doublings of the largest power of two that gives an epoch at least 128
+    steps, from 32 (tables up to 8,191 rows keep the classic 32-128) up to 512
+    (512-2,048 from 65,536 rows)."""
+    low, high = _SMALLEST_BATCH
+    smallest = 2 ** int(math.log2(max(1.0, train_rows / _STEPS_PER_EPOCH)))
+    smallest = min(max(smallest, low), high)
+    return (smallest, 2 * smallest, 4 * smallest)
+
+
+def max_epochs_for(train_rows: int) -> int:
+    """20 epochs up to 100,000 training rows, then 20 x 100,000 / rows, down to 10 (from
+    200,000 rows), where Hyperband still runs all its trials."""
+    if train_rows <= _FULL_BUDGET_ROWS:
+        return _MAX_EPOCHS
+    return max(_MIN_EPOCHS, round(_MAX_EPOCHS * _FULL_BUDGET_ROWS / train_rows))
