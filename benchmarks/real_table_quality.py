@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from keras_baselines import FixedParams, OptunaParams, cpu_model, docs_hypermodel
 from real_tables import TABLES, Table
 
 RESULTS = Path(__file__).parent / "results"
@@ -238,68 +239,6 @@ def _user_encoding(table: Table, train: pd.DataFrame) -> Any:
     ).fit(features)
 
 
-def _docs_hypermodel(task: str, classes: int) -> Callable[[Any], Any]:
-    """The model KerasTuner's getting-started guide tunes, with the task's head."""
-    import keras
-
-    def build(hp: Any) -> Any:
-        model = keras.Sequential()
-        for i in range(hp.Int("num_layers", 1, 3)):
-            model.add(
-                keras.layers.Dense(
-                    hp.Int(f"units_{i}", min_value=32, max_value=512, step=32),
-                    activation=hp.Choice("activation", ["relu", "tanh"]),
-                )
-            )
-        if hp.Boolean("dropout"):
-            model.add(keras.layers.Dropout(rate=0.25))
-        learning_rate = hp.Float("lr", min_value=1e-4, max_value=1e-2, sampling="log")
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-        if task == "regression":
-            model.add(keras.layers.Dense(1))
-            model.compile(optimizer=optimizer, loss="mse")
-        else:
-            model.add(keras.layers.Dense(classes, activation="softmax"))
-            model.compile(
-                optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-            )
-        return model
-
-    return build
-
-
-class _FixedParams:
-    """Replays chosen values through the getting-started hypermodel's ``hp`` calls."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-
-    def Int(self, name: str, *_: Any, **__: Any) -> Any:
-        return self.values[name]
-
-    Float = Choice = Boolean = Int
-
-
-class _OptunaParams(_FixedParams):
-    """An Optuna trial behind the ``hp.Int/Float/Choice/Boolean`` calls of the hypermodel."""
-
-    def __init__(self, trial: Any) -> None:
-        super().__init__({})
-        self.trial = trial
-
-    def Int(self, name: str, min_value: int, max_value: int, step: int = 1) -> Any:
-        return self.trial.suggest_int(name, min_value, max_value, step=step)
-
-    def Float(self, name: str, min_value: float, max_value: float, sampling: str = "linear") -> Any:
-        return self.trial.suggest_float(name, min_value, max_value, log=sampling == "log")
-
-    def Choice(self, name: str, values: list[Any]) -> Any:
-        return self.trial.suggest_categorical(name, values)
-
-    def Boolean(self, name: str) -> Any:
-        return self.trial.suggest_categorical(name, [False, True])
-
-
 def _run_keras_baseline(
     method: str,
     table: Table,
@@ -336,7 +275,7 @@ def _run_keras_baseline(
     x_fit, y_fit = arrays(fit_rows)
     x_val, y_val = arrays(val_rows)
     x_test = encoding.transform(_features(test, table)).astype("float32")
-    hypermodel = _docs_hypermodel(table.task, len(classes))
+    hypermodel = docs_hypermodel(len(classes), task=table.task)
     objective, direction = ("val_loss", "min") if regression else ("val_accuracy", "max")
     max_epochs = 20
     keras.utils.set_random_seed(seed)
@@ -407,7 +346,7 @@ def _optuna_search(
 
     def run(trial: Any) -> float:
         keras.backend.clear_session()
-        model = hypermodel(_OptunaParams(trial))
+        model = hypermodel(OptunaParams(trial))
         report = Report(trial)
         model.fit(*fit, epochs=20, validation_data=validation, callbacks=[report], verbose=0)
         if report.best > best["score"]:
@@ -423,7 +362,7 @@ def _optuna_search(
         run, callbacks=[lambda study, _: study.stop() if spent["epochs"] >= budget else None]
     )
     keras.backend.clear_session()
-    model = hypermodel(_FixedParams(best["params"]))
+    model = hypermodel(FixedParams(best["params"]))
     model.build((None, fit[0].shape[1]))
     model.set_weights(best["weights"])
     return model, spent["epochs"]
@@ -450,16 +389,6 @@ def _budget(runs_dir: Path, table: str, seed: int) -> int:
     return DEFAULT_BUDGET
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -> dict[str, Any]:
     """One (method, table, seed): runs it and writes its JSON file."""
     table = TABLES[table_name]
@@ -482,7 +411,7 @@ def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -
         metric=table.metric,
         train_rows=len(train),
         test_rows=len(test),
-        cpu=_cpu_model(),
+        cpu=cpu_model(),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")

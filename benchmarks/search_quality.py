@@ -81,6 +81,9 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from keras_baselines import FixedParams, OptunaParams, cpu_model, docs_hypermodel
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -231,33 +234,6 @@ def _curve(records: list[dict[str, Any]]) -> list[list[float]]:
 # --------------------------------------------------------------------------- methods
 
 
-def _docs_hypermodel(classes: int) -> Any:
-    """The model KerasTuner's getting-started guide tunes, for tabular inputs."""
-    import keras
-
-    def build(hp: Any) -> Any:
-        model = keras.Sequential()
-        for i in range(hp.Int("num_layers", 1, 3)):
-            model.add(
-                keras.layers.Dense(
-                    hp.Int(f"units_{i}", min_value=32, max_value=512, step=32),
-                    activation=hp.Choice("activation", ["relu", "tanh"]),
-                )
-            )
-        if hp.Boolean("dropout"):
-            model.add(keras.layers.Dropout(rate=0.25))
-        model.add(keras.layers.Dense(classes, activation="softmax"))
-        learning_rate = hp.Float("lr", min_value=1e-4, max_value=1e-2, sampling="log")
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        return model
-
-    return build
-
-
 def _test_accuracy(model: Any, data: dict[str, Any]) -> float:
     import numpy as np
 
@@ -276,7 +252,7 @@ def _run_keras_tuner(
 ) -> dict[str, Any]:
     import keras_tuner
 
-    hypermodel = _docs_hypermodel(data["classes"])
+    hypermodel = docs_hypermodel(data["classes"])
     common = {"objective": "val_accuracy", "seed": seed, "directory": str(work)}
     if method in ("kt_random", *REFERENCES):
         tuner: Any = keras_tuner.RandomSearch(
@@ -310,7 +286,7 @@ def _run_optuna(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    hypermodel = _docs_hypermodel(data["classes"])
+    hypermodel = docs_hypermodel(data["classes"])
     spent = {"epochs": 0}
     best: dict[str, Any] = {"score": -math.inf, "weights": None, "params": None}
     records: list[dict[str, Any]] = []
@@ -335,7 +311,7 @@ def _run_optuna(
 
     def objective(trial: Any) -> float:
         keras.backend.clear_session()
-        hp = keras_tuner_like(trial)
+        hp = OptunaParams(trial)
         model = hypermodel(hp)
         report = Report(trial)
         model.fit(
@@ -361,7 +337,7 @@ def _run_optuna(
         callbacks=[lambda study, _: study.stop() if spent["epochs"] >= budget else None],
     )
     keras.backend.clear_session()
-    model = hypermodel(_FixedParams(best["params"]))
+    model = hypermodel(FixedParams(best["params"]))
     model.build((None, data["x_train"].shape[1]))
     model.set_weights(best["weights"])
     return {
@@ -369,38 +345,6 @@ def _run_optuna(
         "curve": _curve(records),
         "trials": len(records),
     }
-
-
-class _FixedParams:
-    """Replays chosen values through the getting-started hypermodel's ``hp`` calls."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-
-    def Int(self, name: str, *_: Any, **__: Any) -> Any:
-        return self.values[name]
-
-    Float = Choice = Boolean = Int
-
-
-class keras_tuner_like(_FixedParams):
-    """An Optuna trial behind the ``hp.Int/Float/Choice/Boolean`` calls of the hypermodel."""
-
-    def __init__(self, trial: Any) -> None:
-        super().__init__({})
-        self.trial = trial
-
-    def Int(self, name: str, min_value: int, max_value: int, step: int = 1) -> Any:
-        return self.trial.suggest_int(name, min_value, max_value, step=step)
-
-    def Float(self, name: str, min_value: float, max_value: float, sampling: str = "linear") -> Any:
-        return self.trial.suggest_float(name, min_value, max_value, log=sampling == "log")
-
-    def Choice(self, name: str, values: list[Any]) -> Any:
-        return self.trial.suggest_categorical(name, values)
-
-    def Boolean(self, name: str) -> Any:
-        return self.trial.suggest_categorical(name, [False, True])
 
 
 def _run_untuned(data: dict[str, Any], *, budget: int) -> dict[str, Any]:
@@ -515,18 +459,6 @@ def hyperband_budget(settings: dict[str, int]) -> int:
     return schedule(oracle, max_epochs=settings["max_epochs"]).epochs
 
 
-def _cpu_model() -> str:
-    """The CPU's model name, so that seconds from runs made on different hosts (run
-    files accumulate over days) are not compared as if on one machine."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_job(method: str, dataset: str, seed: int, *, tiny: bool, threads: int, out: Path) -> None:
     """One (method, data set, seed): runs it and writes its JSON file."""
     import tensorflow as tf
@@ -568,7 +500,7 @@ def run_job(method: str, dataset: str, seed: int, *, tiny: bool, threads: int, o
         epochs=result["curve"][-1][0] if result["curve"] else 0,
         best_validation=result["curve"][-1][1] if result["curve"] else None,
         seconds=round(time.perf_counter() - started, 1),
-        cpu=_cpu_model(),
+        cpu=cpu_model(),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")

@@ -52,8 +52,8 @@ from kt_pipeline.plan import (
     space_warnings,
 )
 from kt_pipeline.results import write_results
-from kt_pipeline.sizing import batch_sizes_for, max_epochs_for
 from kt_pipeline.resume import check_resumable
+from kt_pipeline.sizing import batch_sizes_for, max_epochs_for
 from kt_pipeline.strategy import (
     configure_devices,
     is_multi_worker,

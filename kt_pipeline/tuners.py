@@ -37,6 +37,8 @@ RandomSearch:
   during the search.
 * **Bounded memory.** The graphs TensorFlow keeps for every traced train step are
   released when the trial ends (`kt_pipeline.graph_memory`).
+* **A wall-clock budget.** With ``time_budget``, no trial starts that the time left
+  cannot fit and training stops at the epoch that uses it up (`kt_pipeline.time_budget`).
 """
 
 from __future__ import annotations

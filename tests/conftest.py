@@ -135,6 +135,9 @@ def flaky_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "search.hypermodel='custom_models:FlakyMLPHyperModel'",
             "search.units=[8, 16]",
             "search.batch_sizes=[32]",
+            # Each optimizer's own range, as the range test gives them in a larger search.
+            "search.optimizer_learning_rates={adam=[1e-3, 1e-2], adamw=[1e-3, 1e-2], "
+            "sgd=[1e-2, 1e-1], rmsprop=[1e-4, 1e-3], adagrad=[1e-2, 1e-1], nadam=[1e-3, 1e-2]}",
             f"runtime.experiment_dir={str(experiment)!r}",
             "tuner.algorithm='random'",
             f"tuner.max_trials={FLAKY_TRIALS}",

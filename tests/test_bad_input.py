@@ -94,7 +94,7 @@ CASES = [
     ("wrong-type", _args("--set", "tuner.max_trials='many'"), "Received: 'many'"),
     ("wrong-type-bool", _args("--set", "runtime.verbose=1"), "true or false. Received: 1"),
     ("negative", _args("--set", "tuner.max_trials=-3"), "must be >= 0. Received: -3"),
-    ("negative-epochs", _args("--max-epochs", "-1"), "`tuner.max_epochs` must be >= 0. Received: -1"),
+    ("negative-epochs", _args("--max-epochs", "-1"), "must be >= 0. Received: -1"),
     ("zero-crashes", _args("--set", "tuner.max_crashes_per_trial=0"), "must be > 0. Received: 0"),
     ("min-above-max", _args("--set", "search.dropout=[0.5, 0.1]"), "Received: [0.5, 0.1]"),
     ("unknown-optimizer", _args("--set", "search.optimizers=['adma']"), "Received: 'adma'"),

@@ -21,6 +21,7 @@ def _module(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -253,3 +254,91 @@ def test_seconds_from_different_cpus_are_flagged_and_one_cpu_is_not() -> None:
     same = {**old, "cpu": "Fast CPU"}
     text, _ = quality.summarise([fast, same], command="cmd", tiny=False)
     assert "comparable only between rows" not in text
+
+
+def test_every_real_table_loads_with_the_network_refused() -> None:
+    tables = _module("real_tables")
+    real = {name: table for name, table in tables.TABLES.items() if name != "generated_330k"}
+    assert len(real) >= 5
+    with tables.no_network():
+        frames = {name: table.load() for name, table in real.items()}
+    for name, frame in frames.items():
+        assert 1_000 <= len(frame) <= 60_000, name
+        assert real[name].label in frame.columns, name
+    with_strings = [
+        name
+        for name, frame in frames.items()
+        if any(frame[c].dtype == object for c in frame.columns if c != real[name].label)
+    ]
+    assert len(with_strings) >= 2
+    assert {t.task for t in real.values()} == {"binary", "multiclass", "regression"}
+
+
+def test_the_generated_table_has_a_high_cardinality_column_of_mostly_rare_levels() -> None:
+    frame = _module("real_tables").generated_table(20_000, seed=1)
+    counts = frame["merchant"].value_counts()
+    assert len(counts) > 2_000 and (counts < 5).mean() > 0.5
+    assert 0.15 < (frame["converted"] == "yes").mean() < 0.4
+    assert frame["x6"].isna().any() and not frame["x0"].isna().any()
+
+
+def _real_run(method: str, table: str, seed: int, score: float) -> dict[str, Any]:
+    return {"method": method, "table": table, "seed": seed, "score": score, "seconds": 1.0}
+
+
+def test_the_real_table_summary_gives_means_spreads_and_the_lightgbm_pairs() -> None:
+    quality = _module("real_table_quality")
+    runs = [
+        _real_run("pipeline", "fair", 0, 70.0),
+        _real_run("pipeline", "fair", 1, 74.0),
+        _real_run("lightgbm", "fair", 0, 71.0),
+        _real_run("lightgbm", "fair", 1, 72.0),
+        _real_run("lightgbm", "fair", 2, 99.0),  # no pipeline run on seed 2: no pair
+        _real_run("hist_gb", "benefits", 0, 60.0),
+    ]
+    text, summary = quality.summarise(runs, command="cmd")
+    assert summary["cells"]["pipeline"]["fair"]["score_mean"] == 72.0
+    assert summary["cells"]["pipeline"]["fair"]["score_std"] == pytest.approx(2.83, abs=0.01)
+    assert summary["cells"]["lightgbm"]["fair"]["seeds"] == 3
+    assert summary["against_lightgbm"] == [
+        {"table": "fair", "mean_difference": 0.5, "better": 1, "worse": 1, "seeds": 2}
+    ]
+    assert "| pipeline | 72.00 +- 2.83 (2) | - |" in text
+    assert "| fair | +0.50 | 1 / 1 | 2 |" in text
+
+
+@pytest.mark.slow
+def test_tiny_real_table_benchmark(tmp_path: Path) -> None:
+    quality = _module("real_table_quality")
+    _run(
+        "real_table_quality.py", "--tiny", "--tables", "benefits,star_math",
+        "--results", str(tmp_path),
+    )  # fmt: skip
+    summary = json.loads((tmp_path / "real_table_quality_tiny.json").read_text())
+    assert set(summary["cells"]) == set(quality.METHODS)
+    runs = [
+        json.loads(p.read_text()) for p in (tmp_path / "real_table_quality_tiny_runs").iterdir()
+    ]
+    assert len(runs) == 2 * len(quality.METHODS)
+    for run in runs:
+        if run["table"] == "benefits":  # AUC points: better than chance
+            assert 50 < run["score"] <= 100, run["method"]
+        else:  # R^2 points: finite, at most perfect
+            assert run["score"] <= 100, run["method"]
+        assert run["seconds"] > 0 and run["test_rows"] == 300
+
+
+@pytest.mark.slow
+def test_tiny_throughput_time_budget_and_small_budget_benchmarks(tmp_path: Path) -> None:
+    _run("large_table_throughput.py", "--rows", "4000", "--batch-sizes", "512", "--results",
+         str(tmp_path))  # fmt: skip
+    throughput = json.loads((tmp_path / "large_table_throughput.json").read_text())
+    assert [r["variant"] for r in throughput["runs"]] == ["all columns", "string columns dropped"]
+    assert all(r["samples_per_second"] > 0 for r in throughput["runs"])
+    _run("time_budget.py", "--table", "fair", "--budgets", "30s", "--results", str(tmp_path))
+    (budget,) = json.loads((tmp_path / "time_budget.json").read_text())
+    assert budget["exported"] and budget["completed_trials"] >= 1
+    _run("small_budget.py", "--trials", "1", "--epochs", "1", "--repeats", "1", "--results",
+         str(tmp_path))  # fmt: skip
+    small = json.loads((tmp_path / "small_budget.json").read_text())
+    assert small["median_speedup"] > 0 and len(small["runs"]) == 1

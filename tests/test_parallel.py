@@ -188,9 +188,9 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> N
     assert len(table) == 3
     assert (table["status"] == "COMPLETED").all()
     # The killed trial is the one with the stalled hyperparameters (a sampled float
-    # such as the learning rate does not repeat across trials). The range test set each
-    # optimizer's own range, so the rate is `<optimizer>_learning_rate`.
-    rate = f"{stalled['hyperparameters']['optimizer']}_learning_rate"
+    # such as the learning rate does not repeat across trials): `learning_rate`, or
+    # `<optimizer>_learning_rate` where the range test gave the optimizer its own range.
+    rate = next(name for name in stalled["hyperparameters"] if name.endswith("learning_rate"))
     redone = table[table[rate] == stalled["hyperparameters"][rate]]
     assert len(redone) == 1
     row = redone.iloc[0]

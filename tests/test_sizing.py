@@ -25,7 +25,7 @@ from kt_pipeline.sizing import batch_sizes_for, max_epochs_for
 def test_batch_sizes_keep_an_epoch_at_128_steps_or_more(rows: int, sizes: tuple) -> None:
     assert batch_sizes_for(rows) == sizes
     if sizes[0] > 32:
-        assert rows // sizes[0] >= 128 and rows // (sizes[0] * 2) < 128 or sizes[0] == 512
+        assert (rows // sizes[0] >= 128 and rows // (sizes[0] * 2) < 128) or sizes[0] == 512
 
 
 @pytest.mark.parametrize(

@@ -148,7 +148,7 @@ def test_hparams_experiment_declares_every_domain_from_the_search_space(
     # Conditional values that no trial may have used are declared too.
     assert {"sgd_momentum", "adamw_weight_decay", "warmup_fraction", "clip_norm"} <= set(infos)
     assert infos["units"]["domainDiscrete"] == [8, 16]
-    # The default range test gave every optimizer a learning-rate range of its own.
+    # Every optimizer has a learning-rate range of its own, declared under its condition.
     assert {f"{name}_learning_rate" for name in OPTIMIZERS} <= set(infos)
     metrics = {(m["name"]["group"], m["name"]["tag"]) for m in experiment["metricInfos"]}
     assert {
