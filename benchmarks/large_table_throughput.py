@@ -6,9 +6,10 @@ columns (the same model with them dropped).
 The reference MLP is the default search's first trial (`hypermodels.mlp.STARTING_POINT`:
 two ReLU layers of 256, Adam), built by `MLPHyperModel` with the preprocessing inside
 the model, fed by the pipeline's own input pipeline (`hypermodels.inputs`). Each
-(variant, batch size) trains one warm-up epoch, then one timed epoch over all training
-rows; FLOPs count the Dense layers' multiply-adds (forward and backward), so GFLOP/s
-leave out the preprocessing and the optimizer.
+(variant, batch size) trains one warm-up epoch, then three timed epochs over all
+training rows, and reports the median (this shared machine is noisy). FLOPs count
+the Dense layers' multiply-adds (forward and backward), so GFLOP/s leave out the
+preprocessing and the optimizer.
 
 Usage:
     python benchmarks/large_table_throughput.py [--rows 330000] [--batch-sizes 256,512,1024,2048]
@@ -17,9 +18,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,8 +47,9 @@ def _dense_flops_per_row(model: Any) -> int:
     return train_flops_per_example(inputs, widths[:-1], widths[-1])
 
 
-def measure(frame: Any, *, batch_size: int, label: str) -> dict[str, Any]:
-    """One warm-up epoch and one timed epoch of the reference MLP on `frame`."""
+def measure(frame: Any, *, batch_size: int, label: str, timed: int = 3) -> dict[str, Any]:
+    """One warm-up epoch and `timed` timed epochs of the reference MLP on `frame`; the
+    median epoch."""
     import keras
     import keras_tuner
 
@@ -60,7 +64,7 @@ def measure(frame: Any, *, batch_size: int, label: str) -> dict[str, Any]:
         schema=schema,
         task="binary",
         train_size=len(y),
-        max_epochs=2,
+        max_epochs=1 + timed,
         space=SearchSpace(batch_sizes=(batch_size,), early_stopping_patience=(0, 0)),
     )
     hp = keras_tuner.HyperParameters()
@@ -76,8 +80,8 @@ def measure(frame: Any, *, batch_size: int, label: str) -> dict[str, Any]:
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             ends.append(time.perf_counter())
 
-    hypermodel.fit(hp, model, x, y, epochs=2, callbacks=[Timer()], verbose=0)
-    seconds = ends[1] - ends[0]
+    hypermodel.fit(hp, model, x, y, epochs=1 + timed, callbacks=[Timer()], verbose=0)
+    seconds = statistics.median(b - a for a, b in itertools.pairwise(ends))
     flops = _dense_flops_per_row(model)
     return {
         "batch_size": batch_size,

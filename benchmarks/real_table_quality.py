@@ -28,6 +28,7 @@ seeds and seconds per table, and the pipeline against LightGBM seed by seed.
 Usage:
     python benchmarks/real_table_quality.py [--seeds 5] [--first-seed 0]
         [--methods pipeline,lightgbm,...] [--tables fair,benefits,...] [--tiny]
+        [--summary-only]
 """
 
 from __future__ import annotations
@@ -512,6 +513,9 @@ def main() -> None:
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--tiny", action="store_true", help=f"{TINY_ROWS} rows, 1 seed")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--summary-only", action="store_true", help="summarise the finished runs, run nothing"
+    )
     parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)  # one run, in a child
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -529,7 +533,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown method or table: {', '.join(unknown)}")
     # Seed by seed, the pipeline first: its epochs are the Keras baselines' budget.
-    for seed in seeds:
+    for seed in [] if args.summary_only else seeds:
         for table in tables:
             for method in methods:
                 out = runs_dir / f"{method}-{table}-{seed}.json"

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -294,10 +295,12 @@ def _search(args: argparse.Namespace) -> int:
         worker_id = args.worker_id or f"worker-{socket.gethostname()}-{os.getpid()}"
         if "chief" in worker_id:
             raise UserInputError(f"`--worker-id` must not contain 'chief'. Received: {worker_id!r}")
-        summary = run_search(config, role="worker", worker_id=worker_id)
+        summary = run_search(config, role="worker", worker_id=worker_id, started=args.started)
         print(f"worker {worker_id}: search over after {summary.seconds:.1f} s")
         return 0
-    summary = run_search(config, overwrite=args.overwrite, role=args.role or "standalone")
+    summary = run_search(
+        config, overwrite=args.overwrite, role=args.role or "standalone", started=args.started
+    )
     _print_summary(summary)
     return 0
 
@@ -483,7 +486,9 @@ def _print_summary(summary: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 1 search aborted by failing trials or
     an export that failed its verification, 2 bad input, 130 interrupted)."""
+    started = time.monotonic()  # before TensorFlow's import: a time budget counts it
     args = _parser().parse_args(argv)
+    args.started = started
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     # TensorFlow's Python logger would otherwise pass its chatter (INFO lines, and a
     # retracing warning that every new trial's model triggers) to our handler.

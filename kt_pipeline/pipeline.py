@@ -529,6 +529,7 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
     skips the timing. The experiment directory is not touched: the tuner is built in a
     temporary folder."""
     prepared = _prepare_data(config)
+    epochs_auto = not config.tuner.max_epochs
     config = _sized_for_data(config, prepared)
     splits = prepared.splits
     with tempfile.TemporaryDirectory(prefix="kt-plan-") as scratch:
@@ -539,7 +540,7 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
         plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
         warnings = space_warnings(space, train_rows=len(splits.train))
-        notes = _plan_notes(config, train_rows=len(splits.train))
+        notes = _plan_notes(config, train_rows=len(splits.train), epochs_auto=epochs_auto)
         calibration = None
         if calibration_epochs:
             calibration = calibrate(
@@ -569,13 +570,18 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
     )
 
 
-def _plan_notes(config: PipelineConfig, *, train_rows: int) -> list[str]:
+def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -> list[str]:
     """What the search decides from the data and the budget, for `plan`."""
     notes = []
     if config.search.batch_sizes_auto:
         notes.append(
             f"batch sizes {list(config.search.batch_sizes)} for {train_rows} training rows "
             '(search.batch_sizes = "auto")'
+        )
+    if epochs_auto:
+        notes.append(
+            f"at most {config.tuner.max_epochs} epochs a trial for {train_rows} training rows "
+            "(tuner.max_epochs = 0)"
         )
     if config.search.learning_rate_auto:
         tested = _range_test_plan(config, train_rows)
@@ -630,7 +636,7 @@ def _worker_summary(
         tensorboard_dir=experiment / TENSORBOARD_DIR,
         trials=0,
         completed_trials=0,
-        seconds=round(time.perf_counter() - started, 1),
+        seconds=round(time.monotonic() - started, 1),
     )
 
 
@@ -640,6 +646,7 @@ def run_search(
     overwrite: bool = False,
     role: str = "standalone",
     worker_id: str = "worker0",
+    started: float | None = None,
 ) -> SearchSummary:
     """Runs the whole job described by `config`.
 
@@ -653,7 +660,11 @@ def run_search(
             ``chief`` (serves the oracle at ``runtime.oracle_address``, then writes the
             results and the export) or ``worker`` (runs trials the chief hands out).
         worker_id: A worker's id, unique in the search.
+        started: When the job started (`time.monotonic`), which ``tuner.time_budget``
+            counts from: the CLI passes its own start, before TensorFlow's import.
+            None: now.
     """
+    started = time.monotonic() if started is None else started
     policy = keras.mixed_precision.global_policy()
     if config.tuner.time_budget and role != "standalone":
         raise UserInputError(
@@ -662,22 +673,21 @@ def run_search(
         )
     try:
         if role == "standalone":
-            return _run_search(config, overwrite=overwrite, role=role)
+            return _run_search(config, overwrite=overwrite, role=role, started=started)
         with oracle_role(
             tuner_id="chief" if role == "chief" else worker_id,
             address=config.runtime.oracle_address,
         ):
-            return _run_search(config, overwrite=overwrite, role=role)
+            return _run_search(config, overwrite=overwrite, role=role, started=started)
     finally:  # `runtime.mixed_precision` is for this job, not for the caller's process
         keras.mixed_precision.set_global_policy(policy)
 
 
-def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> SearchSummary:
-    started = time.perf_counter()
+def _run_search(
+    config: PipelineConfig, *, overwrite: bool, role: str, started: float
+) -> SearchSummary:
     budget = (
-        TimeBudget(config.tuner.time_budget, started=time.monotonic())
-        if config.tuner.time_budget
-        else None
+        TimeBudget(config.tuner.time_budget, started=started) if config.tuner.time_budget else None
     )
     _hypermodel_class(config.search.hypermodel)  # fail on a bad path before writing
     configure_devices(
@@ -783,7 +793,7 @@ def _run_search(config: PipelineConfig, *, overwrite: bool, role: str) -> Search
         tensorboard_dir=experiment / TENSORBOARD_DIR,
         trials=len(table),
         completed_trials=int((table["status"] == "COMPLETED").sum()) if len(table) else 0,
-        seconds=round(time.perf_counter() - started, 1),
+        seconds=round(time.monotonic() - started, 1),
         stopped_by_time_budget=budget is not None and budget.spent,
     )
     (experiment / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2), "utf-8")

@@ -252,3 +252,14 @@ def test_every_combination_of_warnings_is_independent() -> None:
         "units",
         "batch_size",
     }
+
+
+def test_the_estimate_is_checked_against_the_time_budget_or_half_an_hour() -> None:
+    from kt_pipeline.pipeline import _time_warnings
+
+    (over,) = _time_warnings(600.0, budget=300.0)
+    assert "(10.0 min) exceeds the time budget (5.0 min, --time-budget" in over
+    assert _time_warnings(200.0, budget=300.0) == []
+    (long,) = _time_warnings(2 * 3600.0, budget=0.0)
+    assert "exceeds 30.0 min: set --time-budget (tuner.time_budget)" in long
+    assert _time_warnings(20 * 60.0, budget=0.0) == []
