@@ -60,6 +60,7 @@ VALIDATION_FRACTION = 0.15  # of the 80 %, for the Keras baselines
 DEFAULT_BUDGET = 100  # epochs for a Keras baseline with no pipeline run to match
 MAX_ONE_HOT = 32
 TINY_ROWS = 1_500
+TINY_BUDGET, TINY_EPOCHS = 6, 2  # the tiny run's Keras baselines: epochs in all, per trial
 
 
 # --------------------------------------------------------------------------- data
@@ -278,12 +279,13 @@ def _run_keras_baseline(
     x_test = encoding.transform(_features(test, table)).astype("float32")
     hypermodel = docs_hypermodel(len(classes), task=table.task)
     objective, direction = ("val_loss", "min") if regression else ("val_accuracy", "max")
-    max_epochs = 20
+    max_epochs = TINY_EPOCHS if budget <= TINY_BUDGET else 20
     keras.utils.set_random_seed(seed)
     if method == "optuna_tpe":
         model, epochs = _optuna_search(
-            hypermodel, (x_fit, y_fit), (x_val, y_val), objective, direction, seed, budget
-        )
+            hypermodel, (x_fit, y_fit), (x_val, y_val), objective, direction, seed, budget,
+            max_epochs=max_epochs,
+        )  # fmt: skip
     else:
         import keras_tuner
 
@@ -320,6 +322,8 @@ def _optuna_search(
     direction: str,
     seed: int,
     budget: int,
+    *,
+    max_epochs: int,
 ) -> tuple[Any, int]:
     """Optuna's TPE with its Hyperband pruner, stopped when `budget` epochs are spent;
     returns the best epoch's model and the epochs spent."""
@@ -349,7 +353,9 @@ def _optuna_search(
         keras.backend.clear_session()
         model = hypermodel(OptunaParams(trial))
         report = Report(trial)
-        model.fit(*fit, epochs=20, validation_data=validation, callbacks=[report], verbose=0)
+        model.fit(
+            *fit, epochs=max_epochs, validation_data=validation, callbacks=[report], verbose=0
+        )
         if report.best > best["score"]:
             best.update(score=report.best, weights=report.weights, params=dict(trial.params))
         return report.best
@@ -357,7 +363,9 @@ def _optuna_search(
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=20, reduction_factor=3),
+        pruner=optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=3
+        ),
     )
     study.optimize(
         run, callbacks=[lambda study, _: study.stop() if spent["epochs"] >= budget else None]
@@ -401,7 +409,7 @@ def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -
         elif METHODS[method] == "trees":
             result = _run_trees(method, table, train, test, seed=seed)
         else:
-            budget = 6 if tiny else _budget(out.parent, table_name, seed)
+            budget = TINY_BUDGET if tiny else _budget(out.parent, table_name, seed)
             result = _run_keras_baseline(
                 method, table, train, test, seed=seed, budget=budget, work=work
             )
