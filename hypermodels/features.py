@@ -7,8 +7,13 @@ layers from these values (`Normalization`, `StringLookup`, `IntegerLookup`,
 `Embedding`), so nothing is adapted per trial and no layer is shared across models.
 
 Inside the model, numeric columns travel together as one float matrix (``numeric``)
-and each categorical column as its own input; the exported SavedModel instead takes
-one input per column (see `serving_signature` and `serving_to_model_inputs`).
+and each categorical column as its own input of integer ids: a column's value at
+vocabulary position ``i`` is id ``i + 1`` and anything unseen is id 0, the convention
+of Keras's `StringLookup`. Values become ids once per experiment, outside the training
+step (`model_inputs`), where per-row string hashing and copying used to cost a large
+table's epoch up to a third of its time (`benchmarks/large_table_throughput.py`). The
+exported SavedModel takes one raw input per column and looks values up itself
+(`serving_signature`, `ServingEncoder`).
 """
 
 from __future__ import annotations
@@ -30,14 +35,15 @@ __all__ = [
     "NUMERIC_INPUT",
     "STRING_CATEGORICAL",
     "Column",
+    "ServingEncoder",
     "TabularSchema",
     "build_inputs",
     "build_preprocessing",
+    "category_ids",
     "fit_schema",
     "model_inputs",
     "raw_rows",
     "serving_signature",
-    "serving_to_model_inputs",
 ]
 
 NUMERIC = "numeric"
@@ -173,12 +179,23 @@ def fit_schema(frame: pd.DataFrame, kinds: Mapping[str, str]) -> TabularSchema:
     return TabularSchema(tuple(columns))
 
 
+def category_ids(column: Column, series: pd.Series) -> np.ndarray:
+    """Integer ids of a categorical column's values (`StringLookup`'s convention: the
+    value at vocabulary position ``i`` is ``i + 1``, an unseen value is 0)."""
+    if column.kind == INTEGER_CATEGORICAL:
+        values: Any = series.to_numpy(dtype="int64")
+    else:
+        values = _string_values(series).to_numpy()
+    codes = pd.Index(list(column.vocabulary)).get_indexer(values)  # -1 where unseen
+    return codes.astype("int64") + 1
+
+
 def model_inputs(schema: TabularSchema, frame: pd.DataFrame) -> Any:
     """The model's inputs for these rows.
 
     Returns a float32 matrix when every column is numeric, else a dict: ``numeric``
-    (rows x numeric columns, NaN where missing) and one ``(rows, 1)`` tensor per
-    categorical column (int64 or string).
+    (rows x numeric columns, NaN where missing) and one ``(rows, 1)`` int64 tensor of
+    ids per categorical column (`category_ids`).
     """
     numeric = frame[[c.name for c in schema.numeric]].apply(pd.to_numeric, errors="coerce")
     matrix = numeric.to_numpy(dtype="float32")
@@ -188,12 +205,8 @@ def model_inputs(schema: TabularSchema, frame: pd.DataFrame) -> Any:
     if schema.numeric:
         inputs[NUMERIC_INPUT] = tf.constant(matrix)
     for column in schema.categorical:
-        if column.kind == INTEGER_CATEGORICAL:
-            values = frame[column.name].to_numpy(dtype="int64").reshape(-1, 1)
-            inputs[column.name] = tf.constant(values)
-        else:
-            values = _string_values(frame[column.name]).to_numpy().reshape(-1, 1)
-            inputs[column.name] = tf.constant(values.astype(str).astype(object), dtype=tf.string)
+        ids = category_ids(column, frame[column.name]).reshape(-1, 1)
+        inputs[column.name] = tf.constant(ids)
     return inputs
 
 
@@ -259,17 +272,14 @@ def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
         if missing:
             parts.append(MissingIndicator(missing, dtype="float32", name="missing_indicator")(raw))
     for column in schema.categorical:
-        integer = column.kind == INTEGER_CATEGORICAL
-        raw = raw_inputs[column.name]
-        lookup_cls = keras.layers.IntegerLookup if integer else keras.layers.StringLookup
+        ids = raw_inputs[column.name]
         size = len(column.vocabulary) + 1  # one out-of-vocabulary slot
         safe = re.sub(r"[^A-Za-z0-9_]", "_", column.name)
         if size <= _MAX_ONE_HOT:
-            encoded = lookup_cls(
-                vocabulary=list(column.vocabulary), output_mode="one_hot", name=f"lookup_{safe}"
-            )(raw)
+            encoded = keras.layers.CategoryEncoding(
+                num_tokens=size, output_mode="one_hot", name=f"one_hot_{safe}"
+            )(ids)
         else:
-            ids = lookup_cls(vocabulary=list(column.vocabulary), name=f"lookup_{safe}")(raw)
             embedded = keras.layers.Embedding(size, _embedding_size(size), name=f"embed_{safe}")(
                 ids
             )
@@ -290,8 +300,7 @@ def _raw_inputs(schema: TabularSchema) -> dict[str, Any]:
             shape=(len(schema.numeric),), dtype="float32", name=NUMERIC_INPUT
         )
     for column in schema.categorical:
-        dtype = "int64" if column.kind == INTEGER_CATEGORICAL else "string"
-        inputs[column.name] = keras.Input(shape=(1,), dtype=dtype, name=column.name)
+        inputs[column.name] = keras.Input(shape=(1,), dtype="int64", name=column.name)
     return inputs
 
 
@@ -325,19 +334,37 @@ def serving_signature(schema: TabularSchema) -> dict[str, tf.TensorSpec]:
     }
 
 
-def serving_to_model_inputs(schema: TabularSchema, features: Mapping[str, tf.Tensor]) -> Any:
-    """Turns per-column serving tensors into what the model takes."""
-    names = schema.input_names()
-    numeric = [tf.cast(features[names[c.name]], tf.float32) for c in schema.numeric]
-    matrix = tf.stack(numeric, axis=1) if numeric else None
-    if schema.numeric_only:
-        return matrix
-    inputs: dict[str, tf.Tensor] = {}
-    if matrix is not None:
-        inputs[NUMERIC_INPUT] = matrix
-    for column in schema.categorical:
-        inputs[column.name] = tf.expand_dims(features[names[column.name]], axis=1)
-    return inputs
+class ServingEncoder(keras.layers.Layer):
+    """Turns the export's per-column serving tensors into the model's inputs: stacks
+    the numeric columns and looks categorical values up into ids (`category_ids`'s
+    convention), with lookup tables that the SavedModel carries."""
+
+    def __init__(self, schema: TabularSchema, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.schema = schema
+        self.lookups = {
+            column.name: (
+                keras.layers.IntegerLookup(vocabulary=list(column.vocabulary))
+                if column.kind == INTEGER_CATEGORICAL
+                else keras.layers.StringLookup(vocabulary=list(column.vocabulary))
+            )
+            for column in schema.categorical
+        }
+        self.built = True  # no weights; the lookup layers hold their tables
+
+    def call(self, features: Mapping[str, Any]) -> Any:
+        names = self.schema.input_names()
+        numeric = [tf.cast(features[names[c.name]], tf.float32) for c in self.schema.numeric]
+        matrix = tf.stack(numeric, axis=1) if numeric else None
+        if self.schema.numeric_only:
+            return matrix
+        inputs: dict[str, tf.Tensor] = {}
+        if matrix is not None:
+            inputs[NUMERIC_INPUT] = matrix
+        for column in self.schema.categorical:
+            ids = self.lookups[column.name](features[names[column.name]])
+            inputs[column.name] = tf.expand_dims(tf.cast(ids, tf.int64), axis=1)
+        return inputs
 
 
 def raw_rows(schema: TabularSchema, frame: pd.DataFrame) -> dict[str, np.ndarray]:

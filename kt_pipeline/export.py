@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from hypermodels.features import TabularSchema, serving_signature, serving_to_model_inputs
+from hypermodels.features import ServingEncoder, TabularSchema, serving_signature
 from kt_pipeline.errors import ExportVerificationError
 from kt_pipeline.model_card import GOOD_MARKER, write_card
 
@@ -79,12 +79,12 @@ def _next_version(export_root: Path) -> int:
 
 
 def _serving_fn(
-    model: keras.Model, *, schema: TabularSchema, task: str, class_names: Sequence[str]
+    model: keras.Model, *, encoder: ServingEncoder, task: str, class_names: Sequence[str]
 ) -> Any:
     names = tf.constant(list(class_names) or [""], dtype=tf.string)
 
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        output = model(serving_to_model_inputs(schema, features), training=False)
+        output = model(encoder(features), training=False)
         if task == "regression":
             return {"value": tf.reshape(output, [-1])}
         if task == "binary":
@@ -143,11 +143,13 @@ def export_model(
     version = version or _next_version(export_root)
     target = export_root / str(version)
 
+    encoder = ServingEncoder(schema)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    archive.track(encoder)
     archive.add_endpoint(
         name="serve",
-        fn=_serving_fn(model, schema=schema, task=task, class_names=class_names),
+        fn=_serving_fn(model, encoder=encoder, task=task, class_names=class_names),
         input_signature=[serving_signature(schema)],
     )
     for stale in export_root.glob(".staging-*"):  # left by a process killed mid-export
@@ -168,7 +170,7 @@ def export_model(
         failure = None
         if verify_rows is not None:
             expected = _in_memory_outputs(
-                model, verify_rows, schema=schema, task=task, class_names=class_names
+                model, verify_rows, encoder=encoder, task=task, class_names=class_names
             )
             if fresh_process:
                 served = _fresh_process_outputs(staging, verify_rows)
@@ -210,11 +212,11 @@ def _in_memory_outputs(
     model: keras.Model,
     rows: dict[str, np.ndarray],
     *,
-    schema: TabularSchema,
+    encoder: ServingEncoder,
     task: str,
     class_names: Sequence[str],
 ) -> dict[str, np.ndarray]:
-    serve = _serving_fn(model, schema=schema, task=task, class_names=class_names)
+    serve = _serving_fn(model, encoder=encoder, task=task, class_names=class_names)
     outputs = serve({name: tf.constant(values) for name, values in rows.items()})
     return {name: value.numpy() for name, value in outputs.items()}
 

@@ -11,10 +11,11 @@ import keras_tuner
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 from conftest import make_mixed_frame
 
 from hypermodels import MLPHyperModel, SearchSpace, TabularSchema, fit_schema
-from hypermodels.features import model_inputs, raw_rows
+from hypermodels.features import ServingEncoder, model_inputs, raw_rows
 from kt_pipeline.export import export_model, load_model_info, predict_saved_model, score_predictions
 
 
@@ -330,3 +331,19 @@ def test_compare_outputs_tolerance() -> None:
     result = compare_outputs(base, far, rows=2)
     assert not result["verified"] and "differs on 1 of 2 values" in result["message"]
     assert not compare_outputs(base, {"class_id": base["class_id"]}, rows=2)["verified"]
+
+
+def test_the_export_looks_values_up_to_the_ids_the_model_trained_on() -> None:
+    # Training feeds ids computed once by pandas; serving looks raw values up in tables
+    # inside the SavedModel. Unseen and missing values must land on the same ids.
+    train = pd.DataFrame({"city": ["b", "a", None, "c"], "code": [30, 10, 20, 10], "x": 1.0})
+    kinds = {"city": "string_categorical", "code": "integer_categorical", "x": "numeric"}
+    schema = fit_schema(train, kinds)
+    rows = pd.DataFrame({"city": ["c", "zz", None, "a"], "code": [20, 99, 10, -1], "x": 2.0})
+    trained = model_inputs(schema, rows)
+    served = ServingEncoder(schema)({k: tf.constant(v) for k, v in raw_rows(schema, rows).items()})
+    for column in ("city", "code"):
+        np.testing.assert_array_equal(served[column].numpy(), trained[column].numpy())
+    # "" (missing) is in the vocabulary at position 0; unseen values are id 0.
+    assert trained["city"].numpy()[:, 0].tolist() == [4, 0, 1, 2]
+    assert trained["code"].numpy()[:, 0].tolist() == [2, 0, 1, 0]
