@@ -357,34 +357,59 @@ class MLPHyperModel(keras_tuner.HyperModel):
         return batch_size * replicas if self.per_replica_batch else batch_size
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        space = self.space
+        choices = self.declare(hp)
         inputs, x = build_preprocessing(self.schema)
-
-        num_layers = _int_range(hp, "num_layers", space.num_layers)
-        widths = self._units(hp, num_layers)
-        activation = _choice(hp, "activation", space.activations)
-        dropout = _float_range(hp, "dropout", space.dropout)
-        batch_norm = _choice(hp, "batch_norm", space.batch_norm)
-        initializer = _choice(hp, "kernel_initializer", space.kernel_initializers)
-        l1 = _penalty(hp, "l1", space.l1)
-        l2 = _penalty(hp, "l2", space.l2)
+        l1, l2 = choices["l1"], choices["l2"]
         regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
-        for index, width in enumerate(widths):
+        for index, width in enumerate(choices["widths"]):
             x = keras.layers.Dense(
                 width,
-                use_bias=not batch_norm,
-                kernel_initializer=initializer,
+                use_bias=not choices["batch_norm"],
+                kernel_initializer=choices["initializer"],
                 kernel_regularizer=regularizer,
                 name=f"dense_{index}",
             )(x)
-            if batch_norm:
+            if choices["batch_norm"]:
                 x = keras.layers.BatchNormalization(name=f"batch_norm_{index}")(x)
-            x = keras.layers.Activation(activation, name=f"activation_{index}")(x)
-            if dropout > 0:
-                x = keras.layers.Dropout(dropout, name=f"dropout_{index}")(x)
+            x = keras.layers.Activation(choices["activation"], name=f"activation_{index}")(x)
+            if choices["dropout"] > 0:
+                x = keras.layers.Dropout(choices["dropout"], name=f"dropout_{index}")(x)
         model = keras.Model(inputs, self._head(x), name="mlp")
+        steps = self.steps_per_execution or min(
+            _MAX_STEPS_PER_EXECUTION, self.steps_per_epoch(choices["batch_size"])
+        )
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # Keras's multi-step loop fails under MirroredStrategy in TF 2.21 ("You must
+            # feed a value for placeholder tensor ... while/cond/Placeholder").
+            steps = 1
+        model.compile(
+            optimizer=choices["optimizer"],
+            steps_per_execution=steps,
+            jit_compile=self.jit_compile,
+            **self._loss_and_metrics(),
+        )
+        return model
 
-        batch_size = _choice(hp, "batch_size", space.batch_sizes)
+    def declare(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """Declares the trial's hyperparameters in `hp`, in `build`'s order, and returns
+        the values `build` needs (the optimizer built), without building a layer.
+
+        KerasTuner finds a space's conditional hyperparameters by building the model
+        once per condition (`_KerasTunerFixes` in `kt_pipeline.tuners` calls this
+        instead): a model with its preprocessing costs tens of milliseconds to build.
+        """
+        space = self.space
+        num_layers = _int_range(hp, "num_layers", space.num_layers)
+        choices: dict[str, Any] = {
+            "widths": self._units(hp, num_layers),
+            "activation": _choice(hp, "activation", space.activations),
+            "dropout": _float_range(hp, "dropout", space.dropout),
+            "batch_norm": _choice(hp, "batch_norm", space.batch_norm),
+            "initializer": _choice(hp, "kernel_initializer", space.kernel_initializers),
+            "l1": _penalty(hp, "l1", space.l1),
+            "l2": _penalty(hp, "l2", space.l2),
+            "batch_size": _choice(hp, "batch_size", space.batch_sizes),
+        }
         learning_rate = choose_learning_rate(
             hp,
             bounds=space.learning_rate,
@@ -397,13 +422,13 @@ class MLPHyperModel(keras_tuner.HyperModel):
             # The tuner builds inside the strategy's scope, so this is the trial's strategy.
             decay_steps=self.steps_per_epoch(
                 self.global_batch_size(
-                    batch_size, tf.distribute.get_strategy().num_replicas_in_sync
+                    choices["batch_size"], tf.distribute.get_strategy().num_replicas_in_sync
                 )
             )
             * self._schedule_epochs(hp),
             choices=space.schedules,
         )
-        optimizer = build_optimizer(
+        choices["optimizer"] = build_optimizer(
             hp,
             learning_rate=schedule,
             choices=space.optimizers,
@@ -412,20 +437,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             fused=self.fused_optimizers,
         )
         _int_range(hp, "early_stopping_patience", space.early_stopping_patience)
-        steps = self.steps_per_execution or min(
-            _MAX_STEPS_PER_EXECUTION, self.steps_per_epoch(batch_size)
-        )
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # Keras's multi-step loop fails under MirroredStrategy in TF 2.21 ("You must
-            # feed a value for placeholder tensor ... while/cond/Placeholder").
-            steps = 1
-        model.compile(
-            optimizer=optimizer,
-            steps_per_execution=steps,
-            jit_compile=self.jit_compile,
-            **self._loss_and_metrics(),
-        )
-        return model
+        return choices
 
     def _schedule_epochs(self, hp: keras_tuner.HyperParameters) -> int:
         """Epochs a decaying schedule spans: `max_epochs`, or with ``schedule_horizon =

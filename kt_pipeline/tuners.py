@@ -43,6 +43,7 @@ RandomSearch:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ from typing import Any
 import keras
 import keras_tuner
 import numpy as np
+from keras_tuner.src.engine.tuner import maybe_compute_model_size
 
 from kt_pipeline import parallel
 from kt_pipeline.bohb import BOHB
@@ -452,17 +454,67 @@ def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:
             trial.score = trial.best_step = None
 
 
-class _OptimizerStateTuner(keras_tuner.Tuner):
-    """Builds each model's optimizer before any checkpoint is loaded into it.
+class _KerasTunerFixes(keras_tuner.Tuner):
+    """Where KerasTuner 1.4.8's `Tuner` is wrong for us, fixed; in the MRO this class
+    sits below the search algorithm (Hyperband's parent-checkpoint restore runs after
+    `_build_hypermodel` here).
 
-    KerasTuner's checkpoints hold the optimizer's variables (its step counter and
-    moments), but a freshly compiled model has an unbuilt optimizer, so Keras skips
-    them with a warning: a Hyperband promotion restarts its optimizer from step 0 and
-    `load_model` drops the state. With the optimizer built first, both restore it.
-    (Keeping variables out of the traced train step is `MLPHyperModel.fit`'s part:
-    `hypermodels.step_functions`.) In the MRO this class sits below Hyperband, so it
-    runs before Hyperband's own parent-checkpoint restore.
+    * Optimizer state. KerasTuner's checkpoints hold the optimizer's variables (its
+      step counter and moments), but a freshly compiled model has an unbuilt
+      optimizer, so Keras skips them with a warning: a Hyperband promotion restarts its
+      optimizer from step 0 and `load_model` drops the state. With the optimizer built
+      first, both restore it. (Keeping variables out of the traced train step is
+      `MLPHyperModel.fit`'s part: `hypermodels.step_functions`.)
+    * Two full garbage collections before every model build (`clear_session()`'s and
+      its own), about 0.25 s each in a process holding TensorFlow: more than a small
+      trial's training. Python's own collector frees the last trial's cycles anyway;
+      the traced graphs that would outlive it are `graph_memory`'s concern.
+    * Finding the conditional hyperparameters builds the whole model once per condition
+      (about 20 builds for the default space); a hypermodel with a ``declare(hp)``
+      method (`MLPHyperModel.declare`) only declares them.
     """
+
+    def _activate_all_conditions(self) -> None:
+        declare = getattr(self.hypermodel, "declare", None)
+        if declare is None:
+            super()._activate_all_conditions()
+            return
+        # KerasTuner's loop, with `declare` for `build`.
+        never_active: list[Any] = []
+        once_active: list[Any] = []
+        hp = self.oracle.get_space()
+        while True:
+            declare(hp)
+            self.oracle.update_space(hp)
+            for conditions in hp.active_scopes:
+                if conditions not in once_active:
+                    once_active.append(copy.deepcopy(conditions))
+                if conditions in never_active:
+                    never_active.remove(conditions)
+            for conditions in hp.inactive_scopes:
+                if conditions not in once_active:
+                    never_active.append(copy.deepcopy(conditions))
+            if not never_active:
+                return
+            hp = self.oracle.get_space()
+            for condition in never_active[0]:
+                hp.values[condition.name] = condition.values[0]
+            hp.ensure_active_values()
+
+    def _try_build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        keras.backend.clear_session(free_memory=False)
+        model = self._build_hypermodel(hp)
+        if not isinstance(model, keras.Model):
+            raise keras_tuner.errors.FatalTypeError(
+                "Expected the model-building function, or HyperModel.build() to return a "
+                f"valid Keras Model instance. Received: {model} of type {type(model)}."
+            )
+        size = maybe_compute_model_size(model)
+        if self.max_model_size and size > self.max_model_size:
+            raise keras_tuner.errors.FailedTrialError(
+                f"Oversized model: {size} parameters. Skip model."
+            )
+        return model
 
     def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         model = super()._build_hypermodel(hp)
@@ -474,13 +526,13 @@ class _OptimizerStateTuner(keras_tuner.Tuner):
 
 
 class HyperbandTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.Hyperband, _OptimizerStateTuner
+    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.Hyperband, _KerasTunerFixes
 ):
     """KerasTuner's Hyperband with the pipeline's seeding, accounting and promotions
     that keep their optimizer state."""
 
 
-class BOHBTuner(_PipelineTunerMixin, TensorBoardTunerMixin, BOHB, _OptimizerStateTuner):
+class BOHBTuner(_PipelineTunerMixin, TensorBoardTunerMixin, BOHB, _KerasTunerFixes):
     """BOHB (`kt_pipeline.bohb`): Hyperband's schedule with TPE proposals, plus the
     pipeline's seeding, accounting and optimizer-state promotions."""
 
@@ -489,13 +541,13 @@ class BayesianTuner(
     _PipelineTunerMixin,
     TensorBoardTunerMixin,
     keras_tuner.BayesianOptimization,
-    _OptimizerStateTuner,
+    _KerasTunerFixes,
 ):
     """KerasTuner's Bayesian optimisation with the pipeline's seeding and accounting."""
 
 
 class RandomTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.RandomSearch, _OptimizerStateTuner
+    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.RandomSearch, _KerasTunerFixes
 ):
     """KerasTuner's random search with the pipeline's seeding and accounting."""
 
