@@ -38,6 +38,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +56,8 @@ from real_tables import TABLES, Table
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
+# Environment variable that carries `--keep-experiments` to the per-run child processes.
+_KEEP = "REAL_TABLE_KEEP_EXPERIMENTS"
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.15  # of the 80 %, for the Keras baselines
 DEFAULT_BUDGET = 100  # epochs for a Keras baseline with no pipeline run to match
@@ -405,6 +408,11 @@ def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         if method == "pipeline":
+            if os.environ.get(_KEEP):  # `--keep-experiments`: for later re-exports
+                work = Path(os.environ[_KEEP]) / f"{table_name}-{seed}"
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+                test.to_parquet(work / "test.parquet")
             result = _run_pipeline(table, train, test, seed=seed, work=work, tiny=tiny)
         elif METHODS[method] == "trees":
             result = _run_trees(method, table, train, test, seed=seed)
@@ -524,10 +532,17 @@ def main() -> None:
     parser.add_argument(
         "--summary-only", action="store_true", help="summarise the finished runs, run nothing"
     )
+    parser.add_argument(
+        "--keep-experiments",
+        type=Path,
+        help="keep each pipeline run's experiment (and its split) in DIR/<table>-<seed>",
+    )
     parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)  # one run, in a child
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.keep_experiments:
+        os.environ[_KEEP] = str(args.keep_experiments.resolve())
     if args.job:
         method, table, seed = args.job
         run_job(method, table, int(seed), tiny=args.tiny, out=args.out)
