@@ -26,6 +26,7 @@ from hypermodels.step_functions import prepare_step_functions
 __all__ = [
     "ACTIVATIONS",
     "DEFAULT_SPACE",
+    "EVALUATION_BATCH_SIZE",
     "INITIALIZERS",
     "INPUT_PIPELINES",
     "REGRESSION_LOSSES",
@@ -62,9 +63,9 @@ INPUT_PIPELINES = ("tf_data", "numpy")
 
 # Auto `steps_per_execution` stops here: beyond it the gain is small on CPU.
 _MAX_STEPS_PER_EXECUTION = 32
-# Validation batches: larger than training batches, since evaluation has no
-# gradient noise to keep and bigger batches mean fewer steps.
-_EVALUATION_BATCH_SIZE = 2048
+#: Validation and prediction batches: larger than training batches, since evaluation
+#: has no gradient noise to keep and bigger batches mean fewer steps.
+EVALUATION_BATCH_SIZE = 2048
 
 # A weight-penalty range that starts at 0 means "off, or log-uniform over this many
 # decades below the upper bound".
@@ -478,7 +479,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         validation = kwargs.pop("validation_data", None)
         if isinstance(validation, tuple) and len(validation) == 2:
             validation = self._inputs.evaluation(
-                *validation, batch_size=max(batch_size, _EVALUATION_BATCH_SIZE)
+                *validation, batch_size=max(batch_size, EVALUATION_BATCH_SIZE)
             )
         prepare_step_functions(model, element_spec=train.element_spec)
         kwargs["shuffle"] = False  # the dataset shuffles (or not) itself

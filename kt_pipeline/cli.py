@@ -469,8 +469,9 @@ def _print_summary(summary: object) -> None:
                 print(f"  {name:<20} {value}")
         if len(summary.exported_trial_ids) > 1:
             print(
-                f"Exported model: the average of {len(summary.exported_trial_ids)} trials' "
-                f"models ({', '.join(summary.exported_trial_ids)}; export.ensemble)"
+                f"Exported model: a weighted average of {len(summary.exported_trial_ids)} "
+                f"trials' models ({', '.join(summary.exported_trial_ids)}), chosen on the "
+                "validation split (export.ensemble)"
             )
         print(f"Held-out test (reloaded SavedModel): {_format_scores(summary.test_scores)}")
     if summary.stopped_by_time_budget:

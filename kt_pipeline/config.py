@@ -366,8 +366,9 @@ class ExportConfig:
     Attributes:
         enabled: Export after the search.
         version: Folder number under ``export/``; 0 picks the next free number.
-        ensemble: How many of the best distinct configurations' models the export
-            averages (see `kt_pipeline.ensemble`); 1 exports the best trial's model alone.
+        ensemble: The most distinct configurations' models the export's ensemble may
+            hold, chosen greedily on the validation split (see `kt_pipeline.ensemble`);
+            1 exports the best trial's model alone.
         verify_in_fresh_process: Verify the export in a new interpreter that imports
             none of our packages, instead of reloading it in this one (`kt_pipeline.export`).
     """

@@ -97,6 +97,7 @@ def build_card(
     seed: int,
     trial_id: str,
     ensemble: list[dict[str, Any]] | None = None,
+    ensemble_validation: dict[str, float] | None = None,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card's fields known before export; the export adds verification and test
@@ -104,12 +105,15 @@ def build_card(
 
     ``trial_id``, ``validation_score`` and ``hyperparameters`` describe the best trial;
     ``ensemble`` lists every trial whose model the export averages (trial id,
-    validation score, hyperparameters), the best first.
+    validation score, weight, hyperparameters), the heaviest first;
+    ``ensemble_validation`` holds the objective of the selected ensemble and of the
+    best single candidate, both computed on the validation predictions.
     """
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "trial_id": trial_id,
         "ensemble": ensemble or [],
+        "ensemble_validation": ensemble_validation or {},
         "objective": objective,
         "validation_score": validation_score,
         "validation_metrics": validation_metrics,
@@ -156,8 +160,12 @@ def _metrics(metrics: dict[str, Any] | None) -> str:
 def _served(ensemble: list[dict[str, Any]]) -> str:
     if len(ensemble) <= 1:
         return "the best trial's model"
-    members = ", ".join(f"{m.get('trial_id')} ({m.get('validation_score')})" for m in ensemble)
-    return f"average of {len(ensemble)} trials' models: {members}"
+    members = ", ".join(
+        f"{m.get('trial_id')} (weight {m.get('weight', 1 / len(ensemble)):.2f}, "
+        f"validation {m.get('validation_score')})"
+        for m in ensemble
+    )
+    return f"weighted average of {len(ensemble)} trials' models: {members}"
 
 
 def format_card(card: dict[str, Any], *, good: bool) -> str:

@@ -21,14 +21,16 @@ from typing import Any
 
 import keras
 import keras_tuner
+import numpy as np
 import tensorflow as tf
 
 from hypermodels import SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import build_inputs, model_inputs, raw_rows
+from hypermodels.mlp import EVALUATION_BATCH_SIZE
 from hypermodels.optimizers import RANGE_SHARED_WITH
 from kt_pipeline import data as data_lib
+from kt_pipeline import ensemble as ensemble_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
-from kt_pipeline.ensemble import average_models, distinct_best_trials
 from kt_pipeline.errors import SearchAbortedError, UserInputError
 from kt_pipeline.export import export_model, score_predictions
 from kt_pipeline.lr_find import (
@@ -283,7 +285,7 @@ def load_best_model(
 
     Args:
         config: The experiment's config.
-        ensemble: How many of the best distinct configurations to average; None takes
+        ensemble: The most distinct configurations the ensemble may hold; None takes
             ``export.ensemble``, 1 gives the best trial's model alone.
 
     Raises:
@@ -291,19 +293,64 @@ def load_best_model(
     """
     prepared = _prepare_data(config)
     tuner = _reload_tuner(config, prepared)
-    members = distinct_best_trials(tuner.oracle, count=ensemble or config.export.ensemble)
-    if not members:
+    chosen = _select_ensemble(config, tuner, prepared, max_members=ensemble)
+    if chosen is None:
         raise UserInputError(f"experiment {config.runtime.experiment_dir!r} has no completed trial")
-    return _averaged_model(tuner, members, prepared.schema), prepared.schema
+    return chosen.model, prepared.schema
 
 
-def _averaged_model(
+@dataclasses.dataclass(frozen=True)
+class _Ensemble:
+    """The export's model and how it was chosen (`kt_pipeline.ensemble`)."""
+
+    model: keras.Model
+    members: list[keras_tuner.engine.trial.Trial]  # the best single trial first
+    weights: list[float]
+    validation_score: float  # the ensemble's objective on the validation split
+    best_single_score: float  # the best single candidate's, computed the same way
+
+
+def _select_ensemble(
+    config: PipelineConfig,
     tuner: keras_tuner.Tuner,
-    members: list[keras_tuner.engine.trial.Trial],
-    schema: TabularSchema,
-) -> keras.Model:
-    models = [tuner.load_model(trial) for trial in members]
-    return average_models(models, inputs=build_inputs(schema))
+    prepared: _Prepared,
+    *,
+    max_members: int | None = None,
+) -> _Ensemble | None:
+    """Greedy selection on the validation split among the best distinct configurations
+    (None when no trial completed)."""
+    max_members = max_members or config.export.ensemble
+    count = ensemble_lib.CANDIDATES if max_members > 1 else 1
+    candidates = ensemble_lib.distinct_best_trials(tuner.oracle, count=count)
+    if not candidates:
+        return None
+    models = [tuner.load_model(trial) for trial in candidates]
+    validation = prepared.splits.validation
+    x = prepared.inputs(validation)
+    predictions = [
+        np.asarray(m.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0)) for m in models
+    ]
+    score = ensemble_lib.validation_scorer(
+        prepared.dataset.task,
+        tuner.oracle.objective,
+        validation.y,
+        regression_loss=config.search.regression_loss,
+    )
+    counts = ensemble_lib.greedy_selection(predictions, score, max_members=max_members)
+    chosen = sorted((i for i, c in enumerate(counts) if c), key=lambda i: (-counts[i], i))
+    total = sum(counts)
+    mean = np.sum([counts[i] * predictions[i] for i in chosen], axis=0) / total
+    return _Ensemble(
+        model=ensemble_lib.average_models(
+            [models[i] for i in chosen],
+            inputs=build_inputs(prepared.schema),
+            weights=[counts[i] / total for i in chosen],
+        ),
+        members=[candidates[i] for i in chosen],
+        weights=[counts[i] / total for i in chosen],
+        validation_score=score(mean)[0],
+        best_single_score=max(score(p) for p in predictions)[0],
+    )
 
 
 def _reload_tuner(config: PipelineConfig, prepared: _Prepared) -> keras_tuner.Tuner:
@@ -332,11 +379,11 @@ def export_best(
     """
     prepared = prepared or _prepare_data(config)
     tuner = tuner or _reload_tuner(config, prepared)
-    members = distinct_best_trials(tuner.oracle, count=config.export.ensemble)
-    if not members:
+    chosen = _select_ensemble(config, tuner, prepared)
+    if chosen is None:
         return None, {}
-    best = members[0]
-    model = _averaged_model(tuner, members, prepared.schema)
+    best = ensemble_lib.distinct_best_trials(tuner.oracle, count=1)[0]
+    members, model = chosen.members, chosen.model
     dataset = prepared.dataset
     test = prepared.splits.test
     metrics = {
@@ -360,6 +407,7 @@ def export_best(
             "data": dataset.name,
             "hyperparameters": best.hyperparameters.values,
             "ensemble": [trial.trial_id for trial in members],
+            "ensemble_weights": chosen.weights,
         },
         verify_rows=raw_rows(prepared.schema, test.frame),
         card=build_card(
@@ -377,10 +425,15 @@ def export_best(
                 {
                     "trial_id": trial.trial_id,
                     "validation_score": trial.score,
+                    "weight": weight,
                     "hyperparameters": dict(trial.hyperparameters.values),
                 }
-                for trial in members
+                for trial, weight in zip(members, chosen.weights, strict=True)
             ],
+            ensemble_validation={
+                "selected": chosen.validation_score,
+                "best_single": chosen.best_single_score,
+            },
             config=config_to_dict(config),
         ),
         score=lambda outputs: score_predictions(outputs, test.y, task=dataset.task),

@@ -1,4 +1,5 @@
-"""The export's ensemble: which trials it averages, and that it averages them."""
+"""The export's ensemble: which trials it chooses, with which weights, and that it
+averages them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 from kt_pipeline import config as config_lib
 from kt_pipeline import ensemble
 from kt_pipeline.config import load_config
-from kt_pipeline.ensemble import average_models, configuration_key, distinct_best_trials
+from kt_pipeline.ensemble import (
+    average_models,
+    configuration_key,
+    distinct_best_trials,
+    greedy_selection,
+    validation_scorer,
+)
 from kt_pipeline.errors import UserInputError
 
 
@@ -86,6 +93,75 @@ def test_average_models_outputs_the_mean_of_its_members() -> None:
     assert not np.allclose(expected, members[0].predict(x, verbose=0))  # members differ
 
 
+def test_average_models_weighs_its_members() -> None:
+    members = [_model(seed) for seed in (1, 2)]
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    first, second = (m.predict(x, verbose=0) for m in members)
+    weighted = average_models(members, inputs=keras.Input((4,), name="numeric"), weights=[3, 1])
+    np.testing.assert_allclose(
+        weighted.predict(x, verbose=0), 0.75 * first + 0.25 * second, rtol=1e-6, atol=1e-6
+    )
+
+
+BINARY_AUC = keras_tuner.Objective("val_auc", "max")
+
+
+def _candidates(rng: np.random.Generator, y: np.ndarray, quality: list[float]) -> list[np.ndarray]:
+    """Binary probabilities that follow `y` more (quality near 1) or less (near 0)."""
+    return [
+        (q * y + (1 - q) * rng.random(len(y))).reshape(-1, 1).astype("float32") for q in quality
+    ]
+
+
+def test_greedy_selection_is_never_worse_on_validation_than_the_best_single_model() -> None:
+    rng = np.random.default_rng(0)
+    improved = 0
+    for _ in range(30):
+        y = rng.integers(0, 2, size=200)
+        predictions = _candidates(rng, y, list(rng.uniform(0.0, 0.6, size=6)))
+        score = validation_scorer("binary", BINARY_AUC, y)
+        counts = greedy_selection(predictions, score, max_members=4)
+        mean = np.sum([c * p for c, p in zip(counts, predictions, strict=True)], axis=0)
+        chosen = score(mean / sum(counts))
+        best_single = max(score(p) for p in predictions)
+        assert chosen >= best_single
+        assert 1 <= sum(c > 0 for c in counts) <= 4
+        improved += chosen > best_single
+    assert improved >= 10  # independent noise averages out: often strictly better
+
+
+def test_a_model_that_does_not_help_gets_no_weight() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, size=300)
+    good = _candidates(rng, y, [0.5, 0.5])
+    useless = [np.full((300, 1), 0.5, dtype="float32"), (1 - good[0]).astype("float32")]
+    counts = greedy_selection(
+        [*good, *useless], validation_scorer("binary", BINARY_AUC, y), max_members=4
+    )
+    assert counts[0] and counts[1] and counts[2:] == [0, 0]
+
+
+def test_one_member_allowed_gives_the_best_single_model() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, size=100)
+    predictions = _candidates(rng, y, [0.2, 0.5, 0.3])
+    counts = greedy_selection(
+        predictions, validation_scorer("binary", BINARY_AUC, y), max_members=1
+    )
+    assert counts == [0, 1, 0]
+
+
+def test_accuracy_ties_are_broken_by_log_loss_and_unknown_objectives_by_the_loss() -> None:
+    y = np.array([0, 1, 1])
+    score = validation_scorer("multiclass", keras_tuner.Objective("val_accuracy", "max"), y)
+    confident = np.array([[0.9, 0.1], [0.1, 0.9], [0.1, 0.9]])
+    hesitant = np.array([[0.6, 0.4], [0.4, 0.6], [0.4, 0.6]])
+    assert score(confident)[0] == score(hesitant)[0] == 1.0
+    assert score(confident) > score(hesitant)
+    by_loss = validation_scorer("regression", keras_tuner.Objective("val_custom", "max"), y)
+    assert by_loss(np.array([[0.0], [1.0], [1.0]])) > by_loss(np.array([[0.0], [2.0], [1.0]]))
+
+
 def test_one_model_is_returned_unwrapped_and_none_is_an_error() -> None:
     single = _model(1)
     assert average_models([single], inputs=keras.Input((4,))) is single
@@ -104,12 +180,13 @@ def test_config_and_ensemble_agree_on_the_largest_ensemble() -> None:
     assert config_lib.MAX_ENSEMBLE == ensemble.MAX_ENSEMBLE
 
 
-def test_export_serves_the_mean_of_the_best_distinct_trials(
+def test_export_serves_the_weighted_mean_chosen_on_validation(
     flaky_experiment: Path, tmp_path: Path
 ) -> None:
-    """On a real search (whose second trial failed): the export's card names the three
-    best completed configurations, and the reloaded SavedModel serves the mean of
-    those trials' own models."""
+    """On a real search (whose second trial failed): the card names completed trials
+    with weights that sum to 1, the reloaded SavedModel serves the weighted mean of
+    those trials' own models, and that mean scores at least the best single trial's
+    model on the validation split."""
     from hypermodels.features import model_inputs, raw_rows
     from kt_pipeline.export import predict_saved_model
     from kt_pipeline.model_card import format_card, load_card
@@ -131,14 +208,26 @@ def test_export_serves_the_mean_of_the_best_distinct_trials(
     tuner = _reload_tuner(config, prepared)
     completed = completed_trials(tuner.oracle)
     members = [m["trial_id"] for m in card["ensemble"]]
-    assert members == [t.trial_id for t in completed[:3]]  # random search: all distinct
+    weights = [m["weight"] for m in card["ensemble"]]
+    assert set(members) <= {t.trial_id for t in completed}
     assert "1" not in members  # trial ids start at 0: "1" is the failed second trial
-    assert card["trial_id"] == members[0]
-    assert "average of 3 trials' models" in format_card(card, good=True)
+    assert 1 <= len(members) <= 3 and abs(sum(weights) - 1) < 1e-9
+    assert card["trial_id"] == completed[0].trial_id  # the best trial, whatever the ensemble
+
+    models = {t.trial_id: tuner.load_model(t) for t in completed}
+    validation = prepared.splits.validation
+    score = validation_scorer("multiclass", tuner.oracle.objective, validation.y)
+    x = model_inputs(prepared.schema, validation.frame)
+    best_single = max(score(m.predict(x, verbose=0)) for m in models.values())
+    served = predict_saved_model(export_dir, raw_rows(prepared.schema, validation.frame))
+    assert score(served["probabilities"]) >= best_single
+    assert card["ensemble_validation"]["selected"] >= card["ensemble_validation"]["best_single"]
 
     rows = prepared.splits.test.frame
-    models = [tuner.load_model(tuner.oracle.get_trial(i)) for i in members]
     x = model_inputs(prepared.schema, rows)
-    expected = np.mean([m.predict(x, verbose=0) for m in models], axis=0)
+    expected = [w * models[i].predict(x, verbose=0) for i, w in zip(members, weights, strict=True)]
+    expected = np.sum(expected, axis=0)
     served = predict_saved_model(export_dir, raw_rows(prepared.schema, rows))
     np.testing.assert_allclose(served["probabilities"], expected, rtol=1e-5, atol=1e-5)
+    if len(members) > 1:
+        assert "weighted average of" in format_card(card, good=True)
