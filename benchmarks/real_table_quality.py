@@ -8,7 +8,9 @@ Each (method, table, seed) sees the same data: the table split 80/20 by the seed
   its label and the seed, nothing else (it splits validation and its own test rows off
   the 80 %). Its exported SavedModel is scored on the 20 % through
   ``tf.saved_model.load`` with the raw columns, as a client that imports nothing of ours.
-  Seconds are the whole command, everything included.
+  Seconds are the whole command, everything included. ``pipeline_<variant>`` runs the
+  same with config overrides (`PIPELINE_VARIANTS`: candidates for the next default);
+  only ``--methods`` runs them.
 * ``lightgbm``, ``xgboost``, ``hist_gb``: LightGBM, XGBoost and scikit-learn's
   HistGradientBoosting with their defaults, string columns as pandas categories
   (HistGradientBoosting takes at most 255 levels per category; a column with more is
@@ -118,7 +120,14 @@ def score(table: Table, y_true: np.ndarray, prediction: np.ndarray) -> float:
 
 
 def _run_pipeline(
-    table: Table, train: pd.DataFrame, test: pd.DataFrame, *, seed: int, work: Path, tiny: bool
+    table: Table,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    seed: int,
+    work: Path,
+    tiny: bool,
+    overrides: list[str],
 ) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -132,6 +141,7 @@ def _run_pipeline(
         "--label", table.label,
         "--experiment-dir", str(experiment),
         "--seed", str(seed),
+        *[item for text in overrides for item in ("--set", text)],
     ] + (["--max-epochs", "3", "--max-trials", "3"] if tiny else [])  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -382,8 +392,20 @@ def _optuna_search(
 
 #: Every method: its group in the summary, and whether it is a Keras search that needs
 #: the pipeline's epoch budget.
+#: The default search with config overrides: candidates for the next default, run
+#: side by side with it (``pipeline``: no options at all).
+PIPELINE_VARIANTS: dict[str, list[str]] = {
+    "pipeline": [],
+    "pipeline_quantile": ["search.numeric_scalings=['quantile']"],
+    "pipeline_numeric_search": [
+        "search.numeric_scalings=['standardize', 'quantile', 'robust']",
+        "search.numeric_embeddings=['none', 'periodic', 'piecewise_linear']",
+    ],
+    "pipeline_bohb": ["tuner.algorithm='bohb'"],
+}
+
 METHODS: dict[str, str] = {
-    "pipeline": "ours",
+    **dict.fromkeys(PIPELINE_VARIANTS, "ours"),
     "lightgbm": "trees",
     "xgboost": "trees",
     "hist_gb": "trees",
@@ -391,6 +413,10 @@ METHODS: dict[str, str] = {
     "kt_hyperband": "keras",
     "optuna_tpe": "keras",
 }
+
+#: What a run compares when ``--methods`` is not given: the default search, the trees
+#: and the Keras baselines.
+DEFAULT_METHODS = tuple(m for m in METHODS if m == "pipeline" or m not in PIPELINE_VARIANTS)
 
 
 def _budget(runs_dir: Path, table: str, seed: int) -> int:
@@ -407,13 +433,22 @@ def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -
     train, test = split(table, seed, tiny=tiny)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        if method == "pipeline":
+        if METHODS[method] == "ours":
             if os.environ.get(_KEEP):  # `--keep-experiments`: for later re-exports
-                work = Path(os.environ[_KEEP]) / f"{table_name}-{seed}"
+                suffix = method.removeprefix("pipeline")
+                work = Path(os.environ[_KEEP]) / f"{table_name}-{seed}{suffix}"
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir(parents=True)
                 test.to_parquet(work / "test.parquet")
-            result = _run_pipeline(table, train, test, seed=seed, work=work, tiny=tiny)
+            result = _run_pipeline(
+                table,
+                train,
+                test,
+                seed=seed,
+                work=work,
+                tiny=tiny,
+                overrides=PIPELINE_VARIANTS[method],
+            )
         elif METHODS[method] == "trees":
             result = _run_trees(method, table, train, test, seed=seed)
         else:
@@ -525,7 +560,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated, of {', '.join(METHODS)}",
+    )
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--tiny", action="store_true", help=f"{TINY_ROWS} rows, 1 seed")
     parser.add_argument("--results", type=Path, default=RESULTS)

@@ -28,6 +28,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from hypermodels.numeric import (
+    QUANTILE_LEVELS,
+    QuantileNormal,
+    SmoothClip,
+    robust_center_and_scale,
+)
+
 __all__ = [
     "COLUMN_KINDS",
     "INTEGER_CATEGORICAL",
@@ -72,6 +79,9 @@ class Column:
             gets a missing-value indicator for this column.
         vocabulary: Categorical: the values seen in training, sorted; anything else
             maps to one out-of-vocabulary slot.
+        quantiles: Numeric: the training values at `numeric.QUANTILE_LEVELS` evenly
+            spaced levels, for the quantile and robust scalings and piecewise-linear
+            bins (`hypermodels.numeric`).
     """
 
     name: str
@@ -80,6 +90,7 @@ class Column:
     variance: float = 1.0
     has_missing: bool = False
     vocabulary: tuple[Any, ...] = ()
+    quantiles: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
@@ -132,7 +143,18 @@ class TabularSchema:
 
     @classmethod
     def from_json(cls, data: Sequence[Mapping[str, Any]]) -> TabularSchema:
-        return cls(tuple(Column(**{**c, "vocabulary": tuple(c["vocabulary"])}) for c in data))
+        return cls(
+            tuple(
+                Column(
+                    **{
+                        **c,
+                        "vocabulary": tuple(c["vocabulary"]),
+                        "quantiles": tuple(c.get("quantiles", ())),
+                    }
+                )
+                for c in data
+            )
+        )
 
     @classmethod
     def numeric_matrix(cls, x: np.ndarray, names: Sequence[str] | None = None) -> TabularSchema:
@@ -161,6 +183,8 @@ def fit_schema(frame: pd.DataFrame, kinds: Mapping[str, str]) -> TabularSchema:
         if kind == NUMERIC:
             values = pd.to_numeric(series, errors="coerce").astype("float64")
             present = values.dropna()
+            levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS)
+            quantiles = np.quantile(present, levels) if len(present) else np.zeros(len(levels))
             columns.append(
                 Column(
                     name=str(name),
@@ -168,6 +192,7 @@ def fit_schema(frame: pd.DataFrame, kinds: Mapping[str, str]) -> TabularSchema:
                     mean=float(present.mean()) if len(present) else 0.0,
                     variance=float(present.var(ddof=0)) if len(present) else 1.0,
                     has_missing=bool(values.isna().any()),
+                    quantiles=tuple(float(v) for v in np.maximum.accumulate(quantiles)),
                 )
             )
         elif kind == INTEGER_CATEGORICAL:
@@ -245,8 +270,19 @@ def _embedding_size(cardinality: int) -> int:
     return int(min(32, round(1.6 * cardinality**0.56)))
 
 
-def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
+def build_preprocessing(
+    schema: TabularSchema, *, scaling: str = "standardize", embedding: Any = None
+) -> tuple[Any, Any]:
     """Builds the model's inputs and their encoded, concatenated features.
+
+    Args:
+        schema: The columns and their training statistics.
+        scaling: How numeric columns are scaled (`numeric.NUMERIC_SCALINGS`), after
+            missing values are filled with the training mean; unused by an embedding
+            that takes raw values.
+        embedding: A layer applied to the scaled numeric matrix (one of
+            `hypermodels.numeric`'s embeddings; one with ``takes_raw_values`` gets the
+            gap-filled raw values), or None for the scaled values as they are.
 
     Returns:
         ``(inputs, encoded)``: a single `keras.Input` or a dict of them, and the float
@@ -260,14 +296,11 @@ def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
         # Preprocessing computes in float32 whatever the global mixed-precision policy:
         # raw values such as 1000.3 do not survive a bfloat16/float16 normalisation.
         filled = FillMissing([c.mean for c in numeric], dtype="float32", name="fill_missing")(raw)
-        parts.append(
-            keras.layers.Normalization(
-                mean=[c.mean for c in numeric],
-                variance=[c.variance for c in numeric],
-                dtype="float32",
-                name="normalize",
-            )(filled)
-        )
+        if embedding is not None and getattr(embedding, "takes_raw_values", False):
+            parts.append(embedding(filled))
+        else:
+            scaled = _scaled(numeric, filled, scaling)
+            parts.append(scaled if embedding is None else embedding(scaled))
         missing = [i for i, c in enumerate(numeric) if c.has_missing]
         if missing:
             parts.append(MissingIndicator(missing, dtype="float32", name="missing_indicator")(raw))
@@ -291,6 +324,30 @@ def build_preprocessing(schema: TabularSchema) -> tuple[Any, Any]:
         else keras.layers.Concatenate(dtype="float32", name="features")(parts)
     )
     return _input_layout(schema, raw_inputs), features
+
+
+def _scaled(numeric: Sequence[Column], filled: Any, scaling: str) -> Any:
+    if scaling == "quantile":
+        return QuantileNormal([c.quantiles for c in numeric], dtype="float32", name="quantile")(
+            filled
+        )
+    if scaling == "robust":
+        centers, scales = zip(*(robust_center_and_scale(c.quantiles) for c in numeric), strict=True)
+        robust = keras.layers.Normalization(
+            mean=list(centers),
+            variance=[s**2 for s in scales],
+            dtype="float32",
+            name="robust_scale",
+        )(filled)
+        return SmoothClip(dtype="float32", name="smooth_clip")(robust)
+    if scaling != "standardize":
+        raise ValueError(f"unknown numeric scaling {scaling!r}")
+    return keras.layers.Normalization(
+        mean=[c.mean for c in numeric],
+        variance=[c.variance for c in numeric],
+        dtype="float32",
+        name="normalize",
+    )(filled)
 
 
 def _raw_inputs(schema: TabularSchema) -> dict[str, Any]:

@@ -7,6 +7,7 @@ the model serves raw columns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ import tensorflow as tf
 
 from hypermodels.features import TabularSchema, build_preprocessing
 from hypermodels.inputs import InputCache
+from hypermodels.numeric import PeriodicEmbedding, PiecewiseLinearEmbedding, bin_edges
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer, choose_learning_rate
 from hypermodels.schedules import SCHEDULES, build_schedule, schedule_callbacks
 from hypermodels.step_functions import prepare_step_functions
@@ -110,6 +112,18 @@ class SearchSpace:
             round decays over its own epochs (``tuner/epochs``), so short rounds are
             ranked on annealed weights; a promoted trial continues at its parent's step
             count, where its longer schedule sets the rate higher again.
+        numeric_scalings: How numeric columns are scaled (`numeric.NUMERIC_SCALINGS`:
+            ``standardize``, ``quantile`` to a normal, ``robust`` with smooth clipping).
+        numeric_embeddings: How each numeric column is embedded
+            (`numeric.NUMERIC_EMBEDDINGS`: ``none``, ``periodic``, ``piecewise_linear``).
+        embedding_dims: Size of each numeric column's embedding.
+        periodic_frequencies: Frequencies per column of a periodic embedding.
+        periodic_sigma: Standard deviation of a periodic embedding's initial
+            frequencies (log scale).
+        piecewise_bins: Bins per column of a piecewise-linear embedding.
+
+    The numeric options are declared as hyperparameters only where the space searches
+    them (more than one value), so a space that fixes them samples exactly as before.
     """
 
     num_layers: tuple[int, int] = (1, 3)
@@ -133,6 +147,12 @@ class SearchSpace:
     early_stopping_patience: tuple[int, int] = (5, 5)
     regression_loss: str = "mse"
     schedule_horizon: str = "max_epochs"
+    numeric_scalings: tuple[str, ...] = ("standardize",)
+    numeric_embeddings: tuple[str, ...] = ("none",)
+    embedding_dims: tuple[int, ...] = (8, 16, 32)
+    periodic_frequencies: tuple[int, ...] = (16, 32, 64)
+    periodic_sigma: tuple[float, float] = (0.01, 10.0)
+    piecewise_bins: tuple[int, ...] = (8, 16, 32)
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -191,6 +211,12 @@ def _choice(hp: keras_tuner.HyperParameters, name: str, values: Sequence[Any]) -
     if all(isinstance(v, bool) for v in values):
         return hp.Boolean(name)  # a Choice would store True/False as 1/0
     return hp.Choice(name, values)
+
+
+def _option(hp: keras_tuner.HyperParameters, name: str, values: Sequence[Any]) -> Any:
+    """A choice declared only when the space searches it (more than one value)."""
+    values = list(dict.fromkeys(values))
+    return values[0] if len(values) == 1 else hp.Choice(name, values)
 
 
 def _starting_value(hp: Any) -> Any:
@@ -359,7 +385,11 @@ class MLPHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         choices = self.declare(hp)
-        inputs, x = build_preprocessing(self.schema)
+        inputs, x = build_preprocessing(
+            self.schema,
+            scaling=choices["numeric_scaling"],
+            embedding=self._numeric_embedding(choices),
+        )
         l1, l2 = choices["l1"], choices["l2"]
         regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
         for index, width in enumerate(choices["widths"]):
@@ -438,7 +468,61 @@ class MLPHyperModel(keras_tuner.HyperModel):
             fused=self.fused_optimizers,
         )
         _int_range(hp, "early_stopping_patience", space.early_stopping_patience)
+        choices.update(self._declare_numeric(hp))
         return choices
+
+    def _declare_numeric(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """The numeric embedding, the scaling and the embedding's sizes (conditional on
+        the embedding where the space searches several)."""
+        space = self.space
+        embeddings = list(dict.fromkeys(space.numeric_embeddings))
+        choices = {"numeric_embedding": _option(hp, "numeric_embedding", embeddings)}
+
+        def scope(names: list[str]) -> Any:
+            if len(embeddings) == 1:
+                return contextlib.nullcontext()
+            return hp.conditional_scope("numeric_embedding", names)
+
+        # A piecewise-linear embedding bins the raw values: no scaling applies to it.
+        scaled = [e for e in embeddings if e != "piecewise_linear"]
+        choices["numeric_scaling"] = space.numeric_scalings[0]
+        if scaled:
+            with scope(scaled):
+                choices["numeric_scaling"] = _option(hp, "numeric_scaling", space.numeric_scalings)
+
+        embedded = [e for e in embeddings if e != "none"]
+        if embedded:
+            with scope(embedded):
+                choices["embedding_dim"] = _option(hp, "embedding_dim", space.embedding_dims)
+        if "periodic" in embedded:
+            with scope(["periodic"]):
+                choices["periodic_frequencies"] = _option(
+                    hp, "periodic_frequencies", space.periodic_frequencies
+                )
+                low, high = space.periodic_sigma
+                choices["periodic_sigma"] = (
+                    low if low == high else hp.Float("periodic_sigma", low, high, sampling="log")
+                )
+        if "piecewise_linear" in embedded:
+            with scope(["piecewise_linear"]):
+                choices["piecewise_bins"] = _option(hp, "piecewise_bins", space.piecewise_bins)
+        return choices
+
+    def _numeric_embedding(self, choices: Mapping[str, Any]) -> Any:
+        """The embedding layer the choices name, or None."""
+        if not self.schema.numeric or choices["numeric_embedding"] == "none":
+            return None
+        if choices["numeric_embedding"] == "periodic":
+            return PeriodicEmbedding(
+                choices["periodic_frequencies"],
+                choices["embedding_dim"],
+                choices["periodic_sigma"],
+                name="periodic_embedding",
+            )
+        edges = bin_edges([c.quantiles for c in self.schema.numeric], choices["piecewise_bins"])
+        return PiecewiseLinearEmbedding(
+            edges, choices["embedding_dim"], name="piecewise_linear_embedding"
+        )
 
     def _schedule_epochs(self, hp: keras_tuner.HyperParameters) -> int:
         """Epochs a decaying schedule spans: `max_epochs`, or with ``schedule_horizon =

@@ -27,6 +27,7 @@ from hypermodels.mlp import (
     SCHEDULE_HORIZONS,
     SearchSpace,
 )
+from hypermodels.numeric import NUMERIC_EMBEDDINGS, NUMERIC_SCALINGS
 from hypermodels.optimizers import CLIPPING, OPTIMIZERS
 from hypermodels.schedules import SCHEDULES
 from kt_pipeline.errors import UserInputError
@@ -179,6 +180,8 @@ class SearchConfig(SearchSpace):
             ("schedules", SCHEDULES),
             ("kernel_initializers", INITIALIZERS),
             ("gradient_clipping", CLIPPING),
+            ("numeric_scalings", NUMERIC_SCALINGS),
+            ("numeric_embeddings", NUMERIC_EMBEDDINGS),
         ):
             values = getattr(self, name)
             if not values:
@@ -187,7 +190,14 @@ class SearchConfig(SearchSpace):
                 _check_choice(f"search.{name}", value, allowed)
         if not self.batch_norm:
             raise _fail("search.batch_norm", "a non-empty list of true/false", [])
-        for name in ("units", "batch_sizes"):
+        _check_range("search.periodic_sigma", self.periodic_sigma, low=0.0, high=1e4, log=True)
+        for name in (
+            "units",
+            "batch_sizes",
+            "embedding_dims",
+            "periodic_frequencies",
+            "piecewise_bins",
+        ):
             values = getattr(self, name)
             if not values or any(v < 1 for v in values):
                 raise _fail(f"search.{name}", "a non-empty list of integers >= 1", list(values))

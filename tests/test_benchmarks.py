@@ -310,22 +310,30 @@ def test_the_real_table_summary_gives_means_spreads_and_the_lightgbm_pairs() -> 
 @pytest.mark.slow
 def test_tiny_real_table_benchmark(tmp_path: Path) -> None:
     quality = _module("real_table_quality")
+    kept = tmp_path / "experiments"
     _run(
         "real_table_quality.py", "--tiny", "--tables", "benefits,star_math",
-        "--results", str(tmp_path),
+        "--results", str(tmp_path), "--keep-experiments", str(kept),
     )  # fmt: skip
     summary = json.loads((tmp_path / "real_table_quality_tiny.json").read_text())
-    assert set(summary["cells"]) == set(quality.METHODS)
+    assert set(summary["cells"]) == set(quality.DEFAULT_METHODS)
     runs = [
         json.loads(p.read_text()) for p in (tmp_path / "real_table_quality_tiny_runs").iterdir()
     ]
-    assert len(runs) == 2 * len(quality.METHODS)
+    assert len(runs) == 2 * len(quality.DEFAULT_METHODS)
     for run in runs:
         if run["table"] == "benefits":  # AUC points: better than chance
             assert 50 < run["score"] <= 100, run["method"]
         else:  # R^2 points: finite, at most perfect
             assert run["score"] <= 100, run["method"]
         assert run["seconds"] > 0 and run["test_rows"] == 300
+    # The kept searches, re-scored with each way of choosing the served model.
+    _run("ensemble_choice.py", "--experiments", str(kept), "--results", str(tmp_path))
+    choices = json.loads((tmp_path / "ensemble_choice.json").read_text())
+    assert sorted(c["table"] for c in choices) == ["benefits", "star_math"]
+    for choice in choices:
+        assert set(choice["scores"]) == set(_module("ensemble_choice").WAYS)
+        assert choice["members"]["best_single"] == 1 and choice["members"]["greedy_3"] <= 3
 
 
 @pytest.mark.slow

@@ -1,0 +1,159 @@
+"""Which ensemble should the export serve? Compared on the same searches, so the only
+difference is how the served model is chosen from the trials.
+
+Reads the experiments that ``real_table_quality.py --keep-experiments DIR`` kept (one
+per table and seed, with the benchmark's held-out 20 %), reloads each search, and
+scores on that held-out split:
+
+* ``best_single``: the best trial's model alone (``export.ensemble = 1``);
+* ``top3_average``: the equal average of the three best distinct configurations (the
+  export before greedy selection);
+* ``greedy_<k>``: greedy forward selection on the validation split with at most k
+  distinct members (`kt_pipeline.ensemble.greedy_selection`; k = 3 is the default).
+
+Usage:
+    python benchmarks/ensemble_choice.py --experiments /tmp/rtq_experiments
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_table_quality import score
+from real_tables import TABLES
+
+RESULTS = Path(__file__).parent / "results"
+WAYS = ("best_single", "top3_average", "greedy_3", "greedy_5", "greedy_10")
+
+
+def _probabilities(task: str, output: np.ndarray) -> np.ndarray:
+    if task == "binary":
+        positive = output.reshape(-1, 1)
+        return np.concatenate([1 - positive, positive], axis=1)
+    return output.reshape(-1) if task == "regression" else output
+
+
+def evaluate(work: Path) -> dict[str, Any]:
+    """Held-out score of each way of choosing the served model, for one kept run."""
+    from hypermodels.features import model_inputs
+    from hypermodels.mlp import EVALUATION_BATCH_SIZE
+    from kt_pipeline.config import load_config
+    from kt_pipeline.ensemble import (
+        CANDIDATES,
+        distinct_best_trials,
+        greedy_selection,
+        validation_scorer,
+    )
+    from kt_pipeline.pipeline import _prepare_data, _reload_tuner
+
+    table_name, rest = work.name.rsplit("-", 1)  # <table>-<seed>[_<pipeline variant>]
+    seed, _, variant = rest.partition("_")
+    table = TABLES[table_name]
+    experiment = work / "experiment"
+    config = load_config(
+        experiment / "config.toml", [f"runtime.experiment_dir={str(experiment)!r}"]
+    )
+    prepared = _prepare_data(config)
+    tuner = _reload_tuner(config, prepared)
+    candidates = distinct_best_trials(tuner.oracle, count=CANDIDATES)
+    models = [tuner.load_model(trial) for trial in candidates]
+    validation = prepared.splits.validation
+    test = pd.read_parquet(work / "test.parquet")
+    x_val = prepared.inputs(validation)
+    x_test = model_inputs(prepared.schema, test.drop(columns=[table.label]))
+
+    def predict(model: Any, x: Any) -> np.ndarray:
+        return np.asarray(model.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
+
+    on_validation = [predict(m, x_val) for m in models]
+    on_test = [predict(m, x_test) for m in models]
+    task = prepared.dataset.task
+    if task == "regression":
+        y_true = test[table.label].to_numpy("float64")
+    else:
+        index = {str(name): i for i, name in enumerate(prepared.dataset.class_names)}
+        y_true = test[table.label].astype(str).map(index).to_numpy("int64")
+    scorer = validation_scorer(
+        task, tuner.oracle.objective, validation.y, regression_loss=config.search.regression_loss
+    )
+    n = len(models)
+    ways = {
+        "best_single": [1] + [0] * (n - 1),
+        "top3_average": [1 if i < 3 else 0 for i in range(n)],
+        **{
+            f"greedy_{k}": greedy_selection(on_validation, scorer, max_members=k)
+            for k in (3, 5, 10)
+        },
+    }
+    scores = {}
+    for way, counts in ways.items():
+        mean = np.sum([c * p for c, p in zip(counts, on_test, strict=True)], axis=0) / sum(counts)
+        scores[way] = round(score(table, y_true, _probabilities(task, mean)), 3)
+    members = {way: sum(c > 0 for c in counts) for way, counts in ways.items()}
+    return {
+        "table": table_name,
+        "variant": variant or "default",
+        "seed": int(seed),
+        "scores": scores,
+        "members": members,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiments", type=Path, required=True)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    runs = []
+    for work in sorted(p for p in args.experiments.iterdir() if (p / "test.parquet").exists()):
+        if not (work / "experiment" / "summary.json").exists():
+            continue  # a run still going, or one that failed
+        runs.append(evaluate(work))
+        print(json.dumps(runs[-1]), flush=True)
+    command = " ".join(["python benchmarks/ensemble_choice.py", *sys.argv[1:]])
+    lines = [
+        "# Which ensemble to export: held-out points on the same searches",
+        "",
+        f"`{command}`; points are AUC, accuracy or R^2 x 100 on the benchmark's held-out "
+        "20 %; mean over seeds, then the mean paired difference against `best_single` "
+        "with (better / worse) seeds.",
+        "",
+        "| table | seeds | " + " | ".join(WAYS) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in WAYS) + " |",
+    ]
+    for table, variant in dict.fromkeys((r["table"], r["variant"]) for r in runs):
+        mine = [r for r in runs if (r["table"], r["variant"]) == (table, variant)]
+        label = table if variant == "default" else f"{table} ({variant})"
+        cells = []
+        for way in WAYS:
+            values = [r["scores"][way] for r in mine]
+            cell = f"{statistics.mean(values):.2f}"
+            if way != "best_single":
+                diffs = [r["scores"][way] - r["scores"]["best_single"] for r in mine]
+                better = sum(d > 0 for d in diffs)
+                worse = sum(d < 0 for d in diffs)
+                cell += f" ({statistics.mean(diffs):+.2f}; {better}/{worse})"
+            cells.append(cell)
+        lines.append(f"| {label} | {len(mine)} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "ensemble_choice.md").write_text(text, encoding="utf-8")
+    (args.results / "ensemble_choice.json").write_text(
+        json.dumps(runs, indent=2) + "\n", encoding="utf-8"
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Numeric scalings and embeddings (`hypermodels.numeric`) and their place in the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.preprocessing import QuantileTransformer
+
+from hypermodels import MLPHyperModel, SearchSpace, fit_schema
+from hypermodels.features import model_inputs, raw_rows
+from hypermodels.numeric import (
+    QUANTILE_LEVELS,
+    PiecewiseLinearEmbedding,
+    QuantileNormal,
+    SmoothClip,
+    bin_edges,
+    robust_center_and_scale,
+)
+from kt_pipeline.config import load_config
+from kt_pipeline.errors import UserInputError
+from kt_pipeline.export import export_model, predict_saved_model
+
+
+def _skewed_with_ties(rows: int = 2_000) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.column_stack(
+        [
+            rng.lognormal(size=rows),  # skewed
+            rng.integers(0, 4, size=rows).astype("float64"),  # long runs of tied values
+            rng.normal(size=rows),
+        ]
+    )
+
+
+def test_quantile_normal_matches_scikit_learns_quantile_transformer() -> None:
+    train = _skewed_with_ties()
+    frame = pd.DataFrame(train, columns=["a", "b", "c"])
+    schema = fit_schema(frame, dict.fromkeys("abc", "numeric"))
+    reference = QuantileTransformer(
+        n_quantiles=QUANTILE_LEVELS, output_distribution="normal", subsample=None
+    ).fit(train)
+    rows = np.vstack([train[:300], [[-5.0, -1.0, -9.0], [1e6, 7.0, 9.0], [1.0, 2.0, 0.0]]])
+    ours = np.asarray(QuantileNormal([c.quantiles for c in schema.columns])(rows))
+    expected = reference.transform(rows)
+    # scikit-learn sends a value equal to the smallest or largest training value to
+    # -5.2 or +5.2, even when a quarter of the rows share it; ours puts every tied
+    # value in the middle of its run of quantiles.
+    at_bounds = (rows == train.min(axis=0)) | (rows == train.max(axis=0))
+    inside = ~at_bounds & (np.abs(expected) < 5)  # float32 clips at 5.17, not 5.2
+    np.testing.assert_allclose(ours[inside], expected[inside], atol=2e-3)
+    np.testing.assert_allclose(ours[~at_bounds], expected[~at_bounds], atol=0.05)
+    assert np.abs(ours).max() < 5.3  # clipped like scikit-learn's
+    tied = ours[:300, 1][rows[:300, 1] == 0.0]  # the lowest of four equally common values
+    np.testing.assert_allclose(tied, -1.15, atol=0.05)  # the normal quantile of 1/8
+
+
+def test_smooth_clip_is_the_identity_near_zero_and_bounded() -> None:
+    values = np.array([[0.0, 0.1, -0.1, 3.0, 1e6, -1e6]], dtype="float32")
+    clipped = np.asarray(SmoothClip()(values))[0]
+    np.testing.assert_allclose(clipped[:3], values[0, :3], atol=2e-4)
+    np.testing.assert_allclose(clipped[3], 3.0 / np.sqrt(2.0), rtol=1e-6)
+    assert np.all(np.abs(clipped) <= 3.0) and clipped[4] > 2.99 and clipped[5] < -2.99
+
+
+def test_robust_scale_uses_the_interquartile_range_and_falls_back() -> None:
+    levels = np.linspace(0, 1, QUANTILE_LEVELS)
+    assert robust_center_and_scale(levels * 8) == pytest.approx((4.0, 4.0))
+    # Mostly one value: the IQR is 0, half the range stands in.
+    nearly_constant = np.where(levels < 0.9, 1.0, 5.0)
+    assert robust_center_and_scale(nearly_constant) == pytest.approx((1.0, 2.0))
+    assert robust_center_and_scale(np.zeros(QUANTILE_LEVELS)) == (0.0, 1.0)
+
+
+def test_piecewise_linear_encoding_fills_the_bins_below_a_value() -> None:
+    edges = [[0.0, 1.0, 2.0, 4.0]]
+    layer = PiecewiseLinearEmbedding(edges, dim=3)
+    layer.build((None, 1))
+    layer.kernel.assign(np.eye(3, dtype="float32")[None])  # expose the encoding itself
+    x = np.array([[0.5], [1.5], [3.0], [9.0], [-1.0]], dtype="float32")
+    encoded = np.asarray(layer(x))
+    expected = [[0.5, 0, 0], [1, 0.5, 0], [1, 1, 0.5], [1, 1, 3.5], [0, 0, 0]]  # ReLU: -1 -> 0
+    np.testing.assert_allclose(encoded, expected, atol=1e-6)
+
+
+def test_bin_edges_keep_distinct_quantiles_and_pad_past_the_top() -> None:
+    levels = np.linspace(0, 1, QUANTILE_LEVELS)
+    (smooth, ties) = bin_edges([levels * 10, np.where(levels < 0.5, 0.0, 1.0)], bins=4)
+    assert smooth == pytest.approx([0.0, 2.5, 5.0, 7.5, 10.0])
+    assert ties[:2] == [0.0, 1.0] and len(ties) == 5 and ties == sorted(ties) and ties[2] > 1.0
+
+
+@pytest.mark.parametrize(
+    ("scaling", "embedding"),
+    [("quantile", "periodic"), ("robust", "none"), ("standardize", "piecewise_linear")],
+)
+def test_each_option_trains_and_is_served_on_raw_columns(
+    tmp_path: Path, scaling: str, embedding: str
+) -> None:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(_skewed_with_ties(400), columns=["a", "b", "c"])
+    frame.loc[::7, "a"] = np.nan
+    frame["city"] = rng.choice(["x", "y", "z"], size=len(frame))
+    y = (frame["c"] > 0).to_numpy("int32")
+    kinds = {"a": "numeric", "b": "numeric", "c": "numeric", "city": "string_categorical"}
+    schema = fit_schema(frame, kinds)
+    space = SearchSpace(
+        numeric_scalings=(scaling,),
+        numeric_embeddings=(embedding,),
+        embedding_dims=(4,),
+        periodic_frequencies=(8,),
+        piecewise_bins=(8,),
+        units=(16,),
+        num_layers=(1, 1),
+        batch_sizes=(64,),
+    )
+    hypermodel = MLPHyperModel(schema=schema, task="binary", train_size=len(y), space=space)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert not {"numeric_scaling", "numeric_embedding"} & set(hp.values)  # fixed: undeclared
+    x = model_inputs(schema, frame)
+    history = hypermodel.fit(hp, model, x, y, epochs=3, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    names = {layer.name for layer in model.layers}
+    expected = {"quantile": "quantile", "robust": "smooth_clip", "standardize": "normalize"}
+    assert (expected[scaling] in names) == (embedding != "piecewise_linear")  # it bins raw values
+    if embedding != "none":
+        assert f"{embedding}_embedding" in names
+    export_dir = export_model(
+        model, export_root=tmp_path, task="binary", schema=schema, class_names=("no", "yes")
+    )
+    served = predict_saved_model(export_dir, raw_rows(schema, frame))["probabilities"][:, 1]
+    np.testing.assert_allclose(served, model.predict(x, verbose=0)[:, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_searched_options_are_conditional_hyperparameters() -> None:
+    frame = pd.DataFrame(_skewed_with_ties(50), columns=["a", "b", "c"])
+    schema = fit_schema(frame, dict.fromkeys("abc", "numeric"))
+    space = SearchSpace(
+        numeric_scalings=("standardize", "quantile"),
+        numeric_embeddings=("none", "periodic", "piecewise_linear"),
+    )
+    hypermodel = MLPHyperModel(schema=schema, task="binary", train_size=50, space=space)
+    hp = keras_tuner.HyperParameters()
+    hypermodel.declare(hp)
+    conditions = {h.name: [c.get_config() for c in h.conditions] for h in hp.space}
+    assert conditions["numeric_embedding"] == []
+    assert conditions["numeric_scaling"][0]["values"] == ["none", "periodic"]
+    assert conditions["periodic_frequencies"][0]["values"] == ["periodic"]
+    assert conditions["piecewise_bins"][0]["values"] == ["piecewise_linear"]
+    assert conditions["embedding_dim"][0]["values"] == ["periodic", "piecewise_linear"]
+    hp.values["numeric_embedding"] = "periodic"
+    hp.ensure_active_values()
+    assert isinstance(hypermodel.build(hp).get_layer("periodic_embedding"), keras.layers.Layer)
+
+
+def test_numeric_options_are_validated() -> None:
+    with pytest.raises(UserInputError, match=r"search\.numeric_scalings"):
+        load_config(None, ["search.numeric_scalings=['log']"])
+    with pytest.raises(UserInputError, match=r"search\.piecewise_bins"):
+        load_config(None, ["search.piecewise_bins=[0]"])
+    config = load_config(None, ["search.numeric_embeddings=['none', 'periodic']"])
+    assert config.search.numeric_embeddings == ("none", "periodic")
