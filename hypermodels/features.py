@@ -40,6 +40,7 @@ __all__ = [
     "INTEGER_CATEGORICAL",
     "NUMERIC",
     "NUMERIC_INPUT",
+    "RARE_BELOW",
     "STRING_CATEGORICAL",
     "Column",
     "ServingEncoder",
@@ -47,8 +48,10 @@ __all__ = [
     "build_inputs",
     "build_preprocessing",
     "category_ids",
+    "embedding_width",
     "fit_schema",
     "model_inputs",
+    "rare_level_columns",
     "raw_rows",
     "serving_signature",
 ]
@@ -64,6 +67,10 @@ NUMERIC_INPUT = "numeric"
 # Categorical columns with at most this many values are one-hot encoded; larger ones
 # get an embedding.
 _MAX_ONE_HOT = 16
+
+#: A categorical value seen fewer times than this in training counts as rare in the
+#: data report (`Column.rare_share`).
+RARE_BELOW = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +89,9 @@ class Column:
         quantiles: Numeric: the training values at `numeric.QUANTILE_LEVELS` evenly
             spaced levels, for the quantile and robust scalings and piecewise-linear
             bins (`hypermodels.numeric`).
+        levels: Categorical: distinct values in the training split, rare ones included.
+        rare_share: Categorical: share of training rows whose value was seen fewer
+            than `RARE_BELOW` times.
     """
 
     name: str
@@ -91,6 +101,8 @@ class Column:
     has_missing: bool = False
     vocabulary: tuple[Any, ...] = ()
     quantiles: tuple[float, ...] = ()
+    levels: int = 0
+    rare_share: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
@@ -169,12 +181,18 @@ def _string_values(series: pd.Series) -> pd.Series:
     return series.astype("string").fillna("").astype(object)
 
 
-def fit_schema(frame: pd.DataFrame, kinds: Mapping[str, str]) -> TabularSchema:
+def fit_schema(
+    frame: pd.DataFrame, kinds: Mapping[str, str], *, min_frequency: int = 1
+) -> TabularSchema:
     """Fits per-column statistics on the training split.
 
     Args:
         frame: The training rows' feature columns.
         kinds: Kind of each column (see `COLUMN_KINDS`).
+        min_frequency: A categorical value seen fewer times than this stays out of the
+            vocabulary, so it shares the out-of-vocabulary id with unseen values
+            (``1`` keeps every value): a rare level's own embedding learns little but
+            noise.
     """
     columns = []
     for name in frame.columns:
@@ -195,13 +213,36 @@ def fit_schema(frame: pd.DataFrame, kinds: Mapping[str, str]) -> TabularSchema:
                     quantiles=tuple(float(v) for v in np.maximum.accumulate(quantiles)),
                 )
             )
-        elif kind == INTEGER_CATEGORICAL:
-            vocabulary = tuple(int(v) for v in sorted(series.dropna().unique()))
-            columns.append(Column(name=str(name), kind=kind, vocabulary=vocabulary))
+            continue
+        kept: list[Any]
+        if kind == INTEGER_CATEGORICAL:
+            counts = series.dropna().astype("int64").value_counts()
+            kept = sorted(int(v) for v, n in counts.items() if n >= min_frequency)
         else:
-            vocabulary = tuple(sorted(set(_string_values(series))))
-            columns.append(Column(name=str(name), kind=kind, vocabulary=vocabulary))
+            counts = _string_values(series).value_counts()
+            kept = sorted(str(v) for v, n in counts.items() if n >= min_frequency)
+        columns.append(
+            Column(
+                name=str(name),
+                kind=kind,
+                vocabulary=tuple(kept),
+                levels=len(counts),
+                rare_share=float(counts[counts < RARE_BELOW].sum() / max(1, counts.sum())),
+            )
+        )
     return TabularSchema(tuple(columns))
+
+
+def rare_level_columns(schema: TabularSchema) -> list[Column]:
+    """Categorical columns whose rows are mostly in rare values (`RARE_BELOW`): ids,
+    codes and free text, where an embedding per value overfits."""
+    return [c for c in schema.categorical if c.rare_share > 0.5]
+
+
+def embedding_width(column: Column) -> int:
+    """Features a categorical column gives the first layer (one-hot or embedding)."""
+    size = len(column.vocabulary) + 1
+    return size if size <= _MAX_ONE_HOT else _embedding_size(size)
 
 
 def category_ids(column: Column, series: pd.Series) -> np.ndarray:
@@ -406,6 +447,7 @@ class ServingEncoder(keras.layers.Layer):
                 else keras.layers.StringLookup(vocabulary=list(column.vocabulary))
             )
             for column in schema.categorical
+            if column.vocabulary  # an empty one (every value rare): all ids are 0
         }
         self.built = True  # no weights; the lookup layers hold their tables
 
@@ -419,7 +461,9 @@ class ServingEncoder(keras.layers.Layer):
         if matrix is not None:
             inputs[NUMERIC_INPUT] = matrix
         for column in self.schema.categorical:
-            ids = self.lookups[column.name](features[names[column.name]])
+            values = features[names[column.name]]
+            lookup = self.lookups.get(column.name)
+            ids = lookup(values) if lookup is not None else tf.zeros_like(values, tf.int64)
             inputs[column.name] = tf.expand_dims(tf.cast(ids, tf.int64), axis=1)
         return inputs
 

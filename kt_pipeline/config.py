@@ -101,6 +101,9 @@ class DataConfig:
         test_fraction: Share of rows held out and scored once, on the export.
         categorical: Columns to treat as categorical whatever their values.
         numeric: Columns to treat as numeric whatever their values.
+        min_frequency: A categorical value seen fewer times than this in the training
+            split shares one bucket with unseen values (`hypermodels.fit_schema`);
+            1 keeps every value.
     """
 
     source: str = "builtin:digits"
@@ -110,8 +113,13 @@ class DataConfig:
     test_fraction: float = 0.15
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
+    min_frequency: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.min_frequency, bool) or not isinstance(self.min_frequency, int):
+            raise _fail("data.min_frequency", "an integer >= 1", self.min_frequency)
+        if self.min_frequency < 1:
+            raise _fail("data.min_frequency", "an integer >= 1", self.min_frequency)
         both = sorted(set(self.categorical) & set(self.numeric))
         if both:
             raise _fail("data.categorical", "disjoint from data.numeric", both)

@@ -25,7 +25,14 @@ import numpy as np
 import tensorflow as tf
 
 from hypermodels import SearchSpace, TabularSchema, fit_schema
-from hypermodels.features import build_inputs, model_inputs, raw_rows
+from hypermodels.features import (
+    RARE_BELOW,
+    build_inputs,
+    embedding_width,
+    model_inputs,
+    rare_level_columns,
+    raw_rows,
+)
 from hypermodels.mlp import EVALUATION_BATCH_SIZE
 from hypermodels.optimizers import RANGE_SHARED_WITH
 from kt_pipeline import data as data_lib
@@ -167,7 +174,7 @@ def _prepare_data(config: PipelineConfig) -> _Prepared:
         seed=config.runtime.seed,
     )
     # Statistics come from the training split only.
-    schema = fit_schema(splits.train.frame, dataset.kinds)
+    schema = fit_schema(splits.train.frame, dataset.kinds, min_frequency=config.data.min_frequency)
     return _Prepared(dataset=dataset, splits=splits, schema=schema)
 
 
@@ -593,7 +600,9 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
         plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
         warnings = space_warnings(space, train_rows=len(splits.train))
+        warnings += _rare_level_warnings(prepared.schema)
         notes = _plan_notes(config, train_rows=len(splits.train), epochs_auto=epochs_auto)
+        notes += _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency)
         calibration = None
         if calibration_epochs:
             calibration = calibrate(
@@ -654,6 +663,37 @@ def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -
     if config.tuner.time_budget:
         notes.append(f"time budget {format_duration(config.tuner.time_budget)} (tuner.time_budget)")
     return notes
+
+
+def _rare_level_notes(schema: TabularSchema, *, min_frequency: int) -> list[str]:
+    """Categorical columns whose training rows are mostly in rare values."""
+    return [
+        f"column {c.name!r}: {c.levels:,} levels, {c.rare_share:.0%} of training rows in "
+        f"levels seen fewer than {RARE_BELOW} times; "
+        + (
+            f"levels seen fewer than {min_frequency} times share one bucket"
+            if min_frequency > 1
+            else "each keeps its own value (data.min_frequency = 1)"
+        )
+        for c in rare_level_columns(schema)
+    ]
+
+
+def _rare_level_warnings(schema: TabularSchema) -> list[str]:
+    """A mostly-rare column whose embedding is wider than all other inputs together:
+    the first layer sees more of it than of everything else."""
+    widths = {c.name: embedding_width(c) for c in schema.categorical}
+    others = len(schema.numeric) + sum(c.has_missing for c in schema.numeric)
+    warnings = []
+    for column in rare_level_columns(schema):
+        rest = others + sum(w for name, w in widths.items() if name != column.name)
+        if widths[column.name] > rest:
+            warnings.append(
+                f"column {column.name!r} (mostly rare levels) gets a {widths[column.name]}-wide "
+                f"embedding, more than the other {rest} input features together; raise "
+                "data.min_frequency or drop the column"
+            )
+    return warnings
 
 
 def _time_warnings(estimated: float, *, budget: float) -> list[str]:
