@@ -402,6 +402,12 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
         "search.numeric_embeddings=['none', 'periodic', 'piecewise_linear']",
     ],
     "pipeline_bohb": ["tuner.algorithm='bohb'"],
+    "pipeline_anchors": [  # RealMLP's and TabM's optimisation choices, searched
+        "search.adam_beta2=[0.999, 0.95]",
+        "search.label_smoothing=[0.0, 0.1]",
+        "search.schedules=['cosine', 'cosine_warmup', 'flat_cosine', 'constant']",
+    ],
+    "pipeline_min_frequency": ["data.min_frequency=5"],
 }
 
 METHODS: dict[str, str] = {

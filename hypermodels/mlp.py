@@ -22,7 +22,7 @@ from hypermodels.features import TabularSchema, build_preprocessing
 from hypermodels.inputs import InputCache
 from hypermodels.numeric import PeriodicEmbedding, PiecewiseLinearEmbedding, bin_edges
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer, choose_learning_rate
-from hypermodels.schedules import SCHEDULES, build_schedule, schedule_callbacks
+from hypermodels.schedules import DEFAULT_SCHEDULES, build_schedule, schedule_callbacks
 from hypermodels.step_functions import prepare_step_functions
 
 __all__ = [
@@ -121,6 +121,10 @@ class SearchSpace:
         periodic_sigma: Standard deviation of a periodic embedding's initial
             frequencies (log scale).
         piecewise_bins: Bins per column of a piecewise-linear embedding.
+        adam_beta2: Adam's, AdamW's and Nadam's second-moment decay (Keras's 0.999;
+            RealMLP's 0.95).
+        label_smoothing: Label smoothing of a classifier's loss (RealMLP uses 0.1 when
+            the objective is accuracy).
 
     The numeric options are declared as hyperparameters only where the space searches
     them (more than one value), so a space that fixes them samples exactly as before.
@@ -140,7 +144,7 @@ class SearchSpace:
     optimizer_learning_rates: Mapping[str, tuple[float, float]] = dataclasses.field(
         default_factory=dict
     )
-    schedules: tuple[str, ...] = SCHEDULES
+    schedules: tuple[str, ...] = DEFAULT_SCHEDULES
     batch_sizes: tuple[int, ...] = (32, 64, 128)
     gradient_clipping: tuple[str, ...] = ("none", "global_norm")
     clip_norm: tuple[float, float] = (0.5, 5.0)
@@ -153,6 +157,8 @@ class SearchSpace:
     periodic_frequencies: tuple[int, ...] = (16, 32, 64)
     periodic_sigma: tuple[float, float] = (0.01, 10.0)
     piecewise_bins: tuple[int, ...] = (8, 16, 32)
+    adam_beta2: tuple[float, ...] = (0.999,)
+    label_smoothing: tuple[float, ...] = (0.0,)
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -211,6 +217,26 @@ def _choice(hp: keras_tuner.HyperParameters, name: str, values: Sequence[Any]) -
     if all(isinstance(v, bool) for v in values):
         return hp.Boolean(name)  # a Choice would store True/False as 1/0
     return hp.Choice(name, values)
+
+
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Sparse categorical cross-entropy against smoothed targets: ``1 - smoothing`` on
+    the true class plus ``smoothing`` spread evenly over all classes (Keras's
+    `SparseCategoricalCrossentropy` has no label smoothing)."""
+
+    def __init__(self, label_smoothing: float, **kwargs: Any) -> None:
+        super().__init__(name=kwargs.pop("name", "smoothed_sparse_crossentropy"), **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        target = keras.ops.one_hot(labels, classes) * (1.0 - self.label_smoothing)
+        target = target + self.label_smoothing / keras.ops.cast(classes, y_pred.dtype)
+        return keras.losses.categorical_crossentropy(target, y_pred)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def _option(hp: keras_tuner.HyperParameters, name: str, values: Sequence[Any]) -> Any:
@@ -417,7 +443,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             optimizer=choices["optimizer"],
             steps_per_execution=steps,
             jit_compile=self.jit_compile,
-            **self._loss_and_metrics(),
+            **self._loss_and_metrics(choices["label_smoothing"]),
         )
         return model
 
@@ -466,9 +492,15 @@ class MLPHyperModel(keras_tuner.HyperModel):
             clipping=space.gradient_clipping,
             clip_norm=space.clip_norm,
             fused=self.fused_optimizers,
+            adam_beta2=space.adam_beta2,
         )
         _int_range(hp, "early_stopping_patience", space.early_stopping_patience)
         choices.update(self._declare_numeric(hp))
+        choices["label_smoothing"] = (
+            _option(hp, "label_smoothing", space.label_smoothing)
+            if self.task != "regression"
+            else 0.0
+        )
         return choices
 
     def _declare_numeric(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
@@ -607,17 +639,24 @@ class MLPHyperModel(keras_tuner.HyperModel):
             scale=self.target_std, offset=self.target_mean, dtype="float32", name="output"
         )(x)
 
-    def _loss_and_metrics(self) -> dict[str, Any]:
+    def _loss_and_metrics(self, label_smoothing: float = 0.0) -> dict[str, Any]:
         if self.task == "binary":
             return {
-                "loss": "binary_crossentropy",
+                "loss": keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+                if label_smoothing
+                else "binary_crossentropy",
                 "metrics": [
                     keras.metrics.BinaryAccuracy(name="accuracy"),
                     keras.metrics.AUC(name="auc"),
                 ],
             }
         if self.task == "multiclass":
-            return {"loss": "sparse_categorical_crossentropy", "metrics": ["accuracy"]}
+            loss = (
+                SmoothedSparseCrossentropy(label_smoothing)
+                if label_smoothing
+                else "sparse_categorical_crossentropy"
+            )
+            return {"loss": loss, "metrics": ["accuracy"]}
         return {
             "loss": self.space.regression_loss,
             "metrics": [

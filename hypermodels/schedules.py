@@ -13,10 +13,21 @@ from typing import TypeAlias
 import keras
 import keras_tuner
 
-__all__ = ["SCHEDULES", "build_schedule", "schedule_callbacks"]
+__all__ = ["DEFAULT_SCHEDULES", "SCHEDULES", "build_schedule", "schedule_callbacks"]
 
-#: The schedules a search space may name.
-SCHEDULES = ("constant", "step", "exponential", "cosine", "cosine_warmup", "reduce_on_plateau")
+#: The schedules a search space may name. ``flat_cosine`` holds the rate for the first
+#: half of training, then decays it along a cosine (RealMLP's schedule).
+SCHEDULES = (
+    "constant",
+    "step",
+    "exponential",
+    "cosine",
+    "cosine_warmup",
+    "reduce_on_plateau",
+    "flat_cosine",
+)
+#: The schedules the default space searches.
+DEFAULT_SCHEDULES = SCHEDULES[:6]
 
 # Exponential decay ends a full-length trial at this fraction of the initial rate, the
 # same end point as the step schedule's first drop.
@@ -24,6 +35,8 @@ _EXPONENTIAL_FINAL_FRACTION = 0.1
 # The step schedule divides the rate by 10 at half and at three quarters of training.
 _STEP_BOUNDARIES = (0.5, 0.75)
 _STEP_FACTOR = 0.1
+# The flat-then-cosine schedule holds the rate for this share of training.
+_FLAT_FRACTION = 0.5
 # Reduce-on-plateau halves the rate after this many epochs without improvement.
 _PLATEAU_FACTOR = 0.5
 _PLATEAU_PATIENCE = 2
@@ -78,6 +91,15 @@ def build_schedule(
             decay_steps=max(1, steps - warmup),
             warmup_target=learning_rate,
             warmup_steps=warmup,
+        )
+    if name == "flat_cosine":
+        flat = max(1, int(steps * _FLAT_FRACTION))
+        # Keras's warm-up from the rate to itself is the flat part.
+        return schedules.CosineDecay(
+            learning_rate,
+            decay_steps=max(1, steps - flat),
+            warmup_target=learning_rate,
+            warmup_steps=flat,
         )
     raise ValueError(f"Unknown `lr_schedule`. Expected one of {SCHEDULES}. Received: {name!r}")
 

@@ -199,6 +199,10 @@ class SearchConfig(SearchSpace):
         if not self.batch_norm:
             raise _fail("search.batch_norm", "a non-empty list of true/false", [])
         _check_range("search.periodic_sigma", self.periodic_sigma, low=0.0, high=1e4, log=True)
+        for name in ("adam_beta2", "label_smoothing"):
+            values = getattr(self, name)
+            if not values or any(not 0.0 <= v < 1.0 for v in values):
+                raise _fail(f"search.{name}", "a non-empty list of values in [0, 1)", list(values))
         for name in (
             "units",
             "batch_sizes",

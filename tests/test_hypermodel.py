@@ -148,6 +148,9 @@ def _expected_rate(name: str, k: int, *, lr: float, steps: int, warmup: int) -> 
         return lr * 0.1 ** (k / steps)
     if name == "cosine":
         return lr * 0.5 * (1 + math.cos(math.pi * k / steps))
+    if name == "flat_cosine":  # the rate for half the steps, then cosine over the rest
+        flat = steps // 2
+        return lr if k < flat else lr * 0.5 * (1 + math.cos(math.pi * (k - flat) / flat))
     if k < warmup:  # cosine_warmup: linear from 0 to lr, then cosine over the rest
         return lr * k / warmup
     return lr * 0.5 * (1 + math.cos(math.pi * (k - warmup) / (steps - warmup)))
