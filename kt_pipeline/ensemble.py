@@ -137,8 +137,8 @@ def validation_scorer(
     y = np.asarray(y)
     name = objective.name.removeprefix("val_")
     maximise = objective.direction == "max"
-    if name not in _METRICS[task]:
-        name, maximise = "loss", False
+    if name not in _METRICS[task] or (name == "auc" and len(np.unique(y)) < 2):
+        name, maximise = "loss", False  # (AUC needs both classes in the validation rows)
 
     def probabilities(p: np.ndarray) -> np.ndarray:
         if task == "binary":

@@ -158,6 +158,8 @@ def test_accuracy_ties_are_broken_by_log_loss_and_unknown_objectives_by_the_loss
     hesitant = np.array([[0.6, 0.4], [0.4, 0.6], [0.4, 0.6]])
     assert score(confident)[0] == score(hesitant)[0] == 1.0
     assert score(confident) > score(hesitant)
+    one_class = validation_scorer("binary", BINARY_AUC, np.ones(3))  # no AUC: by log-loss
+    assert one_class(np.array([[0.9], [0.9], [0.9]])) > one_class(np.array([[0.6], [0.9], [0.9]]))
     by_loss = validation_scorer("regression", keras_tuner.Objective("val_custom", "max"), y)
     assert by_loss(np.array([[0.0], [1.0], [1.0]])) > by_loss(np.array([[0.0], [2.0], [1.0]]))
 
