@@ -831,6 +831,8 @@ def _run_search(
         len(splits.test),
         ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
     )
+    for note in _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency):
+        log.info("data: %s", note)
 
     if range_test:
         config = _auto_learning_rate(config, prepared, save=role != "worker")

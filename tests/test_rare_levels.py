@@ -80,3 +80,15 @@ def test_plan_reports_a_mostly_rare_column_and_its_oversized_embedding(
 def test_min_frequency_is_validated(value: str) -> None:
     with pytest.raises(UserInputError, match=r"data\.min_frequency"):
         load_config(None, [f"data.min_frequency={value}"])
+
+
+def test_the_search_reports_a_mostly_rare_column(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _table_with_an_id(tmp_path)
+    args = ["search", "--data", str(data), "--label", "label", "--tuner", "random"]
+    args += ["--max-trials", "1", "--max-epochs", "1", "--experiment-dir", str(tmp_path / "e")]
+    args += ["--set", "export.enabled=false", "--set", "search.learning_rate=[1e-3, 1e-2]"]
+    with caplog.at_level("INFO", logger="kt_pipeline"):
+        assert main(args) == 0
+    assert "data: column 'customer': " in caplog.text
