@@ -53,6 +53,7 @@ def evaluate(work: Path) -> dict[str, Any]:
         distinct_best_trials,
         greedy_selection,
         validation_scorer,
+        weighted_mean,
     )
     from kt_pipeline.pipeline import _prepare_data, _reload_tuner
 
@@ -97,7 +98,7 @@ def evaluate(work: Path) -> dict[str, Any]:
     }
     scores = {}
     for way, counts in ways.items():
-        mean = np.sum([c * p for c, p in zip(counts, on_test, strict=True)], axis=0) / sum(counts)
+        mean = weighted_mean(on_test, counts)
         scores[way] = round(score(table, y_true, _probabilities(task, mean)), 3)
     members = {way: sum(c > 0 for c in counts) for way, counts in ways.items()}
     return {

@@ -38,6 +38,7 @@ __all__ = [
     "distinct_best_trials",
     "greedy_selection",
     "validation_scorer",
+    "weighted_mean",
 ]
 
 #: The most models an export may average (each one is run on every request).
@@ -118,6 +119,12 @@ def greedy_selection(
         if chosen_score > best:
             best, best_counts = chosen_score, list(counts)
     return best_counts
+
+
+def weighted_mean(predictions: Sequence[np.ndarray], counts: Sequence[int]) -> np.ndarray:
+    """The ensemble's predictions: each candidate's weighted by its count."""
+    weighted = [c * np.asarray(p, "float64") for c, p in zip(counts, predictions, strict=True)]
+    return np.sum(weighted, axis=0) / sum(counts)
 
 
 _METRICS = {

@@ -345,16 +345,16 @@ def _select_ensemble(
     )
     counts = ensemble_lib.greedy_selection(predictions, score, max_members=max_members)
     chosen = sorted((i for i, c in enumerate(counts) if c), key=lambda i: (-counts[i], i))
-    total = sum(counts)
-    mean = np.sum([counts[i] * predictions[i] for i in chosen], axis=0) / total
+    weights = [counts[i] / sum(counts) for i in chosen]
+    mean = ensemble_lib.weighted_mean(predictions, counts)
     return _Ensemble(
         model=ensemble_lib.average_models(
             [models[i] for i in chosen],
             inputs=build_inputs(prepared.schema),
-            weights=[counts[i] / total for i in chosen],
+            weights=weights,
         ),
         members=[candidates[i] for i in chosen],
-        weights=[counts[i] / total for i in chosen],
+        weights=weights,
         validation_score=score(mean)[0],
         best_single_score=max(score(p) for p in predictions)[0],
     )
