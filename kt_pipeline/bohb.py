@@ -24,6 +24,11 @@ hyperparameters (an optimizer's own settings) need no imputation. Choices and
 integers are modelled on their bin centres; rounding back through `prob_to_value`
 makes the kernel a smoothed categorical one.
 
+The densities come from one of two models (``model``): ``"kde"``, the one-dimensional
+kernels below (BOHB's own), or ``"optuna_tpe"``, Optuna's maintained `TPESampler`
+(multivariate, grouped for conditional hyperparameters), refitted from the same budget's
+trials at each proposal, so only the choice of budget and the random share stay ours.
+
 Where it is expected to help, and where not: with many cheap low-budget trials whose
 ranking carries over to the full budget (learning rate, width, depth on tabular data),
 the later brackets start from good regions and it finds a good model sooner than
@@ -36,15 +41,18 @@ anyway, it behaves like Hyperband; with a tiny budget (fewer completed trials th
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import keras_tuner
 import numpy as np
 from keras_tuner.src.engine import hyperparameters as hp_module
 
-__all__ = ["BOHB", "BOHBOracle"]
+__all__ = ["BOHB", "MODELS", "BOHBOracle"]
 
 _MIN_BANDWIDTH = 1e-3
+#: The density models a `BOHBOracle` can propose from.
+MODELS = ("kde", "optuna_tpe")
 
 
 class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
@@ -62,6 +70,8 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
             0 means the number of hyperparameters + 1, as in BOHB.
         num_samples: Candidates drawn from the good density per proposal.
         bandwidth_factor: Widening of the good density when drawing candidates.
+        model: ``"kde"`` (BOHB's per-dimension kernels) or ``"optuna_tpe"`` (Optuna's
+            multivariate `TPESampler` on the same trials).
         **kwargs: The other `HyperbandOracle` arguments (seed, hyperparameters, ...).
     """
 
@@ -77,8 +87,11 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
         min_points_in_model: int = 0,
         num_samples: int = 64,
         bandwidth_factor: float = 3.0,
+        model: str = "kde",
         **kwargs: Any,
     ) -> None:
+        if model not in MODELS:
+            raise ValueError(f"Argument `model` must be one of {MODELS}. Received: {model!r}")
         if not 0 <= random_fraction <= 1:
             raise ValueError(
                 f"Argument `random_fraction` must be in [0, 1]. Received: {random_fraction}"
@@ -90,6 +103,7 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
         self.min_points_in_model = int(min_points_in_model)
         self.num_samples = int(num_samples)
         self.bandwidth_factor = float(bandwidth_factor)
+        self.model = model
         #: How each proposal was made ("model" or "random"), for tests and logs.
         self.proposals: list[str] = []
         super().__init__(
@@ -110,28 +124,23 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
 
     def _random_values(self) -> dict[str, Any] | None:
         rng = self._rng()
-        observations = self._observations()
-        if observations is None or rng.random() < self.random_fraction:
+        trials = self._modelled_trials()
+        if trials is None or rng.random() < self.random_fraction:
             self.proposals.append("random")
             return super()._random_values()
-        good, bad = observations
-        best: dict[str, Any] | None = None
-        best_score = -math.inf
-        for _ in range(self.num_samples):
-            values, score = self._sample_candidate(rng, good, bad)
-            if score > best_score and not self._duplicate(values):
-                best, best_score = values, score
+        if self.model == "optuna_tpe":
+            best = self._tpe_proposal(trials, seed=int(rng.integers(2**31)))
+        else:
+            best = self._kde_proposal(trials, rng)
         if best is None:  # every candidate was tried already
             self.proposals.append("random")
             return super()._random_values()
         self.proposals.append("model")
         return best
 
-    def _observations(
-        self,
-    ) -> tuple[list[dict[str, float]], list[dict[str, float]]] | None:
-        """The good and bad trials (as unit-cube points) of the largest budget with
-        enough completed trials, or None while no budget has enough."""
+    def _modelled_trials(self) -> list[keras_tuner.engine.trial.Trial] | None:
+        """The completed trials of the largest budget with enough of them, best first,
+        or None while no budget has enough."""
         by_budget: dict[int, list[keras_tuner.engine.trial.Trial]] = {}
         for trial in self.trials.values():
             if trial.status == "COMPLETED" and trial.score is not None:
@@ -141,16 +150,67 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
         usable = [b for b, trials in by_budget.items() if len(trials) >= max(needed, 3)]
         if not usable:
             return None
-        trials = sorted(
+        return sorted(
             by_budget[max(usable)],
             key=lambda t: t.score,
             reverse=self.objective.direction == "max",
         )
+
+    def _kde_proposal(
+        self, trials: list[keras_tuner.engine.trial.Trial], rng: np.random.Generator
+    ) -> dict[str, Any] | None:
+        """The best of `num_samples` draws from the widened good density, by l/g."""
         n_good = max(1, math.ceil(self.gamma * len(trials)))
         # BOHB keeps at least a few points in each density.
         n_good = min(max(n_good, 2), len(trials) - 1)
         points = [self._to_unit(t.hyperparameters.values) for t in trials]
-        return points[:n_good], points[n_good:]
+        good, bad = points[:n_good], points[n_good:]
+        best: dict[str, Any] | None = None
+        best_score = -math.inf
+        for _ in range(self.num_samples):
+            values, score = self._sample_candidate(rng, good, bad)
+            if score > best_score and not self._duplicate(values):
+                best, best_score = values, score
+        return best
+
+    def _tpe_proposal(
+        self, trials: list[keras_tuner.engine.trial.Trial], *, seed: int
+    ) -> dict[str, Any] | None:
+        """Optuna's multivariate TPE, told the budget's trials, asked for one more."""
+        import optuna  # only this model needs it
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        distributions = {hp.name: _distribution(hp) for hp in self._tunable()}
+        with warnings.catch_warnings():  # `group` is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=0, multivariate=True, group=True
+            )
+        study = optuna.create_study(
+            direction="maximize" if self.objective.direction == "max" else "minimize",
+            sampler=sampler,
+        )
+        for trial in trials:
+            values = trial.hyperparameters.values
+            params = {name: values[name] for name in distributions if name in values}
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions={name: distributions[name] for name in params},
+                    value=float(trial.score),
+                )
+            )
+        asked = study.ask(distributions).params
+        hps = hp_module.HyperParameters()
+        for hp in self.hyperparameters.space:
+            hps.merge([hp])
+            if not hps.is_active(hp):
+                continue
+            if hp.name in asked:  # snapped to KerasTuner's grid (steps, choices)
+                hps.values[hp.name] = hp.prob_to_value(hp.value_to_prob(asked[hp.name]))
+            else:
+                hps.values[hp.name] = hp.random_sample(self._seed_state)
+        return None if self._duplicate(hps.values) else hps.values
 
     def _tunable(self) -> list[Any]:
         return [
@@ -208,6 +268,7 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
             "min_points_in_model": self.min_points_in_model,
             "num_samples": self.num_samples,
             "bandwidth_factor": self.bandwidth_factor,
+            "model": self.model,
             "proposals": self.proposals,
         }
         return state
@@ -220,7 +281,28 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
         self.min_points_in_model = bohb.get("min_points_in_model", self.min_points_in_model)
         self.num_samples = bohb.get("num_samples", self.num_samples)
         self.bandwidth_factor = bohb.get("bandwidth_factor", self.bandwidth_factor)
+        self.model = bohb.get("model", self.model)
         self.proposals = list(bohb.get("proposals", []))
+
+
+def _distribution(hp: Any) -> Any:
+    """The Optuna distribution of one KerasTuner hyperparameter."""
+    import optuna
+
+    if isinstance(hp, hp_module.Choice):
+        return optuna.distributions.CategoricalDistribution(list(hp.values))
+    if isinstance(hp, hp_module.Boolean):
+        return optuna.distributions.CategoricalDistribution([False, True])
+    log = hp.sampling == "log"
+    if isinstance(hp, hp_module.Int):
+        int_step = 1 if log or not hp.step else int(hp.step)
+        return optuna.distributions.IntDistribution(
+            hp.min_value, hp.max_value, log=log, step=int_step
+        )
+    float_step = None if log or not hp.step else float(hp.step)
+    return optuna.distributions.FloatDistribution(
+        float(hp.min_value), float(hp.max_value), log=log, step=float_step
+    )
 
 
 def _bandwidth(x: np.ndarray) -> float:
@@ -239,7 +321,7 @@ class BOHB(keras_tuner.Hyperband):
     """KerasTuner's `Hyperband` tuner driven by a `BOHBOracle`.
 
     Takes `Hyperband`'s arguments; the BOHB settings (`random_fraction`, `gamma`,
-    `min_points_in_model`, `num_samples`) are optional keywords.
+    `min_points_in_model`, `num_samples`, `model`) are optional keywords.
     """
 
     def __init__(
@@ -259,6 +341,7 @@ class BOHB(keras_tuner.Hyperband):
         gamma: float = 0.15,
         min_points_in_model: int = 0,
         num_samples: int = 64,
+        model: str = "kde",
         **kwargs: Any,
     ) -> None:
         oracle = BOHBOracle(
@@ -270,6 +353,7 @@ class BOHB(keras_tuner.Hyperband):
             gamma=gamma,
             min_points_in_model=min_points_in_model,
             num_samples=num_samples,
+            model=model,
             seed=seed,
             hyperparameters=hyperparameters,
             tune_new_entries=tune_new_entries,

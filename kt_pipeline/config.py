@@ -48,6 +48,7 @@ __all__ = [
 TASKS = ("auto", "binary", "multiclass", "regression")
 TUNERS = ("hyperband", "bayesian", "random", "bohb")
 FIRST_TRIALS = ("recommended", "random")  # as `kt_pipeline.tuners.FIRST_TRIALS`
+BOHB_MODELS = ("kde", "optuna_tpe")  # as `kt_pipeline.bohb.MODELS`
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 BATCH_SIZE_IS = ("global", "per_replica")
@@ -245,6 +246,8 @@ class TunerConfig:
             model proposes configurations; 0 means the number of hyperparameters + 1,
             as in BOHB (more than the default schedule's 30 trials ever give one
             budget, so the default search samples at random as Hyperband does).
+        bohb_model: With ``bohb``, the density model behind its proposals: ``kde``
+            (BOHB's own kernels) or ``optuna_tpe`` (Optuna's multivariate TPE sampler).
         time_budget: Wall-clock seconds for the whole command (0: no limit), written
             as a number of seconds or a duration (``90s``, ``10m``, ``1.5h``). No trial
             starts that the time left cannot fit, a running trial stops at the epoch
@@ -267,6 +270,7 @@ class TunerConfig:
     max_consecutive_failed_trials: int = 3
     max_crashes_per_trial: int = 2
     bohb_min_points: int = 0
+    bohb_model: str = "kde"
     time_budget: float = 0.0
     first_trial: str = "recommended"
 
@@ -274,6 +278,7 @@ class TunerConfig:
         _check_choice("tuner.algorithm", self.algorithm, TUNERS)
         _check_positive("tuner.time_budget", self.time_budget, allow_zero=True)
         _check_choice("tuner.first_trial", self.first_trial, FIRST_TRIALS)
+        _check_choice("tuner.bohb_model", self.bohb_model, BOHB_MODELS)
         if self.bohb_min_points != 0 and self.bohb_min_points < 3:
             raise _fail("tuner.bohb_min_points", "0 (automatic) or >= 3", self.bohb_min_points)
         _check_choice("tuner.direction", self.direction, DIRECTIONS)

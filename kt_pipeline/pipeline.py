@@ -268,6 +268,7 @@ def _make_tuner(
         overwrite=overwrite,
         worker_lease_seconds=config.runtime.worker_lease_seconds,
         bohb_min_points=tuner_cfg.bohb_min_points,
+        bohb_model=tuner_cfg.bohb_model,
         first_trial=tuner_cfg.first_trial,
         time_budget=time_budget,
     )

@@ -571,6 +571,7 @@ def build_tuner(
     overwrite: bool = False,
     worker_lease_seconds: float = 60.0,
     bohb_min_points: int = 0,
+    bohb_model: str = "kde",
     first_trial: str = "recommended",
     time_budget: TimeBudget | None = None,
 ) -> keras_tuner.Tuner:
@@ -598,6 +599,7 @@ def build_tuner(
         worker_lease_seconds: In a parallel search, how long the chief waits for a
             silent worker before handing its trial to another (`kt_pipeline.parallel`).
         bohb_min_points: BOHB's `min_points_in_model` (0: hyperparameters + 1).
+        bohb_model: BOHB's density model (`kt_pipeline.bohb.MODELS`).
         first_trial: ``recommended``: a fresh search's first trial is the hypermodel's
             known-good configuration (its `starting_values`, when it has them), then
             the algorithm samples; ``random``: the algorithm picks every trial.
@@ -627,7 +629,9 @@ def build_tuner(
     tuner: keras_tuner.Tuner
     if algorithm in ("hyperband", "bohb"):
         extra: dict[str, Any] = (
-            {"min_points_in_model": bohb_min_points} if algorithm == "bohb" else {}
+            {"min_points_in_model": bohb_min_points, "model": bohb_model}
+            if algorithm == "bohb"
+            else {}
         )
         tuner_class = HyperbandTuner if algorithm == "hyperband" else BOHBTuner
         tuner = tuner_class(

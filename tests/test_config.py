@@ -65,6 +65,10 @@ def test_saved_config_reads_back_unchanged(tmp_path: Path) -> None:
             "tuner.first_trial='defaults'",
             "`tuner.first_trial` must be one of recommended, random. Received: 'defaults'",
         ),
+        (
+            "tuner.bohb_model='smac'",
+            "`tuner.bohb_model` must be one of kde, optuna_tpe. Received: 'smac'",
+        ),
         ("search.optimizers=['adma']", "Received: 'adma' (did you mean 'adam'?)"),
         ("search.schedules=['linear']", "`search.schedules` must be one of"),
         (
