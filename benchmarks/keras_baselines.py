@@ -1,19 +1,31 @@
 """What the benchmarks' Keras baselines share: the model KerasTuner's getting-started
-guide tunes, the adapters that let Optuna drive it, and the CPU a run was timed on."""
+guide tunes, the adapters that let Optuna drive it, best-so-far validation curves, and
+the CPU a run was timed on."""
 
 from __future__ import annotations
 
+import json
+import math
 import platform
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FixedParams", "OptunaParams", "cpu_model", "docs_hypermodel"]
+__all__ = [
+    "FixedParams",
+    "OptunaParams",
+    "best_at",
+    "best_so_far",
+    "cpu_model",
+    "docs_hypermodel",
+    "trial_records",
+]
 
 
 def docs_hypermodel(classes: int, *, task: str = "multiclass") -> Callable[[Any], Any]:
     """The model KerasTuner's getting-started guide tunes, for tabular inputs: a softmax
-    head over `classes` classes, or one linear output for a regression `task`."""
+    head over `classes` classes, one linear output for a regression `task`, or for a
+    ``binary`` one a sigmoid output with an ``auc`` metric to tune on."""
     import keras
 
     def build(hp: Any) -> Any:
@@ -32,6 +44,13 @@ def docs_hypermodel(classes: int, *, task: str = "multiclass") -> Callable[[Any]
         if task == "regression":
             model.add(keras.layers.Dense(1))
             model.compile(optimizer=optimizer, loss="mse")
+        elif task == "binary":
+            model.add(keras.layers.Dense(1, activation="sigmoid"))
+            model.compile(
+                optimizer=optimizer,
+                loss="binary_crossentropy",
+                metrics=["accuracy", keras.metrics.AUC(name="auc")],
+            )
         else:
             model.add(keras.layers.Dense(classes, activation="softmax"))
             model.compile(
@@ -84,3 +103,41 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def trial_records(directory: Path, *, sign: float = 1.0) -> list[dict[str, Any]]:
+    """Every trial of a pipeline experiment in the order it ended: the epochs it trained
+    (its ``stats.json``) and its score times `sign` (-1 for a minimised objective, so
+    that higher is better; None unless completed)."""
+    records = []
+    for stats_file in Path(directory).rglob("stats.json"):
+        stats = json.loads(stats_file.read_text(encoding="utf-8"))
+        trial = json.loads(stats_file.with_name("trial.json").read_text(encoding="utf-8"))
+        completed = trial["status"] == "COMPLETED" and trial["score"] is not None
+        records.append(
+            {
+                "order": (stats["finished_at"], trial["trial_id"]),
+                "epochs": stats["epochs"],
+                "score": sign * trial["score"] if completed else None,
+            }
+        )
+    records.sort(key=lambda record: record["order"])
+    return records
+
+
+def best_so_far(records: list[dict[str, Any]]) -> list[list[float]]:
+    """Best-so-far validation score after each trial: [[epochs spent, best], ...]."""
+    spent, best, points = 0, -math.inf, []
+    for record in records:
+        spent += record["epochs"]
+        if record["score"] is not None:
+            best = max(best, record["score"])
+        if best > -math.inf:
+            points.append([spent, round(best, 5)])
+    return points
+
+
+def best_at(curve: list[list[float]], epochs: float) -> float | None:
+    """Best validation score reached with at most `epochs` spent."""
+    reached = [best for spent, best in curve if spent <= epochs]
+    return reached[-1] if reached else None

@@ -22,8 +22,12 @@ Each (method, table, seed) sees the same data: the table split 80/20 by the seed
   Hyperband and Optuna's TPE (with its Hyperband pruner) on the model KerasTuner's
   getting-started guide tunes, the columns encoded as a user would with scikit-learn
   (median-imputed and standardised numbers, one-hot strings with at most 32 levels
-  each). They validate on 15 % of the 80 % and get the pipeline's budget in epochs
-  (the epochs its run on the same seed trained, or 100 without one).
+  each). They train and validate on the rows the pipeline does (its split of the 80 %,
+  without the pipeline's own test rows), tune the pipeline's objective (val_auc,
+  val_accuracy or val_loss of a target standardised as the pipeline's), and get the
+  pipeline's budget in epochs (the epochs its run on the same seed trained, or 100
+  without one). Their best-so-far validation curves and the pipeline's give the
+  summary's anytime table.
 
 Scores are points: AUC x 100 for binary tables, accuracy x 100 for multiclass, R^2 x 100
 for regression. Each run is one process writing one JSON file, so an interrupted
@@ -56,7 +60,15 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keras_baselines import FixedParams, OptunaParams, cpu_model, docs_hypermodel
+from keras_baselines import (
+    FixedParams,
+    OptunaParams,
+    best_at,
+    best_so_far,
+    cpu_model,
+    docs_hypermodel,
+    trial_records,
+)
 from real_tables import TABLES, Table
 
 RESULTS = Path(__file__).parent / "results"
@@ -64,7 +76,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # Environment variable that carries `--keep-experiments` to the per-run child processes.
 _KEEP = "REAL_TABLE_KEEP_EXPERIMENTS"
 TEST_FRACTION = 0.2
-VALIDATION_FRACTION = 0.15  # of the 80 %, for the Keras baselines
 DEFAULT_BUDGET = 100  # epochs for a Keras baseline with no pipeline run to match
 MAX_ONE_HOT = 32
 TINY_ROWS = 1_500
@@ -146,6 +157,8 @@ def _run_pipeline(
         "--seed", str(seed),
         *[item for text in overrides for item in ("--set", text)],
     ] + (["--max-epochs", "3", "--max-trials", "3"] if tiny else [])  # fmt: skip
+    if tiny:  # 1,500 rows of a count target have few enough values to pass for classes
+        command += ["--set", f"data.task={table.task!r}"]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started
@@ -172,10 +185,12 @@ def _run_pipeline(
         index = {name: i for i, name in enumerate(names)}
         y_true = test[table.label].astype(str).map(index).to_numpy("int64")
     epochs = _epochs_trained(experiment)
+    sign = -1.0 if table.task == "regression" else 1.0  # its objective: val_loss there
     return {
         "score": score(table, y_true, prediction),
         "seconds": round(seconds, 1),
         "epochs": epochs,
+        "curve": best_so_far(trial_records(experiment / "search", sign=sign)),
         "trials": summary["trials"],
         "search_seconds": summary["seconds"],
     }
@@ -276,6 +291,33 @@ def _user_encoding(table: Table, train: pd.DataFrame) -> Any:
     ).fit(features)
 
 
+def _pipeline_rows(table: Table, train: pd.DataFrame, seed: int, work: Path) -> tuple[Any, Any]:
+    """The rows the pipeline trains and validates on when given `train` with this seed
+    (its own test rows are left out), so that every Keras search sees the same data and
+    their validation scores can be compared."""
+    from kt_pipeline.config import DataConfig
+    from kt_pipeline.data import load_dataset, split_indices
+
+    path = work / "train.parquet"
+    train.to_parquet(path)
+    defaults = DataConfig()
+    fit, validation, _ = split_indices(
+        load_dataset(str(path), label=table.label, task=table.task),
+        validation_fraction=defaults.validation_fraction,
+        test_fraction=defaults.test_fraction,
+        seed=seed,
+    )
+    return train.iloc[fit], train.iloc[validation]
+
+
+#: Each task's objective, as the pipeline's default (``tuner.objective = "auto"``).
+OBJECTIVES = {
+    "binary": ("val_auc", "max"),
+    "multiclass": ("val_accuracy", "max"),
+    "regression": ("val_loss", "min"),
+}
+
+
 def _run_keras_baseline(
     method: str,
     table: Table,
@@ -287,23 +329,17 @@ def _run_keras_baseline(
     work: Path,
 ) -> dict[str, Any]:
     import keras
-    from sklearn.model_selection import train_test_split
 
     classes = _classes(train, table)
     regression = table.task == "regression"
-    fit_rows, val_rows = train_test_split(
-        train,
-        test_size=VALIDATION_FRACTION,
-        random_state=seed,
-        stratify=None if regression else train[table.label],
-    )
+    fit_rows, val_rows = _pipeline_rows(table, train, seed, work)
     started = time.perf_counter()
     encoding = _user_encoding(table, fit_rows)
 
     def arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         x = encoding.transform(_features(frame, table)).astype("float32")
         y = _targets(frame, table, classes)
-        if regression:  # standardised, as a user would for an MSE loss
+        if regression:  # standardised, as a user would for an MSE loss (and the pipeline)
             y = (y - y_mean) / y_std
         return x, y.astype("float32" if regression else "int64")
 
@@ -313,11 +349,12 @@ def _run_keras_baseline(
     x_val, y_val = arrays(val_rows)
     x_test = encoding.transform(_features(test, table)).astype("float32")
     hypermodel = docs_hypermodel(len(classes), task=table.task)
-    objective, direction = ("val_loss", "min") if regression else ("val_accuracy", "max")
+    objective, direction = OBJECTIVES[table.task]
+    sign = 1.0 if direction == "max" else -1.0
     max_epochs = TINY_EPOCHS if budget <= TINY_BUDGET else 20
     keras.utils.set_random_seed(seed)
     if method == "optuna_tpe":
-        model, epochs = _optuna_search(
+        model, records = _optuna_search(
             hypermodel, (x_fit, y_fit), (x_val, y_val), objective, direction, seed, budget,
             max_epochs=max_epochs,
         )  # fmt: skip
@@ -337,15 +374,24 @@ def _run_keras_baseline(
             tuner = keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, **common)
         tuner.search(x_fit, y_fit, epochs=max_epochs, validation_data=(x_val, y_val), verbose=0)
         model = tuner.get_best_models(1)[0]
-        epochs = sum(len(t.metrics.get_history(objective)) for t in tuner.oracle.trials.values())
+        records = [
+            {
+                "epochs": len(trial.metrics.get_history(objective)),
+                "score": None if trial.score is None else sign * trial.score,
+            }
+            for _, trial in sorted(tuner.oracle.trials.items())
+        ]
     prediction = np.asarray(model.predict(x_test, verbose=0))
     if regression:
         prediction = prediction[:, 0] * y_std + y_mean
+    elif table.task == "binary":  # one sigmoid output
+        prediction = np.column_stack([1.0 - prediction[:, 0], prediction[:, 0]])
     y_test = _targets(test, table, classes)
     return {
         "score": score(table, y_test, prediction),
         "seconds": round(time.perf_counter() - started, 1),
-        "epochs": epochs,
+        "epochs": sum(record["epochs"] for record in records),
+        "curve": best_so_far(records),
     }
 
 
@@ -359,24 +405,27 @@ def _optuna_search(
     budget: int,
     *,
     max_epochs: int,
-) -> tuple[Any, int]:
+) -> tuple[Any, list[dict[str, Any]]]:
     """Optuna's TPE with its Hyperband pruner, stopped when `budget` epochs are spent;
-    returns the best epoch's model and the epochs spent."""
+    returns the best epoch's model and each trial's epochs and best score (higher is
+    better)."""
     import keras
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sign = 1.0 if direction == "max" else -1.0
     spent = {"epochs": 0}
+    records: list[dict[str, Any]] = []
     best: dict[str, Any] = {"score": -math.inf, "weights": None, "params": None}
 
     class Report(keras.callbacks.Callback):
         def __init__(self, trial: Any) -> None:
             super().__init__()
-            self.trial, self.best, self.weights = trial, -math.inf, None
+            self.trial, self.best, self.weights, self.epochs = trial, -math.inf, None, 0
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             spent["epochs"] += 1
+            self.epochs += 1
             value = sign * float(logs[objective])
             if value > self.best:
                 self.best, self.weights = value, self.model.get_weights()
@@ -391,6 +440,7 @@ def _optuna_search(
         model.fit(
             *fit, epochs=max_epochs, validation_data=validation, callbacks=[report], verbose=0
         )
+        records.append({"epochs": report.epochs, "score": report.best})
         if report.best > best["score"]:
             best.update(score=report.best, weights=report.weights, params=dict(trial.params))
         return report.best
@@ -409,7 +459,7 @@ def _optuna_search(
     model = hypermodel(FixedParams(best["params"]))
     model.build((None, fit[0].shape[1]))
     model.set_weights(best["weights"])
-    return model, spent["epochs"]
+    return model, records
 
 
 #: Every method: its group in the summary, and whether it is a Keras search that needs
@@ -560,21 +610,91 @@ def summarise(runs: list[dict[str, Any]], *, command: str) -> tuple[str, dict[st
         ]
         lines.append(f"| {method} | " + " | ".join(row) + " |")
     pairs = _against(frame, "pipeline", "lightgbm")
-    if pairs:
+    against = {m: _against(frame, "pipeline", m) for m in methods if m != "pipeline"}
+    against = {m: rows for m, rows in against.items() if rows}
+    if against:
         lines += [
             "",
-            "## The pipeline against LightGBM, seed by seed",
+            "## The pipeline against each method, seed by seed",
             "",
-            "| table | mean difference (points) | better / worse | seeds |",
-            "| --- | --- | --- | --- |",
+            "Mean difference in points (the pipeline minus the method) over the seeds both",
+            "ran, and the seeds the pipeline was better / worse.",
+            "",
+            *header,
         ]
-        for row in pairs:
-            lines.append(
-                f"| {row['table']} | {row['mean_difference']:+.2f} | "
-                f"{row['better']} / {row['worse']} | {row['seeds']} |"
-            )
-    summary = {"cells": cells, "against_lightgbm": pairs, "command": command}
+        for method, rows in against.items():
+            by_table = {row["table"]: row for row in rows}
+            row_cells = [
+                f"{by_table[t]['mean_difference']:+.2f} ({by_table[t]['better']}/"
+                f"{by_table[t]['worse']})"
+                if t in by_table
+                else "-"
+                for t in tables
+            ]
+            lines.append(f"| {method} | " + " | ".join(row_cells) + " |")
+    anytime = _anytime(runs, methods, tables)
+    if anytime:
+        lines += [
+            "",
+            "## Anytime: how soon each search reaches RandomSearch's final validation score",
+            "",
+            "The share of RandomSearch's (mean) epochs after which a search's best-so-far",
+            "validation score, averaged over the seeds both ran, first reaches the mean of",
+            "RandomSearch's final ones (the goal: 1/3 or less; `never`: not within its own",
+            "budget). Every search validates on the same rows, the pipeline's validation",
+            "split, with the pipeline's objective (val_auc, val_accuracy or val_loss).",
+            "",
+            *header,
+        ]
+        for method, by_table in anytime.items():
+            row_cells = []
+            for t in tables:
+                cell = by_table.get(t)
+                if cell is None:
+                    row_cells.append("-")
+                else:
+                    share = "never" if cell["share"] is None else f"{cell['share']:.2f}"
+                    row_cells.append(f"{share} ({cell['seeds']})")
+            lines.append(f"| {method} | " + " | ".join(row_cells) + " |")
+    summary = {
+        "cells": cells,
+        "against_lightgbm": pairs,
+        "against": against,
+        "anytime": anytime,
+        "command": command,
+    }
     return "\n".join(lines) + "\n", summary
+
+
+def _anytime(
+    runs: list[dict[str, Any]], methods: list[str], tables: list[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per search method and table: the share of RandomSearch's mean epochs at which its
+    seed-averaged best-so-far validation score reaches RandomSearch's mean final one."""
+    curves: dict[tuple[str, str], dict[int, list[list[float]]]] = {}
+    for run in runs:
+        if run.get("curve"):
+            curves.setdefault((run["method"], run["table"]), {})[run["seed"]] = run["curve"]
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in methods:
+        if method == "kt_random":
+            continue
+        for table in tables:
+            mine = curves.get((method, table), {})
+            random = curves.get(("kt_random", table), {})
+            seeds = sorted(mine.keys() & random.keys())
+            if not seeds:
+                continue
+            target = float(np.mean([random[seed][-1][1] for seed in seeds]))
+            epochs = float(np.mean([random[seed][-1][0] for seed in seeds]))
+            share = None
+            for spent in sorted({spent for seed in seeds for spent, _ in mine[seed]}):
+                values = [best_at(mine[seed], spent) for seed in seeds]
+                if all(v is not None for v in values) and np.mean(values) >= target - 1e-9:
+                    share = round(spent / epochs, 3)
+                    break
+            result.setdefault(method, {})[table] = {"share": share, "seeds": len(seeds)}
+    return result
 
 
 def _against(frame: pd.DataFrame, first: str, second: str) -> list[dict[str, Any]]:

@@ -82,7 +82,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keras_baselines import FixedParams, OptunaParams, cpu_model, docs_hypermodel
+from keras_baselines import (
+    FixedParams,
+    OptunaParams,
+    best_at,
+    best_so_far,
+    cpu_model,
+    docs_hypermodel,
+    trial_records,
+)
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,24 +189,6 @@ def _arrays(source: str, seed: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- curves
 
 
-def _trial_records(directory: Path) -> list[dict[str, Any]]:
-    """Every trial of a pipeline experiment in the order it ended: the epochs it trained
-    (its ``stats.json``) and its score (None unless completed)."""
-    records = []
-    for stats_file in directory.rglob("stats.json"):
-        stats = json.loads(stats_file.read_text(encoding="utf-8"))
-        trial = json.loads(stats_file.with_name("trial.json").read_text(encoding="utf-8"))
-        records.append(
-            {
-                "order": (stats["finished_at"], trial["trial_id"]),
-                "epochs": stats["epochs"],
-                "score": trial["score"] if trial["status"] == "COMPLETED" else None,
-            }
-        )
-    records.sort(key=lambda record: record["order"])
-    return records
-
-
 def _fit_log() -> Any:
     """A Keras callback class that appends one record per ``fit`` (epochs trained, best
     validation accuracy) to its class-level ``records``: KerasTuner deep-copies the
@@ -217,18 +207,6 @@ def _fit_log() -> Any:
             record["score"] = score if record["score"] is None else max(record["score"], score)
 
     return FitLog
-
-
-def _curve(records: list[dict[str, Any]]) -> list[list[float]]:
-    """Best-so-far validation accuracy after each trial: [[epochs spent, best], ...]."""
-    spent, best, points = 0, -math.inf, []
-    for record in records:
-        spent += record["epochs"]
-        if record["score"] is not None:
-            best = max(best, record["score"])
-        if best > -math.inf:
-            points.append([spent, round(best, 5)])
-    return points
 
 
 # --------------------------------------------------------------------------- methods
@@ -274,7 +252,7 @@ def _run_keras_tuner(
     records = log.records
     return {
         "test_accuracy": _test_accuracy(tuner.get_best_models(1)[0], data),
-        "curve": _curve(records),
+        "curve": best_so_far(records),
         "trials": len(records),
     }
 
@@ -342,7 +320,7 @@ def _run_optuna(
     model.set_weights(best["weights"])
     return {
         "test_accuracy": _test_accuracy(model, data),
-        "curve": _curve(records),
+        "curve": best_so_far(records),
         "trials": len(records),
     }
 
@@ -436,11 +414,11 @@ def _run_pipeline(
             predicted = probabilities.argmax(axis=-1)
         return float(np.mean(predicted == test.y))
 
-    records = _trial_records(work)
+    records = trial_records(work)
     return {
         "test_accuracy": accuracy(None),  # what the export serves (export.ensemble)
         "single_model_test_accuracy": accuracy(1),
-        "curve": _curve(records),
+        "curve": best_so_far(records),
         "trials": len(records),
         "best_hyperparameters": search.best_hyperparameters,
     }
@@ -509,12 +487,6 @@ def run_job(method: str, dataset: str, seed: int, *, tiny: bool, threads: int, o
 
 
 # --------------------------------------------------------------------------- summary
-
-
-def _best_at(curve: list[list[float]], epochs: float) -> float | None:
-    """Best validation accuracy reached with at most `epochs` spent."""
-    reached = [best for spent, best in curve if spent <= epochs]
-    return reached[-1] if reached else None
 
 
 def _epochs_to_reach(curve: list[list[float]], target: float) -> float | None:
@@ -738,7 +710,7 @@ def _mean_curve_fraction(runs: list[dict[str, Any]], method: str, dataset: str) 
     target = statistics.fmean(random[seed]["best_validation"] for seed in seeds)
     epochs = statistics.fmean(random[seed]["epochs"] for seed in seeds)
     for spent in sorted({spent for seed in seeds for spent, _ in mine[seed]}):
-        values = [_best_at(mine[seed], spent) for seed in seeds]
+        values = [best_at(mine[seed], spent) for seed in seeds]
         reached = [value for value in values if value is not None]
         if len(reached) == len(seeds) and statistics.fmean(reached) >= target - 1e-9:
             return round(spent / epochs, 3)
@@ -794,7 +766,7 @@ def _at_a_third(
             if method in DERIVED:
                 continue
             mine = [
-                _best_at(r["curve"], random[r["seed"]]["epochs"] / 3) or 0.0
+                best_at(r["curve"], random[r["seed"]]["epochs"] / 3) or 0.0
                 for r in runs
                 if r["method"] == method and r["dataset"] == dataset and r["seed"] in random
             ]
@@ -885,7 +857,7 @@ def _plot(runs: list[dict[str, Any]], dataset: str, path: Path) -> None:
         curves = [r["curve"] for r in runs if r["method"] == method and r["dataset"] == dataset]
         if not curves:
             continue
-        values = np.array([[_best_at(c, g) for g in grid] for c in curves], dtype=float)
+        values = np.array([[best_at(c, g) for g in grid] for c in curves], dtype=float)
         started = ~np.isnan(values).all(axis=0)  # no trial has ended before this
         mean = np.nanmean(values[:, started], axis=0)
         axes.plot(grid[started], mean, label=method, **_line_style(method, colour))

@@ -31,6 +31,7 @@ __all__ = [
     "load_dataset",
     "read_rows",
     "split_dataset",
+    "split_indices",
 ]
 
 # Integer labels with at most this many distinct values are read as classes.
@@ -394,6 +395,24 @@ def split_dataset(
     Raises:
         UserInputError: too few rows (or too few of some class) for the split.
     """
+    train, validation, test = split_indices(
+        dataset,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+
+    def part(idx: np.ndarray) -> Split:
+        return Split(frame=dataset.frame.iloc[idx].reset_index(drop=True), y=dataset.y[idx])
+
+    return Splits(train=part(train), validation=part(validation), test=part(test))
+
+
+def split_indices(
+    dataset: Dataset, *, validation_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted row positions of `split_dataset`'s train, validation and test parts,
+    for code that must train on exactly the rows a search trained on (benchmarks)."""
     from sklearn.model_selection import train_test_split
 
     rows = len(dataset.y)
@@ -420,11 +439,7 @@ def split_dataset(
 
     rest, test = cut(np.arange(rows), test_fraction, 0)
     train, validation = cut(rest, validation_fraction / (1 - test_fraction), 1)
-
-    def part(idx: np.ndarray) -> Split:
-        return Split(frame=dataset.frame.iloc[idx].reset_index(drop=True), y=dataset.y[idx])
-
-    return Splits(train=part(train), validation=part(validation), test=part(test))
+    return train, validation, test
 
 
 def read_rows(path: str | Path, *, kinds: Mapping[str, str]) -> pd.DataFrame:

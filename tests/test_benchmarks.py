@@ -47,10 +47,11 @@ def test_the_curve_is_the_best_score_so_far_against_epochs_spent() -> None:
     quality = _module("search_quality")
     records = [_record(3, None), _record(3, 0.5), _record(4, 0.4), _record(10, 0.9)]
     # A failed first trial spends budget but has no score to plot.
-    assert quality._curve(records) == [[6, 0.5], [10, 0.5], [20, 0.9]]
+    baselines = _module("keras_baselines")
+    assert baselines.best_so_far(records) == [[6, 0.5], [10, 0.5], [20, 0.9]]
     assert quality._epochs_to_reach([[6, 0.5], [10, 0.5], [20, 0.9]], 0.8) == 20
     assert quality._epochs_to_reach([[6, 0.5]], 0.8) is None
-    assert quality._best_at([[6, 0.5], [20, 0.9]], 19) == 0.5
+    assert baselines.best_at([[6, 0.5], [20, 0.9]], 19) == 0.5
 
 
 def _run_record(method: str, seed: int, accuracy: float, curve: list[list[float]]) -> dict:
@@ -286,7 +287,7 @@ def _real_run(method: str, table: str, seed: int, score: float) -> dict[str, Any
     return {"method": method, "table": table, "seed": seed, "score": score, "seconds": 1.0}
 
 
-def test_the_real_table_summary_gives_means_spreads_and_the_lightgbm_pairs() -> None:
+def test_the_real_table_summary_gives_means_spreads_and_the_pairs() -> None:
     quality = _module("real_table_quality")
     runs = [
         _real_run("pipeline", "fair", 0, 70.0),
@@ -304,7 +305,28 @@ def test_the_real_table_summary_gives_means_spreads_and_the_lightgbm_pairs() -> 
         {"table": "fair", "mean_difference": 0.5, "better": 1, "worse": 1, "seeds": 2}
     ]
     assert "| pipeline | 72.00 +- 2.83 (2) | - |" in text
-    assert "| fair | +0.50 | 1 / 1 | 2 |" in text
+    assert "| lightgbm | +0.50 (1/1) | - |" in text
+
+
+def test_the_anytime_share_is_where_the_mean_curve_reaches_randoms_final_score() -> None:
+    quality = _module("real_table_quality")
+
+    def run(method: str, seed: int, curve: list[list[float]]) -> dict[str, Any]:
+        return {**_real_run(method, "fair", seed, 70.0), "curve": curve}
+
+    runs = [
+        run("kt_random", 0, [[20, 0.6], [100, 0.7]]),
+        run("kt_random", 1, [[20, 0.6], [100, 0.8]]),  # target 0.75 at 100 epochs
+        run("pipeline", 0, [[10, 0.7], [30, 0.8]]),
+        run("pipeline", 1, [[10, 0.7], [30, 0.7], [60, 0.72]]),
+        # mean 0.70 at 10, 0.75 at 30 (both seeds have a point): reached at 30/100
+        run("optuna_tpe", 0, [[50, 0.6]]),
+        run("optuna_tpe", 1, [[50, 0.6]]),
+    ]
+    anytime = quality._anytime(runs, ["pipeline", "kt_random", "optuna_tpe"], ["fair"])
+    assert anytime["pipeline"]["fair"] == {"share": 0.3, "seeds": 2}
+    assert anytime["optuna_tpe"]["fair"] == {"share": None, "seeds": 2}
+    assert "kt_random" not in anytime
 
 
 @pytest.mark.slow
@@ -327,6 +349,8 @@ def test_tiny_real_table_benchmark(tmp_path: Path) -> None:
         else:  # R^2 points: finite, at most perfect
             assert run["score"] <= 100, run["method"]
         assert run["seconds"] > 0 and run["test_rows"] == 300
+        if quality.METHODS[run["method"]] in ("ours", "keras"):  # searches: a curve
+            assert run["curve"] and run["curve"][-1][0] == run["epochs"], run["method"]
     # The kept searches, re-scored with each way of choosing the served model.
     _run("ensemble_choice.py", "--experiments", str(kept), "--results", str(tmp_path))
     choices = json.loads((tmp_path / "ensemble_choice.json").read_text())
