@@ -37,6 +37,7 @@ from hypermodels.numeric import (
 
 __all__ = [
     "COLUMN_KINDS",
+    "HIGH_CARDINALITY",
     "INTEGER_CATEGORICAL",
     "NUMERIC",
     "NUMERIC_INPUT",
@@ -50,6 +51,7 @@ __all__ = [
     "category_ids",
     "embedding_width",
     "fit_schema",
+    "high_cardinality_columns",
     "model_inputs",
     "rare_level_columns",
     "raw_rows",
@@ -67,6 +69,11 @@ NUMERIC_INPUT = "numeric"
 # Categorical columns with at most this many values are one-hot encoded; larger ones
 # get an embedding.
 _MAX_ONE_HOT = 16
+
+#: How a high-cardinality column (one with too many values to one-hot encode) enters
+#: the network: a learned ``embedding`` per value, the standardised log ``frequency``
+#: of its value in training (a fixed lookup that cannot memorise rows), or ``drop``.
+HIGH_CARDINALITY = ("embedding", "frequency", "drop")
 
 #: A categorical value seen fewer times than this in training counts as rare in the
 #: data report (`Column.rare_share`).
@@ -92,6 +99,8 @@ class Column:
         levels: Categorical: distinct values in the training split, rare ones included.
         rare_share: Categorical: share of training rows whose value was seen fewer
             than `RARE_BELOW` times.
+        counts: Categorical: training rows of each id (`category_ids`): the values
+            outside the vocabulary (rare ones), then each vocabulary value.
     """
 
     name: str
@@ -103,6 +112,7 @@ class Column:
     quantiles: tuple[float, ...] = ()
     levels: int = 0
     rare_share: float = 0.0
+    counts: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
@@ -162,6 +172,7 @@ class TabularSchema:
                         **c,
                         "vocabulary": tuple(c["vocabulary"]),
                         "quantiles": tuple(c.get("quantiles", ())),
+                        "counts": tuple(c.get("counts", ())),
                     }
                 )
                 for c in data
@@ -221,6 +232,7 @@ def fit_schema(
         else:
             counts = _string_values(series).value_counts()
             kept = sorted(str(v) for v, n in counts.items() if n >= min_frequency)
+        left_out = int(counts[counts < min_frequency].sum())
         columns.append(
             Column(
                 name=str(name),
@@ -228,6 +240,7 @@ def fit_schema(
                 vocabulary=tuple(kept),
                 levels=len(counts),
                 rare_share=float(counts[counts < RARE_BELOW].sum() / max(1, counts.sum())),
+                counts=(left_out, *(int(counts[value]) for value in kept)),
             )
         )
     return TabularSchema(tuple(columns))
@@ -237,6 +250,12 @@ def rare_level_columns(schema: TabularSchema) -> list[Column]:
     """Categorical columns whose rows are mostly in rare values (`RARE_BELOW`): ids,
     codes and free text, where an embedding per value overfits."""
     return [c for c in schema.categorical if c.rare_share > 0.5]
+
+
+def high_cardinality_columns(schema: TabularSchema) -> list[Column]:
+    """Categorical columns with too many values to one-hot encode (`HIGH_CARDINALITY`
+    says how they may enter the network)."""
+    return [c for c in schema.categorical if len(c.vocabulary) + 1 > _MAX_ONE_HOT]
 
 
 def embedding_width(column: Column) -> int:
@@ -312,7 +331,11 @@ def _embedding_size(cardinality: int) -> int:
 
 
 def build_preprocessing(
-    schema: TabularSchema, *, scaling: str = "standardize", embedding: Any = None
+    schema: TabularSchema,
+    *,
+    scaling: str = "standardize",
+    embedding: Any = None,
+    high_cardinality: str = "embedding",
 ) -> tuple[Any, Any]:
     """Builds the model's inputs and their encoded, concatenated features.
 
@@ -324,6 +347,10 @@ def build_preprocessing(
         embedding: A layer applied to the scaled numeric matrix (one of
             `hypermodels.numeric`'s embeddings; one with ``takes_raw_values`` gets the
             gap-filled raw values), or None for the scaled values as they are.
+        high_cardinality: How columns with too many values to one-hot encode enter
+            (`HIGH_CARDINALITY`). Their ids stay model inputs whatever the choice, so
+            every trial takes the same inputs and the export serves raw values. Where
+            they are every column, ``drop`` means ``frequency``.
 
     Returns:
         ``(inputs, encoded)``: a single `keras.Input` or a dict of them, and the float
@@ -345,6 +372,8 @@ def build_preprocessing(
         missing = [i for i, c in enumerate(numeric) if c.has_missing]
         if missing:
             parts.append(MissingIndicator(missing, dtype="float32", name="missing_indicator")(raw))
+    if high_cardinality == "drop" and len(high_cardinality_columns(schema)) == len(schema.columns):
+        high_cardinality = "frequency"  # dropping every column would leave no features
     for column in schema.categorical:
         ids = raw_inputs[column.name]
         size = len(column.vocabulary) + 1  # one out-of-vocabulary slot
@@ -353,11 +382,25 @@ def build_preprocessing(
             encoded = keras.layers.CategoryEncoding(
                 num_tokens=size, output_mode="one_hot", name=f"one_hot_{safe}"
             )(ids)
-        else:
+        elif high_cardinality == "drop":
+            continue
+        elif high_cardinality == "frequency":
+            encoded = keras.layers.Flatten(name=f"flatten_{safe}")(
+                keras.layers.Embedding(
+                    size,
+                    1,
+                    embeddings_initializer=keras.initializers.Constant(_log_frequency(column)),
+                    trainable=False,
+                    name=f"frequency_{safe}",
+                )(ids)
+            )
+        elif high_cardinality == "embedding":
             embedded = keras.layers.Embedding(size, _embedding_size(size), name=f"embed_{safe}")(
                 ids
             )
             encoded = keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
+        else:
+            raise ValueError(f"unknown high-cardinality treatment {high_cardinality!r}")
         parts.append(encoded)
     features = (
         parts[0]
@@ -365,6 +408,14 @@ def build_preprocessing(
         else keras.layers.Concatenate(dtype="float32", name="features")(parts)
     )
     return _input_layout(schema, raw_inputs), features
+
+
+def _log_frequency(column: Column) -> np.ndarray:
+    """Each id's standardised log training count, as a (ids, 1) embedding table."""
+    counts = np.asarray(column.counts or [0] * (len(column.vocabulary) + 1), dtype="float64")
+    logs = np.log1p(counts)
+    spread = logs.std() or 1.0
+    return ((logs - logs.mean()) / spread).reshape(-1, 1).astype("float32")
 
 
 def _scaled(numeric: Sequence[Column], filled: Any, scaling: str) -> Any:

@@ -18,7 +18,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from hypermodels.features import TabularSchema, build_preprocessing
+from hypermodels.features import TabularSchema, build_preprocessing, high_cardinality_columns
 from hypermodels.inputs import InputCache
 from hypermodels.numeric import PeriodicEmbedding, PiecewiseLinearEmbedding, bin_edges
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer, choose_learning_rate
@@ -125,6 +125,9 @@ class SearchSpace:
             RealMLP's 0.95).
         label_smoothing: Label smoothing of a classifier's loss (RealMLP uses 0.1 when
             the objective is accuracy).
+        high_cardinality: How a column with too many values to one-hot encode enters
+            (`features.HIGH_CARDINALITY`: ``embedding``, ``frequency``, ``drop``); an
+            identifier's embedding can memorise its rows, its frequency cannot.
 
     The numeric options are declared as hyperparameters only where the space searches
     them (more than one value), so a space that fixes them samples exactly as before.
@@ -159,6 +162,7 @@ class SearchSpace:
     piecewise_bins: tuple[int, ...] = (8, 16, 32)
     adam_beta2: tuple[float, ...] = (0.999,)
     label_smoothing: tuple[float, ...] = (0.0,)
+    high_cardinality: tuple[str, ...] = ("embedding",)
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -415,6 +419,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             self.schema,
             scaling=choices["numeric_scaling"],
             embedding=self._numeric_embedding(choices),
+            high_cardinality=choices["high_cardinality"],
         )
         l1, l2 = choices["l1"], choices["l2"]
         regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
@@ -496,6 +501,11 @@ class MLPHyperModel(keras_tuner.HyperModel):
         )
         _int_range(hp, "early_stopping_patience", space.early_stopping_patience)
         choices.update(self._declare_numeric(hp))
+        choices["high_cardinality"] = (
+            _option(hp, "high_cardinality", space.high_cardinality)
+            if high_cardinality_columns(self.schema)
+            else "embedding"
+        )
         choices["label_smoothing"] = (
             _option(hp, "label_smoothing", space.label_smoothing)
             if self.task != "regression"

@@ -20,6 +20,7 @@ from typing import Any
 
 import tomli_w
 
+from hypermodels.features import HIGH_CARDINALITY
 from hypermodels.mlp import (
     ACTIVATIONS,
     INITIALIZERS,
@@ -191,6 +192,7 @@ class SearchConfig(SearchSpace):
             ("gradient_clipping", CLIPPING),
             ("numeric_scalings", NUMERIC_SCALINGS),
             ("numeric_embeddings", NUMERIC_EMBEDDINGS),
+            ("high_cardinality", HIGH_CARDINALITY),
         ):
             values = getattr(self, name)
             if not values:

@@ -601,7 +601,7 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
         plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
         warnings = space_warnings(space, train_rows=len(splits.train))
-        warnings += _rare_level_warnings(prepared.schema)
+        warnings += _rare_level_warnings(prepared.schema, treatments=config.search.high_cardinality)
         notes = _plan_notes(config, train_rows=len(splits.train), epochs_auto=epochs_auto)
         notes += _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency)
         calibration = None
@@ -680,9 +680,12 @@ def _rare_level_notes(schema: TabularSchema, *, min_frequency: int) -> list[str]
     ]
 
 
-def _rare_level_warnings(schema: TabularSchema) -> list[str]:
+def _rare_level_warnings(schema: TabularSchema, *, treatments: Sequence[str]) -> list[str]:
     """A mostly-rare column whose embedding is wider than all other inputs together:
-    the first layer sees more of it than of everything else."""
+    the first layer sees more of it than of everything else (unless the search never
+    embeds it, `search.high_cardinality`)."""
+    if "embedding" not in treatments:
+        return []
     widths = {c.name: embedding_width(c) for c in schema.categorical}
     others = len(schema.numeric) + sum(c.has_missing for c in schema.numeric)
     warnings = []
@@ -692,7 +695,8 @@ def _rare_level_warnings(schema: TabularSchema) -> list[str]:
             warnings.append(
                 f"column {column.name!r} (mostly rare levels) gets a {widths[column.name]}-wide "
                 f"embedding, more than the other {rest} input features together; raise "
-                "data.min_frequency or drop the column"
+                "data.min_frequency, search its treatment (search.high_cardinality = "
+                "['embedding', 'frequency', 'drop']) or drop the column"
             )
     return warnings
 

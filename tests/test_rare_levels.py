@@ -1,20 +1,23 @@
-"""High-cardinality categorical columns: rare values share one bucket, and `plan` says
-which columns are mostly rare values."""
+"""High-cardinality categorical columns: rare values share one bucket, `plan` says which
+columns are mostly rare values, and such a column is embedded, frequency-encoded or
+dropped (`search.high_cardinality`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import keras_tuner
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 
-from hypermodels import fit_schema
+from hypermodels import MLPHyperModel, SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import ServingEncoder, model_inputs, raw_rows
 from kt_pipeline.cli import main
 from kt_pipeline.config import load_config
 from kt_pipeline.errors import UserInputError
+from kt_pipeline.export import export_model, predict_saved_model
 
 
 def test_values_seen_fewer_than_min_frequency_times_share_the_unseen_bucket() -> None:
@@ -74,6 +77,8 @@ def test_plan_reports_a_mostly_rare_column_and_its_oversized_embedding(
     assert main([*args, "--set", "data.min_frequency=50"]) == 0
     out = capsys.readouterr().out
     assert "share one bucket" in out and "32-wide embedding" not in out
+    assert main([*args, "--set", "search.high_cardinality=['frequency', 'drop']"]) == 0
+    assert "32-wide embedding" not in capsys.readouterr().out  # never embedded
 
 
 @pytest.mark.parametrize("value", ["0", "2.5", "true", "'x'"])
@@ -92,3 +97,83 @@ def test_the_search_reports_a_mostly_rare_column(
     with caplog.at_level("INFO", logger="kt_pipeline"):
         assert main(args) == 0
     assert "data: column 'customer': " in caplog.text
+
+
+def test_counts_follow_the_ids_with_the_rare_values_first() -> None:
+    train = pd.DataFrame({"shop": ["a"] * 5 + ["b"] * 3 + ["c", "d"]})
+    schema = fit_schema(train, {"shop": "string_categorical"}, min_frequency=3)
+    assert schema.columns[0].counts == (2, 5, 3)  # id 0: c and d; then a, b
+    assert TabularSchema.from_json(schema.to_json()) == schema
+
+
+def _wide_table(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=rows),
+            "customer": [f"c{i}" for i in rng.integers(0, 60, size=rows)],
+            "city": rng.choice(["p", "q"], size=rows),
+        }
+    )
+    return frame, (frame["x"] > 0).to_numpy("int32")
+
+
+_KINDS = {"x": "numeric", "customer": "string_categorical", "city": "string_categorical"}
+
+
+@pytest.mark.parametrize("treatment", ["embedding", "frequency", "drop"])
+def test_each_high_cardinality_treatment_trains_and_serves_raw_strings(
+    tmp_path: Path, treatment: str
+) -> None:
+    frame, y = _wide_table()
+    schema = fit_schema(frame, _KINDS)
+    space = SearchSpace(high_cardinality=(treatment,), units=(16,), num_layers=(1, 1))
+    hypermodel = MLPHyperModel(schema=schema, task="binary", train_size=len(y), space=space)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert "high_cardinality" not in hp.values  # one treatment: nothing to search
+    names = {layer.name for layer in model.layers}
+    assert ("embed_customer" in names) == (treatment == "embedding")
+    assert ("frequency_customer" in names) == (treatment == "frequency")
+    assert "one_hot_city" in names  # a narrow column is one-hot whatever the treatment
+    x = model_inputs(schema, frame)
+    hypermodel.fit(hp, model, x, y, epochs=2, verbose=0)
+    if treatment == "frequency":  # a fixed lookup: the standardised log count of each id
+        table = model.get_layer("frequency_customer")
+        assert not table.trainable_weights
+        logs = np.log1p(np.asarray(schema.columns[1].counts, dtype="float64"))
+        expected = (logs - logs.mean()) / logs.std()
+        np.testing.assert_allclose(table.get_weights()[0][:, 0], expected, rtol=1e-5)
+    export_dir = export_model(
+        model, export_root=tmp_path, task="binary", schema=schema, class_names=("no", "yes")
+    )
+    served = predict_saved_model(export_dir, raw_rows(schema, frame))["probabilities"][:, 1]
+    np.testing.assert_allclose(served, model.predict(x, verbose=0)[:, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_treatment_is_searched_only_where_a_column_needs_one() -> None:
+    frame, y = _wide_table()
+    space = SearchSpace(high_cardinality=("embedding", "frequency", "drop"))
+    hp = keras_tuner.HyperParameters()
+    schema = fit_schema(frame, _KINDS)
+    MLPHyperModel(schema=schema, task="binary", train_size=len(y), space=space).declare(hp)
+    assert hp.get("high_cardinality") == "embedding"
+    narrow = fit_schema(frame[["x", "city"]], {"x": "numeric", "city": "string_categorical"})
+    hp = keras_tuner.HyperParameters()
+    MLPHyperModel(schema=narrow, task="binary", train_size=len(y), space=space).declare(hp)
+    assert "high_cardinality" not in hp.values
+
+
+def test_dropping_the_only_columns_falls_back_to_their_frequency() -> None:
+    frame, y = _wide_table()
+    schema = fit_schema(frame[["customer"]], {"customer": "string_categorical"})
+    space = SearchSpace(high_cardinality=("drop",), units=(8,), num_layers=(1, 1))
+    model = MLPHyperModel(schema=schema, task="binary", train_size=len(y), space=space).build(
+        keras_tuner.HyperParameters()
+    )
+    assert "frequency_customer" in {layer.name for layer in model.layers}
+
+
+def test_the_treatment_is_validated() -> None:
+    with pytest.raises(UserInputError, match=r"search\.high_cardinality"):
+        load_config(None, ["search.high_cardinality=['hash']"])
