@@ -5,6 +5,9 @@ and statistics fitted once on the training split (mean and variance, the fill va
 for missing numbers, the vocabulary of a categorical column). Every trial builds fresh
 layers from these values (`Normalization`, `StringLookup`, `IntegerLookup`,
 `Embedding`), so nothing is adapted per trial and no layer is shared across models.
+A high-cardinality column's target encoding is the one input that is not a function
+of the row's values alone: training rows get out-of-fold encodings
+(`fit_target_codes`), every other row its value's code.
 
 Inside the model, numeric columns travel together as one float matrix (``numeric``)
 and each categorical column as its own input of integer ids: a column's value at
@@ -43,6 +46,7 @@ __all__ = [
     "NUMERIC_INPUT",
     "RARE_BELOW",
     "STRING_CATEGORICAL",
+    "TARGET_SUFFIX",
     "Column",
     "ServingEncoder",
     "TabularSchema",
@@ -51,6 +55,7 @@ __all__ = [
     "category_ids",
     "embedding_width",
     "fit_schema",
+    "fit_target_codes",
     "high_cardinality_columns",
     "model_inputs",
     "rare_level_columns",
@@ -72,8 +77,15 @@ _MAX_ONE_HOT = 16
 
 #: How a high-cardinality column (one with too many values to one-hot encode) enters
 #: the network: a learned ``embedding`` per value, the standardised log ``frequency``
-#: of its value in training (a fixed lookup that cannot memorise rows), or ``drop``.
-HIGH_CARDINALITY = ("embedding", "frequency", "drop")
+#: of its value in training (a fixed lookup that cannot memorise rows), its ``target``
+#: encoding (`fit_target_codes`), or ``drop``.
+HIGH_CARDINALITY = ("embedding", "frequency", "target", "drop")
+
+#: Suffix of the model input that carries a column's target encoding.
+TARGET_SUFFIX = "__target"
+
+# Folds of the target encoding's cross-fitting (scikit-learn's TargetEncoder default).
+_TARGET_FOLDS = 5
 
 #: A categorical value seen fewer times than this in training counts as rare in the
 #: data report (`Column.rare_share`).
@@ -101,6 +113,9 @@ class Column:
             than `RARE_BELOW` times.
         counts: Categorical: training rows of each id (`category_ids`): the values
             outside the vocabulary (rare ones), then each vocabulary value.
+        target_codes: High-cardinality categorical, when target encoding is searched:
+            each id's target encoding fitted on the whole training split (one value per
+            class for multiclass), which validation rows and the export look up.
     """
 
     name: str
@@ -113,6 +128,7 @@ class Column:
     levels: int = 0
     rare_share: float = 0.0
     counts: tuple[int, ...] = ()
+    target_codes: tuple[tuple[float, ...], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
@@ -173,6 +189,7 @@ class TabularSchema:
                         "vocabulary": tuple(c["vocabulary"]),
                         "quantiles": tuple(c.get("quantiles", ())),
                         "counts": tuple(c.get("counts", ())),
+                        "target_codes": tuple(tuple(row) for row in c.get("target_codes", ())),
                     }
                 )
                 for c in data
@@ -258,6 +275,60 @@ def high_cardinality_columns(schema: TabularSchema) -> list[Column]:
     return [c for c in schema.categorical if len(c.vocabulary) + 1 > _MAX_ONE_HOT]
 
 
+def fit_target_codes(
+    schema: TabularSchema, frame: pd.DataFrame, y: np.ndarray, *, task: str, seed: int
+) -> tuple[TabularSchema, dict[str, np.ndarray]]:
+    """Target encodings of the high-cardinality columns, with scikit-learn's
+    `TargetEncoder` (shrunk towards the target's mean for values with few rows).
+
+    The training rows get out-of-fold encodings (cross-fitting over seeded folds), so a
+    row never sees its own label; a value seen once would otherwise hand its label to
+    the network. The returned schema carries each id's encoding fitted on the whole
+    training split, for the validation rows and the export.
+
+    Args:
+        schema: The fitted schema.
+        frame: The training rows.
+        y: Their labels: class ids, or regression targets (standardised here).
+        task: ``binary``, ``multiclass`` or ``regression``.
+        seed: Seeds the folds.
+
+    Returns:
+        The schema with `Column.target_codes` set, and the training rows' out-of-fold
+        encodings by column name (rows x values per id).
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.preprocessing import TargetEncoder
+
+    wide = {c.name for c in high_cardinality_columns(schema)}
+    if not wide:
+        return schema, {}
+    if task == "regression":
+        target = np.asarray(y, dtype="float64")
+        target = (target - target.mean()) / (target.std() or 1.0)
+        folds: Any = KFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
+        target_type = "continuous"
+    else:
+        target = np.asarray(y)
+        folds = StratifiedKFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
+        target_type = task
+    columns, out_of_fold = [], {}
+    for column in schema.columns:
+        if column.name not in wide:
+            columns.append(column)
+            continue
+        ids = category_ids(column, frame[column.name]).reshape(-1, 1)
+        encoder = TargetEncoder(target_type=target_type, cv=folds)
+        out_of_fold[column.name] = encoder.fit_transform(ids, target).astype("float32")
+        # Each id's full-fit encoding; an id with no training row gets the target mean.
+        table = np.tile(np.atleast_1d(encoder.target_mean_), (len(column.vocabulary) + 1, 1))
+        seen = encoder.categories_[0]
+        table[seen] = np.column_stack(encoder.encodings_)
+        codes = tuple(tuple(float(v) for v in row) for row in table)
+        columns.append(dataclasses.replace(column, target_codes=codes))
+    return TabularSchema(tuple(columns)), out_of_fold
+
+
 def embedding_width(column: Column) -> int:
     """Features a categorical column gives the first layer (one-hot or embedding)."""
     size = len(column.vocabulary) + 1
@@ -275,12 +346,19 @@ def category_ids(column: Column, series: pd.Series) -> np.ndarray:
     return codes.astype("int64") + 1
 
 
-def model_inputs(schema: TabularSchema, frame: pd.DataFrame) -> Any:
+def model_inputs(
+    schema: TabularSchema,
+    frame: pd.DataFrame,
+    *,
+    target_codes: Mapping[str, np.ndarray] | None = None,
+) -> Any:
     """The model's inputs for these rows.
 
     Returns a float32 matrix when every column is numeric, else a dict: ``numeric``
-    (rows x numeric columns, NaN where missing) and one ``(rows, 1)`` int64 tensor of
-    ids per categorical column (`category_ids`).
+    (rows x numeric columns, NaN where missing), one ``(rows, 1)`` int64 tensor of ids
+    per categorical column (`category_ids`), and for a column with target codes its
+    encoding (``<name>__target``): `target_codes`' rows where given (the training
+    rows' out-of-fold encodings), else each id's code from the schema.
     """
     numeric = frame[[c.name for c in schema.numeric]].apply(pd.to_numeric, errors="coerce")
     matrix = numeric.to_numpy(dtype="float32")
@@ -292,6 +370,13 @@ def model_inputs(schema: TabularSchema, frame: pd.DataFrame) -> Any:
     for column in schema.categorical:
         ids = category_ids(column, frame[column.name]).reshape(-1, 1)
         inputs[column.name] = tf.constant(ids)
+        if column.target_codes:
+            codes = (
+                target_codes[column.name]
+                if target_codes is not None and column.name in target_codes
+                else np.asarray(column.target_codes, dtype="float32")[ids[:, 0]]
+            )
+            inputs[column.name + TARGET_SUFFIX] = tf.constant(codes, dtype=tf.float32)
     return inputs
 
 
@@ -384,6 +469,13 @@ def build_preprocessing(
             )(ids)
         elif high_cardinality == "drop":
             continue
+        elif high_cardinality == "target":
+            if not column.target_codes:
+                raise ValueError(
+                    f"column {column.name!r} has no target codes: fit them with "
+                    "`fit_target_codes` before building a model that target-encodes"
+                )
+            encoded = raw_inputs[column.name + TARGET_SUFFIX]
         elif high_cardinality == "frequency":
             encoded = keras.layers.Flatten(name=f"flatten_{safe}")(
                 keras.layers.Embedding(
@@ -450,6 +542,10 @@ def _raw_inputs(schema: TabularSchema) -> dict[str, Any]:
         )
     for column in schema.categorical:
         inputs[column.name] = keras.Input(shape=(1,), dtype="int64", name=column.name)
+        if column.target_codes:
+            name = column.name + TARGET_SUFFIX
+            width = len(column.target_codes[0])
+            inputs[name] = keras.Input(shape=(width,), dtype="float32", name=name)
     return inputs
 
 
@@ -500,6 +596,11 @@ class ServingEncoder(keras.layers.Layer):
             for column in schema.categorical
             if column.vocabulary  # an empty one (every value rare): all ids are 0
         }
+        self.target_tables = {
+            column.name: tf.constant(column.target_codes, dtype=tf.float32)
+            for column in schema.categorical
+            if column.target_codes
+        }
         self.built = True  # no weights; the lookup layers hold their tables
 
     def call(self, features: Mapping[str, Any]) -> Any:
@@ -516,6 +617,9 @@ class ServingEncoder(keras.layers.Layer):
             lookup = self.lookups.get(column.name)
             ids = lookup(values) if lookup is not None else tf.zeros_like(values, tf.int64)
             inputs[column.name] = tf.expand_dims(tf.cast(ids, tf.int64), axis=1)
+            if column.name in self.target_tables:
+                codes = tf.gather(self.target_tables[column.name], tf.cast(ids, tf.int64))
+                inputs[column.name + TARGET_SUFFIX] = codes
         return inputs
 
 

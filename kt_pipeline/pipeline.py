@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from hypermodels.features import (
     RARE_BELOW,
     build_inputs,
     embedding_width,
+    fit_target_codes,
     model_inputs,
     rare_level_columns,
     raw_rows,
@@ -154,9 +155,12 @@ class _Prepared:
     dataset: data_lib.Dataset
     splits: data_lib.Splits
     schema: TabularSchema
+    #: The training rows' out-of-fold target encodings (`fit_target_codes`), if any.
+    train_codes: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def inputs(self, part: data_lib.Split) -> Any:
-        return model_inputs(self.schema, part.frame)
+        codes = self.train_codes if part is self.splits.train else None
+        return model_inputs(self.schema, part.frame, target_codes=codes)
 
 
 def _prepare_data(config: PipelineConfig) -> _Prepared:
@@ -175,7 +179,12 @@ def _prepare_data(config: PipelineConfig) -> _Prepared:
     )
     # Statistics come from the training split only.
     schema = fit_schema(splits.train.frame, dataset.kinds, min_frequency=config.data.min_frequency)
-    return _Prepared(dataset=dataset, splits=splits, schema=schema)
+    codes: dict[str, np.ndarray] = {}
+    if "target" in config.search.high_cardinality:
+        schema, codes = fit_target_codes(
+            schema, splits.train.frame, splits.train.y, task=dataset.task, seed=config.runtime.seed
+        )
+    return _Prepared(dataset=dataset, splits=splits, schema=schema, train_codes=codes)
 
 
 def _hypermodel_class(path: str) -> type[keras_tuner.HyperModel]:
@@ -696,7 +705,7 @@ def _rare_level_warnings(schema: TabularSchema, *, treatments: Sequence[str]) ->
                 f"column {column.name!r} (mostly rare levels) gets a {widths[column.name]}-wide "
                 f"embedding, more than the other {rest} input features together; raise "
                 "data.min_frequency, search its treatment (search.high_cardinality = "
-                "['embedding', 'frequency', 'drop']) or drop the column"
+                "['embedding', 'frequency', 'target', 'drop']) or drop the column"
             )
     return warnings
 

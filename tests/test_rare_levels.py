@@ -4,6 +4,7 @@ dropped (`search.high_cardinality`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras_tuner
@@ -13,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from hypermodels import MLPHyperModel, SearchSpace, TabularSchema, fit_schema
-from hypermodels.features import ServingEncoder, model_inputs, raw_rows
+from hypermodels.features import ServingEncoder, fit_target_codes, model_inputs, raw_rows
 from kt_pipeline.cli import main
 from kt_pipeline.config import load_config
 from kt_pipeline.errors import UserInputError
@@ -121,12 +122,12 @@ def _wide_table(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
 _KINDS = {"x": "numeric", "customer": "string_categorical", "city": "string_categorical"}
 
 
-@pytest.mark.parametrize("treatment", ["embedding", "frequency", "drop"])
+@pytest.mark.parametrize("treatment", ["embedding", "frequency", "target", "drop"])
 def test_each_high_cardinality_treatment_trains_and_serves_raw_strings(
     tmp_path: Path, treatment: str
 ) -> None:
     frame, y = _wide_table()
-    schema = fit_schema(frame, _KINDS)
+    schema, codes = fit_target_codes(fit_schema(frame, _KINDS), frame, y, task="binary", seed=0)
     space = SearchSpace(high_cardinality=(treatment,), units=(16,), num_layers=(1, 1))
     hypermodel = MLPHyperModel(schema=schema, task="binary", train_size=len(y), space=space)
     hp = keras_tuner.HyperParameters()
@@ -136,8 +137,8 @@ def test_each_high_cardinality_treatment_trains_and_serves_raw_strings(
     assert ("embed_customer" in names) == (treatment == "embedding")
     assert ("frequency_customer" in names) == (treatment == "frequency")
     assert "one_hot_city" in names  # a narrow column is one-hot whatever the treatment
-    x = model_inputs(schema, frame)
-    hypermodel.fit(hp, model, x, y, epochs=2, verbose=0)
+    hypermodel.fit(hp, model, model_inputs(schema, frame, target_codes=codes), y, epochs=2)
+    x = model_inputs(schema, frame)  # each value's code, as validation rows and serving get
     if treatment == "frequency":  # a fixed lookup: the standardised log count of each id
         table = model.get_layer("frequency_customer")
         assert not table.trainable_weights
@@ -149,6 +150,50 @@ def test_each_high_cardinality_treatment_trains_and_serves_raw_strings(
     )
     served = predict_saved_model(export_dir, raw_rows(schema, frame))["probabilities"][:, 1]
     np.testing.assert_allclose(served, model.predict(x, verbose=0)[:, 0], rtol=1e-4, atol=1e-5)
+
+
+def test_target_codes_are_out_of_fold_for_training_rows_and_full_fit_elsewhere() -> None:
+    rng = np.random.default_rng(5)
+    rows = 2_000
+    # A pure-noise identifier (every value seen about once) and one that carries signal.
+    noise = [f"n{i}" for i in rng.permutation(rows)]
+    signal = rng.integers(0, 40, size=rows)
+    y = (rng.random(rows) < np.where(signal < 20, 0.8, 0.2)).astype("int32")
+    frame = pd.DataFrame({"noise": noise, "signal": [f"s{v}" for v in signal]})
+    kinds = {"noise": "string_categorical", "signal": "string_categorical"}
+    schema, codes = fit_target_codes(fit_schema(frame, kinds), frame, y, task="binary", seed=0)
+    full = model_inputs(schema, frame)
+    # Out of fold, a value seen once knows nothing of its row's label: the codes sit at
+    # the base rate whatever the label. Fitted on every row, they would give it away.
+    out_of_fold = codes["noise"][:, 0]
+    assert abs(out_of_fold[y == 1].mean() - out_of_fold[y == 0].mean()) < 0.02
+    in_sample = full["noise__target"].numpy()[:, 0]
+    assert in_sample[y == 1].mean() - in_sample[y == 0].mean() > 0.1
+    # The signal survives cross-fitting.
+    signal_codes = codes["signal"][:, 0]
+    assert signal_codes[signal < 20].mean() - signal_codes[signal >= 20].mean() > 0.4
+    # Reproducible from the seed, and an unseen value gets the target mean.
+    again = fit_target_codes(fit_schema(frame, kinds), frame, y, task="binary", seed=0)[1]
+    np.testing.assert_array_equal(again["signal"], codes["signal"])
+    unseen = model_inputs(schema, pd.DataFrame({"noise": ["zz"], "signal": ["zz"]}))
+    assert unseen["signal__target"].numpy()[0, 0] == pytest.approx(y.mean())
+
+
+def test_multiclass_and_regression_targets_get_their_own_codes() -> None:
+    frame, _ = _wide_table()
+    classes = np.arange(len(frame)) % 3
+    schema, codes = fit_target_codes(
+        fit_schema(frame, _KINDS), frame, classes, task="multiclass", seed=1
+    )
+    assert codes["customer"].shape == (len(frame), 3)
+    assert len(schema.columns[1].target_codes[0]) == 3
+    assert "city" not in codes  # narrow columns are one-hot, never target-encoded
+    values = frame["x"].to_numpy() * 100 + 7
+    schema, codes = fit_target_codes(
+        fit_schema(frame, _KINDS), frame, values, task="regression", seed=1
+    )
+    assert codes["customer"].shape == (len(frame), 1)
+    assert abs(float(np.mean(schema.columns[1].target_codes))) < 1.0  # standardised units
 
 
 def test_the_treatment_is_searched_only_where_a_column_needs_one() -> None:
@@ -177,3 +222,21 @@ def test_dropping_the_only_columns_falls_back_to_their_frequency() -> None:
 def test_the_treatment_is_validated() -> None:
     with pytest.raises(UserInputError, match=r"search\.high_cardinality"):
         load_config(None, ["search.high_cardinality=['hash']"])
+
+
+def test_a_search_over_the_treatments_exports_a_model_that_serves_raw_strings(
+    tmp_path: Path,
+) -> None:
+    data = _table_with_an_id(tmp_path)
+    experiment = tmp_path / "e"
+    args = ["search", "--data", str(data), "--label", "label", "--tuner", "random"]
+    args += ["--max-trials", "3", "--max-epochs", "1", "--experiment-dir", str(experiment)]
+    args += ["--set", "search.high_cardinality=['target', 'frequency']"]
+    args += ["--set", "search.learning_rate=[1e-3, 1e-2]", "--seed", "3"]
+    assert main(args) == 0  # the export is verified against the model on the test rows
+    trials = list((experiment / "search").rglob("trial.json"))
+    chosen = {
+        json.loads(t.read_text())["hyperparameters"]["values"]["high_cardinality"] for t in trials
+    }
+    assert chosen == {"target", "frequency"}
+    assert list((experiment / "export").iterdir())
