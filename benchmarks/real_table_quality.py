@@ -487,6 +487,7 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
         "search.schedules=['cosine', 'cosine_warmup', 'flat_cosine', 'constant']",
     ],
     "pipeline_min_frequency": ["data.min_frequency=5"],
+    "pipeline_refit": ["export.refit=true"],
     "pipeline_high_cardinality": [
         "search.high_cardinality=['embedding', 'frequency', 'target', 'drop']"
     ],

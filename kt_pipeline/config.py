@@ -400,12 +400,19 @@ class ExportConfig:
             1 exports the best trial's model alone.
         verify_in_fresh_process: Verify the export in a new interpreter that imports
             none of our packages, instead of reloading it in this one (`kt_pipeline.export`).
+        refit: Once the ensemble is chosen, train each member's configuration again
+            from scratch on the training and validation rows together, for the epochs
+            its trial took to reach its best score, and export those models: the search
+            needed the validation rows to choose, the served model need not leave them
+            out. The test rows stay unseen, so the held-out score stays honest. Skipped
+            under a time budget.
     """
 
     enabled: bool = True
     version: int = 0
     ensemble: int = 3
     verify_in_fresh_process: bool = False
+    refit: bool = False
 
     def __post_init__(self) -> None:
         _check_positive("export.version", self.version, allow_zero=True)

@@ -98,6 +98,7 @@ def build_card(
     trial_id: str,
     ensemble: list[dict[str, Any]] | None = None,
     ensemble_validation: dict[str, float] | None = None,
+    refit: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card's fields known before export; the export adds verification and test
@@ -107,13 +108,16 @@ def build_card(
     ``ensemble`` lists every trial whose model the export averages (trial id,
     validation score, weight, hyperparameters), the heaviest first;
     ``ensemble_validation`` holds the objective of the selected ensemble and of the
-    best single candidate, both computed on the validation predictions.
+    best single candidate, both computed on the validation predictions (of the
+    search's models); ``refit``, when the members were trained again on the training
+    and validation rows (``export.refit``), their rows and epochs.
     """
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "trial_id": trial_id,
         "ensemble": ensemble or [],
         "ensemble_validation": ensemble_validation or {},
+        "refit": refit or {},
         "objective": objective,
         "validation_score": validation_score,
         "validation_metrics": validation_metrics,

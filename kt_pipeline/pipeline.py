@@ -7,6 +7,8 @@ takes plain keyword arguments.
 from __future__ import annotations
 
 import collections
+import contextlib
+import copy
 import dataclasses
 import importlib
 import json
@@ -22,11 +24,13 @@ from typing import Any
 import keras
 import keras_tuner
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
 from hypermodels import SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import (
     RARE_BELOW,
+    TARGET_SUFFIX,
     build_inputs,
     embedding_width,
     fit_target_codes,
@@ -73,7 +77,7 @@ from kt_pipeline.strategy import (
 )
 from kt_pipeline.tensorboard import EpochTimer
 from kt_pipeline.time_budget import TimeBudget
-from kt_pipeline.tuners import DEFAULT_MAX_TRIALS, best_trial, build_tuner
+from kt_pipeline.tuners import DEFAULT_MAX_TRIALS, best_trial, build_tuner, trial_seed
 
 __all__ = [
     "SearchSummary",
@@ -370,6 +374,55 @@ def _select_ensemble(
     )
 
 
+def refit_epochs(trial: keras_tuner.engine.trial.Trial) -> int:
+    """Epochs from scratch to the trial's best score: a Hyperband promotion starts at
+    its parent's last epoch (``tuner/initial_epoch``), and KerasTuner counts the best
+    step within the trial's own run."""
+    return int(trial.hyperparameters.values.get("tuner/initial_epoch", 0)) + trial.best_step + 1
+
+
+def _refit(
+    config: PipelineConfig, tuner: keras_tuner.Tuner, prepared: _Prepared, chosen: _Ensemble
+) -> tuple[keras.Model, dict[str, Any]]:
+    """The chosen members trained again on the training and validation rows
+    (``export.refit``), averaged with the same weights, and what the card records."""
+    splits = prepared.splits
+    frame = pd.concat([splits.train.frame, splits.validation.frame], ignore_index=True)
+    y = np.concatenate([splits.train.y, splits.validation.y])
+    codes = {  # out-of-fold codes for the training rows, fitted codes for the others
+        name: np.concatenate(
+            [
+                values,
+                model_inputs(prepared.schema, splits.validation.frame)[
+                    name + TARGET_SUFFIX
+                ].numpy(),
+            ]
+        )
+        for name, values in prepared.train_codes.items()
+    }
+    x = model_inputs(prepared.schema, frame, target_codes=codes)
+    hypermodel = copy.copy(tuner.hypermodel)
+    if hasattr(hypermodel, "train_size"):  # the schedule spans the refit's steps
+        hypermodel.train_size = len(y)
+    strategy = tuner.distribution_strategy
+    models, epochs = [], {}
+    for trial in chosen.members:
+        hp = trial.hyperparameters.copy()
+        if "early_stopping_patience" in hp.values:  # no validation rows to stop on
+            hp.values["early_stopping_patience"] = 0
+        epochs[trial.trial_id] = refit_epochs(trial)
+        keras.utils.set_random_seed(trial_seed(config.runtime.seed, trial.trial_id))
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = hypermodel.build(hp)
+            hypermodel.fit(hp, model, x, y, epochs=epochs[trial.trial_id], verbose=0)
+        models.append(model)
+    log.info("refit %d model(s) on %d rows (export.refit)", len(models), len(y))
+    averaged = ensemble_lib.average_models(
+        models, inputs=build_inputs(prepared.schema), weights=chosen.weights
+    )
+    return averaged, {"rows": len(y), "epochs": epochs}
+
+
 def _reload_tuner(config: PipelineConfig, prepared: _Prepared) -> keras_tuner.Tuner:
     experiment = Path(config.runtime.experiment_dir)
     if not (experiment / PROJECT_NAME).is_dir():
@@ -401,6 +454,11 @@ def export_best(
         return None, {}
     best = ensemble_lib.distinct_best_trials(tuner.oracle, count=1)[0]
     members, model = chosen.members, chosen.model
+    refit: dict[str, Any] = {}
+    if config.export.refit and config.tuner.time_budget:
+        log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
+    elif config.export.refit:
+        model, refit = _refit(config, tuner, prepared, chosen)
     dataset = prepared.dataset
     test = prepared.splits.test
     metrics = {
@@ -451,6 +509,7 @@ def export_best(
                 "selected": chosen.validation_score,
                 "best_single": chosen.best_single_score,
             },
+            refit=refit,
             config=config_to_dict(config),
         ),
         score=lambda outputs: score_predictions(outputs, test.y, task=dataset.task),

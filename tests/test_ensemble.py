@@ -233,3 +233,52 @@ def test_export_serves_the_weighted_mean_chosen_on_validation(
     np.testing.assert_allclose(served["probabilities"], expected, rtol=1e-5, atol=1e-5)
     if len(members) > 1:
         assert "weighted average of" in format_card(card, good=True)
+
+
+def test_refit_counts_epochs_from_scratch_to_the_best_step() -> None:
+    from kt_pipeline.pipeline import refit_epochs
+
+    hp = keras_tuner.HyperParameters()
+    hp.values.update({"units": 8, "tuner/initial_epoch": 3})
+    promoted = Trial(hp, trial_id="7")
+    promoted.best_step = 2  # the third epoch of its own run: the sixth from scratch
+    assert refit_epochs(promoted) == 6
+    fresh = Trial(keras_tuner.HyperParameters(), trial_id="8")
+    fresh.best_step = 0
+    assert refit_epochs(fresh) == 1
+
+
+def test_refit_trains_the_members_again_on_training_and_validation_rows(
+    flaky_experiment: Path, tmp_path: Path
+) -> None:
+    from hypermodels.features import raw_rows
+    from kt_pipeline.export import predict_saved_model
+    from kt_pipeline.model_card import load_card
+    from kt_pipeline.pipeline import _prepare_data, export_best, load_best_model
+
+    experiment = tmp_path / "experiment"
+    shutil.copytree(flaky_experiment, experiment)
+    overrides = [f"runtime.experiment_dir={str(experiment)!r}", "export.refit=true"]
+    config = load_config(experiment / "config.toml", overrides)
+
+    export_dir, scores = export_best(config)  # verified against the refit models
+
+    assert export_dir is not None and scores["accuracy"] > 0.5
+    card = load_card(export_dir)
+    prepared = _prepare_data(config)
+    splits = prepared.splits
+    assert card["refit"]["rows"] == len(splits.train) + len(splits.validation)
+    assert set(card["refit"]["epochs"]) == {m["trial_id"] for m in card["ensemble"]}
+    assert all(epochs >= 1 for epochs in card["refit"]["epochs"].values())
+    # The served models are new ones: the search's own ensemble predicts otherwise.
+    searched, _ = load_best_model(config)
+    rows = raw_rows(prepared.schema, splits.test.frame)
+    served = predict_saved_model(export_dir, rows)["probabilities"]
+    from hypermodels.features import model_inputs
+
+    before = searched.predict(model_inputs(prepared.schema, splits.test.frame), verbose=0)
+    assert np.abs(served - before).max() > 1e-3
+
+    budgeted = load_config(experiment / "config.toml", [*overrides, "tuner.time_budget=600"])
+    export_dir, _ = export_best(budgeted)
+    assert export_dir is not None and load_card(export_dir)["refit"] == {}  # skipped

@@ -233,10 +233,13 @@ def test_a_search_over_the_treatments_exports_a_model_that_serves_raw_strings(
     args += ["--max-trials", "3", "--max-epochs", "1", "--experiment-dir", str(experiment)]
     args += ["--set", "search.high_cardinality=['target', 'frequency']"]
     args += ["--set", "search.learning_rate=[1e-3, 1e-2]", "--seed", "3"]
+    args += ["--set", "export.refit=true"]  # target codes for training + validation rows
     assert main(args) == 0  # the export is verified against the model on the test rows
     trials = list((experiment / "search").rglob("trial.json"))
     chosen = {
         json.loads(t.read_text())["hyperparameters"]["values"]["high_cardinality"] for t in trials
     }
     assert chosen == {"target", "frequency"}
-    assert list((experiment / "export").iterdir())
+    (export_dir,) = list((experiment / "export").iterdir())
+    card = json.loads((export_dir / "assets.extra" / "model_card.json").read_text())
+    assert card["refit"]["rows"] > 0
