@@ -358,6 +358,11 @@ def test_tiny_real_table_benchmark(tmp_path: Path) -> None:
     for choice in choices:
         assert set(choice["scores"]) == set(_module("ensemble_choice").WAYS)
         assert choice["members"]["best_single"] == 1 and choice["members"]["greedy_3"] <= 3
+    _run("refit.py", "--experiments", str(kept), "--tables", "benefits", "--results", str(tmp_path))
+    (refit,) = json.loads((tmp_path / "refit.json").read_text())
+    assert refit["table"] == "benefits" and 0 < refit["searched"] <= 100
+    assert 0 < refit["refit"] <= 100 and refit["refit_seconds"] > 0
+    assert len(refit["refit_epochs"]) == refit["members"]
 
 
 @pytest.mark.slow
