@@ -26,28 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_table_quality import score
-from real_tables import TABLES
+from real_table_quality import load_kept
 
 RESULTS = Path(__file__).parent / "results"
 WAYS = ("best_single", "top3_average", "greedy_3", "greedy_5", "greedy_10")
 
 
-def _probabilities(task: str, output: np.ndarray) -> np.ndarray:
-    if task == "binary":
-        positive = output.reshape(-1, 1)
-        return np.concatenate([1 - positive, positive], axis=1)
-    return output.reshape(-1) if task == "regression" else output
-
-
 def evaluate(work: Path) -> dict[str, Any]:
     """Held-out score of each way of choosing the served model, for one kept run."""
-    from hypermodels.features import model_inputs
     from hypermodels.mlp import EVALUATION_BATCH_SIZE
-    from kt_pipeline.config import load_config
     from kt_pipeline.ensemble import (
         CANDIDATES,
         distinct_best_trials,
@@ -55,37 +44,23 @@ def evaluate(work: Path) -> dict[str, Any]:
         validation_scorer,
         weighted_mean,
     )
-    from kt_pipeline.pipeline import _prepare_data, _reload_tuner
 
-    table_name, rest = work.name.rsplit("-", 1)  # <table>-<seed>[_<pipeline variant>]
-    seed, _, variant = rest.partition("_")
-    table = TABLES[table_name]
-    experiment = work / "experiment"
-    config = load_config(
-        experiment / "config.toml", [f"runtime.experiment_dir={str(experiment)!r}"]
-    )
-    prepared = _prepare_data(config)
-    tuner = _reload_tuner(config, prepared)
-    candidates = distinct_best_trials(tuner.oracle, count=CANDIDATES)
-    models = [tuner.load_model(trial) for trial in candidates]
-    validation = prepared.splits.validation
-    test = pd.read_parquet(work / "test.parquet")
-    x_val = prepared.inputs(validation)
-    x_test = model_inputs(prepared.schema, test.drop(columns=[table.label]))
+    run = load_kept(work)
+    candidates = distinct_best_trials(run.tuner.oracle, count=CANDIDATES)
+    models = [run.tuner.load_model(trial) for trial in candidates]
+    validation = run.prepared.splits.validation
+    x_val = run.prepared.inputs(validation)
 
     def predict(model: Any, x: Any) -> np.ndarray:
         return np.asarray(model.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
 
     on_validation = [predict(m, x_val) for m in models]
-    on_test = [predict(m, x_test) for m in models]
-    task = prepared.dataset.task
-    if task == "regression":
-        y_true = test[table.label].to_numpy("float64")
-    else:
-        index = {str(name): i for i, name in enumerate(prepared.dataset.class_names)}
-        y_true = test[table.label].astype(str).map(index).to_numpy("int64")
+    on_test = [predict(m, run.x_test) for m in models]
     scorer = validation_scorer(
-        task, tuner.oracle.objective, validation.y, regression_loss=config.search.regression_loss
+        run.prepared.dataset.task,
+        run.tuner.oracle.objective,
+        validation.y,
+        regression_loss=run.config.search.regression_loss,
     )
     n = len(models)
     ways = {
@@ -96,15 +71,12 @@ def evaluate(work: Path) -> dict[str, Any]:
             for k in (3, 5, 10)
         },
     }
-    scores = {}
-    for way, counts in ways.items():
-        mean = weighted_mean(on_test, counts)
-        scores[way] = round(score(table, y_true, _probabilities(task, mean)), 3)
+    scores = {way: run.points(weighted_mean(on_test, counts)) for way, counts in ways.items()}
     members = {way: sum(c > 0 for c in counts) for way, counts in ways.items()}
     return {
-        "table": table_name,
-        "variant": variant or "default",
-        "seed": int(seed),
+        "table": run.table.name,
+        "variant": run.variant,
+        "seed": run.seed,
         "scores": scores,
         "members": members,
     }

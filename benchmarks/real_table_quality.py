@@ -43,6 +43,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -460,6 +461,63 @@ def _optuna_search(
     model.build((None, fit[0].shape[1]))
     model.set_weights(best["weights"])
     return model, records
+
+
+@dataclasses.dataclass
+class KeptRun:
+    """A search that ``--keep-experiments`` kept, reloaded: its config, data, tuner and
+    the benchmark's held-out rows as model inputs and labels (for re-scoring it)."""
+
+    table: Table
+    variant: str
+    seed: int
+    config: Any
+    prepared: Any
+    tuner: Any
+    x_test: Any
+    y_test: np.ndarray
+
+    def points(self, output: np.ndarray) -> float:
+        """Held-out points of a model output (probabilities or values)."""
+        task = self.prepared.dataset.task
+        if task == "binary":
+            positive = output.reshape(-1, 1)
+            output = np.concatenate([1 - positive, positive], axis=1)
+        elif task == "regression":
+            output = output.reshape(-1)
+        return round(score(self.table, self.y_test, output), 3)
+
+
+def load_kept(work: Path) -> KeptRun:
+    """Reloads the kept run in `work` (``<table>-<seed>[_<variant>]``)."""
+    from hypermodels.features import model_inputs
+    from kt_pipeline.config import load_config
+    from kt_pipeline.pipeline import _prepare_data, _reload_tuner
+
+    table_name, rest = work.name.rsplit("-", 1)
+    seed, _, variant = rest.partition("_")
+    table = TABLES[table_name]
+    experiment = work / "experiment"
+    config = load_config(
+        experiment / "config.toml", [f"runtime.experiment_dir={str(experiment)!r}"]
+    )
+    prepared = _prepare_data(config)
+    test = pd.read_parquet(work / "test.parquet")
+    if prepared.dataset.task == "regression":
+        y_test = test[table.label].to_numpy("float64")
+    else:
+        index = {str(name): i for i, name in enumerate(prepared.dataset.class_names)}
+        y_test = test[table.label].astype(str).map(index).to_numpy("int64")
+    return KeptRun(
+        table=table,
+        variant=variant or "default",
+        seed=int(seed),
+        config=config,
+        prepared=prepared,
+        tuner=_reload_tuner(config, prepared),
+        x_test=model_inputs(prepared.schema, test.drop(columns=[table.label])),
+        y_test=y_test,
+    )
 
 
 #: Every method: its group in the summary, and whether it is a Keras search that needs

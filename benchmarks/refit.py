@@ -27,54 +27,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ensemble_choice import _probabilities
-from real_table_quality import score
-from real_tables import TABLES
+from real_table_quality import load_kept
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def evaluate(work: Path) -> dict[str, Any]:
     """Held-out points of the searched and the refit ensemble, for one kept run."""
-    from hypermodels.features import model_inputs
     from hypermodels.mlp import EVALUATION_BATCH_SIZE
-    from kt_pipeline.config import load_config
-    from kt_pipeline.pipeline import _prepare_data, _refit, _reload_tuner, _select_ensemble
+    from kt_pipeline.pipeline import _refit, _select_ensemble
 
-    table_name, rest = work.name.rsplit("-", 1)  # <table>-<seed>[_<pipeline variant>]
-    seed, _, variant = rest.partition("_")
-    table = TABLES[table_name]
-    experiment = work / "experiment"
-    config = load_config(
-        experiment / "config.toml", [f"runtime.experiment_dir={str(experiment)!r}"]
-    )
-    prepared = _prepare_data(config)
-    tuner = _reload_tuner(config, prepared)
-    chosen = _select_ensemble(config, tuner, prepared)
+    run = load_kept(work)
+    chosen = _select_ensemble(run.config, run.tuner, run.prepared)
     assert chosen is not None, work
-    test = pd.read_parquet(work / "test.parquet")
-    x_test = model_inputs(prepared.schema, test.drop(columns=[table.label]))
-    task = prepared.dataset.task
-    if task == "regression":
-        y_true = test[table.label].to_numpy("float64")
-    else:
-        index = {str(name): i for i, name in enumerate(prepared.dataset.class_names)}
-        y_true = test[table.label].astype(str).map(index).to_numpy("int64")
 
     def points(model: Any) -> float:
-        output = np.asarray(model.predict(x_test, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
-        return round(score(table, y_true, _probabilities(task, output)), 3)
+        return run.points(
+            np.asarray(model.predict(run.x_test, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
+        )
 
     started = time.perf_counter()
-    refit_model, refit = _refit(config, tuner, prepared, chosen)
+    refit_model, refit = _refit(run.config, run.tuner, run.prepared, chosen)
     seconds = time.perf_counter() - started
     return {
-        "table": table_name,
-        "variant": variant or "default",
-        "seed": int(seed),
+        "table": run.table.name,
+        "variant": run.variant,
+        "seed": run.seed,
         "searched": points(chosen.model),
         "refit": points(refit_model),
         "refit_seconds": round(seconds, 1),
