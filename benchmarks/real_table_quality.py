@@ -526,10 +526,14 @@ def load_kept(work: Path) -> KeptRun:
 #: side by side with it (``pipeline``: no options at all).
 PIPELINE_VARIANTS: dict[str, list[str]] = {
     "pipeline": [],
-    "pipeline_quantile": ["search.numeric_scalings=['quantile']"],
-    "pipeline_numeric_search": [
-        "search.numeric_scalings=['standardize', 'quantile', 'robust']",
-        "search.numeric_embeddings=['none', 'periodic', 'piecewise_linear']",
+    # The default before the numeric search: standardised numbers, no embedding.
+    "pipeline_standardize": [
+        "search.numeric_scalings=['standardize']",
+        "search.numeric_embeddings=['none']",
+    ],
+    "pipeline_quantile": [
+        "search.numeric_scalings=['quantile']",
+        "search.numeric_embeddings=['none']",
     ],
     # BOHB with its model from 10 completed trials on a budget: its own kernels, or
     # Optuna's multivariate TPE sampler (#23's "a maintained sampler").

@@ -398,6 +398,8 @@ def test_starting_values_are_the_recommended_configuration() -> None:
         "optimizer": "adam",
         "gradient_clipping": "none",
         "early_stopping_patience": 5,
+        "numeric_embedding": "none",  # the plain MLP: standardised, not embedded
+        "numeric_scaling": "standardize",
     }
     model = hypermodel.build(_fixed(**values))
     assert [layer.units for layer in _dense(model)] == [256, 256]
