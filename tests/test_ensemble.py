@@ -259,6 +259,8 @@ def test_refit_trains_the_members_again_on_training_and_validation_rows(
     experiment = tmp_path / "experiment"
     shutil.copytree(flaky_experiment, experiment)
     overrides = [f"runtime.experiment_dir={str(experiment)!r}", "export.refit=true"]
+    # The search's HyperModel fails its second fit on purpose; the refit fits again.
+    overrides.append("search.hypermodel='hypermodels:MLPHyperModel'")
     config = load_config(experiment / "config.toml", overrides)
 
     export_dir, scores = export_best(config)  # verified against the refit models
