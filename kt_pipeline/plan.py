@@ -383,14 +383,26 @@ def planned_epochs(
 # Models -----------------------------------------------------------------------------
 
 
+# Hyperparameters whose larger values make a larger model (the numeric embeddings'
+# sizes count once an embedding is chosen).
+_SIZES = ("num_layers", "units", "embedding_dim", "periodic_frequencies", "piecewise_bins")
+
+
 def _is_size(name: str) -> bool:
-    return name == "num_layers" or name == "units" or name.startswith("units_")
+    return name in _SIZES or name.startswith("units_")
 
 
 def _extreme_values(
-    space: keras_tuner.HyperParameters, *, largest: bool, optimizer: str | None
+    space: keras_tuner.HyperParameters,
+    *,
+    largest: bool,
+    optimizer: str | None,
+    numeric_embedding: str | None = None,
 ) -> keras_tuner.HyperParameters:
     hp = space.copy()
+    if numeric_embedding is not None:  # first: it activates its own sizes
+        hp.values["numeric_embedding"] = numeric_embedding
+        hp.ensure_active_values()
     pick = max if largest else min
     # Depth first, so that the per-layer widths it activates get values too.
     for names in (("num_layers",), None):
@@ -468,19 +480,23 @@ def model_sizes(
     *,
     replicas: int = 1,
 ) -> tuple[ModelSize, ModelSize]:
-    """The smallest and the largest model of the space, built for real: depth and
-    widths at their ends, batch normalisation off/on, and for the largest the
-    optimizer with the most state. Memory is per replica at the largest batch size."""
+    """The smallest and the largest model of the space, built for real: depth, widths
+    and embedding sizes at their ends, batch normalisation off/on, and for the largest
+    the optimizer and numeric embedding that take the most memory. Memory is per
+    replica at the largest batch size."""
     batch_sizes = [int(b) for b in _choices(space, "batch_size")] or [32]
     batch = max(batch_sizes)
     smallest_hp = _extreme_values(space, largest=False, optimizer=None)
     smallest, _ = _size(hypermodel, smallest_hp, batch_size=batch, replicas=replicas)
     largest: ModelSize | None = None
     for optimizer in _choices(space, "optimizer") or [None]:
-        hp = _extreme_values(space, largest=True, optimizer=optimizer)
-        size, _ = _size(hypermodel, hp, batch_size=batch, replicas=replicas)
-        if largest is None or size.memory_bytes > largest.memory_bytes:
-            largest = size
+        for embedding in _choices(space, "numeric_embedding") or [None]:
+            hp = _extreme_values(
+                space, largest=True, optimizer=optimizer, numeric_embedding=embedding
+            )
+            size, _ = _size(hypermodel, hp, batch_size=batch, replicas=replicas)
+            if largest is None or size.memory_bytes > largest.memory_bytes:
+                largest = size
     assert largest is not None
     return smallest, largest
 

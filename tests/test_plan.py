@@ -140,7 +140,14 @@ def _hypermodel(**space: object) -> MLPHyperModel:
         (x[:, 0] > 0).astype("int32"),
         task="binary",
         max_epochs=3,
-        **{"units": (8, 16), "num_layers": (1, 2), "batch_sizes": (16,), **space},  # type: ignore[arg-type]
+        **{  # type: ignore[arg-type]
+            "units": (8, 16),
+            "num_layers": (1, 2),
+            "batch_sizes": (16,),
+            "numeric_scalings": ("standardize",),
+            "numeric_embeddings": ("none",),
+            **space,
+        },
     )
 
 
@@ -206,6 +213,27 @@ def test_smallest_and_largest_models_are_built_for_real(tmp_path: Path) -> None:
         + 2 * (16 // 2) * largest.activations_per_row
     )
     assert largest.memory_bytes > smallest.memory_bytes
+
+
+def test_the_largest_model_takes_the_largest_numeric_embedding(tmp_path: Path) -> None:
+    embeddings = ("none", "periodic", "piecewise_linear")
+    tuner = build_tuner(
+        _hypermodel(numeric_embeddings=embeddings, periodic_frequencies=(4, 8)),
+        algorithm="random",
+        objective=OBJECTIVE,
+        directory=str(tmp_path),
+    )
+    smallest, largest = model_sizes(tuner.hypermodel, tuner.oracle.get_space())
+    assert smallest.hyperparameters["numeric_embedding"] == "none"
+    assert largest.hyperparameters["numeric_embedding"] != "none"
+    if largest.hyperparameters["numeric_embedding"] == "periodic":
+        assert largest.hyperparameters["periodic_frequencies"] == 8
+    assert largest.hyperparameters["embedding_dim"] == 32  # the default space's largest
+    plain = build_tuner(
+        _hypermodel(), algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "p")
+    )
+    _, plain_largest = model_sizes(plain.hypermodel, plain.oracle.get_space())
+    assert largest.trainable_parameters > plain_largest.trainable_parameters
 
 
 @pytest.mark.slow
