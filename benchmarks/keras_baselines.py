@@ -9,7 +9,7 @@ import math
 import platform
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "FixedParams",
@@ -18,6 +18,7 @@ __all__ = [
     "best_so_far",
     "cpu_model",
     "docs_hypermodel",
+    "fit_log",
     "trial_records",
 ]
 
@@ -141,3 +142,24 @@ def best_at(curve: list[list[float]], epochs: float) -> float | None:
     """Best validation score reached with at most `epochs` spent."""
     reached = [best for spent, best in curve if spent <= epochs]
     return reached[-1] if reached else None
+
+
+def fit_log(objective: str, *, sign: float = 1.0) -> Any:
+    """A Keras callback class that appends one record per ``fit`` (epochs trained, best
+    `objective` times `sign`, so that higher is better) to its class-level ``records``:
+    KerasTuner deep-copies the callbacks of every trial, and a class attribute survives
+    the copy. (KerasTuner's own trial history holds one entry per trial, not per epoch.)"""
+    import keras
+
+    class FitLog(keras.callbacks.Callback):
+        records: ClassVar[list[dict[str, Any]]] = []
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            FitLog.records.append({"epochs": 0, "score": None})
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            record, score = FitLog.records[-1], sign * float((logs or {})[objective])
+            record["epochs"] += 1
+            record["score"] = score if record["score"] is None else max(record["score"], score)
+
+    return FitLog

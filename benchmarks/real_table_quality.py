@@ -24,7 +24,7 @@ Each (method, table, seed) sees the same data: the table split 80/20 by the seed
   (median-imputed and standardised numbers, one-hot strings with at most 32 levels
   each). They train and validate on the rows the pipeline does (its split of the 80 %,
   without the pipeline's own test rows), tune the pipeline's objective (val_auc,
-  val_accuracy or val_loss of a target standardised as the pipeline's), and get the
+  val_accuracy or val_loss in the label's units, as the pipeline reports it), and get the
   pipeline's budget in epochs (the epochs its run on the same seed trained, or 100
   without one). Their best-so-far validation curves and the pipeline's give the
   summary's anytime table.
@@ -68,6 +68,7 @@ from keras_baselines import (
     best_so_far,
     cpu_model,
     docs_hypermodel,
+    fit_log,
     trial_records,
 )
 from real_tables import TABLES, Table
@@ -373,14 +374,20 @@ def _run_keras_baseline(
             )
         else:
             tuner = keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, factor=3, **common)
-        tuner.search(x_fit, y_fit, epochs=max_epochs, validation_data=(x_val, y_val), verbose=0)
+        log = fit_log(objective, sign=sign)
+        tuner.search(
+            x_fit,
+            y_fit,
+            epochs=max_epochs,
+            validation_data=(x_val, y_val),
+            callbacks=[log()],
+            verbose=0,
+        )
         model = tuner.get_best_models(1)[0]
+        records = log.records
+    if regression:  # val_loss in the label's units, as the pipeline's (its head rescales)
         records = [
-            {
-                "epochs": len(trial.metrics.get_history(objective)),
-                "score": None if trial.score is None else sign * trial.score,
-            }
-            for _, trial in sorted(tuner.oracle.trials.items())
+            {**r, "score": None if r["score"] is None else r["score"] * y_std**2} for r in records
         ]
     prediction = np.asarray(model.predict(x_test, verbose=0))
     if regression:

@@ -79,7 +79,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from keras_baselines import (
@@ -89,6 +89,7 @@ from keras_baselines import (
     best_so_far,
     cpu_model,
     docs_hypermodel,
+    fit_log,
     trial_records,
 )
 
@@ -189,26 +190,6 @@ def _arrays(source: str, seed: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- curves
 
 
-def _fit_log() -> Any:
-    """A Keras callback class that appends one record per ``fit`` (epochs trained, best
-    validation accuracy) to its class-level ``records``: KerasTuner deep-copies the
-    callbacks of every trial, and a class attribute survives the copy."""
-    import keras
-
-    class FitLog(keras.callbacks.Callback):
-        records: ClassVar[list[dict[str, Any]]] = []
-
-        def on_train_begin(self, logs: Any = None) -> None:
-            FitLog.records.append({"epochs": 0, "score": None})
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            record, score = FitLog.records[-1], float((logs or {})["val_accuracy"])
-            record["epochs"] += 1
-            record["score"] = score if record["score"] is None else max(record["score"], score)
-
-    return FitLog
-
-
 # --------------------------------------------------------------------------- methods
 
 
@@ -240,7 +221,7 @@ def _run_keras_tuner(
         tuner = keras_tuner.Hyperband(
             hypermodel, max_epochs=settings["max_epochs"], factor=settings["factor"], **common
         )
-    log = _fit_log()
+    log = fit_log("val_accuracy")
     tuner.search(
         data["x_train"],
         data["y_train"],
