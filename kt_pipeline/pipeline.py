@@ -389,15 +389,9 @@ def _refit(
     splits = prepared.splits
     frame = pd.concat([splits.train.frame, splits.validation.frame], ignore_index=True)
     y = np.concatenate([splits.train.y, splits.validation.y])
+    validation = prepared.inputs(splits.validation) if prepared.train_codes else {}
     codes = {  # out-of-fold codes for the training rows, fitted codes for the others
-        name: np.concatenate(
-            [
-                values,
-                model_inputs(prepared.schema, splits.validation.frame)[
-                    name + TARGET_SUFFIX
-                ].numpy(),
-            ]
-        )
+        name: np.concatenate([values, validation[name + TARGET_SUFFIX].numpy()])
         for name, values in prepared.train_codes.items()
     }
     x = model_inputs(prepared.schema, frame, target_codes=codes)
