@@ -1,10 +1,30 @@
 """kt-pipeline: hyperparameter search for Keras models on tabular data.
 
 A KerasTuner search under tf.distribute, logged to TensorBoard, whose best model is
-exported as a SavedModel that serves raw features.
+exported as a SavedModel that serves raw features. From Python::
+
+    import kt_pipeline as ktp
+
+    result = ktp.search(frame, label="churned", max_trials=10)
+    result.predict(new_rows)
+
+The names below TensorFlow (`search`, `load`, `SearchResult`, `PipelineConfig`,
+`load_config`) are imported on first use, so that ``import kt_pipeline`` and the
+command line's ``--help`` stay instant.
 """
 
+from __future__ import annotations
+
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
+
+from kt_pipeline.errors import (
+    ExportVerificationError,
+    KtPipelineError,
+    SearchAbortedError,
+    UserInputError,
+)
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) hides our own output;
 # a user who wants it can still set the variable.
@@ -12,4 +32,37 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = [
+    "ExportVerificationError",
+    "KtPipelineError",
+    "PipelineConfig",
+    "SearchAbortedError",
+    "SearchResult",
+    "UserInputError",
+    "__version__",
+    "load",
+    "load_config",
+    "search",
+]
+
+_LAZY = {
+    "search": "kt_pipeline.api",
+    "load": "kt_pipeline.api",
+    "SearchResult": "kt_pipeline.api",
+    "PipelineConfig": "kt_pipeline.config",
+    "load_config": "kt_pipeline.config",
+}
+
+if TYPE_CHECKING:
+    from kt_pipeline.api import SearchResult, load, search
+    from kt_pipeline.config import PipelineConfig, load_config
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kt_pipeline' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

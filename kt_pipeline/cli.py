@@ -417,31 +417,19 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from hypermodels.features import TabularSchema, raw_rows
+    from hypermodels.features import TabularSchema
     from kt_pipeline.data import read_rows
-    from kt_pipeline.export import load_model_info, predict_saved_model
+    from kt_pipeline.export import load_model_info, prediction_table
 
     model_dir = Path(args.model)
     try:
-        info = load_model_info(model_dir)
-        schema = TabularSchema.from_json(info["schema"])
+        schema = TabularSchema.from_json(load_model_info(model_dir)["schema"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserInputError(
             f"--model {args.model!r} is not a kt-pipeline export (no readable model_info.json)"
         ) from error
     frame = read_rows(args.input, kinds={c.name: c.kind for c in schema.columns})
-    outputs = predict_saved_model(model_dir, raw_rows(schema, frame))
-    columns: dict[str, object] = {}
-    if info["task"] == "regression":
-        columns["value"] = outputs["value"]
-    else:
-        columns["label"] = [label.decode() for label in outputs["label"]]
-        columns["class_id"] = outputs["class_id"]
-        for index, name in enumerate(info["class_names"]):
-            columns[f"probability_{name}"] = outputs["probabilities"][:, index]
-    pd.DataFrame(columns).to_csv(args.output, index=False)
+    prediction_table(model_dir, frame).to_csv(args.output, index=False)
     print(f"wrote {len(frame)} predictions to {args.output}")
     return 0
 

@@ -585,8 +585,19 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> PipelineConfig:
-    """Resolves defaults, then a TOML file, then ``section.key=value`` overrides.
+def load_config(
+    path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    settings: Mapping[str, Any] | None = None,
+) -> PipelineConfig:
+    """Resolves defaults, then a TOML file, then `settings`, then ``section.key=value``
+    overrides.
+
+    Args:
+        path: A TOML config file.
+        overrides: ``section.key=value`` texts, values read as TOML (the CLI's ``--set``).
+        settings: ``{"section.key": value}`` with Python values (the Python API's).
 
     Raises:
         UserInputError: the file is missing or not TOML, a key is unknown, or a
@@ -605,6 +616,12 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             _merge(raw, tomllib.loads(text), origin=str(path))
         except tomllib.TOMLDecodeError as error:
             raise UserInputError(f"config file {str(path)!r} is not valid TOML: {error}") from error
+    for name, value in (settings or {}).items():
+        section, dot, key = str(name).partition(".")
+        if not dot or not section or not key:
+            raise UserInputError(f"settings take 'section.key' names. Received: {name!r}")
+        value = list(value) if isinstance(value, tuple) else value
+        _merge(raw, {section: {key: value}}, origin="settings")
     for text in overrides:
         section, key, value = _parse_override(text)
         _merge(raw, {section: {key: value}}, origin="--set")

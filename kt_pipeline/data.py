@@ -26,6 +26,7 @@ __all__ = [
     "Split",
     "Splits",
     "check_columns",
+    "feature_rows",
     "infer_column_kinds",
     "infer_task",
     "load_dataset",
@@ -443,15 +444,12 @@ def split_indices(
 
 
 def read_rows(path: str | Path, *, kinds: Mapping[str, str]) -> pd.DataFrame:
-    """Reads rows to predict on: the feature columns named in `kinds` from a CSV or
-    Parquet file (others, such as a label, are ignored), or the ``x`` array of an
-    ``.npz`` file, checked as `check_columns` does.
+    """Reads rows to predict on from a CSV, Parquet or ``.npz`` file (its ``x`` array),
+    checked by `feature_rows`.
 
     Raises:
-        UserInputError: the file is missing or unreadable, lacks a feature column, or
-            holds a value its column cannot take.
+        UserInputError: the file is missing or unreadable, or `feature_rows` refuses it.
     """
-    columns = list(kinds)
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"input file {str(path)!r} does not exist")
@@ -462,18 +460,37 @@ def read_rows(path: str | Path, *, kinds: Mapping[str, str]) -> pd.DataFrame:
                     f"input file {str(path)!r} must hold an array 'x'. "
                     f"Received arrays: {sorted(archive.files)}"
                 )
-            x = archive["x"]
-        if x.ndim != 2 or x.shape[1] != len(columns):
+            return feature_rows(archive["x"], kinds=kinds, source=str(path))
+    return feature_rows(_read_table(path), kinds=kinds, source=str(path))
+
+
+def feature_rows(
+    rows: pd.DataFrame | np.ndarray, *, kinds: Mapping[str, str], source: str
+) -> pd.DataFrame:
+    """The feature columns named in `kinds` from a frame (others, such as a label, are
+    ignored) or from a 2-D array whose columns are in `kinds`' order, checked as
+    `check_columns` does.
+
+    Raises:
+        UserInputError: an array of the wrong shape, a missing feature column, or a
+            value its column cannot take; the message names `source`.
+    """
+    columns = list(kinds)
+    if isinstance(rows, np.ndarray):
+        if rows.ndim != 2 or rows.shape[1] != len(columns):
             raise UserInputError(
-                f"array 'x' of {str(path)!r} must have shape (rows, {len(columns)}). "
-                f"Received shape {x.shape}"
+                f"the array of {source!r} must have shape (rows, {len(columns)}). "
+                f"Received shape {rows.shape}"
             )
-        frame = pd.DataFrame(x, columns=columns)
-    else:
-        frame = _read_table(path)
-    missing = [name for name in columns if name not in frame.columns]
+        rows = pd.DataFrame(rows, columns=columns)
+    elif not isinstance(rows, pd.DataFrame):
+        raise UserInputError(
+            f"{source!r} must be a pandas DataFrame or a 2-D numpy array. "
+            f"Received: {type(rows).__name__}"
+        )
+    missing = [name for name in columns if name not in rows.columns]
     if missing:
         raise UserInputError(
-            f"input file {str(path)!r} lacks feature column {missing[0]!r} ({len(missing)} missing)"
+            f"{source!r} lacks feature column {missing[0]!r} ({len(missing)} missing)"
         )
-    return check_columns(frame[columns], kinds, source=str(path), allow_empty=True)
+    return check_columns(rows[columns], kinds, source=source, allow_empty=True)

@@ -1,15 +1,21 @@
-"""The one exception type that means "the user gave us something we cannot use".
+"""The exceptions kt-pipeline raises on purpose, all under `KtPipelineError`.
 
-The CLI turns it into a single line on stderr and exit code 2; anything else is a
-bug and keeps its traceback.
+`UserInputError` means "the user gave us something we cannot use": the CLI turns it
+into a single line on stderr and exit code 2. Anything outside this family is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
 
-__all__ = ["ExportVerificationError", "SearchAbortedError", "UserInputError"]
+__all__ = ["ExportVerificationError", "KtPipelineError", "SearchAbortedError", "UserInputError"]
 
 
-class UserInputError(ValueError):
+class KtPipelineError(Exception):
+    """The base of every error kt-pipeline raises on purpose, so that a caller can
+    catch ours apart from TensorFlow's or a bug's."""
+
+
+class UserInputError(KtPipelineError, ValueError):
     """Bad input from the user: a config value, a data file, a path.
 
     The message names the field, file or column and shows the value received,
@@ -17,7 +23,7 @@ class UserInputError(ValueError):
     """
 
 
-class SearchAbortedError(RuntimeError):
+class SearchAbortedError(KtPipelineError, RuntimeError):
     """Too many trials in a row failed with an error: the search itself is broken.
 
     The CLI prints its one-line message (the count and the last trial's reason; the
@@ -25,7 +31,7 @@ class SearchAbortedError(RuntimeError):
     """
 
 
-class ExportVerificationError(RuntimeError):
+class ExportVerificationError(KtPipelineError, RuntimeError):
     """An export whose reloaded SavedModel does not predict what
     the in-memory model predicts. It is not published as a version; the CLI prints the
     message and exits with code 1."""

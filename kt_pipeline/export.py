@@ -34,9 +34,10 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
-from hypermodels.features import ServingEncoder, TabularSchema, serving_signature
+from hypermodels.features import ServingEncoder, TabularSchema, raw_rows, serving_signature
 from kt_pipeline.errors import ExportVerificationError
 from kt_pipeline.model_card import GOOD_MARKER, write_card
 
@@ -47,6 +48,7 @@ __all__ = [
     "export_model",
     "load_model_info",
     "predict_saved_model",
+    "prediction_table",
     "score_predictions",
 ]
 
@@ -295,14 +297,35 @@ def load_model_info(export_dir: str | Path) -> dict[str, Any]:
 
 
 def predict_saved_model(
-    export_dir: str | Path, rows: dict[str, np.ndarray]
+    export_dir: str | Path, rows: dict[str, np.ndarray], *, loaded: Any = None
 ) -> dict[str, np.ndarray]:
-    """Loads an export with `tf.saved_model.load` and runs its ``serving_default``
-    signature on per-column arrays keyed by input name (see `features.raw_rows`)."""
-    loaded = tf.saved_model.load(str(export_dir))
+    """Runs an export's ``serving_default`` signature on per-column arrays keyed by
+    input name (see `features.raw_rows`); `loaded` is the export already loaded with
+    `tf.saved_model.load`, which repeated calls reuse."""
+    loaded = tf.saved_model.load(str(export_dir)) if loaded is None else loaded
     serve = loaded.signatures["serving_default"]
     outputs = serve(**{name: tf.constant(values) for name, values in rows.items()})
     return {name: value.numpy() for name, value in outputs.items()}
+
+
+def prediction_table(
+    export_dir: str | Path, frame: pd.DataFrame, *, loaded: Any = None
+) -> pd.DataFrame:
+    """An export's predictions for feature rows checked by `data.feature_rows`, one row
+    each: ``value`` for regression; ``label``, ``class_id`` and ``probability_<class>``
+    for classification."""
+    info = load_model_info(export_dir)
+    schema = TabularSchema.from_json(info["schema"])
+    outputs = predict_saved_model(export_dir, raw_rows(schema, frame), loaded=loaded)
+    if info["task"] == "regression":
+        return pd.DataFrame({"value": outputs["value"]})
+    columns: dict[str, Any] = {
+        "label": [label.decode() for label in outputs["label"]],
+        "class_id": outputs["class_id"],
+    }
+    for index, name in enumerate(info["class_names"]):
+        columns[f"probability_{name}"] = outputs["probabilities"][:, index]
+    return pd.DataFrame(columns)
 
 
 def score_predictions(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import pandas as pd
 
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.importance import hyperparameter_importance
-from kt_pipeline.results import load_trials, write_results
+from kt_pipeline.results import load_trials, search_objective, write_results
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
@@ -79,25 +78,6 @@ class Report:
 
 def _number(value: float) -> str:
     return f"{value:.4g}"
-
-
-def _objective(experiment: Path, trials: dict[str, Any]) -> tuple[str, str]:
-    """The objective's name and direction: from ``summary.json`` when the search
-    finished, otherwise the metric whose best value is each completed trial's score."""
-    summary = experiment / "summary.json"
-    if summary.is_file():
-        match = re.fullmatch(r"(\S+) \((min|max)\)", json.loads(summary.read_text())["objective"])
-        if match:
-            return match.group(1), match.group(2)
-    for trial in trials.values():
-        if trial.score is None:
-            continue
-        names = sorted(trial.metrics.metrics, key=lambda n: (not n.startswith("val_"), n))
-        for name in names:
-            best = trial.metrics.get_best_value(name)
-            if best is not None and math.isclose(best, trial.score):
-                return name, trial.metrics.get_direction(name)
-    return "objective", "max"
 
 
 def _space(project: Path) -> list[Any]:
@@ -278,7 +258,7 @@ def write_report(experiment_dir: str | Path, *, top_k: int = 10) -> Report:
         raise UserInputError(f"experiment directory {str(experiment)!r} holds no trial")
     if top_k < 1:
         raise UserInputError(f"--top must be >= 1. Received: {top_k}")
-    objective, direction = _objective(experiment, trials)
+    objective, direction = search_objective(experiment, trials)
     space = _space(project)
 
     files = {"results.csv": experiment / "results.csv", "results.json": experiment / "results.json"}

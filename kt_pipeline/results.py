@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,14 @@ import pandas as pd
 
 from kt_pipeline.tuners import TRIAL_STATS_FILE
 
-__all__ = ["failure_reason", "load_trials", "trial_table", "write_results"]
+__all__ = [
+    "failure_reason",
+    "load_trials",
+    "read_table",
+    "search_objective",
+    "trial_table",
+    "write_results",
+]
 
 _FIXED_COLUMNS = ["trial_id", "status", "objective", "epochs", "seconds", "worker", "reason"]
 
@@ -48,6 +57,32 @@ def load_trials(project_dir: str | Path) -> dict[str, keras_tuner.engine.trial.T
         trial = keras_tuner.engine.trial.Trial.load(path)
         trials[trial.trial_id] = trial
     return trials
+
+
+def read_table(project_dir: str | Path) -> pd.DataFrame:
+    """The results table of a KerasTuner project folder, as `trial_table` gives it."""
+    return _table(load_trials(project_dir), str(project_dir))
+
+
+def search_objective(
+    experiment: Path, trials: Mapping[str, keras_tuner.engine.trial.Trial]
+) -> tuple[str, str]:
+    """The objective's name and direction: from ``summary.json`` when the search
+    finished, otherwise the metric whose best value is each completed trial's score."""
+    summary = experiment / "summary.json"
+    if summary.is_file():
+        match = re.fullmatch(r"(\S+) \((min|max)\)", json.loads(summary.read_text())["objective"])
+        if match:
+            return match.group(1), match.group(2)
+    for trial in trials.values():
+        if trial.score is None:
+            continue
+        names = sorted(trial.metrics.metrics, key=lambda n: (not n.startswith("val_"), n))
+        for name in names:
+            best = trial.metrics.get_best_value(name)
+            if best is not None and math.isclose(best, trial.score):
+                return name, trial.metrics.get_direction(name)
+    return "objective", "max"
 
 
 def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:

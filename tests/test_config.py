@@ -150,3 +150,19 @@ def test_runtime_defaults_for_devices_and_parallel_search() -> None:
     assert runtime.mixed_precision == "none"
     assert runtime.batch_size_is == "global"
     assert runtime.oracle_address.startswith("127.0.0.1:")  # loopback unless configured
+
+
+def test_python_settings_apply_after_the_file_and_before_set(tmp_path: Path) -> None:
+    file = tmp_path / "c.toml"
+    file.write_text("[tuner]\nmax_trials = 4\nmax_epochs = 3\n", encoding="utf-8")
+    config = load_config(
+        file,
+        ["tuner.max_epochs=5"],
+        settings={"tuner.max_epochs": 2, "tuner.max_trials": 6, "search.units": (32, 64)},
+    )
+    assert (config.tuner.max_trials, config.tuner.max_epochs) == (6, 5)
+    assert config.search.units == (32, 64)
+    with pytest.raises(UserInputError, match=r"'section\.key' names"):
+        load_config(settings={"units": (32,)})
+    with pytest.raises(UserInputError, match="max_trial"):
+        load_config(settings={"tuner.max_trial": 3})
