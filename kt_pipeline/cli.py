@@ -67,7 +67,11 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_debug(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an error, and TensorFlow's start-up lines",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -472,6 +476,26 @@ def _print_summary(summary: object) -> None:
     print(f"Report:           kt-pipeline report {summary.experiment_dir}")
 
 
+def _start_tensorflow_quietly() -> None:
+    """Imports TensorFlow and lets it probe its devices with the process's native stderr
+    pointed at /dev/null. Its C++ start-up lines (oneDNN, "failed call to cuInit" on a
+    host without GPUs) come before its log level is read, so the level cannot hide
+    them, and a new user reads the CUDA line as an error. `--verbose` and `--debug`
+    keep them."""
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(null, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 1 search aborted by failing trials or
     an export that failed its verification, 2 bad input, 130 interrupted)."""
@@ -482,6 +506,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's Python logger would otherwise pass its chatter (INFO lines, and a
     # retracing warning that every new trial's model triggers) to our handler.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if not (getattr(args, "debug", False) or getattr(args, "verbose", False)):
+        _start_tensorflow_quietly()
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

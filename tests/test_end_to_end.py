@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,11 @@ def test_installed_command_runs_a_search_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Held-out test (reloaded SavedModel): accuracy" in result.stdout
     assert f"tensorboard --logdir {experiment / 'tensorboard'}" in result.stdout
+    # No TensorFlow C++ lines (oneDNN, "failed call to cuInit") before our own output.
+    native = [
+        line for line in result.stderr.splitlines() if re.match(r"[IWEF]\d{4} |WARNING: All", line)
+    ]
+    assert not native, native
     summary = json.loads((experiment / "summary.json").read_text())
     assert summary["completed_trials"] == 2
     assert Path(summary["export_dir"], "saved_model.pb").is_file()
