@@ -166,7 +166,7 @@ def search(
         experiment_dir: Where the search, its logs and its export go.
         hypermodel: A `keras_tuner.HyperModel` subclass taking our constructor
             arguments (see `hypermodels.MLPHyperModel`), or its ``"module:Class"`` path.
-        tuner: ``hyperband`` (the default), ``bohb``, ``bayesian`` or ``random``.
+        tuner: ``hyperband`` (the default), ``bohb``, ``bayesian``, ``random`` or ``grid``.
         max_trials: Trials to run (0: the tuner's own budget).
         max_epochs: Epochs of the longest trial (0: sized for the table).
         time_budget: Wall-clock budget: seconds, or a duration such as ``"10m"``.

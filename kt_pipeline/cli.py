@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--tuner",
         metavar="NAME",
-        help="tuner.algorithm: hyperband (default), bohb, bayesian or random",
+        help="tuner.algorithm: hyperband (default), bohb, bayesian, random or grid",
     )
     search.add_argument(
         "--max-trials",

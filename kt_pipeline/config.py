@@ -31,7 +31,11 @@ from hypermodels.mlp import (
 from hypermodels.numeric import NUMERIC_EMBEDDINGS, NUMERIC_SCALINGS
 from hypermodels.optimizers import CLIPPING, OPTIMIZERS
 from hypermodels.schedules import SCHEDULES
+from kt_pipeline.bohb import MODELS as BOHB_MODELS
 from kt_pipeline.errors import UserInputError
+from kt_pipeline.strategy import MIXED_PRECISION, STRATEGIES
+from kt_pipeline.tuners import ALGORITHMS as TUNERS
+from kt_pipeline.tuners import FIRST_TRIALS
 
 __all__ = [
     "DataConfig",
@@ -47,11 +51,6 @@ __all__ = [
 ]
 
 TASKS = ("auto", "binary", "multiclass", "regression")
-TUNERS = ("hyperband", "bayesian", "random", "bohb")
-FIRST_TRIALS = ("recommended", "random")  # as `kt_pipeline.tuners.FIRST_TRIALS`
-BOHB_MODELS = ("kde", "optuna_tpe")  # as `kt_pipeline.bohb.MODELS`
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored")
-MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 BATCH_SIZE_IS = ("global", "per_replica")
 DIRECTIONS = ("auto", "min", "max")
 MAX_ENSEMBLE = 10  # as `kt_pipeline.ensemble.MAX_ENSEMBLE`
@@ -228,13 +227,14 @@ class TunerConfig:
     """The search algorithm and its budget.
 
     Attributes:
-        algorithm: ``hyperband``, ``bayesian``, ``random`` or ``bohb`` (Hyperband's
-            brackets with TPE proposals, `kt_pipeline.bohb`).
+        algorithm: ``hyperband``, ``bayesian``, ``random``, ``bohb`` (Hyperband's
+            brackets with TPE proposals, `kt_pipeline.bohb`) or ``grid`` (every
+            combination of the space's values; `kt-pipeline plan` counts them).
         objective: Metric to optimise; ``auto`` is ``val_accuracy`` for multiclass,
             ``val_auc`` for binary and ``val_loss`` for regression.
         direction: ``min``, ``max`` or ``auto`` (from the metric's name).
-        max_trials: Trials to run; 0 means Hyperband's own schedule, or 20 for the
-            other algorithms. For Hyperband a positive value caps its schedule.
+        max_trials: Trials to run; 0 means Hyperband's own schedule, the whole grid,
+            or 20 for the other algorithms. A positive value caps them all.
         max_epochs: Epochs of the longest trial; 0 sizes it for the training rows
             (`kt_pipeline.sizing.max_epochs_for`: 20 up to 100,000 rows, fewer above).
         factor: Hyperband's reduction factor.

@@ -54,6 +54,7 @@ __all__ = [
     "describe_space",
     "estimate_seconds",
     "format_duration",
+    "grid_size",
     "model_sizes",
     "planned_epochs",
     "schedule",
@@ -353,8 +354,35 @@ def schedule(oracle: keras_tuner.Oracle, *, max_epochs: int) -> Schedule:
             per_trial = per_trial[: oracle.max_trials]
         return Schedule(tuple(brackets), len(per_trial), sum(per_trial), tuple(per_trial))
     trials = int(oracle.max_trials or 0)
+    if isinstance(oracle, keras_tuner.oracles.GridSearchOracle):
+        size = grid_size(oracle.get_space())
+        trials = min(trials, size) if trials else size
     per_trial = [max_epochs] * trials
     return Schedule((), trials, sum(per_trial), tuple(per_trial))
+
+
+def grid_size(hyperparameters: keras_tuner.HyperParameters) -> int:
+    """The configurations KerasTuner's grid search visits: each active
+    hyperparameter's values multiplied, summed over the values of the parents that
+    switch conditional ones on. The grid holds each default too, and a range without
+    a step has 10 evenly spaced values, to which its default (its low end) adds one."""
+    space = list(hyperparameters.space)
+    parents = {condition.name for hp in space for condition in hp.conditions}
+
+    def grid_values(hp: Any) -> list[Any]:
+        return list(dict.fromkeys([hp.default, *hp.values]))
+
+    def count(index: int, chosen: dict[str, Any]) -> int:
+        for position in range(index, len(space)):
+            hp = space[position]
+            if not all(condition.is_active(chosen) for condition in hp.conditions):
+                continue
+            if hp.name in parents:  # branch: later conditions depend on its value
+                return sum(count(position + 1, {**chosen, hp.name: v}) for v in grid_values(hp))
+            return len(grid_values(hp)) * count(position + 1, chosen)
+        return 1
+
+    return count(0, {})
 
 
 def planned_epochs(

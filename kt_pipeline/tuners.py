@@ -82,7 +82,7 @@ __all__ = [
     "trial_seed",
 ]
 
-ALGORITHMS = ("hyperband", "bayesian", "random", "bohb")
+ALGORITHMS = ("hyperband", "bayesian", "random", "bohb", "grid")
 
 #: Trials for random and Bayesian search when the config leaves `max_trials` at 0.
 DEFAULT_MAX_TRIALS = 20
@@ -552,6 +552,13 @@ class RandomTuner(
     """KerasTuner's random search with the pipeline's seeding and accounting."""
 
 
+class GridTuner(
+    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.GridSearch, _KerasTunerFixes
+):
+    """KerasTuner's grid search (every combination of the space's values, in order)
+    with the pipeline's seeding and accounting."""
+
+
 def build_tuner(
     hypermodel: keras_tuner.HyperModel,
     *,
@@ -579,13 +586,14 @@ def build_tuner(
 
     Args:
         hypermodel: A `keras_tuner.HyperModel`.
-        algorithm: ``hyperband``, ``bohb``, ``bayesian`` or ``random``.
+        algorithm: ``hyperband``, ``bohb``, ``bayesian``, ``random`` or ``grid``.
         objective: The metric and its direction.
         directory: Folder that holds the tuner's project.
         project_name: Subfolder of `directory` for the trials.
         seed: Search seed; 0 is a seed like any other.
-        max_trials: 0 lets Hyperband run its schedule and gives the other algorithms
-            `DEFAULT_MAX_TRIALS`; a positive value caps Hyperband too.
+        max_trials: 0 lets Hyperband run its schedule, grid search its whole grid, and
+            gives the other algorithms `DEFAULT_MAX_TRIALS`; a positive value caps
+            them all.
         max_epochs: Hyperband's (and BOHB's) longest round.
         factor: Hyperband's reduction factor.
         hyperband_iterations: Hyperband's schedule repeats.
@@ -647,6 +655,8 @@ def build_tuner(
         tuner = BayesianTuner(max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
     elif algorithm == "random":
         tuner = RandomTuner(max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
+    elif algorithm == "grid":
+        tuner = GridTuner(max_trials=max_trials or None, **common)
     else:
         raise ValueError(
             f"Argument `algorithm` must be one of {ALGORITHMS}. Received: algorithm={algorithm!r}"

@@ -99,7 +99,7 @@ CASES = [
     ("min-above-max", _args("--set", "search.dropout=[0.5, 0.1]"), "Received: [0.5, 0.1]"),
     ("unknown-optimizer", _args("--set", "search.optimizers=['adma']"), "Received: 'adma'"),
     ("unknown-schedule", _args("--set", "search.schedules=['linear']"), "Received: 'linear'"),
-    ("unknown-tuner", _args("--tuner", "grid"), "`tuner.algorithm` must be one of"),
+    ("unknown-tuner", _args("--tuner", "anneal"), "`tuner.algorithm` must be one of"),
     ("unknown-key", _args("--set", "tuner.max_trail=3"), "did you mean `tuner.max_trials`?"),
     ("unknown-section", _args("--set", "tunr.max_trials=3"), "unknown config key `tunr`"),
     ("log-scale-zero", _args("--set", "search.learning_rate=[0, 0.1]"), "log scale"),

@@ -92,7 +92,7 @@ def _listing(path: Path) -> dict[str, float]:
         (["--data", "builtin:mnist"], "unknown built-in data set 'mnist'"),
         (["--set", "tuner.max_trials=-3"], "`tuner.max_trials` must be >= 0. Received: -3"),
         (["--set", "tuner.max_trail=3"], "did you mean `tuner.max_trials`?"),
-        (["--tuner", "grid"], "`tuner.algorithm` must be one of"),
+        (["--tuner", "anneal"], "`tuner.algorithm` must be one of"),
         (["--config", "nope.toml"], "cannot read config file 'nope.toml'"),
     ],
 )

@@ -60,7 +60,7 @@ def test_saved_config_reads_back_unchanged(tmp_path: Path) -> None:
         ("tuner.time_budget='soon'", "`tuner.time_budget` must be a duration such as 90s"),
         ("search.batch_sizes='big'", '`search.batch_sizes` must be a list of integers >= 1 or "'),
         ("tuner.factor=1", "`tuner.factor` must be >= 2. Received: 1"),
-        ("tuner.algorithm='grid'", "`tuner.algorithm` must be one of hyperband, bayesian,"),
+        ("tuner.algorithm='anneal'", "`tuner.algorithm` must be one of hyperband, bayesian,"),
         (
             "tuner.first_trial='defaults'",
             "`tuner.first_trial` must be one of recommended, random. Received: 'defaults'",

@@ -11,7 +11,7 @@ import pytest
 
 from hypermodels import MLPHyperModel
 from kt_pipeline.cli import main
-from kt_pipeline.plan import describe_space, model_sizes, schedule, space_warnings
+from kt_pipeline.plan import describe_space, grid_size, model_sizes, schedule, space_warnings
 from kt_pipeline.tuners import build_tuner
 
 OBJECTIVE = keras_tuner.Objective("loss", "min")
@@ -291,3 +291,41 @@ def test_the_estimate_is_checked_against_the_time_budget_or_half_an_hour() -> No
     (long,) = _time_warnings(2 * 3600.0, budget=0.0)
     assert "exceeds 30.0 min: set --time-budget (tuner.time_budget)" in long
     assert _time_warnings(20 * 60.0, budget=0.0) == []
+
+
+def test_grid_size_counts_what_keras_tuners_grid_search_visits(tmp_path: Path) -> None:
+    hps = keras_tuner.HyperParameters()
+    hps.Choice("optimizer", ["adam", "sgd"])
+    with hps.conditional_scope("optimizer", "sgd"):
+        hps.Choice("momentum", [0.0, 0.5, 0.9])
+    hps.Boolean("batch_norm")
+    hps.Float("dropout", 0.0, 0.5, step=0.25)
+    hps.Float("rate", 1e-3, 1e-1, sampling="log")  # no step: 10 values and the default
+    assert grid_size(hps) == (1 + 3) * 2 * 3 * 11
+    oracle = keras_tuner.oracles.GridSearchOracle(
+        objective=keras_tuner.Objective("score", "max"), hyperparameters=hps
+    )
+    oracle._set_project_dir(str(tmp_path), "grid")
+    visited = set()
+    while (trial := oracle.create_trial("tuner0")).status != "STOPPED":
+        visited.add(tuple(sorted(trial.hyperparameters.values.items())))
+        oracle.update_trial(trial.trial_id, {"score": 1.0})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert len(visited) == grid_size(hps)
+
+
+def test_grid_search_runs_its_whole_grid_and_plan_counts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = [
+        "--data", "builtin:iris", "--tuner", "grid", "--max-epochs", "1",
+        "--set", "search.hypermodel='custom_models:LinearHyperModel'",
+        "--set", "search.learning_rate_auto=false",
+        "--experiment-dir", str(tmp_path),
+    ]  # fmt: skip
+    assert main(["plan", "--calibration-epochs", "0", *common]) == 0
+    assert "11 trials, at most 11 epochs trained in all" in capsys.readouterr().out
+    assert main(["search", *common]) == 0
+    results = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(results) == 1 + 11
