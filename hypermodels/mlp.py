@@ -459,7 +459,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         the values `build` needs (the optimizer built), without building a layer.
 
         KerasTuner finds a space's conditional hyperparameters by building the model
-        once per condition (`_KerasTunerFixes` in `kt_pipeline.tuners` calls this
+        once per condition (`KerasTunerFixes` in `kt_pipeline._compat` calls this
         instead): a model with its preprocessing costs tens of milliseconds to build.
         """
         space = self.space

@@ -46,7 +46,8 @@ from typing import Any
 
 import keras_tuner
 import numpy as np
-from keras_tuner.src.engine import hyperparameters as hp_module
+
+from kt_pipeline._compat import hp_module
 
 __all__ = ["BOHB", "MODELS", "BOHBOracle"]
 

@@ -17,24 +17,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
-from tensorflow.python.framework import ops as _tf_ops
+from kt_pipeline._compat import gradient_registry
 
 __all__ = ["custom_gradient_count", "released_custom_gradients"]
 
 _PREFIX = "CustomGradient-"
 
 
-def _registry() -> dict[str, Any]:
-    """TensorFlow's gradient registry (a private attribute: empty if it moves)."""
-    registry = getattr(getattr(_tf_ops, "_gradient_registry", None), "_registry", None)
-    return registry if isinstance(registry, dict) else {}
-
-
 def custom_gradient_count() -> int:
     """How many custom gradients the process has registered and not released."""
-    return sum(name.startswith(_PREFIX) for name in _registry())
+    return sum(name.startswith(_PREFIX) for name in gradient_registry())
 
 
 @contextlib.contextmanager
@@ -43,10 +36,10 @@ def released_custom_gradients() -> Iterator[None]:
 
     Wrap one trial in it: entries registered earlier (by another live model) stay.
     """
-    before = set(_registry())
+    before = set(gradient_registry())
     try:
         yield
     finally:
-        registry = _registry()
+        registry = gradient_registry()
         for name in [n for n in registry if n.startswith(_PREFIX) and n not in before]:
             del registry[name]

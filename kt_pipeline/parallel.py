@@ -29,13 +29,15 @@ from typing import Any
 
 import grpc
 import keras_tuner
-from keras_tuner.src import protos
-from keras_tuner.src.distribute import oracle_chief
-from keras_tuner.src.distribute import utils as dist_utils
-from keras_tuner.src.engine import conditions as conditions_module
-from keras_tuner.src.engine import trial as trial_module
-from keras_tuner.src.engine.oracle import synchronized
 
+from kt_pipeline._compat import (
+    dist_utils,
+    oracle_chief,
+    protos,
+    retry_queue,
+    synchronized,
+    trial_module,
+)
 from kt_pipeline.errors import UserInputError
 
 __all__ = [
@@ -58,29 +60,6 @@ HEARTBEATS_PER_LEASE = 5
 _HOLD_SECONDS = 1.0
 
 _STATUS = trial_module.TrialStatus
-
-
-def _parent_to_proto(self: Any) -> Any:
-    """`keras_tuner` 1.4.8's `Parent.to_proto` without its stray ``print``.
-
-    KerasTuner prints the first value of every conditional scope each time a search
-    space or trial crosses the wire, so a parallel search floods its output with lines
-    such as ``True`` or ``sgd``. Same conversion, no print.
-    """
-    proto = protos.get_proto()
-    first = self.values[0]
-    if isinstance(first, str):
-        values = [proto.Value(string_value=v) for v in self.values]
-    elif isinstance(first, bool):
-        values = [proto.Value(boolean_value=v) for v in self.values]
-    elif isinstance(first, int):
-        values = [proto.Value(int_value=v) for v in self.values]
-    else:
-        values = [proto.Value(float_value=v) for v in self.values]
-    return proto.Condition(parent=proto.Condition.Parent(name=self.name, values=values))
-
-
-conditions_module.Parent.to_proto = _parent_to_proto
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -252,7 +231,7 @@ def _reap(
         trial = oracle.ongoing_trials.pop(tuner_id, None)
         if trial is not None:
             # Oracle.create_trial hands out the retry queue first, hyperparameters and all.
-            oracle._retry_queue.append(trial.trial_id)
+            retry_queue(oracle).append(trial.trial_id)
             taken.append((trial.trial_id, tuner_id))
     if taken:
         oracle.save()
@@ -261,7 +240,7 @@ def _reap(
 
 @synchronized
 def _search_over(oracle: keras_tuner.Oracle) -> bool:
-    return bool(oracle_chief.exit_chief(oracle)) and not oracle._retry_queue
+    return bool(oracle_chief.exit_chief(oracle)) and not retry_queue(oracle)
 
 
 def serve_oracle(oracle: keras_tuner.Oracle, *, address: str, lease_seconds: float) -> None:

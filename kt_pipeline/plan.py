@@ -4,7 +4,7 @@ looks wrong with its space, without running it.
 Everything is read from the objects the search itself would use: the hyperparameter
 space is the tuner's oracle space after KerasTuner's `_populate_initial_space` (so
 conditional hyperparameters and their conditions are there), the Hyperband schedule
-comes from `HyperbandOracle`'s own `_get_num_brackets`, `_get_size` and `_get_epochs`,
+comes from `HyperbandOracle`'s own bracket arithmetic (`_compat.hyperband_brackets`),
 and the smallest and largest models are built for real by the HyperModel.
 
 **Memory per replica** (float32, the largest batch size split over the replicas):
@@ -42,6 +42,8 @@ from typing import Any
 import keras
 import keras_tuner
 import numpy as np
+
+from kt_pipeline._compat import hyperband_brackets
 
 __all__ = [
     "Bracket",
@@ -338,17 +340,10 @@ def schedule(oracle: keras_tuner.Oracle, *, max_epochs: int) -> Schedule:
     if isinstance(oracle, keras_tuner.oracles.HyperbandOracle):
         brackets = []
         per_trial: list[int] = []
-        num_brackets = oracle._get_num_brackets()
-        iterations = oracle.hyperband_iterations
-        for iteration in range(int(iterations)):
-            for bracket in reversed(range(num_brackets)):
-                rounds = []
-                for round_num in range(bracket + 1):
-                    size = oracle._get_size(bracket, round_num)
-                    epochs = oracle._get_epochs(bracket, round_num)
-                    previous = oracle._get_epochs(bracket, round_num - 1) if round_num else 0
-                    rounds.append((size, epochs, epochs - previous))
-                    per_trial.extend([epochs - previous] * size)
+        for iteration in range(int(oracle.hyperband_iterations)):
+            for bracket, rounds in hyperband_brackets(oracle):
+                for size, _, trained in rounds:
+                    per_trial.extend([trained] * size)
                 brackets.append(Bracket(iteration, bracket, tuple(rounds)))
         if oracle.max_trials:  # our build_tuner lets max_trials cap Hyperband
             per_trial = per_trial[: oracle.max_trials]

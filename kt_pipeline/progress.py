@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import keras_tuner
 
 from kt_pipeline import parallel
+from kt_pipeline._compat import hyperband_brackets
 
 __all__ = ["SearchProgress", "format_eta", "planned_trials"]
 
@@ -34,9 +35,7 @@ def planned_trials(oracle: keras_tuner.Oracle) -> int | None:
         oracle.hyperband_iterations
     ):
         per_iteration = sum(
-            oracle._get_size(bracket, round_num)
-            for bracket in range(oracle._get_num_brackets())
-            for round_num in range(oracle._get_num_rounds(bracket))
+            size for _, rounds in hyperband_brackets(oracle) for size, _, _ in rounds
         )
         return int(per_iteration * oracle.hyperband_iterations)
     return None

@@ -12,11 +12,11 @@ import contextlib
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import keras
 import tensorflow as tf
 
+from kt_pipeline._compat import patch_keras_multi_worker
 from kt_pipeline.errors import UserInputError
 
 __all__ = [
@@ -99,7 +99,7 @@ def make_strategy(name: str, *, devices: Sequence[str] = ()) -> tf.distribute.St
                 f"(each task uses all its local GPUs). Received: {list(devices)}"
             )
         _check_tf_config()
-        _patch_keras_multi_worker()
+        patch_keras_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = _device_names("GPU")
     if name == "auto":
@@ -132,57 +132,6 @@ def make_strategy(name: str, *, devices: Sequence[str] = ()) -> tf.distribute.St
 
 
 _MIRRORED: dict[tuple[str, ...], tf.distribute.MirroredStrategy] = {}
-
-
-def _patch_keras_multi_worker() -> None:
-    """Works around two Keras 3 defects that stop any `fit` under
-    `MultiWorkerMirroredStrategy` (Keras 3.13's TensorFlow trainer):
-
-    * before the first step, `_maybe_symbolic_build` all-reduces the whole first batch
-      (inputs and labels, a nest) with `strategy.reduce`, which the collective ops reject
-      ("Attempt to convert a value ... PerReplica"); the build only needs the batch's
-      shapes and dtypes, so this process's first replica's batch is used instead;
-    * after each step, `reduce_per_replica` averages the scalar logs over ``axis=0``
-      ("Invalid reduction dimension 0 for input with 0 dimensions"); they are averaged
-      across the workers as scalars instead.
-
-    Applied only in processes that build a multi-worker strategy.
-    """
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    if getattr(tf_trainer, "_kt_pipeline_patched", False):
-        return
-    original_reduce = tf_trainer.reduce_per_replica
-
-    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
-            strategy
-        ):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original_reduce(values, strategy, reduction)
-
-    def maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
-        if self._distribute_strategy is None:
-            return
-        strategy = self.distribute_strategy
-        if iterator is not None:
-            for _, _, it in iterator:
-                data_batch = tree.map_structure(
-                    lambda v: (
-                        strategy.experimental_local_results(v)[0]
-                        if isinstance(v, tf.distribute.DistributedValues)
-                        else v
-                    ),
-                    next(it),
-                )
-                break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
-    tf_trainer._kt_pipeline_patched = True
 
 
 def _check_tf_config() -> None:

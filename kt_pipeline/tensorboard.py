@@ -30,13 +30,13 @@ from typing import Any
 import keras
 import keras_tuner
 import tensorflow as tf
-from keras_tuner.src.engine import tuner_utils
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import summary as hparams_summary
 
 from kt_pipeline import parallel
+from kt_pipeline._compat import tuner_utils
 
 __all__ = [
     "HYPERBAND_VALUES",

@@ -43,7 +43,6 @@ RandomSearch:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -56,9 +55,15 @@ from typing import Any
 import keras
 import keras_tuner
 import numpy as np
-from keras_tuner.src.engine.tuner import maybe_compute_model_size
 
 from kt_pipeline import parallel
+from kt_pipeline._compat import (
+    KerasTunerFixes,
+    answer_first_draw,
+    apply,
+    reseed_oracle,
+    retry_queue,
+)
 from kt_pipeline.bohb import BOHB
 from kt_pipeline.errors import SearchAbortedError
 from kt_pipeline.graph_memory import released_custom_gradients
@@ -197,11 +202,7 @@ def _honour_seed(oracle: keras_tuner.Oracle, seed: int) -> None:
     """
     if oracle.trials:
         return
-    oracle.seed = seed
-    oracle._seed_state = sampling_start(seed)
-    if hasattr(oracle, "_random_state"):  # BayesianOptimizationOracle
-        oracle._random_state = np.random.RandomState(seed)
-        oracle.gpr = oracle._make_gpr()
+    reseed_oracle(oracle, seed=seed, start=sampling_start(seed))
 
 
 #: How a fresh search picks its first trial (`build_tuner`'s ``first_trial``).
@@ -220,11 +221,7 @@ def _start_from_recommended(oracle: keras_tuner.Oracle, hypermodel: Any) -> None
     if starting_values is None or oracle.trials:
         return
 
-    def first_trial() -> dict[str, Any]:
-        del oracle._random_values  # back to the class's own sampling
-        return dict(starting_values(oracle.hyperparameters))
-
-    oracle._random_values = first_trial
+    answer_first_draw(oracle, lambda: dict(starting_values(oracle.hyperparameters)))
 
 
 class _PipelineTunerMixin:
@@ -441,7 +438,7 @@ def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:
     interrupted attempt may have reported (KerasTuner would keep them as its result).
     Runs after `_order_trials`, so the trials are visited oldest first.
     """
-    queued = oracle._retry_queue
+    queued = retry_queue(oracle)
     for trial_id, trial in oracle.trials.items():
         if trial.status == _RUNNING and trial_id not in queued:
             queued.insert(0, trial_id)  # the queue pops from its end: oldest runs last
@@ -454,85 +451,14 @@ def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:
             trial.score = trial.best_step = None
 
 
-class _KerasTunerFixes(keras_tuner.Tuner):
-    """Where KerasTuner 1.4.8's `Tuner` is wrong for us, fixed; in the MRO this class
-    sits below the search algorithm (Hyperband's parent-checkpoint restore runs after
-    `_build_hypermodel` here).
-
-    * Optimizer state. KerasTuner's checkpoints hold the optimizer's variables (its
-      step counter and moments), but a freshly compiled model has an unbuilt
-      optimizer, so Keras skips them with a warning: a Hyperband promotion restarts its
-      optimizer from step 0 and `load_model` drops the state. With the optimizer built
-      first, both restore it. (Keeping variables out of the traced train step is
-      `MLPHyperModel.fit`'s part: `hypermodels.step_functions`.)
-    * Two full garbage collections before every model build (`clear_session()`'s and
-      its own), about 0.25 s each in a process holding TensorFlow: more than a small
-      trial's training. Python's own collector frees the last trial's cycles anyway;
-      the traced graphs that would outlive it are `graph_memory`'s concern.
-    * Finding the conditional hyperparameters builds the whole model once per condition
-      (about 20 builds for the default space); a hypermodel with a ``declare(hp)``
-      method (`MLPHyperModel.declare`) only declares them.
-    """
-
-    def _activate_all_conditions(self) -> None:
-        declare = getattr(self.hypermodel, "declare", None)
-        if declare is None:
-            super()._activate_all_conditions()
-            return
-        # KerasTuner's loop, with `declare` for `build`.
-        never_active: list[Any] = []
-        once_active: list[Any] = []
-        hp = self.oracle.get_space()
-        while True:
-            declare(hp)
-            self.oracle.update_space(hp)
-            for conditions in hp.active_scopes:
-                if conditions not in once_active:
-                    once_active.append(copy.deepcopy(conditions))
-                if conditions in never_active:
-                    never_active.remove(conditions)
-            for conditions in hp.inactive_scopes:
-                if conditions not in once_active:
-                    never_active.append(copy.deepcopy(conditions))
-            if not never_active:
-                return
-            hp = self.oracle.get_space()
-            for condition in never_active[0]:
-                hp.values[condition.name] = condition.values[0]
-            hp.ensure_active_values()
-
-    def _try_build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        keras.backend.clear_session(free_memory=False)
-        model = self._build_hypermodel(hp)
-        if not isinstance(model, keras.Model):
-            raise keras_tuner.errors.FatalTypeError(
-                "Expected the model-building function, or HyperModel.build() to return a "
-                f"valid Keras Model instance. Received: {model} of type {type(model)}."
-            )
-        size = maybe_compute_model_size(model)
-        if self.max_model_size and size > self.max_model_size:
-            raise keras_tuner.errors.FailedTrialError(
-                f"Oversized model: {size} parameters. Skip model."
-            )
-        return model
-
-    def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        model = super()._build_hypermodel(hp)
-        optimizer = getattr(model, "optimizer", None)
-        if optimizer is not None and not optimizer.built:
-            with keras_tuner.engine.tuner.maybe_distribute(self.distribution_strategy):
-                optimizer.build(model.trainable_variables)
-        return model
-
-
 class HyperbandTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.Hyperband, _KerasTunerFixes
+    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.Hyperband, KerasTunerFixes
 ):
     """KerasTuner's Hyperband with the pipeline's seeding, accounting and promotions
     that keep their optimizer state."""
 
 
-class BOHBTuner(_PipelineTunerMixin, TensorBoardTunerMixin, BOHB, _KerasTunerFixes):
+class BOHBTuner(_PipelineTunerMixin, TensorBoardTunerMixin, BOHB, KerasTunerFixes):
     """BOHB (`kt_pipeline.bohb`): Hyperband's schedule with TPE proposals, plus the
     pipeline's seeding, accounting and optimizer-state promotions."""
 
@@ -541,19 +467,19 @@ class BayesianTuner(
     _PipelineTunerMixin,
     TensorBoardTunerMixin,
     keras_tuner.BayesianOptimization,
-    _KerasTunerFixes,
+    KerasTunerFixes,
 ):
     """KerasTuner's Bayesian optimisation with the pipeline's seeding and accounting."""
 
 
 class RandomTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.RandomSearch, _KerasTunerFixes
+    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.RandomSearch, KerasTunerFixes
 ):
     """KerasTuner's random search with the pipeline's seeding and accounting."""
 
 
 class GridTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.GridSearch, _KerasTunerFixes
+    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.GridSearch, KerasTunerFixes
 ):
     """KerasTuner's grid search (every combination of the space's values, in order)
     with the pipeline's seeding and accounting."""
@@ -614,6 +540,7 @@ def build_tuner(
         time_budget: Stops the search when the time left cannot fit the next trial
             (`kt_pipeline.time_budget`); None runs every planned trial.
     """
+    apply()  # our fixes to KerasTuner's globals, once per process
     if first_trial not in FIRST_TRIALS:
         raise ValueError(
             f"Argument `first_trial` must be one of {FIRST_TRIALS}. "

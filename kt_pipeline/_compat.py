@@ -1,0 +1,295 @@
+"""Every hook kt-pipeline has into KerasTuner's, Keras's and TensorFlow's private
+internals, in one place.
+
+KerasTuner is in maintenance mode and its defects are fixed here, in our layer. Each
+hook was written against the versions in `WRITTEN_FOR`; `check_versions` refuses
+others with one line, since a private name may have moved. Nothing here changes
+anyone's behaviour on import: `apply` installs the global fix (once per process), and
+`build_tuner` calls it; `patch_keras_multi_worker` is installed only where a
+multi-worker strategy is built. Each hook has a test in ``tests/test_compat.py`` or
+beside the feature it serves.
+
+The HyperModel package stands alone (it does not import kt-pipeline), so its two
+Keras hooks stay with it: `hypermodels.step_functions` (the symbolic build before the
+first step) and `hypermodels.fused_optimizers` (the backend update step).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+from keras_tuner.src import protos
+from keras_tuner.src.distribute import oracle_chief
+from keras_tuner.src.distribute import utils as dist_utils
+from keras_tuner.src.engine import conditions as conditions_module
+from keras_tuner.src.engine import hyperparameters as hp_module
+from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.engine import tuner_utils
+from keras_tuner.src.engine.oracle import synchronized
+from keras_tuner.src.engine.tuner import maybe_compute_model_size
+from tensorflow.python.framework import ops as tf_ops
+
+from kt_pipeline.errors import UserInputError
+
+__all__ = [
+    "WRITTEN_FOR",
+    "KerasTunerFixes",
+    "answer_first_draw",
+    "apply",
+    "check_versions",
+    "dist_utils",
+    "gradient_registry",
+    "hp_module",
+    "hyperband_brackets",
+    "oracle_chief",
+    "patch_keras_multi_worker",
+    "protos",
+    "reseed_oracle",
+    "retry_queue",
+    "synchronized",
+    "trial_module",
+    "tuner_utils",
+]
+
+#: The versions (prefixes) the hooks were written against: distribution name -> prefix.
+WRITTEN_FOR = {"keras-tuner": "1.4.8", "keras": "3.", "tensorflow": "2.21."}
+
+_applied = False
+
+
+def check_versions(installed: dict[str, str] | None = None) -> None:
+    """Refuses a KerasTuner, Keras or TensorFlow the hooks were not written for.
+
+    Raises:
+        UserInputError: one line naming the package, the version found and the one
+            expected.
+    """
+    for name, prefix in WRITTEN_FOR.items():
+        version = (installed or {}).get(name) or metadata.version(name)
+        if not version.startswith(prefix):
+            raise UserInputError(
+                f"kt-pipeline's fixes to KerasTuner, Keras and TensorFlow were written for "
+                f"{name} {prefix}*; found {name} {version}. Install the versions "
+                "pyproject.toml pins."
+            )
+
+
+def apply() -> None:
+    """Checks the versions and installs the global fix, once per process: KerasTuner's
+    `Parent.to_proto` without its stray print."""
+    global _applied
+    if _applied:
+        return
+    check_versions()
+    conditions_module.Parent.to_proto = _quiet_parent_to_proto
+    _applied = True
+
+
+# ------------------------------------------------------------------ KerasTuner
+
+
+def _quiet_parent_to_proto(self: Any) -> Any:
+    """`keras_tuner` 1.4.8's `Parent.to_proto` without its stray ``print``.
+
+    KerasTuner prints the first value of every conditional scope each time a search
+    space or trial crosses the wire, so a parallel search floods its output with lines
+    such as ``True`` or ``sgd``. Same conversion, no print.
+    """
+    proto = protos.get_proto()
+    first = self.values[0]
+    if isinstance(first, str):
+        values = [proto.Value(string_value=v) for v in self.values]
+    elif isinstance(first, bool):
+        values = [proto.Value(boolean_value=v) for v in self.values]
+    elif isinstance(first, int):
+        values = [proto.Value(int_value=v) for v in self.values]
+    else:
+        values = [proto.Value(float_value=v) for v in self.values]
+    return proto.Condition(parent=proto.Condition.Parent(name=self.name, values=values))
+
+
+class KerasTunerFixes(keras_tuner.Tuner):
+    """Where KerasTuner 1.4.8's `Tuner` is wrong for us, fixed; in the MRO this class
+    sits below the search algorithm (Hyperband's parent-checkpoint restore runs after
+    `_build_hypermodel` here).
+
+    * Optimizer state. KerasTuner's checkpoints hold the optimizer's variables (its
+      step counter and moments), but a freshly compiled model has an unbuilt
+      optimizer, so Keras skips them with a warning: a Hyperband promotion restarts its
+      optimizer from step 0 and `load_model` drops the state. With the optimizer built
+      first, both restore it. (Keeping variables out of the traced train step is
+      `MLPHyperModel.fit`'s part: `hypermodels.step_functions`.)
+    * Two full garbage collections before every model build (`clear_session()`'s and
+      its own), about 0.25 s each in a process holding TensorFlow: more than a small
+      trial's training. Python's own collector frees the last trial's cycles anyway;
+      the traced graphs that would outlive it are `graph_memory`'s concern.
+    * Finding the conditional hyperparameters builds the whole model once per condition
+      (about 20 builds for the default space); a hypermodel with a ``declare(hp)``
+      method (`MLPHyperModel.declare`) only declares them.
+    """
+
+    def _activate_all_conditions(self) -> None:
+        declare = getattr(self.hypermodel, "declare", None)
+        if declare is None:
+            super()._activate_all_conditions()
+            return
+        # KerasTuner's loop, with `declare` for `build`.
+        never_active: list[Any] = []
+        once_active: list[Any] = []
+        hp = self.oracle.get_space()
+        while True:
+            declare(hp)
+            self.oracle.update_space(hp)
+            for conditions in hp.active_scopes:
+                if conditions not in once_active:
+                    once_active.append(copy.deepcopy(conditions))
+                if conditions in never_active:
+                    never_active.remove(conditions)
+            for conditions in hp.inactive_scopes:
+                if conditions not in once_active:
+                    never_active.append(copy.deepcopy(conditions))
+            if not never_active:
+                return
+            hp = self.oracle.get_space()
+            for condition in never_active[0]:
+                hp.values[condition.name] = condition.values[0]
+            hp.ensure_active_values()
+
+    def _try_build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        keras.backend.clear_session(free_memory=False)
+        model = self._build_hypermodel(hp)
+        if not isinstance(model, keras.Model):
+            raise keras_tuner.errors.FatalTypeError(
+                "Expected the model-building function, or HyperModel.build() to return a "
+                f"valid Keras Model instance. Received: {model} of type {type(model)}."
+            )
+        size = maybe_compute_model_size(model)
+        if self.max_model_size and size > self.max_model_size:
+            raise keras_tuner.errors.FailedTrialError(
+                f"Oversized model: {size} parameters. Skip model."
+            )
+        return model
+
+    def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        model = super()._build_hypermodel(hp)
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            with keras_tuner.engine.tuner.maybe_distribute(self.distribution_strategy):
+                optimizer.build(model.trainable_variables)
+        return model
+
+
+# ------------------------------------------------------------------ Keras
+
+
+def patch_keras_multi_worker() -> None:
+    """Works around two Keras 3 defects that stop any `fit` under
+    `MultiWorkerMirroredStrategy` (Keras 3.13's TensorFlow trainer):
+
+    * before the first step, `_maybe_symbolic_build` all-reduces the whole first batch
+      (inputs and labels, a nest) with `strategy.reduce`, which the collective ops reject
+      ("Attempt to convert a value ... PerReplica"); the build only needs the batch's
+      shapes and dtypes, so this process's first replica's batch is used instead;
+    * after each step, `reduce_per_replica` averages the scalar logs over ``axis=0``
+      ("Invalid reduction dimension 0 for input with 0 dimensions"); they are averaged
+      across the workers as scalars instead.
+
+    Applied only in processes that build a multi-worker strategy.
+    """
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    if getattr(tf_trainer, "_kt_pipeline_patched", False):
+        return
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values: Any, strategy: Any, reduction: str) -> Any:
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+            strategy
+        ):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    def maybe_symbolic_build(self: Any, iterator: Any = None, data_batch: Any = None) -> None:
+        if self._distribute_strategy is None:
+            return
+        strategy = self.distribute_strategy
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tree.map_structure(
+                    lambda v: (
+                        strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
+                    next(it),
+                )
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer._kt_pipeline_patched = True
+
+
+# ------------------------------------------------------------------ oracle internals
+
+
+def hyperband_brackets(
+    oracle: keras_tuner.oracles.HyperbandOracle,
+) -> list[tuple[int, list[tuple[int, int, int]]]]:
+    """One Hyperband iteration as KerasTuner runs it: each bracket (largest first) with
+    its rounds as (trials, epochs reached, epochs trained in the round), from the
+    oracle's own bracket arithmetic."""
+    brackets = []
+    for bracket in reversed(range(oracle._get_num_brackets())):
+        rounds = []
+        for round_num in range(oracle._get_num_rounds(bracket)):
+            epochs = oracle._get_epochs(bracket, round_num)
+            previous = oracle._get_epochs(bracket, round_num - 1) if round_num else 0
+            rounds.append((oracle._get_size(bracket, round_num), epochs, epochs - previous))
+        brackets.append((bracket, rounds))
+    return brackets
+
+
+def retry_queue(oracle: keras_tuner.Oracle) -> list[str]:
+    """The ids of the trials the oracle will hand out again (KerasTuner pops from the
+    end), the list itself so callers can edit it."""
+    queue: list[str] = oracle._retry_queue
+    return queue
+
+
+def reseed_oracle(oracle: keras_tuner.Oracle, *, seed: int, start: int) -> None:
+    """Gives a fresh oracle `seed` and starts its draw counter at `start`; the
+    Bayesian oracle's random state and Gaussian process are rebuilt from the seed."""
+    oracle.seed = seed
+    oracle._seed_state = start
+    if hasattr(oracle, "_random_state"):  # BayesianOptimizationOracle
+        oracle._random_state = np.random.RandomState(seed)
+        oracle.gpr = oracle._make_gpr()
+
+
+def answer_first_draw(oracle: keras_tuner.Oracle, draw: Callable[[], dict[str, Any]]) -> None:
+    """The oracle's next draw of new values (`_random_values`, which every KerasTuner
+    oracle and `BOHBOracle` use) is answered by `draw`; later draws sample as before."""
+
+    def first() -> dict[str, Any]:
+        del oracle._random_values  # back to the class's own sampling
+        return draw()
+
+    oracle._random_values = first
+
+
+def gradient_registry() -> dict[str, Any]:
+    """TensorFlow's process-wide gradient registry (`kt_pipeline.graph_memory`); empty
+    if the private attribute moves."""
+    registry = getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", None)
+    return registry if isinstance(registry, dict) else {}

@@ -1,0 +1,60 @@
+"""The hooks into KerasTuner's, Keras's and TensorFlow's internals (`kt_pipeline._compat`):
+each fix does what it says, and the versions they were written for are checked."""
+
+from __future__ import annotations
+
+import keras_tuner
+import pytest
+
+from kt_pipeline import _compat
+from kt_pipeline.errors import UserInputError
+
+
+def test_the_installed_versions_are_the_ones_the_hooks_were_written_for() -> None:
+    _compat.check_versions()
+
+
+def test_another_keras_tuner_is_refused_in_one_line() -> None:
+    with pytest.raises(
+        UserInputError, match=r"written for keras-tuner 1\.4\.8\*; found keras-tuner 1\.5\.0"
+    ):
+        _compat.check_versions({"keras-tuner": "1.5.0"})
+
+
+def test_conditions_cross_the_wire_without_printing(capsys: pytest.CaptureFixture[str]) -> None:
+    """KerasTuner 1.4.8's `Parent.to_proto` prints the condition's first value each time
+    a space or trial is sent to a worker."""
+    _compat.apply()
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("optimizer", ["sgd", "adam"])
+    with hp.conditional_scope("optimizer", ["sgd"]):
+        hp.Float("momentum", 0.0, 0.9)
+    with hp.conditional_scope("optimizer", ["adam"]):
+        hp.Boolean("amsgrad")
+    restored = keras_tuner.HyperParameters.from_proto(hp.to_proto())
+    assert capsys.readouterr().out == ""
+    configs = {h.name: h.get_config() for h in hp.space}
+    assert {h.name: h.get_config() for h in restored.space} == configs
+
+
+def test_hyperband_brackets_follow_keras_tuners_schedule() -> None:
+    oracle = keras_tuner.oracles.HyperbandOracle(
+        objective="val_loss", max_epochs=20, factor=3, hyperband_iterations=1
+    )
+    brackets = _compat.hyperband_brackets(oracle)
+    assert [bracket for bracket, _ in brackets] == [2, 1, 0]  # the order KerasTuner runs
+    assert sum(size for _, rounds in brackets for size, _, _ in rounds) == 30
+    for _, rounds in brackets:
+        assert rounds[-1][1] == 20  # every bracket ends at max_epochs
+        assert sum(trained for _, _, trained in rounds) == rounds[-1][1]
+
+
+def test_the_first_draw_can_be_answered_and_later_draws_sample() -> None:
+    hp = keras_tuner.HyperParameters()
+    hp.Int("units", 1, 1000)
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective="val_loss", max_trials=5, hyperparameters=hp, seed=1
+    )
+    _compat.answer_first_draw(oracle, lambda: {"units": 7})
+    assert oracle._random_values() == {"units": 7}
+    assert oracle._random_values() != {"units": 7}
