@@ -25,7 +25,7 @@ from __future__ import annotations
 import glob
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import keras_tuner
@@ -159,7 +159,13 @@ def _rows(x: Any) -> int | None:
         return None
 
 
-class TensorBoardTunerMixin:
+if TYPE_CHECKING:  # the tuner mixins are only ever mixed into a KerasTuner tuner
+    from keras_tuner import Tuner as TunerMixinBase
+else:
+    TunerMixinBase = object
+
+
+class TensorBoardTunerMixin(TunerMixinBase):
     """The TensorBoard additions listed in the module docstring, for a KerasTuner tuner.
 
     Mixed in before the KerasTuner tuner class. It acts only when the search's
@@ -178,11 +184,11 @@ class TensorBoardTunerMixin:
 
     def on_search_begin(self) -> None:
         self._tb_started = time.monotonic()
-        super().on_search_begin()  # type: ignore[misc]
+        super().on_search_begin()
 
     def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> Any:
         self._tb_rows = _rows(args[0] if args else kwargs.get("x"))
-        return super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        return super().run_trial(trial, *args, **kwargs)
 
     def _configure_tensorboard_dir(
         self, callbacks: list[Any], trial: keras_tuner.engine.trial.Trial, execution: int = 0
@@ -191,7 +197,7 @@ class TensorBoardTunerMixin:
         if not boards:
             return
         self._tb_root = str(boards[0].log_dir)
-        super()._configure_tensorboard_dir(callbacks, trial, execution)  # type: ignore[misc]
+        super()._configure_tensorboard_dir(callbacks, trial, execution)
         log_dir = str(boards[0].log_dir)
         self._tb_trial_dirs[trial.trial_id] = log_dir
         extras = _hyperband_values(trial.hyperparameters.values)
@@ -215,7 +221,7 @@ class TensorBoardTunerMixin:
                 callback.samples = self._tb_rows
 
     def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
-        super().on_trial_end(trial)  # type: ignore[misc]
+        super().on_trial_end(trial)
         if self._tb_root is None:
             return
         if trial.status != keras_tuner.engine.trial.TrialStatus.COMPLETED:
@@ -225,7 +231,7 @@ class TensorBoardTunerMixin:
         self._write_search_scalars(trial)
 
     def on_search_end(self) -> None:
-        super().on_search_end()  # type: ignore[misc]
+        super().on_search_end()
         if self._tb_search_writer is not None:
             self._tb_search_writer.close()
             self._tb_search_writer = None

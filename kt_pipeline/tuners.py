@@ -68,7 +68,7 @@ from kt_pipeline.bohb import BOHB
 from kt_pipeline.errors import SearchAbortedError
 from kt_pipeline.graph_memory import released_custom_gradients
 from kt_pipeline.progress import SearchProgress
-from kt_pipeline.tensorboard import TensorBoardTunerMixin
+from kt_pipeline.tensorboard import TensorBoardTunerMixin, TunerMixinBase
 from kt_pipeline.time_budget import TimeBudget, TimeBudgetSpent
 
 __all__ = [
@@ -224,7 +224,7 @@ def _start_from_recommended(oracle: keras_tuner.Oracle, hypermodel: Any) -> None
     answer_first_draw(oracle, lambda: dict(starting_values(oracle.hyperparameters)))
 
 
-class _PipelineTunerMixin:
+class _PipelineTunerMixin(TunerMixinBase):
     """Per-trial seeding, accounting, failure reasons and crash counting, mixed in
     before a KerasTuner tuner class."""
 
@@ -254,14 +254,12 @@ class _PipelineTunerMixin:
         self._failure: dict[str, tuple[str, str]] = {}
         # KerasTuner's own check counts diverged trials too; `_check_failures` replaces it
         # (None never equals a count, so the oracle never aborts by itself).
-        super().__init__(  # type: ignore[call-arg]
-            *args, seed=seed, max_consecutive_failed_trials=None, **kwargs
-        )
+        super().__init__(*args, seed=seed, max_consecutive_failed_trials=None, **kwargs)
         # A worker's oracle is KerasTuner's OracleClient around the local one.
         oracle = getattr(self.oracle, "_oracle", self.oracle)
         _honour_seed(oracle, seed)
         if first_trial == "recommended":
-            _start_from_recommended(oracle, self.hypermodel)  # type: ignore[attr-defined]
+            _start_from_recommended(oracle, self.hypermodel)
         self._progress = SearchProgress(self.oracle)
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
@@ -273,14 +271,14 @@ class _PipelineTunerMixin:
                 callbacks = [*(fit_kwargs.get("callbacks") or []), self._budget.callback()]
                 fit_kwargs = {**fit_kwargs, "callbacks": callbacks}
             try:
-                super().search(*fit_args, **fit_kwargs)  # type: ignore[misc]
+                super().search(*fit_args, **fit_kwargs)
             except TimeBudgetSpent as stop:
                 log.info("%s: the search stops here", stop)
                 self.on_search_end()
             return
         if "verbose" in fit_kwargs:
             self.oracle.verbose = fit_kwargs["verbose"]
-        self.save()  # type: ignore[attr-defined]
+        self.save()
         host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
         parallel.serve_oracle(
             self.oracle, address=f"{host}:{port}", lease_seconds=self._lease_seconds
@@ -288,19 +286,19 @@ class _PipelineTunerMixin:
 
     def on_search_begin(self) -> None:
         self._progress = SearchProgress(self.oracle)
-        super().on_search_begin()  # type: ignore[misc]
+        super().on_search_begin()
 
     def on_search_end(self) -> None:
-        super().on_search_end()  # type: ignore[misc]
+        super().on_search_end()
         self._progress.close()
 
     def reload(self) -> None:
-        super().reload()  # type: ignore[misc]
+        super().reload()
         _order_trials(self.oracle)
         _repair_interrupted(self.oracle)
 
     def _trial_file(self, trial_id: str, name: str) -> str:
-        return os.path.join(self.get_trial_dir(trial_id), name)  # type: ignore[attr-defined]
+        return os.path.join(self.get_trial_dir(trial_id), name)
 
     def _try_run_and_update_trial(
         self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any
@@ -315,7 +313,7 @@ class _PipelineTunerMixin:
         _write_crashes(crashes_file, crashes + 1)  # stays if the process dies in the trial
         try:
             with released_custom_gradients():  # else every trial's graphs stay in memory
-                super()._try_run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+                super()._try_run_and_update_trial(trial, *args, **kwargs)
         except (Exception, KeyboardInterrupt):  # the process survives: not a crash
             _write_crashes(crashes_file, crashes)
             raise
@@ -330,7 +328,7 @@ class _PipelineTunerMixin:
         self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any
     ) -> None:
         try:
-            super()._run_and_update_trial(trial, *args, **kwargs)  # type: ignore[misc]
+            super()._run_and_update_trial(trial, *args, **kwargs)
         except Exception as error:
             self._failure[trial.trial_id] = (_reason(error), traceback.format_exc())
             raise
@@ -343,7 +341,7 @@ class _PipelineTunerMixin:
     def pre_create_trial(self) -> None:
         if self._budget is not None and self._budget_applies() and self._budget.left() <= 0:
             self._budget.check(1)
-        super().pre_create_trial()  # type: ignore[misc]
+        super().pre_create_trial()
 
     def _planned_epochs(self, trial: keras_tuner.engine.trial.Trial) -> int:
         """Epochs the trial will train at most (a Hyperband round's, or the search's)."""
@@ -363,11 +361,11 @@ class _PipelineTunerMixin:
                 interval=self._lease_seconds / parallel.HEARTBEATS_PER_LEASE,
             )
             self._heartbeat.start()
-        super().on_trial_begin(trial)  # type: ignore[misc]
+        super().on_trial_begin(trial)
 
     def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> Any:
         self._current_trial_id = trial.trial_id
-        histories = super().run_trial(trial, *args, **kwargs)  # type: ignore[misc]
+        histories = super().run_trial(trial, *args, **kwargs)
         epochs = [len(h.epoch) for h in histories if isinstance(h, keras.callbacks.History)]
         self._trial_epochs[trial.trial_id] = max(epochs, default=0)
         if _diverged(histories):  # TerminateOnNaN stopped it; its score means nothing
@@ -378,7 +376,7 @@ class _PipelineTunerMixin:
         # Runs after KerasTuner's `clear_session()`, which would wipe an earlier seed.
         if self._current_trial_id is not None:
             keras.utils.set_random_seed(trial_seed(self._experiment_seed, self._current_trial_id))
-        return super()._build_hypermodel(hp)  # type: ignore[misc]
+        return super()._build_hypermodel(hp)
 
     def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
         if self._heartbeat is not None:
@@ -388,15 +386,15 @@ class _PipelineTunerMixin:
         stats = {
             "seconds": None if started is None else round(time.perf_counter() - started, 3),
             "epochs": self._trial_epochs.pop(trial.trial_id, 0),
-            "worker": self.tuner_id,  # type: ignore[attr-defined]
+            "worker": self.tuner_id,
             "finished_at": round(time.time(), 3),  # wall clock, comparable across workers
         }
-        trial_dir = self.get_trial_dir(trial.trial_id)  # type: ignore[attr-defined]
+        trial_dir = self.get_trial_dir(trial.trial_id)
         with open(os.path.join(trial_dir, TRIAL_STATS_FILE), "w", encoding="utf-8") as handle:
             json.dump(stats, handle)
         if self._budget is not None and stats["seconds"] is not None:
             self._budget.record(epochs=stats["epochs"], seconds=stats["seconds"])
-        super().on_trial_end(trial)  # type: ignore[misc]
+        super().on_trial_end(trial)
         self._progress.trial_finished(trial, stats["seconds"])
         self._check_failures()
 
