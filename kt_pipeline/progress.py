@@ -2,8 +2,9 @@
 
 The line reads ``trial 7/30 | val_accuracy 0.9620 | best 0.9710 (trial 0004) | 12.3 s |
 eta 4 min`` and goes through Python's `logging` (logger ``kt_pipeline``), so callers
-choose where it ends up. The bar is drawn on stderr only when stderr is a terminal;
-it is cleared before each line and redrawn after it, so the two never interleave.
+choose where it ends up. The bar is tqdm's (`tqdm.auto`: a widget in Jupyter), drawn
+only on a terminal or in a notebook; it steps aside for each line, so the two never
+interleave.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from typing import Any, TextIO
 
 import keras_tuner
+from tqdm.auto import tqdm
 
 from kt_pipeline import parallel
 from kt_pipeline._compat import hyperband_brackets
@@ -21,8 +23,6 @@ from kt_pipeline._compat import hyperband_brackets
 __all__ = ["SearchProgress", "format_eta", "planned_trials"]
 
 log = logging.getLogger("kt_pipeline")
-
-_BAR_WIDTH = 30
 
 
 def planned_trials(oracle: keras_tuner.Oracle) -> int | None:
@@ -57,7 +57,15 @@ class SearchProgress:
         self.oracle = oracle
         self.total = planned_trials(oracle)
         self.stream = stream if stream is not None else sys.stderr
-        self.bar = _isatty(self.stream) and self.total is not None
+        self.bar = self.total is not None and (_isatty(self.stream) or _in_notebook())
+        self._bar = tqdm(
+            total=self.total,
+            initial=len(getattr(oracle, "end_order", None) or ()),
+            unit="trial",
+            file=self.stream,
+            disable=not self.bar,
+            dynamic_ncols=True,
+        )
         self._seconds: list[float] = []
 
     def trial_finished(self, trial: Any, seconds: float | None) -> str:
@@ -86,29 +94,20 @@ class SearchProgress:
             remaining = max(self.total - done, 0)
             parts.append(f"eta {format_eta(remaining * sum(self._seconds) / len(self._seconds))}")
         line = " | ".join(parts)
-        self._clear()
-        log.info("%s", line)
-        self._draw(done)
+        with tqdm.external_write_mode(file=self.stream):  # the bar steps aside for the line
+            log.info("%s", line)
+        if done is not None:
+            self._bar.update(done - self._bar.n)
         return line
 
     def close(self) -> None:
-        """Ends the bar's line so later output starts on a fresh one."""
-        if self.bar:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Ends the bar, so later output starts on a fresh line."""
+        self._bar.close()
 
-    def _clear(self) -> None:
-        if self.bar:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
 
-    def _draw(self, done: int | None) -> None:
-        if not self.bar or not self.total or done is None:
-            return
-        filled = min(_BAR_WIDTH, _BAR_WIDTH * done // self.total)
-        bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-        self.stream.write(f"[{bar}] {done}/{self.total} trials")
-        self.stream.flush()
+def _in_notebook() -> bool:
+    """A Jupyter kernel, where `tqdm.auto` draws a widget whatever the stream."""
+    return "ipykernel" in sys.modules
 
 
 def _isatty(stream: TextIO) -> bool:

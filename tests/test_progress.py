@@ -55,13 +55,26 @@ def test_one_line_per_trial_with_best_and_eta(
     assert stream.getvalue() == ""  # not a terminal: no bar
 
 
-def test_bar_on_a_terminal_is_cleared_before_each_line(tmp_path: Path) -> None:
+def test_bar_on_a_terminal_steps_aside_for_each_line(tmp_path: Path) -> None:
     oracle = _oracle(tmp_path, max_trials=4)
     terminal = _Terminal()
-    progress = SearchProgress(oracle, stream=terminal)
-    progress.trial_finished(_finish(oracle, 0.5), 1.0)
-    progress.close()
-    assert terminal.getvalue() == "\r\x1b[K[#######-----------------------] 1/4 trials\n"
+    handler = logging.StreamHandler(terminal)  # the lines share the bar's terminal
+    logger = logging.getLogger("kt_pipeline")
+    logger.addHandler(handler)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(logger, "level", logging.INFO)
+            progress = SearchProgress(oracle, stream=terminal)
+            progress.trial_finished(_finish(oracle, 0.5), 1.0)
+            progress.trial_finished(_finish(oracle, 0.6), 1.0)
+            progress.close()
+    finally:
+        logger.removeHandler(handler)
+    value = terminal.getvalue()
+    for done in (1, 2):  # each line starts where the cleared bar was
+        assert f"\rtrial {done}/4 | val_accuracy" in value
+    assert "| 2/4 [" in value.rsplit("trial 2/4", 1)[1]  # redrawn after the line
+    assert value.endswith("\n")  # closed on its own line
 
 
 def test_planned_trials_and_eta_text(tmp_path: Path) -> None:
