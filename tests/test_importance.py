@@ -42,3 +42,32 @@ def test_a_constant_objective_explains_nothing() -> None:
 def test_shapes_must_agree() -> None:
     with pytest.raises(ValueError, match=r"Received: x.shape=\(3, 2\)"):
         hyperparameter_importance(np.zeros((3, 2)), np.zeros(3), ["a"])
+
+
+def test_our_ranking_agrees_with_optunas_fanova_evaluator() -> None:
+    """Ours exists for what Optuna's evaluators skip (conditional hyperparameters,
+    which are missing from some trials); where both apply, they must agree."""
+    import optuna
+
+    rng = np.random.default_rng(3)
+    rows = 80
+    x = np.column_stack([rng.uniform(0, 1, rows), rng.uniform(0, 1, rows), rng.uniform(0, 1, rows)])
+    y = 4.0 * x[:, 0] ** 2 + 1.0 * x[:, 1] + 0.05 * rng.normal(size=rows)  # x2 is noise
+    names = ["strong", "weak", "noise"]
+    ours = [name for name, _ in hyperparameter_importance(x, y, names)]
+
+    distribution = optuna.distributions.FloatDistribution(0.0, 1.0)
+    study = optuna.create_study(direction="maximize")
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params=dict(zip(names, map(float, row), strict=True)),
+                distributions=dict.fromkeys(names, distribution),
+                value=float(value),
+            )
+            for row, value in zip(x, y, strict=True)
+        ]
+    )
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    theirs = list(optuna.importance.get_param_importances(study, evaluator=evaluator))
+    assert ours == theirs == ["strong", "weak", "noise"]
