@@ -369,13 +369,13 @@ def _export(args: argparse.Namespace) -> int:
                 f"{CONFIG_FILE}; pass --config or --experiment-dir"
             )
     config = load_config(config_file, _overrides(args))
-    export_dir, scores = export_best(config)
-    if export_dir is None:
+    exported = export_best(config)
+    if exported is None:
         raise UserInputError(
             f"experiment {config.runtime.experiment_dir!r} has no completed trial to export"
         )
-    print(f"SavedModel: {export_dir}")
-    print(f"Held-out test (reloaded SavedModel): {_format_scores(scores)}")
+    print(f"SavedModel: {exported.directory}")
+    print(f"Held-out test (reloaded SavedModel): {_format_scores(exported.test_scores)}")
     return 0
 
 

@@ -52,7 +52,7 @@ from kt_pipeline.lr_find import (
     plot_lr_find,
     union_range,
 )
-from kt_pipeline.model_card import build_card, load_card
+from kt_pipeline.model_card import build_card
 from kt_pipeline.parallel import oracle_role
 from kt_pipeline.plan import (
     Plan,
@@ -426,12 +426,21 @@ def _reload_tuner(config: PipelineConfig, prepared: _Prepared) -> keras_tuner.Tu
     return _make_tuner(config, prepared, overwrite=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """What `export_best` published."""
+
+    directory: Path
+    test_scores: dict[str, float]  # measured on the reloaded SavedModel
+    trial_ids: list[str]  # the trials whose models the export averages
+
+
 def export_best(
     config: PipelineConfig,
     *,
     tuner: keras_tuner.Tuner | None = None,
     prepared: _Prepared | None = None,
-) -> tuple[Path | None, dict[str, float]]:
+) -> Exported | None:
     """Exports the search's model (the best trial's, or the average of the best
     ``export.ensemble`` distinct configurations') and scores the test split on the
     reloaded export.
@@ -439,13 +448,13 @@ def export_best(
     With no tuner given, the experiment in ``runtime.experiment_dir`` is reloaded.
 
     Returns:
-        The export folder (None when no trial completed) and the test scores.
+        The export, or None when no trial completed.
     """
     prepared = prepared or _prepare_data(config)
     tuner = tuner or _reload_tuner(config, prepared)
     chosen = _select_ensemble(config, tuner, prepared)
     if chosen is None:
-        return None, {}
+        return None
     best = ensemble_lib.distinct_best_trials(tuner.oracle, count=1)[0]
     members, model = chosen.members, chosen.model
     refit: dict[str, Any] = {}
@@ -455,6 +464,12 @@ def export_best(
         model, refit = _refit(config, tuner, prepared, chosen)
     dataset = prepared.dataset
     test = prepared.splits.test
+    test_scores: dict[str, float] = {}
+
+    def score(outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        test_scores.update(score_predictions(outputs, test.y, task=dataset.task))
+        return test_scores
+
     metrics = {
         name: best.metrics.get_last_value(name)
         for name in best.metrics.metrics
@@ -506,10 +521,10 @@ def export_best(
             refit=refit,
             config=config_to_dict(config),
         ),
-        score=lambda outputs: score_predictions(outputs, test.y, task=dataset.task),
+        score=score,
         fresh_process=config.export.verify_in_fresh_process,
     )
-    return export_dir, dict(load_card(export_dir)["test_metrics"])
+    return Exported(export_dir, dict(test_scores), [trial.trial_id for trial in members])
 
 
 def find_learning_rates(
@@ -843,9 +858,34 @@ def run_search(
         keras.mixed_precision.set_global_policy(policy)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """A job ready to search: its config resolved for the data, and what it runs on."""
+
+    config: PipelineConfig  # sized for the data, learning rates found
+    prepared: _Prepared
+    strategy: tf.distribute.Strategy
+    budget: TimeBudget | None
+    experiment: Path
+
+
 def _run_search(
     config: PipelineConfig, *, overwrite: bool, role: str, started: float
 ) -> SearchSummary:
+    """The job as three steps: prepare the data and the config, search, then write the
+    results and the export."""
+    job = _prepare_job(config, overwrite=overwrite, role=role, started=started)
+    tuner = _search(job, overwrite=overwrite, role=role)
+    if role == "worker":  # the chief writes the results and the export
+        objective = tuner.oracle.objective
+        return _worker_summary(job.experiment, job.prepared.dataset.task, objective, started)
+    return _finish(job, tuner, started=started)
+
+
+def _prepare_job(config: PipelineConfig, *, overwrite: bool, role: str, started: float) -> _Job:
+    """Checks the input, sets up the devices and the seed, splits the data, sizes the
+    config for it and runs the learning-rate range test; nothing is written to the
+    experiment directory before the input is known to be good."""
     budget = (
         TimeBudget(config.tuner.time_budget, started=started) if config.tuner.time_budget else None
     )
@@ -900,17 +940,19 @@ def _run_search(
     )
     for note in _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency):
         log.info("data: %s", note)
-
     if range_test:
         config = _auto_learning_rate(config, prepared, save=role != "worker")
+    return _Job(config, prepared, strategy, budget, experiment)
+
+
+def _search(job: _Job, *, overwrite: bool, role: str) -> keras_tuner.Tuner:
+    """Builds the tuner, saves the config beside it and runs the trials."""
+    config, prepared, splits = job.config, job.prepared, job.prepared.splits
     tuner = _make_tuner(
-        config, prepared, overwrite=overwrite, strategy=strategy, time_budget=budget
+        config, prepared, overwrite=overwrite, strategy=job.strategy, time_budget=job.budget
     )
     if role != "worker":
-        save_config(config, experiment / CONFIG_FILE)
-    objective = tuner.oracle.objective
-    results_file = experiment / RESULTS_FILE
-    results_json = experiment / RESULTS_JSON_FILE
+        save_config(config, job.experiment / CONFIG_FILE)
     try:
         tuner.search(
             prepared.inputs(splits.train),
@@ -922,41 +964,46 @@ def _run_search(
         )
     except SearchAbortedError:
         if role != "worker":  # the failed trials' reasons, for the user
-            write_results(tuner, results_file, json_path=results_json)
+            write_results(
+                tuner, job.experiment / RESULTS_FILE, json_path=job.experiment / RESULTS_JSON_FILE
+            )
         raise
-    if role == "worker":  # the chief writes the results and the export
-        return _worker_summary(experiment, dataset.task, objective, started)
+    return tuner
 
-    table = write_results(tuner, results_file, json_path=results_json)
+
+def _finish(job: _Job, tuner: keras_tuner.Tuner, *, started: float) -> SearchSummary:
+    """Writes the results table, the best hyperparameters, the export and the summary."""
+    config, experiment = job.config, job.experiment
+    objective = tuner.oracle.objective
+    results_file = experiment / RESULTS_FILE
+    table = write_results(tuner, results_file, json_path=experiment / RESULTS_JSON_FILE)
     best = best_trial(tuner.oracle)
     best_hp = dict(best.hyperparameters.values) if best else {}
     (experiment / BEST_HP_FILE).write_text(json.dumps(best_hp, indent=2), encoding="utf-8")
 
-    export_dir: Path | None = None
-    test_scores: dict[str, float] = {}
+    exported = None
     if config.export.enabled and best is not None:
-        if is_multi_worker(strategy):
+        if is_multi_worker(job.strategy):
             # The other tasks have left: build the export model on this process alone.
             tuner.distribution_strategy = None
-        export_dir, test_scores = export_best(config, tuner=tuner, prepared=prepared)
-    exported = [m["trial_id"] for m in load_card(export_dir)["ensemble"]] if export_dir else []
+        exported = export_best(config, tuner=tuner, prepared=job.prepared)
 
     summary = SearchSummary(
         experiment_dir=experiment,
-        task=dataset.task,
+        task=job.prepared.dataset.task,
         objective=f"{objective.name} ({objective.direction})",
         best_trial_id=best.trial_id if best else None,
         best_score=best.score if best else None,
         best_hyperparameters=best_hp,
-        test_scores=test_scores,
-        export_dir=export_dir,
-        exported_trial_ids=exported,
+        test_scores=exported.test_scores if exported else {},
+        export_dir=exported.directory if exported else None,
+        exported_trial_ids=exported.trial_ids if exported else [],
         results_file=results_file,
         tensorboard_dir=experiment / TENSORBOARD_DIR,
         trials=len(table),
         completed_trials=int((table["status"] == "COMPLETED").sum()) if len(table) else 0,
         seconds=round(time.monotonic() - started, 1),
-        stopped_by_time_budget=budget is not None and budget.spent,
+        stopped_by_time_budget=job.budget is not None and job.budget.spent,
     )
     (experiment / SUMMARY_FILE).write_text(json.dumps(summary.to_json(), indent=2), "utf-8")
     return summary

@@ -202,7 +202,9 @@ def test_export_serves_the_weighted_mean_chosen_on_validation(
     )
     assert config.export.ensemble == 3  # the default
 
-    export_dir, scores = export_best(config)
+    exported = export_best(config)
+    assert exported is not None
+    export_dir, scores = exported.directory, exported.test_scores
 
     assert export_dir is not None and scores["accuracy"] > 0
     card = load_card(export_dir)
@@ -263,7 +265,9 @@ def test_refit_trains_the_members_again_on_training_and_validation_rows(
     overrides.append("search.hypermodel='hypermodels:MLPHyperModel'")
     config = load_config(experiment / "config.toml", overrides)
 
-    export_dir, scores = export_best(config)  # verified against the refit models
+    exported = export_best(config)  # verified against the refit models
+    assert exported is not None
+    export_dir, scores = exported.directory, exported.test_scores
 
     assert export_dir is not None and scores["accuracy"] > 0.5
     card = load_card(export_dir)
@@ -282,5 +286,7 @@ def test_refit_trains_the_members_again_on_training_and_validation_rows(
     assert np.abs(served - before).max() > 1e-3
 
     budgeted = load_config(experiment / "config.toml", [*overrides, "tuner.time_budget=600"])
-    export_dir, _ = export_best(budgeted)
+    exported = export_best(budgeted)
+    assert exported is not None
+    export_dir = exported.directory
     assert export_dir is not None and load_card(export_dir)["refit"] == {}  # skipped

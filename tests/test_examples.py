@@ -1,0 +1,38 @@
+"""The examples run as they are: the quick-start notebook is executed cell by cell in a
+fresh kernel (its budget is tiny by design)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_quickstart_notebook_runs_in_a_fresh_kernel(tmp_path: Path) -> None:
+    notebook = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    outputs = {
+        "".join(cell.source): cell.outputs for cell in notebook.cells if cell.cell_type == "code"
+    }
+    errors = [o for cell in outputs.values() for o in cell if o.output_type == "error"]
+    assert not errors
+    scores = next(
+        o
+        for source, cell in outputs.items()
+        if "ktp.search(" in source
+        for o in cell
+        if o.output_type == "execute_result"
+    )
+    assert "'auc'" in scores["data"]["text/plain"]
+    assert (tmp_path / "experiments" / "notebook" / "export" / "1" / "saved_model.pb").is_file()
