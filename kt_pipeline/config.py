@@ -28,10 +28,12 @@ from hypermodels.mlp import (
     SCHEDULE_HORIZONS,
     SearchSpace,
 )
+from hypermodels.mlp import TASKS as MODEL_TASKS
 from hypermodels.numeric import NUMERIC_EMBEDDINGS, NUMERIC_SCALINGS
 from hypermodels.optimizers import CLIPPING, OPTIMIZERS
 from hypermodels.schedules import SCHEDULES
 from kt_pipeline.bohb import MODELS as BOHB_MODELS
+from kt_pipeline.ensemble import MAX_ENSEMBLE
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.strategy import MIXED_PRECISION, STRATEGIES
 from kt_pipeline.tuners import ALGORITHMS as TUNERS
@@ -50,10 +52,9 @@ __all__ = [
     "save_config",
 ]
 
-TASKS = ("auto", "binary", "multiclass", "regression")
+TASKS = ("auto", *MODEL_TASKS)  # auto: inferred from the label
 BATCH_SIZE_IS = ("global", "per_replica")
 DIRECTIONS = ("auto", "min", "max")
-MAX_ENSEMBLE = 10  # as `kt_pipeline.ensemble.MAX_ENSEMBLE`
 
 
 def _fail(field: str, must: str, value: Any) -> UserInputError:

@@ -231,10 +231,8 @@ def _markdown(frame: pd.DataFrame) -> str:
             return _number(value)
         return str(value).replace("|", "\\|")
 
-    header = "| " + " | ".join(str(c) for c in frame.columns) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    text: str = frame.map(cell).to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
+    return text
 
 
 def write_report(experiment_dir: str | Path, *, top_k: int = 10) -> Report:

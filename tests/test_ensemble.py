@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from kt_pipeline import config as config_lib
-from kt_pipeline import ensemble
 from kt_pipeline.config import load_config
 from kt_pipeline.ensemble import (
     average_models,
@@ -176,10 +174,6 @@ def test_ensemble_size_is_validated(value: int) -> None:
     with pytest.raises(UserInputError) as error:
         load_config(None, [f"export.ensemble={value}"])
     assert str(error.value) == f"`export.ensemble` must be between 1 and 10. Received: {value}"
-
-
-def test_config_and_ensemble_agree_on_the_largest_ensemble() -> None:
-    assert config_lib.MAX_ENSEMBLE == ensemble.MAX_ENSEMBLE
 
 
 def test_export_serves_the_weighted_mean_chosen_on_validation(
