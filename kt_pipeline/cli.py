@@ -247,6 +247,18 @@ def _parser() -> argparse.ArgumentParser:
     _add_debug(predict)
     predict.set_defaults(handler=_predict)
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="can this host run a search, and on which devices?",
+        description="Report the Python, TensorFlow, Keras and KerasTuner versions, the CUDA "
+        "and cuDNN TensorFlow was built with, the devices TensorFlow sees (a small matmul "
+        "runs on each GPU) and the GPUs the NVIDIA driver reports. Exit 0 when the host is "
+        "usable, 1 otherwise.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_debug(doctor)
+    doctor.set_defaults(handler=_doctor)
+
     report = commands.add_parser(
         "report",
         help="leaderboard, results files, importance and plots of an experiment",
@@ -261,6 +273,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_debug(report)
     report.set_defaults(handler=_report)
     return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from kt_pipeline.doctor import diagnose
+
+    diagnosis = diagnose()
+    print(json.dumps(diagnosis.to_json(), indent=2) if args.json else diagnosis.format())
+    return 0 if diagnosis.usable else 1
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -1,0 +1,155 @@
+"""``kt-pipeline doctor``: can this host run a search, and on which devices?
+
+A GPU host can look ready and still train on the CPU: a TensorFlow built for another
+CUDA or cuDNN, or a container that does not see the driver, leaves TensorFlow with no
+GPU and no error. The doctor reports the versions that matter, the CUDA and cuDNN
+TensorFlow was built with, every device TensorFlow sees (each GPU runs a small matmul),
+and the GPUs the NVIDIA driver reports next to them, and says plainly when they differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from typing import Any
+
+__all__ = ["Diagnosis", "diagnose", "driver_gpus"]
+
+_SMI_TIMEOUT = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """What `diagnose` found; `usable` decides the exit code."""
+
+    versions: dict[str, str]
+    build: dict[str, Any]  # CUDA and cuDNN TensorFlow was built with
+    devices: list[dict[str, Any]]  # name, type, and for GPUs whether a matmul ran
+    driver_gpus: list[str] | None  # None: no NVIDIA driver tool on this host
+    warnings: list[str]
+    problems: list[str]  # what makes the host unusable
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "usable": self.usable}
+
+    def format(self) -> str:
+        """The report as text for a terminal."""
+        lines = ["Versions:"]
+        lines += [f"  {name:<12} {version}" for name, version in self.versions.items()]
+        cuda = self.build.get("cuda_version") or "none"
+        cudnn = self.build.get("cudnn_version") or "none"
+        lines += ["", f"TensorFlow built with CUDA {cuda}, cuDNN {cudnn}", "", "Devices:"]
+        for device in self.devices:
+            check = ""
+            if device["type"] == "GPU":
+                check = (
+                    " (matmul ok)" if device["matmul"] else f" (matmul FAILED: {device['error']})"
+                )
+            lines.append(f"  {device['name']}{check}")
+        gpus = [d for d in self.devices if d["type"] == "GPU"]
+        if self.driver_gpus is None:
+            driver = "no NVIDIA driver tool (nvidia-smi) on this host"
+        else:
+            driver = f"{len(self.driver_gpus)} GPU(s): " + ", ".join(self.driver_gpus or ["none"])
+        lines += ["", f"NVIDIA driver: {driver}"]
+        if not gpus and not self.driver_gpus:
+            lines.append("No GPU: searches run on the CPU.")
+        lines.append("")
+        lines += [f"Warning: {w}" for w in self.warnings]
+        lines += [f"Problem: {p}" for p in self.problems]
+        lines.append("Usable: yes" if self.usable else "Usable: no")
+        return "\n".join(lines)
+
+
+def driver_gpus() -> list[str] | None:
+    """The GPUs the NVIDIA driver reports (``nvidia-smi``), or None without the tool."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        done = subprocess.run(
+            [smi, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=_SMI_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if done.returncode != 0:
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("kt-pipeline", "tensorflow", "keras", "keras-tuner"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _matmul(device: str) -> str | None:
+    """None if a small matmul runs on `device`, else the error."""
+    import tensorflow as tf
+
+    try:
+        with tf.device(device):
+            x = tf.random.stateless_normal((64, 64), seed=(1, 2))
+            float(tf.reduce_sum(tf.matmul(x, x)).numpy())
+    except Exception as error:  # any failure is the answer here, reported as text
+        return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return None
+
+
+def diagnose() -> Diagnosis:
+    """Checks this host; never raises for what it finds."""
+    import tensorflow as tf
+
+    from kt_pipeline import _compat
+    from kt_pipeline.errors import UserInputError
+
+    versions = _versions()
+    build = {
+        key: value
+        for key, value in dict(tf.sysconfig.get_build_info()).items()
+        if key in ("cuda_version", "cudnn_version", "is_cuda_build")
+    }
+    warnings: list[str] = []
+    problems: list[str] = []
+    try:
+        _compat.check_versions()
+    except UserInputError as mismatch:
+        problems.append(str(mismatch))
+    devices = []
+    for device in tf.config.list_physical_devices():
+        name = device.name.replace("/physical_device:", "/")
+        entry: dict[str, Any] = {"name": name, "type": device.device_type}
+        if device.device_type in ("GPU", "CPU"):
+            error = _matmul(name)
+            if device.device_type == "GPU":
+                entry.update(matmul=error is None, error=error)
+            if error is not None:
+                problems.append(f"a matmul on {name} failed: {error}")
+        devices.append(entry)
+    seen = sum(d["type"] == "GPU" for d in devices)
+    reported = driver_gpus()
+    if reported and seen < len(reported):
+        warnings.append(
+            f"the NVIDIA driver reports {len(reported)} GPU(s) but TensorFlow sees {seen}: "
+            f"TensorFlow (built with CUDA {build.get('cuda_version') or 'none'}, cuDNN "
+            f"{build.get('cudnn_version') or 'none'}) cannot use them, so searches would run "
+            "on the CPU. Install `tensorflow[and-cuda]` or use an image whose CUDA and cuDNN "
+            "match."
+        )
+        problems.append("TensorFlow does not see every GPU the driver reports")
+    return Diagnosis(versions, build, devices, reported, warnings, problems)

@@ -1,0 +1,61 @@
+"""`kt-pipeline doctor` on this CPU-only host, and on hosts it can only be told about:
+a driver that reports GPUs TensorFlow does not see, and mismatched versions."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from kt_pipeline import _compat, doctor
+from kt_pipeline.cli import main
+
+
+def test_a_cpu_host_is_usable_and_says_it_has_no_gpu(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "No GPU: searches run on the CPU." in out
+    assert "Usable: yes" in out
+    for name in ("python", "tensorflow", "keras", "keras-tuner"):
+        assert f"\n  {name} " in out
+
+
+def test_json_report_for_machines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["usable"] is True and report["problems"] == []
+    assert "cuda_version" in report["build"]
+    assert any(device["type"] == "CPU" for device in report["devices"])
+
+
+def test_gpus_the_driver_reports_but_tensorflow_cannot_see_make_the_host_unusable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(doctor, "driver_gpus", lambda: ["NVIDIA H200", "NVIDIA H200"])
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "Warning: the NVIDIA driver reports 2 GPU(s) but TensorFlow sees 0" in out
+    assert "tensorflow[and-cuda]" in out and "Usable: no" in out
+    assert "No GPU: searches run on the CPU." not in out  # there are GPUs; they are unused
+
+
+def test_versions_the_hooks_were_not_written_for_make_the_host_unusable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(_compat.WRITTEN_FOR, "keras-tuner", "9.9")
+    assert main(["doctor"]) == 1
+    assert "Problem: kt-pipeline's fixes" in capsys.readouterr().out
+
+
+def test_driver_gpus_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert doctor.driver_gpus() is None  # no tool: no NVIDIA driver here
+    tool = tmp_path / "nvidia-smi"
+    tool.write_text("#!/bin/sh\nprintf 'NVIDIA H200\\nNVIDIA H200\\n'\n", encoding="utf-8")
+    tool.chmod(0o755)
+    assert doctor.driver_gpus() == ["NVIDIA H200", "NVIDIA H200"]
+    tool.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n", encoding="utf-8")
+    assert doctor.driver_gpus() == []  # a tool that fails: a driver that reports none
+    assert os.access(tool, os.X_OK)
