@@ -1,6 +1,13 @@
 # kt-pipeline on a GPU host. Build:  docker build -t kt-pipeline .
 # Run:    docker run --gpus all -v "$PWD/experiments:/experiments" kt-pipeline search
-FROM tensorflow/tensorflow:2.21.0-gpu
+#
+# Base: plain Python, with CUDA and cuDNN as the pip wheels TensorFlow's `and-cuda` extra
+# pins for 2.21 (CUDA 12.5, cuDNN >= 9.3, < 10; TensorFlow 2.21 reports building with CUDA
+# 12.5.1 and cuDNN 9 in tf.sysconfig.get_build_info()). The official
+# tensorflow/tensorflow:*-gpu images since 2.18 ship cuDNN 8.9, which these builds cannot
+# load, so TensorFlow finds no GPU (tensorflow/tensorflow#62412, #94593;
+# tensorflow/build#221). The host needs only the NVIDIA driver and container toolkit.
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -15,8 +22,10 @@ WORKDIR /opt/kt-pipeline
 COPY pyproject.toml README.md ./
 COPY kt_pipeline ./kt_pipeline
 COPY hypermodels ./hypermodels
-# The base image's TensorFlow satisfies the pin, so only our other dependencies install.
-RUN pip install --no-cache-dir . && kt-pipeline --help > /dev/null \
+# The doctor checks the install: versions, imports, a matmul on every device it sees
+# (the build itself has no GPU; run `kt-pipeline doctor` in the container on the host).
+RUN pip install --no-cache-dir "tensorflow[and-cuda]==2.21.0" . \
+    && kt-pipeline doctor > /dev/null \
     && mkdir -p /experiments && chown 1000:1000 /experiments
 
 USER 1000:1000
