@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 import time
@@ -350,12 +351,14 @@ def _launch(args: argparse.Namespace, config: object) -> int:
     ]
     if args.debug:
         shared.append("--debug")
+    again = ["kt-pipeline", *(a for a in args.argv if a != "--overwrite")]
     return launch(
         [arg for arg in shared if arg],
         workers=args.workers,
         address=address,
         lease_seconds=config.runtime.worker_lease_seconds,
         overwrite=args.overwrite,
+        resume_command=f"`{shlex.join(again)}`",
     )
 
 
@@ -522,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()  # before TensorFlow's import: a time budget counts it
     args = _parser().parse_args(argv)
     args.started = started
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     # TensorFlow's Python logger would otherwise pass its chatter (INFO lines, and a
     # retracing warning that every new trial's model triggers) to our handler.

@@ -121,8 +121,10 @@ def launch(
     address: str,
     lease_seconds: float,
     overwrite: bool = False,
+    resume_command: str = "the same command",
 ) -> int:
-    """Runs a chief and `workers` workers; returns the chief's exit code.
+    """Runs a chief and `workers` workers; returns the chief's exit code (128 + the
+    signal's number when a signal killed it).
 
     Args:
         search_args: ``kt-pipeline search`` options shared by every process (config,
@@ -131,6 +133,7 @@ def launch(
         address: ``HOST:PORT`` the chief binds.
         lease_seconds: The workers' lease, to bound how long a chief may outlive them.
         overwrite: Start the experiment afresh (the chief discards it before serving).
+        resume_command: What to run to resume after the chief dies, for its message.
     """
     common = ["search", *search_args, "--oracle", address]
     chief = _spawn([*common, "--role", "chief", *(["--overwrite"] if overwrite else [])], {}, None)
@@ -158,7 +161,17 @@ def launch(
                 )
             )
         code = _supervise(chief, processes[1:], lease_seconds=lease_seconds)
-        for worker in processes[1:]:  # told to stop by the chief: let them exit cleanly
+        if code < 0:  # a signal killed the chief: it could not say so itself
+            log.error(
+                "kt-pipeline: the chief was killed by %s; the search so far is kept in the "
+                "experiment directory, and %s resumes it",
+                signal.Signals(-code).name,
+                resume_command,
+            )
+            code = 128 - code
+        for worker in processes[1:] if code == 0 else ():
+            # Told to stop by the chief: let them exit cleanly. After a failed chief no
+            # one will tell them, so they are stopped at once below.
             with contextlib.suppress(subprocess.TimeoutExpired):
                 worker.wait(timeout=30)
         for index, worker in enumerate(processes[1:]):

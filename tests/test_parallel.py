@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -204,6 +205,94 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> N
     assert (experiment / "export" / "1" / "saved_model.pb").is_file()
 
 
+def _chief_pid(experiment: Path) -> int:
+    """The process serving as the chief of the search in `experiment`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        named = any(str(experiment).encode() in arg for arg in argv)
+        if named and b"--role" in argv and argv[argv.index(b"--role") + 1] == b"chief":
+            return int(proc.name)
+    raise AssertionError(f"no chief process for {experiment}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_a_killed_chief_is_named_in_one_line_and_the_same_command_resumes(
+    tmp_path: Path,
+) -> None:
+    """`--workers 2`: while a worker is mid-trial, the chief gets SIGKILL. The launcher
+    says so in one line, stops the workers and exits 128 + 9; the same command again
+    completes every planned trial once."""
+    data = tmp_path / "data.csv"
+    make_frame(120).to_csv(data, index=False)
+    experiment = tmp_path / "experiment"
+    stall = tmp_path / "stalled.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")]),
+        "KT_TEST_STALL_FILE": str(stall),  # only the first trial to train stalls, once
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "kt_pipeline",
+        *random_search_args(
+            experiment,
+            data,
+            max_trials=3,
+            max_epochs=2,
+            flags=("--workers", "2"),
+            overrides=(
+                "search.hypermodel='custom_models:StallingHyperModel'",
+                "search.units=[8]",
+                "search.num_layers=1",
+                "search.batch_sizes=[16]",
+                "runtime.worker_lease_seconds=4",
+            ),
+        ),
+    ]
+    launcher = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # so that a failure below can stop every process it started
+    )
+    try:
+        _wait_for(stall, launcher, timeout=120)
+        os.kill(_chief_pid(experiment), signal.SIGKILL)
+        output, _ = launcher.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+    assert launcher.returncode == 128 + signal.SIGKILL, output[-3000:]
+    said = [line for line in output.splitlines() if "chief was killed" in line]
+    assert len(said) == 1 and "killed by SIGKILL" in said[0], output[-3000:]
+    assert "--workers 2" in said[0] and "resumes it" in said[0]
+    assert not _alive(json.loads(stall.read_text())["pid"])  # no worker left behind
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    table = pd.read_csv(experiment / "results.csv", dtype={"trial_id": str})
+    assert len(table) == 3 and table["trial_id"].is_unique
+    assert (table["status"] == "COMPLETED").all()
+    assert (table["epochs"] == 2).all()
+    assert (experiment / "export" / "1" / "saved_model.pb").is_file()
+
+
 def test_the_compose_file_runs_valid_commands_on_one_volume() -> None:
     """The compose file cannot run here (no Docker engine); its kt-pipeline commands
     are parsed by the real CLI parser, and the roles must fit together."""
@@ -228,15 +317,3 @@ def test_the_compose_file_runs_valid_commands_on_one_volume() -> None:
     assert len(set(worker_ids)) == len(worker_ids)
     assert f'--logdir", "{chief.experiment_dir}/tensorboard' in text
     assert "127.0.0.1:6006:6006" in text  # TensorBoard published on loopback only
-
-
-def test_conditions_cross_the_wire_without_printing(capsys: pytest.CaptureFixture[str]) -> None:
-    hp = keras_tuner.HyperParameters()
-    optimizer = hp.Choice("optimizer", ["sgd", "adam"])
-    with hp.conditional_scope("optimizer", ["sgd"]):
-        hp.Float("momentum", 0.0, 0.9)
-    del optimizer
-    restored = keras_tuner.HyperParameters.from_proto(hp.to_proto())
-    assert capsys.readouterr().out == ""  # KerasTuner 1.4.8 prints "sgd" here
-    momentum = restored._hps["momentum"][0]
-    assert momentum.conditions == [keras_tuner.src.engine.conditions.Parent("optimizer", ["sgd"])]
