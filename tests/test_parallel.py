@@ -293,6 +293,124 @@ def test_a_killed_chief_is_named_in_one_line_and_the_same_command_resumes(
     assert (experiment / "export" / "1" / "saved_model.pb").is_file()
 
 
+class _Namespaces:
+    """Network namespaces standing in for hosts: the chief's and one per worker, each
+    worker joined to the chief by its own veth pair on a private /30. Removed on exit."""
+
+    def __init__(self, workers: int) -> None:
+        self.prefix = f"ktp{os.getpid() % 100000}"
+        self.chief = f"{self.prefix}c"
+        self.workers = [f"{self.prefix}w{i}" for i in range(workers)]
+        self.chief_addresses: list[str] = []
+
+    def _ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+    def __enter__(self) -> _Namespaces:
+        try:
+            for name in [self.chief, *self.workers]:
+                self._ip("netns", "add", name)
+                self._ip("-n", name, "link", "set", "lo", "up")
+            for index, worker in enumerate(self.workers):
+                left, right = f"{self.prefix}a{index}", f"{self.prefix}b{index}"
+                self._ip("link", "add", left, "type", "veth", "peer", "name", right)
+                self._ip("link", "set", left, "netns", self.chief)
+                self._ip("link", "set", right, "netns", worker)
+                chief_ip, worker_ip = f"10.213.{index}.1", f"10.213.{index}.2"
+                self._ip("-n", self.chief, "addr", "add", f"{chief_ip}/30", "dev", left)
+                self._ip("-n", worker, "addr", "add", f"{worker_ip}/30", "dev", right)
+                self._ip("-n", self.chief, "link", "set", left, "up")
+                self._ip("-n", worker, "link", "set", right, "up")
+                self.chief_addresses.append(chief_ip)
+        except (OSError, subprocess.SubprocessError) as error:
+            self.__exit__(None, None, None)
+            pytest.skip(f"network namespaces cannot be made here: {error}")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for name in [self.chief, *self.workers]:  # deleting a namespace removes its veths
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+    def command(self, namespace: str, args: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", namespace, sys.executable, "-m", "kt_pipeline", *args]
+
+
+@pytest.mark.slow
+def test_workers_on_other_hosts_dial_the_chief_and_survive_a_killed_worker(
+    tmp_path: Path,
+) -> None:
+    """Three "hosts" (network namespaces) share only the experiment directory, as hosts
+    share a network file system: the chief binds its namespace's interfaces, each worker
+    dials the chief's address on its own link, and no loopback is shared. The first
+    worker to train stalls and is killed; every trial still completes, and the chief
+    exports and exits by itself."""
+    data = tmp_path / "data.csv"
+    make_frame(120).to_csv(data, index=False)
+    experiment = tmp_path / "experiment"
+    stall = tmp_path / "stalled.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")]),
+        "KT_TEST_STALL_FILE": str(stall),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": "-1",
+    }
+    search = random_search_args(
+        experiment,
+        data,
+        max_trials=3,
+        max_epochs=2,
+        overrides=(
+            "search.hypermodel='custom_models:StallingHyperModel'",
+            "search.units=[8]",
+            "search.num_layers=1",
+            "search.batch_sizes=[16]",
+            "runtime.worker_lease_seconds=4",
+        ),
+    )
+    port = "8470"
+    with _Namespaces(workers=2) as hosts:
+        processes = [
+            subprocess.Popen(
+                hosts.command(
+                    hosts.chief, [*search, "--role", "chief", "--oracle", f"0.0.0.0:{port}"]
+                ),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        ]
+        try:
+            for index, worker in enumerate(hosts.workers):
+                address = f"{hosts.chief_addresses[index]}:{port}"
+                args = [*search, "--role", "worker", "--worker-id", worker, "--oracle", address]
+                processes.append(
+                    subprocess.Popen(
+                        hosts.command(worker, args),
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+            _wait_for(stall, processes[0], timeout=180)
+            os.kill(json.loads(stall.read_text())["pid"], signal.SIGKILL)
+            output, _ = processes[0].communicate(timeout=180)
+        finally:
+            for process in processes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert processes[0].returncode == 0, output[-3000:]
+    assert "presumed dead" in output
+    table = pd.read_csv(experiment / "results.csv", dtype={"trial_id": str})
+    assert len(table) == 3 and (table["status"] == "COMPLETED").all()
+    assert set(table["worker"]) <= set(hosts.workers)  # trials ran in the worker namespaces
+    assert (experiment / "export" / "1" / "saved_model.pb").is_file()
+
+
 def test_the_compose_file_runs_valid_commands_on_one_volume() -> None:
     """The compose file cannot run here (no Docker engine); its kt-pipeline commands
     are parsed by the real CLI parser, and the roles must fit together."""
