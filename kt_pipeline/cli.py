@@ -36,6 +36,7 @@ _SHORTHANDS = (
     ("seed", "runtime.seed", False),
     ("experiment_dir", "runtime.experiment_dir", True),
     ("oracle", "runtime.oracle_address", True),
+    ("oracle_bind", "runtime.oracle_bind", True),
 )
 
 
@@ -147,8 +148,14 @@ def _parser() -> argparse.ArgumentParser:
     parallel.add_argument(
         "--oracle",
         metavar="HOST:PORT",
-        help="runtime.oracle_address: where the chief binds and workers connect "
-        "(default 127.0.0.1:8470)",
+        help="runtime.oracle_address: where workers connect, and the chief binds unless "
+        "--oracle-bind is given (default 127.0.0.1:8470)",
+    )
+    parallel.add_argument(
+        "--oracle-bind",
+        metavar="HOST:PORT",
+        help="runtime.oracle_bind: where the chief binds when workers dial another "
+        "address, e.g. 0.0.0.0:8470 behind a Service",
     )
     parallel.add_argument(
         "--worker-id",

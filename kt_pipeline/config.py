@@ -318,8 +318,11 @@ class RuntimeConfig:
         batch_size_is: Whether the searched batch size is the ``global`` batch of one
             step or the ``per_replica`` batch (multiplied by the replica count). Schedules
             count steps of the global batch either way.
-        oracle_address: ``HOST:PORT`` the chief's oracle binds and workers connect to
-            in a parallel search (``kt-pipeline search --workers/--role``).
+        oracle_address: ``HOST:PORT`` workers connect to in a parallel search
+            (``kt-pipeline search --workers/--role``), and the chief binds unless
+            `oracle_bind` says otherwise.
+        oracle_bind: ``HOST:PORT`` the chief binds when it differs from the address
+            workers dial (``0.0.0.0:8470`` behind a Service or a NAT); empty: the same.
         worker_lease_seconds: A worker silent for this long is presumed dead and its
             trial goes to another worker; workers send a heartbeat 5 times per lease.
         verbose: Show Keras's per-epoch output.
@@ -345,6 +348,7 @@ class RuntimeConfig:
     mixed_precision: str = "none"
     batch_size_is: str = "global"
     oracle_address: str = "127.0.0.1:8470"
+    oracle_bind: str = ""
     worker_lease_seconds: float = 60.0
     verbose: bool = False
     steps_per_execution: int = 0
@@ -380,11 +384,13 @@ class RuntimeConfig:
                 "'global' with a single-replica strategy ('default', 'one_device')",
                 self.batch_size_is,
             )
-        host, sep, port = self.oracle_address.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise _fail(
-                "runtime.oracle_address", "HOST:PORT with a port in 1..65535", self.oracle_address
-            )
+        for name in ("oracle_address", "oracle_bind"):
+            value = getattr(self, name)
+            host, sep, port = value.rpartition(":")
+            if name == "oracle_bind" and not value:
+                continue
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise _fail(f"runtime.{name}", "HOST:PORT with a port in 1..65535", value)
         if self.worker_lease_seconds < 1:
             raise _fail("runtime.worker_lease_seconds", ">= 1", self.worker_lease_seconds)
 

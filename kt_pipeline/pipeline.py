@@ -849,9 +849,10 @@ def run_search(
     try:
         if role == "standalone":
             return _run_search(config, overwrite=overwrite, role=role, started=started)
+        runtime = config.runtime
         with oracle_role(
             tuner_id="chief" if role == "chief" else worker_id,
-            address=config.runtime.oracle_address,
+            address=(runtime.oracle_bind if role == "chief" else "") or runtime.oracle_address,
         ):
             return _run_search(config, overwrite=overwrite, role=role, started=started)
     finally:  # `runtime.mixed_precision` is for this job, not for the caller's process

@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = frozenset(
         "runtime.memory_growth",
         "runtime.mixed_precision",
         "runtime.oracle_address",
+        "runtime.oracle_bind",
         "runtime.worker_lease_seconds",
         "runtime.steps_per_execution",
         "runtime.jit_compile",

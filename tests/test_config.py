@@ -133,6 +133,10 @@ def test_unreadable_and_malformed_files(tmp_path: Path) -> None:
             "Received: 'localhost'",
         ),
         (
+            ["runtime.oracle_bind='0.0.0.0'"],
+            "`runtime.oracle_bind` must be HOST:PORT with a port in 1..65535. Received: '0.0.0.0'",
+        ),
+        (
             ["runtime.worker_lease_seconds=0.5"],
             "`runtime.worker_lease_seconds` must be >= 1. Received: 0.5",
         ),

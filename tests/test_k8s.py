@@ -61,8 +61,8 @@ def test_the_chief_the_workers_and_tensorboard_fit_together() -> None:
     assert chief_deployment["spec"]["replicas"] == 1
     chief = _parser().parse_args(_container(chief_deployment)["args"])
     assert chief.role == "chief"
-    host, _, port = chief.oracle.rpartition(":")
-    assert host == "0.0.0.0"  # the workers are other pods
+    assert chief.oracle_bind.startswith("0.0.0.0:")  # the workers are other pods
+    port = chief.oracle_bind.rpartition(":")[2]
 
     services = {s["metadata"]["name"]: s for s in _by_kind("Service")}
     labels = chief_deployment["spec"]["template"]["metadata"]["labels"]
@@ -73,7 +73,7 @@ def test_the_chief_the_workers_and_tensorboard_fit_together() -> None:
     assert job["spec"]["completionMode"] == "Indexed"
     worker = _parser().parse_args(_container(job)["args"])
     assert worker.role == "worker" and "$(JOB_COMPLETION_INDEX)" in worker.worker_id
-    assert worker.oracle == f"{service['metadata']['name']}:{port}"
+    assert worker.oracle == chief.oracle == f"{service['metadata']['name']}:{port}"
     assert (worker.experiment_dir, worker.tuner, worker.max_trials) == (
         chief.experiment_dir,
         chief.tuner,

@@ -370,11 +370,12 @@ def test_workers_on_other_hosts_dial_the_chief_and_survive_a_killed_worker(
     )
     port = "8470"
     with _Namespaces(workers=2) as hosts:
+        # The chief binds every interface of its "host"; workers dial its link address.
+        chief = [*search, "--role", "chief", "--oracle-bind", f"0.0.0.0:{port}"]
+        chief += ["--oracle", f"{hosts.chief_addresses[0]}:{port}"]
         processes = [
             subprocess.Popen(
-                hosts.command(
-                    hosts.chief, [*search, "--role", "chief", "--oracle", f"0.0.0.0:{port}"]
-                ),
+                hosts.command(hosts.chief, chief),
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
