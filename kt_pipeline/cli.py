@@ -385,6 +385,7 @@ def _describe(directory: str) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from kt_pipeline.config import load_config
+    from kt_pipeline.lock import experiment_lock
     from kt_pipeline.pipeline import CONFIG_FILE, export_best
 
     if args.describe:
@@ -399,7 +400,8 @@ def _export(args: argparse.Namespace) -> int:
                 f"{CONFIG_FILE}; pass --config or --experiment-dir"
             )
     config = load_config(config_file, _overrides(args))
-    exported = export_best(config)
+    with experiment_lock(Path(config.runtime.experiment_dir), command="export"):
+        exported = export_best(config)
     if exported is None:
         raise UserInputError(
             f"experiment {config.runtime.experiment_dir!r} has no completed trial to export"

@@ -10,6 +10,8 @@ splits.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ __all__ = [
     "Splits",
     "check_columns",
     "feature_rows",
+    "fingerprint",
     "infer_column_kinds",
     "infer_task",
     "load_dataset",
@@ -386,6 +389,20 @@ def load_dataset(
         task=resolved_task,
         class_names=class_names if resolved_task != "regression" else (),
     )
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """A hash of the rows a search trains on: the feature values, the labels, the
+    column names and kinds and the task. A file's size and date would miss changed
+    labels; this does not (`benchmarks/fingerprint.py` measures its cost)."""
+    digest = hashlib.sha256(
+        json.dumps(
+            [dataset.task, sorted(dataset.kinds.items()), list(dataset.frame.columns)]
+        ).encode()
+    )
+    digest.update(pd.util.hash_pandas_object(dataset.frame, index=False).to_numpy().tobytes())
+    digest.update(np.ascontiguousarray(dataset.y).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def split_dataset(

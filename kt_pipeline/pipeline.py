@@ -45,6 +45,7 @@ from kt_pipeline import ensemble as ensemble_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
 from kt_pipeline.errors import SearchAbortedError, UserInputError
 from kt_pipeline.export import export_model, score_predictions
+from kt_pipeline.lock import experiment_lock
 from kt_pipeline.lr_find import (
     RANGE_TEST_STEPS,
     LRFindResult,
@@ -100,6 +101,7 @@ RESULTS_FILE = "results.csv"
 RESULTS_JSON_FILE = "results.json"
 BEST_HP_FILE = "best_hyperparameters.json"
 SUMMARY_FILE = "summary.json"
+FINGERPRINT_FILE = "data_fingerprint.json"
 LR_FIND_PLOT = "lr_find.png"
 LR_FIND_FILE = "lr_find.json"
 
@@ -859,6 +861,36 @@ def run_search(
         keras.mixed_precision.set_global_policy(policy)
 
 
+def _check_fingerprint(
+    experiment: Path, dataset: data_lib.Dataset, *, resuming: bool, save: bool
+) -> None:
+    """Refuses to resume a search on rows other than the ones it ran on, then records
+    the rows' fingerprint (`data.fingerprint`) for the next run.
+
+    Raises:
+        UserInputError: the saved fingerprint differs; the directory is left as it was.
+    """
+    path = experiment / FINGERPRINT_FILE
+    current = data_lib.fingerprint(dataset)
+    if resuming and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserInputError(
+                f"{str(path)!r} is not readable ({error}): remove it to resume without the "
+                "check, or pass --overwrite to start afresh"
+            ) from error
+        if saved != current:
+            raise UserInputError(
+                f"data {dataset.name!r} is not the data the search in {str(experiment)!r} "
+                f"ran on (fingerprint {saved} then, {current} now): pass --overwrite to start "
+                "afresh, or choose another --experiment-dir"
+            )
+    if save:
+        record = {"data": dataset.name, "fingerprint": current}
+        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Job:
     """A job ready to search: its config resolved for the data, and what it runs on."""
@@ -875,18 +907,27 @@ def _run_search(
 ) -> SearchSummary:
     """The job as three steps: prepare the data and the config, search, then write the
     results and the export."""
-    job = _prepare_job(config, overwrite=overwrite, role=role, started=started)
-    tuner = _search(job, overwrite=overwrite, role=role)
-    if role == "worker":  # the chief writes the results and the export
-        objective = tuner.oracle.objective
-        return _worker_summary(job.experiment, job.prepared.dataset.task, objective, started)
-    return _finish(job, tuner, started=started)
+    with contextlib.ExitStack() as held:
+        job = _prepare_job(config, overwrite=overwrite, role=role, started=started, held=held)
+        tuner = _search(job, overwrite=overwrite, role=role)
+        if role == "worker":  # the chief writes the results and the export
+            objective = tuner.oracle.objective
+            return _worker_summary(job.experiment, job.prepared.dataset.task, objective, started)
+        return _finish(job, tuner, started=started)
 
 
-def _prepare_job(config: PipelineConfig, *, overwrite: bool, role: str, started: float) -> _Job:
+def _prepare_job(
+    config: PipelineConfig,
+    *,
+    overwrite: bool,
+    role: str,
+    started: float,
+    held: contextlib.ExitStack,
+) -> _Job:
     """Checks the input, sets up the devices and the seed, splits the data, sizes the
-    config for it and runs the learning-rate range test; nothing is written to the
-    experiment directory before the input is known to be good."""
+    config for it, takes the experiment's lock (into `held`, for the job's life) and
+    runs the learning-rate range test; nothing is written to the experiment directory
+    before the input is known to be good."""
     budget = (
         TimeBudget(config.tuner.time_budget, started=started) if config.tuner.time_budget else None
     )
@@ -918,6 +959,8 @@ def _prepare_job(config: PipelineConfig, *, overwrite: bool, role: str, started:
     dataset, splits = prepared.dataset, prepared.splits
     experiment = Path(config.runtime.experiment_dir)
     _prepare_experiment_dir(experiment)
+    if role != "worker":  # workers write through the chief's oracle
+        held.enter_context(experiment_lock(experiment))
     resuming = not overwrite and (experiment / PROJECT_NAME).is_dir()
     range_test = config.search.learning_rate_auto
     if resuming and range_test:
@@ -926,6 +969,7 @@ def _prepare_job(config: PipelineConfig, *, overwrite: bool, role: str, started:
             config, range_test = found.apply(config), False
     if resuming:
         check_resumable(experiment / CONFIG_FILE, config_to_dict(config))
+    _check_fingerprint(experiment, dataset, resuming=resuming, save=role != "worker")
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.runtime.seed)

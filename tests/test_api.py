@@ -21,8 +21,11 @@ QUICK = {"search.learning_rate_auto": False}
 
 
 def _files(folder: Path) -> dict[str, int]:
+    """Each file's modification time, the lock file (bookkeeping) left out."""
     return {
-        str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()
+        str(p.relative_to(folder)): p.stat().st_mtime_ns
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != ".lock"
     }
 
 

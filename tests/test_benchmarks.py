@@ -380,3 +380,10 @@ def test_tiny_throughput_time_budget_and_small_budget_benchmarks(tmp_path: Path)
     _run("small_budget.py", "--budgets", "1x1", "--repeats", "1", "--results", str(tmp_path))
     small = json.loads((tmp_path / "small_budget.json").read_text())
     assert small["median_speedup"]["1x1"] > 0 and len(small["runs"]) == 1
+
+
+def test_tiny_fingerprint_benchmark(tmp_path: Path) -> None:
+    _run("fingerprint.py", "--rows", "2000", "--repeats", "1", "--results", str(tmp_path))
+    runs = json.loads((tmp_path / "fingerprint.json").read_text())["runs"]
+    assert [run["format"] for run in runs] == ["parquet", "csv"]
+    assert all(run["fingerprint_s"] > 0 for run in runs)
