@@ -12,8 +12,10 @@ import json
 import logging
 import os
 import shlex
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -528,9 +530,41 @@ def _start_tensorflow_quietly() -> None:
         os.close(null)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``docker stop``, Kubernetes), raised as the interrupt a search already
+    stops on cleanly: the running trial is left to run again on resume."""
+
+
+class _StopOnSignal:
+    """SIGTERM and SIGINT interrupt the command once; a second signal exits at once."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        if self.received is not None:
+            os._exit(128 + signum)
+        self.received = signum
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _stopped(args: argparse.Namespace, signum: int) -> int:
+    name = signal.Signals(signum).name
+    if args.command == "search":
+        again = shlex.join(["kt-pipeline", *(a for a in args.argv if a != "--overwrite")])
+        print(
+            f"kt-pipeline: stopped by {name}; the search so far is kept, and `{again}` resumes it",
+            file=sys.stderr,
+        )
+    else:
+        print(f"kt-pipeline: stopped by {name}", file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 1 search aborted by failing trials or
-    an export that failed its verification, 2 bad input, 130 interrupted)."""
+    an export that failed its verification, 2 bad input, 130 interrupted by Ctrl-C,
+    143 stopped by SIGTERM)."""
     started = time.monotonic()  # before TensorFlow's import: a time budget counts it
     args = _parser().parse_args(argv)
     args.started = started
@@ -539,10 +573,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     # TensorFlow's Python logger would otherwise pass its chatter (INFO lines, and a
     # retracing warning that every new trial's model triggers) to our handler.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    if not (getattr(args, "debug", False) or getattr(args, "verbose", False)):
-        _start_tensorflow_quietly()
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    stop = _StopOnSignal()
+    previous = (  # handlers can only be set from the main thread
+        {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     try:
+        if not (getattr(args, "debug", False) or getattr(args, "verbose", False)):
+            _start_tensorflow_quietly()
+        handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except UserInputError as error:
         if args.debug:
@@ -560,5 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kt-pipeline: export not verified: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("kt-pipeline: interrupted", file=sys.stderr)
-        return 130
+        return _stopped(args, stop.received or signal.SIGINT)
+    finally:
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
