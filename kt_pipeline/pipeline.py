@@ -67,7 +67,7 @@ from kt_pipeline.plan import (
     space_warnings,
 )
 from kt_pipeline.results import write_results
-from kt_pipeline.resume import check_resumable
+from kt_pipeline.resume import check_resumable, check_search_files
 from kt_pipeline.sizing import batch_sizes_for, max_epochs_for
 from kt_pipeline.strategy import (
     configure_devices,
@@ -968,6 +968,7 @@ def _prepare_job(
         if found is not None:  # keep them: a new test could move the space under old trials
             config, range_test = found.apply(config), False
     if resuming:
+        check_search_files(experiment / PROJECT_NAME)
         check_resumable(experiment / CONFIG_FILE, config_to_dict(config))
     _check_fingerprint(experiment, dataset, resuming=resuming, save=role != "worker")
     if config.runtime.deterministic:

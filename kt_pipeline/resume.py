@@ -9,6 +9,7 @@ and runtime settings may change between runs.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,7 +17,12 @@ from typing import Any
 
 from kt_pipeline.errors import UserInputError
 
-__all__ = ["RESUMABLE_CHANGES", "check_resumable", "search_differences"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "check_resumable",
+    "check_search_files",
+    "search_differences",
+]
 
 #: Settings that may differ from the saved config when a search is resumed: the
 #: budget, how and where it runs, and what happens after it. Everything else (data,
@@ -71,16 +77,23 @@ def search_differences(
 def check_resumable(config_file: Path, current: Mapping[str, Mapping[str, Any]]) -> None:
     """Raises when the experiment's saved config and `current` differ in the search.
 
-    A missing or unreadable saved config (an experiment from before configs were
-    saved) is not checked.
+    A missing saved config (an experiment from before configs were saved) is not
+    checked.
 
     Raises:
-        UserInputError: one line that lists what differs.
+        UserInputError: one line that lists what differs, or names the saved config
+            when it is not valid TOML (truncated by a full disk, edited by hand).
     """
     try:
-        saved = tomllib.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+        text = config_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
         return
+    except (OSError, UnicodeDecodeError) as error:
+        raise _unreadable(config_file, error, "remove it to resume without this check") from error
+    try:
+        saved = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise _unreadable(config_file, error, "remove it to resume without this check") from error
     differences = search_differences(saved, current)
     if differences:
         raise UserInputError(
@@ -88,6 +101,34 @@ def check_resumable(config_file: Path, current: Mapping[str, Mapping[str, Any]])
             f"settings ({'; '.join(differences)}): run it with its saved {config_file.name}, "
             "choose another --experiment-dir, or pass --overwrite to start afresh"
         )
+
+
+def check_search_files(project: Path) -> None:
+    """Reads the KerasTuner state a resume would load (``oracle.json``, the tuners'
+    files, every ``trial_<id>/trial.json``), so that a truncated or hand-edited one is
+    named in one line instead of failing deep inside KerasTuner.
+
+    Raises:
+        UserInputError: the first file that is not valid JSON, and the way out.
+    """
+    files = [project / "oracle.json", *sorted(project.glob("tuner*.json"))]
+    files += sorted(project.glob("trial_*/trial.json"))
+    for path in files:
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise _unreadable(
+                path,
+                error,
+                "restore it from a backup, or pass --overwrite to start the search afresh",
+            ) from error
+
+
+def _unreadable(path: Path, error: Exception, way_out: str) -> UserInputError:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return UserInputError(f"{str(path)!r} is corrupted ({reason}): {way_out}")
 
 
 def _plain(value: Any) -> Any:

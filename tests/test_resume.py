@@ -195,3 +195,35 @@ def test_deterministic_runs_repeat_trials_and_metrics_exactly(tmp_path: Path) ->
     )
     assert len(first) == 2 and first["learning_rate"].nunique() == 2
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "way_out"),
+    [
+        ("search/oracle.json", "pass --overwrite to start the search afresh"),
+        ("search/trial_1/trial.json", "restore it from a backup"),
+        ("config.toml", "remove it to resume without this check"),
+    ],
+)
+def test_a_truncated_state_file_is_named_with_the_way_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, way_out: str
+) -> None:
+    from conftest import make_frame, tiny_search_args
+
+    from kt_pipeline.cli import main
+
+    data = tmp_path / "data.csv"
+    make_frame(120).to_csv(data, index=False)
+    experiment = tmp_path / "experiment"
+    assert main(tiny_search_args(experiment, data)) == 0
+    damaged = experiment / name
+    text = damaged.read_text()
+    damaged.write_text(text[: len(text) // 2])  # as a full disk leaves it
+    before = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file() and p.name != ".lock"}
+    capsys.readouterr()
+    assert main(tiny_search_args(experiment, data)) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert f"{str(damaged)!r} is corrupted" in error and way_out in error
+    after = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file() and p.name != ".lock"}
+    assert after == before
