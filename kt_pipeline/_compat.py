@@ -16,7 +16,12 @@ first step) and `hypermodels.fused_optimizers` (the backend update step).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import errno
+import json
+import os
+import shutil
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
@@ -26,6 +31,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 from keras_tuner.src import protos
+from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.distribute import oracle_chief
 from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import conditions as conditions_module
@@ -82,14 +88,69 @@ def check_versions(installed: dict[str, str] | None = None) -> None:
 
 
 def apply() -> None:
-    """Checks the versions and installs the global fix, once per process: KerasTuner's
-    `Parent.to_proto` without its stray print."""
+    """Checks the versions and installs the global fixes, once per process: KerasTuner's
+    `Parent.to_proto` without its stray print, and its state files written whole."""
     global _applied
     if _applied:
         return
     check_versions()
     conditions_module.Parent.to_proto = _quiet_parent_to_proto
+    kt_utils.save_json = _save_json_whole
+    tuner_utils.SaveBestEpoch._save_model = _save_checkpoint_if_it_fits
     _applied = True
+
+
+_original_save_model = tuner_utils.SaveBestEpoch._save_model
+
+#: Free space a checkpoint needs beyond its weights and optimizer slots (HDF5's own).
+_CHECKPOINT_SLACK = 1 << 20
+
+
+def _save_checkpoint_if_it_fits(self: Any) -> None:
+    """KerasTuner's best-epoch checkpoint, written only when the disk has room for it.
+
+    HDF5 (under Keras's ``save_weights``) crashes the whole process with a segmentation
+    fault when the disk fills while it closes the file; refusing the write beforehand
+    turns that into an `OSError` (ENOSPC) the search can report and resume from. The
+    estimate counts every variable (weights and optimizer slots) twice, for HDF5's
+    metadata and chunking.
+    """
+    folder = os.path.dirname(os.path.abspath(self.filepath))
+    if "://" not in str(self.filepath) and os.path.isdir(folder):
+        variables = [*self.model.variables]
+        optimizer = getattr(self.model, "optimizer", None)
+        variables += list(getattr(optimizer, "variables", []) or [])
+        needed = 2 * sum(int(np.prod(v.shape)) * 4 for v in variables) + _CHECKPOINT_SLACK
+        free = shutil.disk_usage(folder).free
+        if free < needed:
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device: {free} bytes free, a checkpoint needs about {needed}",
+                self.filepath,
+            )
+    _original_save_model(self)
+
+
+_original_save_json = kt_utils.save_json
+
+
+def _save_json_whole(path: str, obj: Any) -> str:
+    """KerasTuner's `save_json` (its oracle's, tuners' and trials' state), written to a
+    partial file and renamed into place: a full disk or a kill mid-write leaves the
+    previous file, which a resume can read, instead of half a new one."""
+    if "://" in str(path):  # gs:// and the like: no rename there
+        result: str = _original_save_json(path, obj)
+        return result
+    text = json.dumps(obj)
+    partial = f"{path}.partial"
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+    return text
 
 
 # ------------------------------------------------------------------ KerasTuner

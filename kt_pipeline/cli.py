@@ -21,7 +21,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kt_pipeline.errors import ExportVerificationError, SearchAbortedError, UserInputError
+from kt_pipeline.errors import (
+    DiskFullError,
+    ExportVerificationError,
+    SearchAbortedError,
+    UserInputError,
+    is_disk_full,
+)
 
 __all__ = ["main"]
 
@@ -548,6 +554,16 @@ class _StopOnSignal:
         raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _disk_full_line(error: OSError) -> str:
+    if isinstance(error, DiskFullError):
+        return str(error)
+    where = f" writing {error.filename!r}" if error.filename else ""
+    return (
+        f"the disk is full{where} ({error.strerror or error}): free some space and run the "
+        "same command again; what was finished is kept"
+    )
+
+
 def _stopped(args: argparse.Namespace, signum: int) -> int:
     name = signal.Signals(signum).name
     if args.command == "search":
@@ -598,6 +614,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"kt-pipeline: export not verified: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"kt-pipeline: error: {_disk_full_line(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return _stopped(args, stop.received or signal.SIGINT)

@@ -652,5 +652,12 @@ def config_to_dict(config: PipelineConfig) -> dict[str, dict[str, Any]]:
 
 
 def save_config(config: PipelineConfig, path: str | Path) -> None:
-    """Writes the resolved config as TOML, which `load_config` reads back unchanged."""
-    Path(path).write_text(tomli_w.dumps(config_to_dict(config)), encoding="utf-8")
+    """Writes the resolved config as TOML, which `load_config` reads back unchanged;
+    through a partial file renamed into place, so a full disk leaves the old one."""
+    path = Path(path)
+    partial = path.with_name(f"{path.name}.partial")
+    try:
+        partial.write_text(tomli_w.dumps(config_to_dict(config)), encoding="utf-8")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)

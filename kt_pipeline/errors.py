@@ -7,7 +7,16 @@ and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["ExportVerificationError", "KtPipelineError", "SearchAbortedError", "UserInputError"]
+import errno
+
+__all__ = [
+    "DiskFullError",
+    "ExportVerificationError",
+    "KtPipelineError",
+    "SearchAbortedError",
+    "UserInputError",
+    "is_disk_full",
+]
 
 
 class KtPipelineError(Exception):
@@ -35,3 +44,27 @@ class ExportVerificationError(KtPipelineError, RuntimeError):
     """An export whose reloaded SavedModel does not predict what
     the in-memory model predicts. It is not published as a version; the CLI prints the
     message and exits with code 1."""
+
+
+class DiskFullError(KtPipelineError, OSError):
+    """The disk (or quota) filled up while the search wrote its files. The running
+    trial is left to run again, and a finished export is never half-replaced; the CLI
+    prints the one-line message and exits with code 1."""
+
+
+_DISK_FULL = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, says the disk or quota is
+    full. h5py and TensorFlow report it in their message rather than in `errno`."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(current) for text in _DISK_FULL):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

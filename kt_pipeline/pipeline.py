@@ -888,7 +888,12 @@ def _check_fingerprint(
             )
     if save:
         record = {"data": dataset.name, "fingerprint": current}
-        path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        partial = path.with_name(f"{path.name}.partial")  # a full disk leaves the old one
+        try:
+            partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,7 +65,7 @@ from kt_pipeline._compat import (
     retry_queue,
 )
 from kt_pipeline.bohb import BOHB
-from kt_pipeline.errors import SearchAbortedError
+from kt_pipeline.errors import DiskFullError, SearchAbortedError, is_disk_full
 from kt_pipeline.graph_memory import released_custom_gradients
 from kt_pipeline.progress import SearchProgress
 from kt_pipeline.tensorboard import TensorBoardTunerMixin, TunerMixinBase
@@ -224,6 +224,15 @@ def _start_from_recommended(oracle: keras_tuner.Oracle, hypermodel: Any) -> None
     answer_first_draw(oracle, lambda: dict(starting_values(oracle.hyperparameters)))
 
 
+class _DiskFull(BaseException):
+    """Carries a disk-full error past KerasTuner, which records any `Exception` raised
+    in a trial as the trial's failure."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _PipelineTunerMixin(TunerMixinBase):
     """Per-trial seeding, accounting, failure reasons and crash counting, mixed in
     before a KerasTuner tuner class."""
@@ -314,6 +323,12 @@ class _PipelineTunerMixin(TunerMixinBase):
         try:
             with released_custom_gradients():  # else every trial's graphs stay in memory
                 super()._try_run_and_update_trial(trial, *args, **kwargs)
+        except _DiskFull as full:  # the trial stays RUNNING, so a resume runs it again
+            _write_crashes(crashes_file, crashes)
+            raise DiskFullError(
+                f"the disk is full: {full.error} (trial {trial.trial_id} runs again when "
+                "the search is resumed with the same command once there is space)"
+            ) from full.error
         except (Exception, KeyboardInterrupt):  # the process survives: not a crash
             _write_crashes(crashes_file, crashes)
             raise
@@ -330,6 +345,8 @@ class _PipelineTunerMixin(TunerMixinBase):
         try:
             super()._run_and_update_trial(trial, *args, **kwargs)
         except Exception as error:
+            if is_disk_full(error):  # not the trial's fault: stop, and run it again later
+                raise _DiskFull(error) from error
             self._failure[trial.trial_id] = (_reason(error), traceback.format_exc())
             raise
 

@@ -3,6 +3,10 @@ each fix does what it says, and the versions they were written for are checked."
 
 from __future__ import annotations
 
+import errno
+import json
+from pathlib import Path
+
 import keras_tuner
 import pytest
 
@@ -58,3 +62,24 @@ def test_the_first_draw_can_be_answered_and_later_draws_sample() -> None:
     _compat.answer_first_draw(oracle, lambda: {"units": 7})
     assert oracle._random_values() == {"units": 7}
     assert oracle._random_values() != {"units": 7}
+
+
+def test_keras_tuner_state_files_are_written_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KerasTuner 1.4.8 truncates its oracle and trial files before writing them, so a
+    full disk leaves half a file that no resume can read."""
+    from keras_tuner.src import utils
+
+    _compat.apply()
+    path = tmp_path / "oracle.json"
+    utils.save_json(str(path), {"state": 1})
+
+    def full_disk(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_compat.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        utils.save_json(str(path), {"state": 2})
+    assert json.loads(path.read_text()) == {"state": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]  # no partial left
