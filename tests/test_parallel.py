@@ -134,11 +134,12 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.slow
-def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> None:
-    """`--workers 2` on loopback; the first worker to start training writes the trial's
-    hyperparameters and stalls; it is killed with SIGKILL. The chief must still finish
-    every planned trial (the killed one by the other worker), export and exit."""
+def _stalling_search(
+    tmp_path: Path, *, flags: tuple[str, ...] = ()
+) -> tuple[Path, Path, dict[str, str], list[str]]:
+    """A 3-trial search whose first trial to start training, in any process, stalls
+    until killed (`custom_models.StallingHyperModel`): its experiment folder, the file
+    the stalled process writes, the environment and the ``kt-pipeline`` arguments."""
     data = tmp_path / "data.csv"
     make_frame(120).to_csv(data, index=False)
     experiment = tmp_path / "experiment"
@@ -149,26 +150,31 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> N
         "KT_TEST_STALL_FILE": str(stall),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
+    args = random_search_args(
+        experiment,
+        data,
+        max_trials=3,
+        max_epochs=2,
+        flags=flags,
+        overrides=(
+            "search.hypermodel='custom_models:StallingHyperModel'",
+            "search.units=[8]",
+            "search.num_layers=1",
+            "search.batch_sizes=[16]",
+            "runtime.worker_lease_seconds=4",
+        ),
+    )
+    return experiment, stall, env, args
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> None:
+    """`--workers 2` on loopback; the first worker to start training writes the trial's
+    hyperparameters and stalls; it is killed with SIGKILL. The chief must still finish
+    every planned trial (the killed one by the other worker), export and exit."""
+    experiment, stall, env, args = _stalling_search(tmp_path, flags=("--workers", "2"))
     launcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kt_pipeline",
-            *random_search_args(
-                experiment,
-                data,
-                max_trials=3,
-                max_epochs=2,
-                flags=("--workers", "2"),
-                overrides=(
-                    "search.hypermodel='custom_models:StallingHyperModel'",
-                    "search.units=[8]",
-                    "search.num_layers=1",
-                    "search.batch_sizes=[16]",
-                    "runtime.worker_lease_seconds=4",
-                ),
-            ),
-        ],
+        [sys.executable, "-m", "kt_pipeline", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -233,35 +239,8 @@ def test_a_killed_chief_is_named_in_one_line_and_the_same_command_resumes(
     """`--workers 2`: while a worker is mid-trial, the chief gets SIGKILL. The launcher
     says so in one line, stops the workers and exits 128 + 9; the same command again
     completes every planned trial once."""
-    data = tmp_path / "data.csv"
-    make_frame(120).to_csv(data, index=False)
-    experiment = tmp_path / "experiment"
-    stall = tmp_path / "stalled.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")]),
-        "KT_TEST_STALL_FILE": str(stall),  # only the first trial to train stalls, once
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "kt_pipeline",
-        *random_search_args(
-            experiment,
-            data,
-            max_trials=3,
-            max_epochs=2,
-            flags=("--workers", "2"),
-            overrides=(
-                "search.hypermodel='custom_models:StallingHyperModel'",
-                "search.units=[8]",
-                "search.num_layers=1",
-                "search.batch_sizes=[16]",
-                "runtime.worker_lease_seconds=4",
-            ),
-        ),
-    ]
+    experiment, stall, env, args = _stalling_search(tmp_path, flags=("--workers", "2"))
+    command = [sys.executable, "-m", "kt_pipeline", *args]
     launcher = subprocess.Popen(
         command,
         env=env,
@@ -344,30 +323,8 @@ def test_workers_on_other_hosts_dial_the_chief_and_survive_a_killed_worker(
     dials the chief's address on its own link, and no loopback is shared. The first
     worker to train stalls and is killed; every trial still completes, and the chief
     exports and exits by itself."""
-    data = tmp_path / "data.csv"
-    make_frame(120).to_csv(data, index=False)
-    experiment = tmp_path / "experiment"
-    stall = tmp_path / "stalled.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")]),
-        "KT_TEST_STALL_FILE": str(stall),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CUDA_VISIBLE_DEVICES": "-1",
-    }
-    search = random_search_args(
-        experiment,
-        data,
-        max_trials=3,
-        max_epochs=2,
-        overrides=(
-            "search.hypermodel='custom_models:StallingHyperModel'",
-            "search.units=[8]",
-            "search.num_layers=1",
-            "search.batch_sizes=[16]",
-            "runtime.worker_lease_seconds=4",
-        ),
-    )
+    experiment, stall, env, search = _stalling_search(tmp_path)
+    env["CUDA_VISIBLE_DEVICES"] = "-1"
     port = "8470"
     with _Namespaces(workers=2) as hosts:
         # The chief binds every interface of its "host"; workers dial its link address.
