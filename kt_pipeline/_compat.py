@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 from keras_tuner.src import protos
 from keras_tuner.src import utils as kt_utils
-from keras_tuner.src.distribute import oracle_chief
+from keras_tuner.src.distribute import oracle_chief, oracle_client
 from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import conditions as conditions_module
 from keras_tuner.src.engine import hyperparameters as hp_module
@@ -97,7 +97,24 @@ def apply() -> None:
     conditions_module.Parent.to_proto = _quiet_parent_to_proto
     kt_utils.save_json = _save_json_whole
     tuner_utils.SaveBestEpoch._save_model = _save_checkpoint_if_it_fits
+    oracle_client.OracleClient.__init__ = _client_with_token
     _applied = True
+
+
+_original_client_init = oracle_client.OracleClient.__init__
+
+
+def _client_with_token(self: Any, oracle: Any) -> None:
+    """KerasTuner's worker-side `OracleClient`, whose calls carry the search's token
+    (`kt_pipeline.parallel.TOKEN_ENV`) when it has one; KerasTuner's own channel sends
+    none."""
+    from kt_pipeline import parallel
+
+    _original_client_init(self, oracle)
+    token = os.environ.get(parallel.TOKEN_ENV)
+    if token:
+        address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+        self.stub = parallel.oracle_stub(address, token)
 
 
 _original_save_model = tuner_utils.SaveBestEpoch._save_model

@@ -45,6 +45,7 @@ _SHORTHANDS = (
     ("experiment_dir", "runtime.experiment_dir", True),
     ("oracle", "runtime.oracle_address", True),
     ("oracle_bind", "runtime.oracle_bind", True),
+    ("oracle_token_file", "runtime.oracle_token_file", True),
 )
 
 
@@ -158,6 +159,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="runtime.oracle_address: where workers connect, and the chief binds unless "
         "--oracle-bind is given (default 127.0.0.1:8470)",
+    )
+    parallel.add_argument(
+        "--oracle-token-file",
+        metavar="FILE",
+        help="runtime.oracle_token_file: the search's shared secret, when "
+        "KT_PIPELINE_ORACLE_TOKEN is not set (--workers makes one by itself)",
+    )
+    parallel.add_argument(
+        "--insecure",
+        action="store_true",
+        help="runtime.oracle_insecure: let the chief bind beyond loopback without a token",
     )
     parallel.add_argument(
         "--oracle-bind",
@@ -314,6 +326,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
             overrides.append(f"{key}={json.dumps(value) if text else value}")
     if getattr(args, "verbose", False):
         overrides.append("runtime.verbose=true")
+    if getattr(args, "insecure", False):
+        overrides.append("runtime.oracle_insecure=true")
     return overrides
 
 

@@ -323,6 +323,10 @@ class RuntimeConfig:
             `oracle_bind` says otherwise.
         oracle_bind: ``HOST:PORT`` the chief binds when it differs from the address
             workers dial (``0.0.0.0:8470`` behind a Service or a NAT); empty: the same.
+        oracle_token_file: A file whose first line is the search's shared secret, when
+            ``KT_PIPELINE_ORACLE_TOKEN`` is not set: every call to the chief must carry
+            it. ``--workers`` makes one for each search by itself.
+        oracle_insecure: Let a chief bind beyond loopback without a token.
         worker_lease_seconds: A worker silent for this long is presumed dead and its
             trial goes to another worker; workers send a heartbeat 5 times per lease.
         verbose: Show Keras's per-epoch output.
@@ -349,6 +353,8 @@ class RuntimeConfig:
     batch_size_is: str = "global"
     oracle_address: str = "127.0.0.1:8470"
     oracle_bind: str = ""
+    oracle_token_file: str = ""
+    oracle_insecure: bool = False
     worker_lease_seconds: float = 60.0
     verbose: bool = False
     steps_per_execution: int = 0

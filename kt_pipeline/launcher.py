@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -20,6 +21,8 @@ import time
 from collections.abc import Sequence
 
 import grpc
+
+from kt_pipeline.parallel import TOKEN_ENV
 
 __all__ = ["cpu_shares", "free_loopback_address", "launch", "worker_environment"]
 
@@ -136,7 +139,12 @@ def launch(
         resume_command: What to run to resume after the chief dies, for its message.
     """
     common = ["search", *search_args, "--oracle", address]
-    chief = _spawn([*common, "--role", "chief", *(["--overwrite"] if overwrite else [])], {}, None)
+    # A fresh shared secret for this search, in the children's environment only (not on
+    # their command lines, which `ps` shows); one set by the user, or a file, is kept.
+    token = {} if os.environ.get(TOKEN_ENV) else {TOKEN_ENV: secrets.token_urlsafe(32)}
+    chief = _spawn(
+        [*common, "--role", "chief", *(["--overwrite"] if overwrite else [])], token, None
+    )
     processes = [chief]
     try:
         if not _wait_for_oracle(address, chief):
@@ -147,7 +155,7 @@ def launch(
         shares = cpu_shares(workers, cpus) if cpus and not gpus else [[]] * workers
         for index in range(workers):
             share = shares[index] or None
-            env = worker_environment(index, gpus=gpus, cpus=share)
+            env = {**worker_environment(index, gpus=gpus, cpus=share), **token}
             log.info(
                 "worker%d: %s",
                 index,

@@ -19,6 +19,8 @@ trial is still running, a worker that would be told to stop is told to wait inst
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import logging
 import os
 import threading
@@ -42,11 +44,16 @@ from kt_pipeline.errors import UserInputError
 
 __all__ = [
     "HEARTBEATS_PER_LEASE",
+    "TOKEN_ENV",
     "LeasingOracleServicer",
     "TrialHeartbeat",
     "is_chief",
+    "is_loopback",
     "is_worker",
     "oracle_role",
+    "oracle_server",
+    "oracle_stub",
+    "oracle_token",
     "serve_oracle",
     "split_address",
 ]
@@ -75,18 +82,20 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def oracle_role(*, tuner_id: str, address: str) -> Iterator[None]:
+def oracle_role(*, tuner_id: str, address: str, token: str | None = None) -> Iterator[None]:
     """Sets KerasTuner's chief/worker environment for the duration of a search.
 
     Args:
         tuner_id: ``chief`` for the oracle's process, any other id for a worker.
         address: ``HOST:PORT`` the chief binds and the workers connect to.
+        token: The search's shared secret (`TOKEN_ENV`), if it has one.
     """
     host, port = split_address(address)
     values = {
         "KERASTUNER_TUNER_ID": tuner_id,
         "KERASTUNER_ORACLE_IP": host.strip("[]"),
         "KERASTUNER_ORACLE_PORT": port,
+        **({TOKEN_ENV: token} if token else {}),
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -243,25 +252,97 @@ def _search_over(oracle: keras_tuner.Oracle) -> bool:
     return bool(oracle_chief.exit_chief(oracle)) and not retry_queue(oracle)
 
 
-def serve_oracle(oracle: keras_tuner.Oracle, *, address: str, lease_seconds: float) -> None:
+#: The environment variable that carries a search's oracle token to its processes.
+TOKEN_ENV = "KT_PIPELINE_ORACLE_TOKEN"
+
+
+def oracle_token(token_file: str = "") -> str | None:
+    """The search's shared secret: `TOKEN_ENV`, else the first line of `token_file`;
+    None when neither is set. Never a command-line value, which ``ps`` would show.
+
+    Raises:
+        UserInputError: the token file cannot be read or is empty.
+    """
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if token or not token_file:
+        return token or None
+    try:
+        with open(token_file, encoding="utf-8") as handle:
+            token = handle.readline().strip()
+    except OSError as error:
+        raise UserInputError(
+            f"`runtime.oracle_token_file` cannot be read: {token_file!r} "
+            f"({error.strerror or error})"
+        ) from error
+    if not token:
+        raise UserInputError(f"`runtime.oracle_token_file` is empty: {token_file!r}")
+    return token
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` binds only this host's loopback interface."""
+    host = split_address(address)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _TokenCheck(grpc.ServerInterceptor):
+    """Lets through only calls that carry ``authorization: Bearer <token>``; compared
+    in constant time, so the answer's timing does not tell how much of a guess was right."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        def refuse(_request: Any, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong oracle token")
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        given = dict(details.invocation_metadata or ()).get("authorization", "")
+        if hmac.compare_digest(str(given).encode(), self._expected):
+            return continuation(details)
+        return self._refusal
+
+
+class _TokenSender(grpc.UnaryUnaryClientInterceptor):
+    """Adds the search's token to every call a worker makes."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = [*(details.metadata or ()), self._metadata]
+        return continuation(details._replace(metadata=metadata), request)
+
+
+def oracle_stub(address: str, token: str | None) -> Any:
+    """A gRPC stub to the chief at `address`, sending `token` with every call."""
+    channel = grpc.insecure_channel(address)
+    if token:
+        channel = grpc.intercept_channel(channel, _TokenSender(token))
+    return protos.get_service_grpc().OracleStub(channel)
+
+
+def serve_oracle(
+    oracle: keras_tuner.Oracle, *, address: str, lease_seconds: float, token: str | None = None
+) -> None:
     """Serves `oracle` to the workers until the search is over; returns then.
 
     Replaces `keras_tuner.src.distribute.oracle_chief.start_server`: same service,
-    plus leases, a thread pool so a held request does not block the others, and a
-    prompt exit once the last trial has ended and every live worker was told to stop.
+    plus leases, a thread pool so a held request does not block the others, a prompt
+    exit once the last trial has ended and every live worker was told to stop, and,
+    with `token`, a refusal (``UNAUTHENTICATED``) for every call that does not carry it.
 
     Raises:
         UserInputError: the address cannot be bound.
     """
     servicer = LeasingOracleServicer(oracle, lease_seconds=lease_seconds)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as error:
-        raise UserInputError(f"the oracle cannot bind {address!r}: {error}") from error
-    if not bound:
-        raise UserInputError(f"the oracle cannot bind {address!r} (in use, or not this host)")
+    server = oracle_server(servicer, address=address, token=token)
     server.start()
     log.info("oracle serving on %s (worker lease %.0f s)", address, lease_seconds)
     try:
@@ -272,6 +353,24 @@ def serve_oracle(oracle: keras_tuner.Oracle, *, address: str, lease_seconds: flo
             servicer.wait(min(1.0, lease_seconds / HEARTBEATS_PER_LEASE))
     finally:
         server.stop(grace=1.0)
+
+
+def oracle_server(servicer: Any, *, address: str, token: str | None) -> grpc.Server:
+    """A gRPC server (not started) for `servicer` on `address`, checking `token`.
+
+    Raises:
+        UserInputError: the address cannot be bound.
+    """
+    interceptors = [_TokenCheck(token)] if token else []
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=interceptors)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError as error:
+        raise UserInputError(f"the oracle cannot bind {address!r}: {error}") from error
+    if not bound:
+        raise UserInputError(f"the oracle cannot bind {address!r} (in use, or not this host)")
+    return server
 
 
 class TrialHeartbeat:

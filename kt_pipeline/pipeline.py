@@ -54,7 +54,7 @@ from kt_pipeline.lr_find import (
     union_range,
 )
 from kt_pipeline.model_card import build_card
-from kt_pipeline.parallel import oracle_role
+from kt_pipeline.parallel import TOKEN_ENV, is_loopback, oracle_role, oracle_token
 from kt_pipeline.plan import (
     Plan,
     calibrate,
@@ -852,9 +852,17 @@ def run_search(
         if role == "standalone":
             return _run_search(config, overwrite=overwrite, role=role, started=started)
         runtime = config.runtime
+        address = (runtime.oracle_bind if role == "chief" else "") or runtime.oracle_address
+        token = oracle_token(runtime.oracle_token_file)
+        open_door = not token and not runtime.oracle_insecure and not is_loopback(address)
+        if role == "chief" and open_door:
+            raise UserInputError(
+                f"the chief would bind {address!r} beyond loopback with no token: anyone "
+                f"who reaches it could take trials or forge results. Set {TOKEN_ENV} (the "
+                "same for the workers) or --oracle-token-file, or pass --insecure"
+            )
         with oracle_role(
-            tuner_id="chief" if role == "chief" else worker_id,
-            address=(runtime.oracle_bind if role == "chief" else "") or runtime.oracle_address,
+            tuner_id="chief" if role == "chief" else worker_id, address=address, token=token
         ):
             return _run_search(config, overwrite=overwrite, role=role, started=started)
     finally:  # `runtime.mixed_precision` is for this job, not for the caller's process

@@ -42,6 +42,8 @@ RESUMABLE_CHANGES = frozenset(
         "runtime.mixed_precision",
         "runtime.oracle_address",
         "runtime.oracle_bind",
+        "runtime.oracle_token_file",
+        "runtime.oracle_insecure",
         "runtime.worker_lease_seconds",
         "runtime.steps_per_execution",
         "runtime.jit_compile",

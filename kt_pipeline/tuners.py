@@ -290,7 +290,10 @@ class _PipelineTunerMixin(TunerMixinBase):
         self.save()
         host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
         parallel.serve_oracle(
-            self.oracle, address=f"{host}:{port}", lease_seconds=self._lease_seconds
+            self.oracle,
+            address=f"{host}:{port}",
+            lease_seconds=self._lease_seconds,
+            token=os.environ.get(parallel.TOKEN_ENV) or None,
         )
 
     def on_search_begin(self) -> None:

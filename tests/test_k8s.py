@@ -80,6 +80,22 @@ def test_the_chief_the_workers_and_tensorboard_fit_together() -> None:
         chief.max_trials,
     )
     assert _container(job)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    secrets = [
+        next(
+            e["valueFrom"]["secretKeyRef"]
+            for e in _container(d)["env"]
+            if e["name"] == "KT_PIPELINE_ORACLE_TOKEN"
+        )
+        for d in (chief_deployment, job)
+    ]
+    assert secrets[0] == secrets[1]  # chief and workers share one secret, never an arg
+
+    (policy,) = _by_kind("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == labels
+    (rule,) = policy["spec"]["ingress"]
+    worker_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": worker_labels}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": int(port)}]
 
     (claim,) = _by_kind("PersistentVolumeClaim")
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes write

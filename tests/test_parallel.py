@@ -22,7 +22,13 @@ from keras_tuner.src import protos
 from keras_tuner.src.engine import trial as trial_module
 
 from kt_pipeline.launcher import cpu_shares, worker_environment
-from kt_pipeline.parallel import LeasingOracleServicer, TrialHeartbeat
+from kt_pipeline.parallel import (
+    TOKEN_ENV,
+    LeasingOracleServicer,
+    TrialHeartbeat,
+    oracle_server,
+    oracle_stub,
+)
 
 _TESTS = Path(__file__).parent
 
@@ -325,6 +331,7 @@ def test_workers_on_other_hosts_dial_the_chief_and_survive_a_killed_worker(
     exports and exits by itself."""
     experiment, stall, env, search = _stalling_search(tmp_path)
     env["CUDA_VISIBLE_DEVICES"] = "-1"
+    env[TOKEN_ENV] = "a-shared-secret-for-this-test"  # the chief binds beyond loopback
     port = "8470"
     with _Namespaces(workers=2) as hosts:
         # The chief binds every interface of its "host"; workers dial its link address.
@@ -393,3 +400,47 @@ def test_the_compose_file_runs_valid_commands_on_one_volume() -> None:
     assert len(set(worker_ids)) == len(worker_ids)
     assert f'--logdir", "{chief.experiment_dir}/tensorboard' in text
     assert "127.0.0.1:6006:6006" in text  # TensorBoard published on loopback only
+
+
+def test_only_calls_with_the_searchs_token_reach_the_oracle(tmp_path: Path) -> None:
+    import grpc
+
+    from kt_pipeline.launcher import free_loopback_address
+
+    oracle = _oracle(tmp_path, max_trials=3)
+    address = free_loopback_address()
+    server = oracle_server(
+        LeasingOracleServicer(oracle, lease_seconds=60), address=address, token="s3cret"
+    )
+    server.start()
+    try:
+        request = protos.get_service().GetSpaceRequest()
+        for stranger in (oracle_stub(address, None), oracle_stub(address, "guess")):
+            with pytest.raises(grpc.RpcError) as refused:
+                stranger.GetSpace(request, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            create = protos.get_service().CreateTrialRequest(tuner_id="intruder")
+            with pytest.raises(grpc.RpcError):
+                stranger.CreateTrial(create, timeout=10)
+        assert not oracle.trials  # the refused calls changed nothing
+        space = oracle_stub(address, "s3cret").GetSpace(request, timeout=10)
+        restored = keras_tuner.HyperParameters.from_proto(space.hyperparameters)
+        assert [hp.name for hp in restored.space] == ["rate"]
+    finally:
+        server.stop(grace=None)
+
+
+def test_a_chief_beyond_loopback_without_a_token_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kt_pipeline.cli import main
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    data = tmp_path / "data.csv"
+    make_frame(60).to_csv(data, index=False)
+    args = random_search_args(tmp_path / "experiment", data, max_trials=1, max_epochs=1)
+    assert main([*args, "--role", "chief", "--oracle", "0.0.0.0:18999"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "beyond loopback with no token" in error
+    assert TOKEN_ENV in error and "--insecure" in error
+    assert not (tmp_path / "experiment").exists()
