@@ -67,6 +67,8 @@ HEARTBEATS_PER_LEASE = 5
 _HOLD_SECONDS = 1.0
 
 _STATUS = trial_module.TrialStatus
+# What a worker may report a trial ended as.
+_ENDINGS = (_STATUS.COMPLETED, _STATUS.FAILED, _STATUS.INVALID, _STATUS.STOPPED)
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -195,6 +197,7 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
 
     def UpdateTrial(self, request: Any, context: Any) -> Any:
+        self._check_known(request.trial_id, context)
         self._seen(_owner(self.oracle, request.trial_id))
         return super().UpdateTrial(request, context)
 
@@ -203,10 +206,35 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         return super().GetTrial(request, context)
 
     def EndTrial(self, request: Any, context: Any) -> Any:
-        self._seen(_owner(self.oracle, request.trial.trial_id))
+        try:
+            ended = trial_module.Trial.from_proto(request.trial)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed trial")
+        if ended.status not in _ENDINGS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an end: {ended.status!r}")
+        self._check_known(ended.trial_id, context)
+        if ended.status == _STATUS.COMPLETED and not self._has_objective(ended.trial_id):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"trial {ended.trial_id} reported no {self.oracle.objective.name}",
+            )
+        self._seen(_owner(self.oracle, ended.trial_id))
         response = super().EndTrial(request, context)
         self._notify()
         return response
+
+    def _check_known(self, trial_id: str, context: Any) -> None:
+        """Aborts the call when `trial_id` is no trial of this search: a made-up id must
+        not reach the oracle. (A late report from a worker that lost its lease is
+        still taken: the trial's result is the one that arrives last.)"""
+        if trial_id not in self.oracle.trials:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no trial {trial_id!r}")
+
+    def _has_objective(self, trial_id: str) -> bool:
+        metrics = self.oracle.trials[trial_id].metrics
+        names = [o.name for o in getattr(self.oracle.objective, "objectives", None) or []]
+        names = names or [self.oracle.objective.name]
+        return all(metrics.exists(name) for name in names)
 
     def reap(self) -> list[tuple[str, str]]:
         """Drops the workers whose lease ran out and requeues their trials.

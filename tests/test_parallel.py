@@ -444,3 +444,51 @@ def test_a_chief_beyond_loopback_without_a_token_is_refused(
     assert len(error.splitlines()) == 1 and "beyond loopback with no token" in error
     assert TOKEN_ENV in error and "--insecure" in error
     assert not (tmp_path / "experiment").exists()
+
+
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What a servicer sees of a call: `abort` ends it with a status code."""
+
+    def abort(self, code: Any, details: str) -> None:
+        self.code, self.details = code, details
+        raise _Aborted(details)
+
+
+def test_forged_ends_are_rejected_and_leave_the_oracle_as_it_was(tmp_path: Path) -> None:
+    """The attack of the issue: a made-up end of a trial with a made-up metric left
+    the oracle unable to rank its trials ('>' between float and None)."""
+    import grpc
+
+    oracle = _oracle(tmp_path, max_trials=3)
+    servicer = LeasingOracleServicer(oracle, lease_seconds=60)
+    trial = _create(servicer, "worker0")
+    service = protos.get_service()
+
+    def end(proto: Any) -> Any:
+        context = _Context()
+        with pytest.raises(_Aborted):
+            servicer.EndTrial(service.EndTrialRequest(trial=proto), context)
+        return context.code
+
+    made_up = trial_module.Trial(oracle.get_space(), trial_id="9999", status="COMPLETED")
+    assert end(made_up.to_proto()) == grpc.StatusCode.NOT_FOUND
+    unscored = trial_module.Trial(oracle.get_space(), trial_id=trial.trial_id, status="COMPLETED")
+    assert end(unscored.to_proto()) == grpc.StatusCode.INVALID_ARGUMENT  # no `score` reported
+    running = trial_module.Trial(oracle.get_space(), trial_id=trial.trial_id, status="RUNNING")
+    assert end(running.to_proto()) == grpc.StatusCode.INVALID_ARGUMENT  # not an end
+    update = service.UpdateTrialRequest(trial_id="9999", metrics={"score": 1.0}, step=0)
+    with pytest.raises(_Aborted):
+        servicer.UpdateTrial(update, _Context())
+    assert oracle.trials[trial.trial_id].status == "RUNNING" and "9999" not in oracle.trials
+    oracle.get_best_trials(1)  # still rankable: this raised after the forged end
+
+    # The real worker's report and end still go through.
+    update = service.UpdateTrialRequest(trial_id=trial.trial_id, metrics={"score": 0.5}, step=0)
+    servicer.UpdateTrial(update, _Context())
+    done = trial_module.Trial(oracle.get_space(), trial_id=trial.trial_id, status="COMPLETED")
+    servicer.EndTrial(service.EndTrialRequest(trial=done.to_proto()), _Context())
+    assert oracle.get_best_trials(1)[0].score == 0.5
