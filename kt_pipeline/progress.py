@@ -106,8 +106,11 @@ class SearchProgress:
 
 
 def _in_notebook() -> bool:
-    """A Jupyter kernel, where `tqdm.auto` draws a widget whatever the stream."""
-    return "ipykernel" in sys.modules
+    """Running inside a Jupyter kernel, where `tqdm.auto` draws a widget whatever the
+    stream. (Having imported ``ipykernel``, as notebook runners do, is not enough.)"""
+    get_ipython = getattr(sys.modules.get("IPython"), "get_ipython", None)
+    shell = get_ipython() if get_ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _isatty(stream: TextIO) -> bool:

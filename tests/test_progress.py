@@ -85,3 +85,12 @@ def test_planned_trials_and_eta_text(tmp_path: Path) -> None:
     # Brackets of 9 epochs, factor 3: (9, 3, 1), (5, 2) and (3,) trials.
     assert planned_trials(hyperband) == 9 + 3 + 1 + 5 + 2 + 3
     assert [format_eta(s) for s in (45, 240, 9000)] == ["45 s", "4 min", "2.5 h"]
+
+
+def test_a_notebook_runner_in_the_process_is_not_a_notebook() -> None:
+    """nbclient's tests import ipykernel; only a running Jupyter kernel draws a widget."""
+    import ipykernel  # noqa: F401
+
+    from kt_pipeline.progress import _in_notebook
+
+    assert not _in_notebook()
