@@ -97,24 +97,74 @@ def apply() -> None:
     conditions_module.Parent.to_proto = _quiet_parent_to_proto
     kt_utils.save_json = _save_json_whole
     tuner_utils.SaveBestEpoch._save_model = _save_checkpoint_if_it_fits
-    oracle_client.OracleClient.__init__ = _client_with_token
+    oracle_client.OracleClient.__init__ = _client_that_names_itself
+    oracle_client.OracleClient.update_trial = _update_unless_taken_back
+    oracle_client.OracleClient.end_trial = _end_unless_taken_back
     _applied = True
 
 
 _original_client_init = oracle_client.OracleClient.__init__
+_original_update_trial = oracle_client.OracleClient.update_trial
+_original_end_trial = oracle_client.OracleClient.end_trial
 
 
-def _client_with_token(self: Any, oracle: Any) -> None:
+def _client_that_names_itself(self: Any, oracle: Any) -> None:
     """KerasTuner's worker-side `OracleClient`, whose calls carry the search's token
-    (`kt_pipeline.parallel.TOKEN_ENV`) when it has one; KerasTuner's own channel sends
-    none."""
+    (`kt_pipeline.parallel.TOKEN_ENV`) and the worker's id, over TLS when the search
+    has a CA (`kt_pipeline.parallel.TLS_ENV`); KerasTuner's own channel sends neither
+    and is always in clear."""
     from kt_pipeline import parallel
 
     _original_client_init(self, oracle)
-    token = os.environ.get(parallel.TOKEN_ENV)
-    if token:
-        address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
-        self.stub = parallel.oracle_stub(address, token)
+    host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    self.stub = parallel.oracle_stub(
+        address,
+        os.environ.get(parallel.TOKEN_ENV) or None,
+        worker=self.tuner_id,
+        tls_ca=parallel.oracle_tls(ca=os.environ.get(parallel.TLS_ENV["ca"], "")).get("ca"),
+    )
+
+
+def _taken_back(error: Exception) -> bool:
+    """Whether the chief refused a call because the trial is not this worker's (its
+    lease ran out and the trial went to another worker, or it already ended)."""
+    import grpc
+
+    return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def _update_unless_taken_back(self: Any, trial_id: str, metrics: Any, step: int = 0) -> Any:
+    """KerasTuner's `update_trial`, except that a trial the chief took back stops
+    training (status ``STOPPED``) instead of crashing the worker."""
+    try:
+        return _original_update_trial(self, trial_id, metrics, step)
+    except Exception as error:
+        if not _taken_back(error):
+            raise
+        _log_taken_back(trial_id, error)
+        return trial_module.Trial(self.get_space(), status=trial_module.TrialStatus.STOPPED)
+
+
+def _end_unless_taken_back(self: Any, trial: Any) -> None:
+    """KerasTuner's `end_trial`, except that the end of a trial the chief took back is
+    dropped with a warning: another worker runs it."""
+    try:
+        _original_end_trial(self, trial)
+    except Exception as error:
+        if not _taken_back(error):
+            raise
+        _log_taken_back(trial.trial_id, error)
+
+
+def _log_taken_back(trial_id: str, error: Any) -> None:
+    import logging
+
+    logging.getLogger("kt_pipeline").warning(
+        "trial %s: the chief refused this worker's result (%s); the trial is not ours any more",
+        trial_id,
+        error.details(),
+    )
 
 
 _original_save_model = tuner_utils.SaveBestEpoch._save_model

@@ -46,6 +46,9 @@ _SHORTHANDS = (
     ("oracle", "runtime.oracle_address", True),
     ("oracle_bind", "runtime.oracle_bind", True),
     ("oracle_token_file", "runtime.oracle_token_file", True),
+    ("oracle_tls_cert", "runtime.oracle_tls_cert", True),
+    ("oracle_tls_key", "runtime.oracle_tls_key", True),
+    ("oracle_tls_ca", "runtime.oracle_tls_ca", True),
 )
 
 
@@ -170,6 +173,20 @@ def _parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="runtime.oracle_insecure: let the chief bind beyond loopback without a token",
+    )
+    parallel.add_argument(
+        "--oracle-tls-cert",
+        metavar="FILE",
+        help="runtime.oracle_tls_cert: the chief's PEM certificate (with --oracle-tls-key, "
+        "the chief serves TLS)",
+    )
+    parallel.add_argument(
+        "--oracle-tls-key", metavar="FILE", help="runtime.oracle_tls_key: the chief's PEM key"
+    )
+    parallel.add_argument(
+        "--oracle-tls-ca",
+        metavar="FILE",
+        help="runtime.oracle_tls_ca: the CA certificate workers check the chief's against",
     )
     parallel.add_argument(
         "--oracle-bind",

@@ -327,6 +327,11 @@ class RuntimeConfig:
             ``KT_PIPELINE_ORACLE_TOKEN`` is not set: every call to the chief must carry
             it. ``--workers`` makes one for each search by itself.
         oracle_insecure: Let a chief bind beyond loopback without a token.
+        oracle_tls_cert: The chief's PEM certificate: with `oracle_tls_key`, the chief
+            serves over TLS. It must name the host the workers dial.
+        oracle_tls_key: The chief's PEM private key.
+        oracle_tls_ca: The PEM certificate the workers trust the chief's against: with
+            it, workers talk TLS.
         worker_lease_seconds: A worker silent for this long is presumed dead and its
             trial goes to another worker; workers send a heartbeat 5 times per lease.
         verbose: Show Keras's per-epoch output.
@@ -355,6 +360,9 @@ class RuntimeConfig:
     oracle_bind: str = ""
     oracle_token_file: str = ""
     oracle_insecure: bool = False
+    oracle_tls_cert: str = ""
+    oracle_tls_key: str = ""
+    oracle_tls_ca: str = ""
     worker_lease_seconds: float = 60.0
     verbose: bool = False
     steps_per_execution: int = 0
@@ -397,6 +405,13 @@ class RuntimeConfig:
                 continue
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise _fail(f"runtime.{name}", "HOST:PORT with a port in 1..65535", value)
+        if bool(self.oracle_tls_cert) != bool(self.oracle_tls_key):
+            given = "oracle_tls_cert" if self.oracle_tls_cert else "oracle_tls_key"
+            raise _fail(
+                f"runtime.{given}",
+                "set together with runtime.oracle_tls_cert and runtime.oracle_tls_key",
+                getattr(self, given),
+            )
         if self.worker_lease_seconds < 1:
             raise _fail("runtime.worker_lease_seconds", ">= 1", self.worker_lease_seconds)
 

@@ -20,9 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-import grpc
-
-from kt_pipeline.parallel import TOKEN_ENV
+from kt_pipeline.parallel import TOKEN_ENV, split_address
 
 __all__ = ["cpu_shares", "free_loopback_address", "launch", "worker_environment"]
 
@@ -91,17 +89,21 @@ def _spawn(args: list[str], env: dict[str, str], cpus: Sequence[int] | None) -> 
 
 
 def _wait_for_oracle(address: str, chief: subprocess.Popen) -> bool:
-    """True once the chief accepts connections; False if it exits or takes too long."""
+    """True once the chief accepts connections; False if it exits or takes too long.
+    A TCP connection is enough: a gRPC channel in clear never becomes ready on a chief
+    that serves TLS."""
+    host, port = split_address(address)
     deadline = time.monotonic() + _CHIEF_START_SECONDS
-    with grpc.insecure_channel(address) as channel:
-        ready = grpc.channel_ready_future(channel)
-        while time.monotonic() < deadline:
-            try:
-                ready.result(timeout=1.0)
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
                 return True
-            except grpc.FutureTimeoutError:
-                if chief.poll() is not None:
-                    return False
+        except OSError:
+            try:
+                chief.wait(timeout=0.2)  # not listening yet: give it a moment, or see it exit
+                return False
+            except subprocess.TimeoutExpired:
+                pass
     return False
 
 

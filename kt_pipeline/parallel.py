@@ -14,6 +14,10 @@ lease ran out and puts its trial back in the oracle's retry queue, so the next w
 that asks for a trial gets the same trial id with the same hyperparameters. While some
 trial is still running, a worker that would be told to stop is told to wait instead
 (``IDLE``), so a trial that comes back to the queue late still finds a worker.
+
+Every call names its worker in its metadata (`WORKER_METADATA`), beside the search's
+token, so the servicer can refuse what a worker may not do: report or end a trial that
+is not leased to it, end a trial twice, change a trial's hyperparameters.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import keras_tuner
@@ -44,7 +48,9 @@ from kt_pipeline.errors import UserInputError
 
 __all__ = [
     "HEARTBEATS_PER_LEASE",
+    "TLS_ENV",
     "TOKEN_ENV",
+    "WORKER_METADATA",
     "LeasingOracleServicer",
     "TrialHeartbeat",
     "is_chief",
@@ -53,6 +59,7 @@ __all__ = [
     "oracle_role",
     "oracle_server",
     "oracle_stub",
+    "oracle_tls",
     "oracle_token",
     "serve_oracle",
     "split_address",
@@ -84,13 +91,20 @@ def split_address(address: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def oracle_role(*, tuner_id: str, address: str, token: str | None = None) -> Iterator[None]:
+def oracle_role(
+    *,
+    tuner_id: str,
+    address: str,
+    token: str | None = None,
+    tls_files: dict[str, str] | None = None,
+) -> Iterator[None]:
     """Sets KerasTuner's chief/worker environment for the duration of a search.
 
     Args:
         tuner_id: ``chief`` for the oracle's process, any other id for a worker.
         address: ``HOST:PORT`` the chief binds and the workers connect to.
         token: The search's shared secret (`TOKEN_ENV`), if it has one.
+        tls_files: Paths of the TLS files by `TLS_ENV` key (``cert``, ``key``, ``ca``).
     """
     host, port = split_address(address)
     values = {
@@ -98,6 +112,7 @@ def oracle_role(*, tuner_id: str, address: str, token: str | None = None) -> Ite
         "KERASTUNER_ORACLE_IP": host.strip("[]"),
         "KERASTUNER_ORACLE_PORT": port,
         **({TOKEN_ENV: token} if token else {}),
+        **{TLS_ENV[name]: path for name, path in (tls_files or {}).items() if path},
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -129,6 +144,25 @@ def _create_or_hold(oracle: keras_tuner.Oracle, tuner_id: str) -> Any:
         oracle.tuner_ids.add(tuner_id)
         return trial_module.Trial(oracle.get_space(), trial_id="idle", status=_STATUS.IDLE)
     return trial
+
+
+#: The gRPC metadata key that names the worker making a call.
+WORKER_METADATA = "kt-pipeline-worker"
+
+
+def _caller(context: Any) -> str | None:
+    """The worker id a call names in its metadata (`WORKER_METADATA`), if any."""
+    if context is None:
+        return None
+    metadata = dict(context.invocation_metadata() or ())
+    caller = metadata.get(WORKER_METADATA)
+    return None if caller is None else str(caller)
+
+
+def _abort(context: Any, code: grpc.StatusCode, details: str) -> NoReturn:
+    """Ends the call with `code`; the oracle is not touched."""
+    context.abort(code, details)
+    raise AssertionError("grpc's abort returned")  # it raises; this keeps the type checker honest
 
 
 @synchronized
@@ -182,6 +216,15 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
 
     def CreateTrial(self, request: Any, context: Any) -> Any:
         tuner_id = request.tuner_id
+        if not tuner_id or tuner_id == "chief":
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad worker id {tuner_id!r}")
+        caller = _caller(context)
+        if caller is not None and caller != tuner_id:
+            _abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"worker {caller!r} asked for a trial as {tuner_id!r}",
+            )
         deadline = time.monotonic() + self._hold_seconds
         while True:
             self._seen(tuner_id)
@@ -197,44 +240,80 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
 
     def UpdateTrial(self, request: Any, context: Any) -> Any:
-        self._check_known(request.trial_id, context)
-        self._seen(_owner(self.oracle, request.trial_id))
+        self._check_leased(request.trial_id, context)
+        missing = [name for name in self._objective_names() if name not in request.metrics]
+        if missing:
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"trial {request.trial_id}'s report has no {missing[0]} "
+                f"(metrics: {sorted(request.metrics)})",
+            )
+        self._seen(_caller(context))
         return super().UpdateTrial(request, context)
 
     def GetTrial(self, request: Any, context: Any) -> Any:
-        self._seen(_owner(self.oracle, request.trial_id))
+        self._check_known(request.trial_id, context)
+        self._seen(_caller(context))
         return super().GetTrial(request, context)
 
     def EndTrial(self, request: Any, context: Any) -> Any:
         try:
             ended = trial_module.Trial.from_proto(request.trial)
         except (ValueError, KeyError, TypeError, AttributeError):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed trial")
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed trial")
         if ended.status not in _ENDINGS:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not an end: {ended.status!r}")
-        self._check_known(ended.trial_id, context)
-        if ended.status == _STATUS.COMPLETED and not self._has_objective(ended.trial_id):
-            context.abort(
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"not an end: {ended.status!r}")
+        self._check_leased(ended.trial_id, context)
+        given = self.oracle.trials[ended.trial_id].hyperparameters.values
+        changed = sorted(k for k, v in given.items() if ended.hyperparameters.values.get(k) != v)
+        if changed:
+            _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"trial {ended.trial_id} came back with other hyperparameters ({changed[0]})",
+            )
+        metrics = self.oracle.trials[ended.trial_id].metrics
+        if ended.status == _STATUS.COMPLETED and not all(
+            metrics.exists(name) for name in self._objective_names()
+        ):
+            _abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"trial {ended.trial_id} reported no {self.oracle.objective.name}",
             )
-        self._seen(_owner(self.oracle, ended.trial_id))
+        self._seen(_caller(context))
         response = super().EndTrial(request, context)
         self._notify()
         return response
 
     def _check_known(self, trial_id: str, context: Any) -> None:
         """Aborts the call when `trial_id` is no trial of this search: a made-up id must
-        not reach the oracle. (A late report from a worker that lost its lease is
-        still taken: the trial's result is the one that arrives last.)"""
+        not reach the oracle."""
         if trial_id not in self.oracle.trials:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no trial {trial_id!r}")
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"no trial {trial_id!r}")
 
-    def _has_objective(self, trial_id: str) -> bool:
-        metrics = self.oracle.trials[trial_id].metrics
+    def _check_leased(self, trial_id: str, context: Any) -> None:
+        """Aborts the call unless `trial_id` is running on the calling worker: not
+        another worker's trial, not one that already ended, not one taken back from a
+        worker whose lease ran out (its late result would race the new worker's)."""
+        self._check_known(trial_id, context)
+        caller = _caller(context)
+        owner = _owner(self.oracle, trial_id)
+        if owner is not None and owner == caller:
+            return
+        status = self.oracle.trials[trial_id].status
+        if owner is None and status != _STATUS.RUNNING:
+            reason = f"trial {trial_id} already ended ({status})"
+        elif owner is None:
+            reason = f"trial {trial_id} was taken back from {caller!r}: its lease ran out"
+        else:
+            reason = f"trial {trial_id} is leased to {owner!r}, not to {caller!r}"
+        _abort(context, grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    def _objective_names(self) -> list[str]:
         names = [o.name for o in getattr(self.oracle.objective, "objectives", None) or []]
-        names = names or [self.oracle.objective.name]
-        return all(metrics.exists(name) for name in names)
+        return names or [self.oracle.objective.name]
 
     def reap(self) -> list[tuple[str, str]]:
         """Drops the workers whose lease ran out and requeues their trials.
@@ -307,6 +386,39 @@ def oracle_token(token_file: str = "") -> str | None:
     return token
 
 
+#: Environment variables that carry a search's TLS files (paths, not secrets) to its
+#: processes: the chief's certificate and key, and the CA the workers trust.
+TLS_ENV = {
+    "cert": "KT_PIPELINE_ORACLE_TLS_CERT",
+    "key": "KT_PIPELINE_ORACLE_TLS_KEY",
+    "ca": "KT_PIPELINE_ORACLE_TLS_CA",
+}
+
+
+def oracle_tls(*, cert: str = "", key: str = "", ca: str = "") -> dict[str, bytes]:
+    """The TLS files named by the ``runtime.oracle_tls_*`` settings, read: a chief needs
+    `cert` and `key`, a worker `ca`. Empty names are left out.
+
+    Raises:
+        UserInputError: a file cannot be read or holds no PEM block.
+    """
+    read = {}
+    for name, path in (("cert", cert), ("key", key), ("ca", ca)):
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                content = handle.read()
+        except OSError as error:
+            raise UserInputError(
+                f"`runtime.oracle_tls_{name}` cannot be read: {path!r} ({error.strerror or error})"
+            ) from error
+        if b"-----BEGIN " not in content:
+            raise UserInputError(f"`runtime.oracle_tls_{name}` is not a PEM file: {path!r}")
+        read[name] = content
+    return read
+
+
 def is_loopback(address: str) -> bool:
     """Whether ``HOST:PORT`` binds only this host's loopback interface."""
     host = split_address(address)[0].strip("[]")
@@ -337,40 +449,54 @@ class _TokenCheck(grpc.ServerInterceptor):
         return self._refusal
 
 
-class _TokenSender(grpc.UnaryUnaryClientInterceptor):
-    """Adds the search's token to every call a worker makes."""
+class _CallerMetadata(grpc.UnaryUnaryClientInterceptor):
+    """Adds the search's token and the worker's id to every call a worker makes."""
 
-    def __init__(self, token: str) -> None:
-        self._metadata = ("authorization", f"Bearer {token}")
+    def __init__(self, token: str | None, worker: str | None) -> None:
+        self._metadata = [
+            *([("authorization", f"Bearer {token}")] if token else []),
+            *([(WORKER_METADATA, worker)] if worker else []),
+        ]
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        metadata = [*(details.metadata or ()), self._metadata]
+        metadata = [*(details.metadata or ()), *self._metadata]
         return continuation(details._replace(metadata=metadata), request)
 
 
-def oracle_stub(address: str, token: str | None) -> Any:
-    """A gRPC stub to the chief at `address`, sending `token` with every call."""
-    channel = grpc.insecure_channel(address)
-    if token:
-        channel = grpc.intercept_channel(channel, _TokenSender(token))
+def oracle_stub(
+    address: str, token: str | None, *, worker: str | None = None, tls_ca: bytes | None = None
+) -> Any:
+    """A gRPC stub to the chief at `address`, sending `token` and `worker` (the caller's
+    id) with every call; over TLS, trusting `tls_ca` (PEM), when it is given."""
+    if tls_ca is None:
+        channel = grpc.insecure_channel(address)
+    else:
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca))
+    channel = grpc.intercept_channel(channel, _CallerMetadata(token, worker))
     return protos.get_service_grpc().OracleStub(channel)
 
 
 def serve_oracle(
-    oracle: keras_tuner.Oracle, *, address: str, lease_seconds: float, token: str | None = None
+    oracle: keras_tuner.Oracle,
+    *,
+    address: str,
+    lease_seconds: float,
+    token: str | None = None,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> None:
     """Serves `oracle` to the workers until the search is over; returns then.
 
     Replaces `keras_tuner.src.distribute.oracle_chief.start_server`: same service,
     plus leases, a thread pool so a held request does not block the others, a prompt
     exit once the last trial has ended and every live worker was told to stop, and,
-    with `token`, a refusal (``UNAUTHENTICATED``) for every call that does not carry it.
+    with `token`, a refusal (``UNAUTHENTICATED``) for every call that does not carry it;
+    with `tls` (the chief's PEM key and certificate), over TLS.
 
     Raises:
         UserInputError: the address cannot be bound.
     """
     servicer = LeasingOracleServicer(oracle, lease_seconds=lease_seconds)
-    server = oracle_server(servicer, address=address, token=token)
+    server = oracle_server(servicer, address=address, token=token, tls=tls)
     server.start()
     log.info("oracle serving on %s (worker lease %.0f s)", address, lease_seconds)
     try:
@@ -383,8 +509,11 @@ def serve_oracle(
         server.stop(grace=1.0)
 
 
-def oracle_server(servicer: Any, *, address: str, token: str | None) -> grpc.Server:
-    """A gRPC server (not started) for `servicer` on `address`, checking `token`.
+def oracle_server(
+    servicer: Any, *, address: str, token: str | None, tls: tuple[bytes, bytes] | None = None
+) -> grpc.Server:
+    """A gRPC server (not started) for `servicer` on `address`, checking `token`; over
+    TLS with `tls`, the chief's PEM key and certificate.
 
     Raises:
         UserInputError: the address cannot be bound.
@@ -393,7 +522,10 @@ def oracle_server(servicer: Any, *, address: str, token: str | None) -> grpc.Ser
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), interceptors=interceptors)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     try:
-        bound = server.add_insecure_port(address)
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
     except RuntimeError as error:
         raise UserInputError(f"the oracle cannot bind {address!r}: {error}") from error
     if not bound:

@@ -54,7 +54,7 @@ from kt_pipeline.lr_find import (
     union_range,
 )
 from kt_pipeline.model_card import build_card
-from kt_pipeline.parallel import TOKEN_ENV, is_loopback, oracle_role, oracle_token
+from kt_pipeline.parallel import TOKEN_ENV, is_loopback, oracle_role, oracle_tls, oracle_token
 from kt_pipeline.plan import (
     Plan,
     calibrate,
@@ -861,8 +861,17 @@ def run_search(
                 f"who reaches it could take trials or forge results. Set {TOKEN_ENV} (the "
                 "same for the workers) or --oracle-token-file, or pass --insecure"
             )
+        tls_files = (
+            {"cert": runtime.oracle_tls_cert, "key": runtime.oracle_tls_key}
+            if role == "chief"
+            else {"ca": runtime.oracle_tls_ca}
+        )
+        oracle_tls(**tls_files)  # unreadable files end the job before it starts
         with oracle_role(
-            tuner_id="chief" if role == "chief" else worker_id, address=address, token=token
+            tuner_id="chief" if role == "chief" else worker_id,
+            address=address,
+            token=token,
+            tls_files=tls_files,
         ):
             return _run_search(config, overwrite=overwrite, role=role, started=started)
     finally:  # `runtime.mixed_precision` is for this job, not for the caller's process

@@ -193,6 +193,15 @@ def sampling_start(seed: int) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
+def _chief_tls() -> tuple[bytes, bytes] | None:
+    """The chief's TLS key and certificate, when the search set them (`parallel.TLS_ENV`)."""
+    files = parallel.oracle_tls(
+        cert=os.environ.get(parallel.TLS_ENV["cert"], ""),
+        key=os.environ.get(parallel.TLS_ENV["key"], ""),
+    )
+    return (files["key"], files["cert"]) if files else None
+
+
 def _honour_seed(oracle: keras_tuner.Oracle, seed: int) -> None:
     """Undoes KerasTuner's ``seed or random.randint(...)`` on a fresh oracle, and starts
     its draws at `sampling_start` so different seeds sample independent searches.
@@ -294,6 +303,7 @@ class _PipelineTunerMixin(TunerMixinBase):
             address=f"{host}:{port}",
             lease_seconds=self._lease_seconds,
             token=os.environ.get(parallel.TOKEN_ENV) or None,
+            tls=_chief_tls(),
         )
 
     def on_search_begin(self) -> None:

@@ -83,3 +83,57 @@ def test_keras_tuner_state_files_are_written_whole(
         utils.save_json(str(path), {"state": 2})
     assert json.loads(path.read_text()) == {"state": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["oracle.json"]  # no partial left
+
+
+class _RefusingStub:
+    """A worker's stub to a chief that refuses every report with `code`."""
+
+    def __init__(self, code: object) -> None:
+        self.code = code
+
+    def _refuse(self, *_: object, **__: object) -> None:
+        import grpc
+
+        class Refused(grpc.RpcError):
+            def code(inner) -> object:
+                return self.code
+
+            def details(inner) -> str:
+                return "trial 3 is leased to 'worker1', not to 'worker0'"
+
+        raise Refused()
+
+    UpdateTrial = EndTrial = _refuse
+
+
+def test_a_worker_drops_the_result_of_a_trial_the_chief_took_back(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KerasTuner's worker crashes on any refused report; ours stops the trial and drops
+    its result when the chief says the trial is not the worker's any more, and still
+    raises on every other error."""
+    import grpc
+    from keras_tuner.src.distribute import oracle_client
+    from keras_tuner.src.engine import trial as trial_module
+
+    _compat.apply()
+    for name, value in (("IP", "127.0.0.1"), ("PORT", "1"), ("ID", "worker0")):
+        key = "KERASTUNER_TUNER_ID" if name == "ID" else f"KERASTUNER_ORACLE_{name}"
+        monkeypatch.setenv(key, value)
+    hp = keras_tuner.HyperParameters()
+    hp.Float("rate", 1e-3, 1e-1)
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("score", "max"), max_trials=1, hyperparameters=hp
+    )
+    client = oracle_client.OracleClient(oracle)
+    client.get_space = lambda: hp
+    client.stub = _RefusingStub(grpc.StatusCode.PERMISSION_DENIED)
+    trial = trial_module.Trial(hp, trial_id="3", status="COMPLETED")
+    assert client.update_trial("3", {"score": 1.0}).status == "STOPPED"
+    client.end_trial(trial)
+    assert "trial 3: the chief refused this worker's result" in caplog.text
+    client.stub = _RefusingStub(grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(grpc.RpcError):
+        client.update_trial("3", {"score": 1.0})
+    with pytest.raises(grpc.RpcError):
+        client.end_trial(trial)

@@ -24,6 +24,7 @@ from keras_tuner.src.engine import trial as trial_module
 from kt_pipeline.launcher import cpu_shares, worker_environment
 from kt_pipeline.parallel import (
     TOKEN_ENV,
+    WORKER_METADATA,
     LeasingOracleServicer,
     TrialHeartbeat,
     oracle_server,
@@ -54,13 +55,33 @@ def _oracle(tmp_path: Path, max_trials: int) -> keras_tuner.Oracle:
     return oracle
 
 
+class _Aborted(Exception):
+    pass
+
+
+class _Context:
+    """What a servicer sees of a call: the worker it names, and `abort`, which ends it
+    with a status code."""
+
+    def __init__(self, worker: str | None = None) -> None:
+        self._metadata = [(WORKER_METADATA, worker)] if worker else []
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return self._metadata
+
+    def abort(self, code: Any, details: str) -> None:
+        self.code, self.details = code, details
+        raise _Aborted(details)
+
+
 def _create(servicer: LeasingOracleServicer, tuner_id: str) -> trial_module.Trial:
     request = protos.get_service().CreateTrialRequest(tuner_id=tuner_id)
-    return trial_module.Trial.from_proto(servicer.CreateTrial(request, None).trial)
+    return trial_module.Trial.from_proto(servicer.CreateTrial(request, _Context(tuner_id)).trial)
 
 
-def _heartbeat(servicer: LeasingOracleServicer, trial_id: str) -> None:
-    servicer.GetTrial(protos.get_service().GetTrialRequest(trial_id=trial_id), None)
+def _heartbeat(servicer: LeasingOracleServicer, trial_id: str, worker: str) -> None:
+    request = protos.get_service().GetTrialRequest(trial_id=trial_id)
+    servicer.GetTrial(request, _Context(worker))
 
 
 def test_a_silent_worker_loses_its_trial_to_the_next_worker(tmp_path: Path) -> None:
@@ -70,7 +91,7 @@ def test_a_silent_worker_loses_its_trial_to_the_next_worker(tmp_path: Path) -> N
     lost = _create(servicer, "worker0")
     alive = _create(servicer, "worker1")
     clock.now += 6
-    _heartbeat(servicer, alive.trial_id)  # worker1 keeps its lease, worker0 is silent
+    _heartbeat(servicer, alive.trial_id, "worker1")  # worker1 keeps its lease, worker0 is silent
     assert servicer.reap() == []
     clock.now += 6
     assert servicer.reap() == [(lost.trial_id, "worker0")]
@@ -174,31 +195,46 @@ def _stalling_search(
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> None:
-    """`--workers 2` on loopback; the first worker to start training writes the trial's
-    hyperparameters and stalls; it is killed with SIGKILL. The chief must still finish
-    every planned trial (the killed one by the other worker), export and exit."""
-    experiment, stall, env, args = _stalling_search(tmp_path, flags=("--workers", "2"))
+def test_a_killed_worker_and_forged_calls_do_not_break_a_search_over_tls(
+    tmp_path: Path,
+) -> None:
+    """`--workers 2` on loopback, with a token and TLS. The first worker to start
+    training writes the trial's hyperparameters and stalls. While it does, strangers
+    and a token holder with forged content call the chief and are refused; then the
+    stalled worker is killed with SIGKILL. The chief must still finish every planned
+    trial exactly once (the killed one by the other worker), export and exit 0."""
+
+    from kt_pipeline.launcher import free_loopback_address
+
+    cert, key = _self_signed(tmp_path)
+    address = free_loopback_address()
+    flags = ("--workers", "2", "--oracle", address, "--oracle-tls-cert", str(cert))
+    flags += ("--oracle-tls-key", str(key), "--oracle-tls-ca", str(cert))
+    experiment, stall, env, args = _stalling_search(tmp_path, flags=flags)
+    env[TOKEN_ENV] = token = "the-token-of-this-search"
     launcher = subprocess.Popen(
         [sys.executable, "-m", "kt_pipeline", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     try:
         _wait_for(stall, launcher, timeout=120)
         stalled = json.loads(stall.read_text())
+        _forge_calls(experiment, address, token, cert.read_bytes(), stalled)
         os.kill(stalled["pid"], signal.SIGKILL)
         output, _ = launcher.communicate(timeout=150)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
     assert launcher.returncode == 0, output[-3000:]
     assert f"worker {stalled['worker']} sent nothing for 4 s: presumed dead" in output
 
     table = pd.read_csv(experiment / "results.csv", dtype={"trial_id": str})
-    assert len(table) == 3
+    assert len(table) == 3 and table["trial_id"].is_unique
     assert (table["status"] == "COMPLETED").all()
     # The killed trial is the one with the stalled hyperparameters (a sampled float
     # such as the learning rate does not repeat across trials): `learning_rate`, or
@@ -215,6 +251,81 @@ def test_a_worker_killed_mid_trial_does_not_hang_the_search(tmp_path: Path) -> N
     trial_logs = {p.name for p in (experiment / "tensorboard").iterdir()} - {"search"}
     assert trial_logs == set(table["trial_id"])
     assert (experiment / "export" / "1" / "saved_model.pb").is_file()
+    import tensorflow as tf
+
+    assert callable(tf.saved_model.load(str(experiment / "export" / "1")).serve)
+
+
+def _forge_calls(
+    experiment: Path, address: str, token: str, ca: bytes, stalled: dict[str, Any]
+) -> None:
+    """Calls the running chief as a stranger and as a token holder with forged content;
+    every call must be refused with its status code, and the stalled trial stay as it was."""
+    import grpc
+
+    service = protos.get_service()
+    running = [
+        trial_module.Trial.load(str(path)) for path in experiment.glob("search/trial_*/trial.json")
+    ]
+    rate = next(name for name in stalled["hyperparameters"] if name.endswith("learning_rate"))
+    running = [
+        trial
+        for trial in running
+        if trial.status == "RUNNING"
+        and trial.hyperparameters.values.get(rate) == stalled["hyperparameters"][rate]
+    ]
+    assert len(running) == 1, "the stalled trial is saved as running"
+    trial = running[0]
+
+    def code(stub: Any, method: str, request: Any) -> Any:
+        with pytest.raises(grpc.RpcError) as refused:
+            getattr(stub, method)(request, timeout=10)
+        return refused.value.code()
+
+    end = service.EndTrialRequest(trial=copy_trial(trial, status="COMPLETED").to_proto())
+    calls = [
+        ("GetSpace", service.GetSpaceRequest()),
+        (
+            "UpdateSpace",
+            service.UpdateSpaceRequest(hyperparameters=trial.hyperparameters.to_proto()),
+        ),
+        ("CreateTrial", service.CreateTrialRequest(tuner_id="intruder")),
+        ("UpdateTrial", service.UpdateTrialRequest(trial_id=trial.trial_id, metrics={"x": 1.0})),
+        ("EndTrial", end),
+        ("GetTrial", service.GetTrialRequest(trial_id=trial.trial_id)),
+        ("GetBestTrials", service.GetBestTrialsRequest(num_trials=1)),
+    ]
+    in_clear = oracle_stub(address, token, worker="intruder")  # the chief serves TLS only
+    assert code(in_clear, "GetSpace", service.GetSpaceRequest()) == grpc.StatusCode.UNAVAILABLE
+    stranger = oracle_stub(address, "not-the-token", worker="intruder", tls_ca=ca)
+    for method, request in calls:
+        assert code(stranger, method, request) == grpc.StatusCode.UNAUTHENTICATED, method
+
+    intruder = oracle_stub(address, token, worker="intruder", tls_ca=ca)
+    denied, invalid = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT
+    assert code(intruder, "EndTrial", end) == denied  # not leased to the caller
+    report = service.UpdateTrialRequest(trial_id=trial.trial_id, metrics={"val_loss": 0.0})
+    assert code(intruder, "UpdateTrial", report) == denied
+    made_up = copy_trial(trial, status="COMPLETED")
+    made_up.trial_id = "9999"
+    unknown = service.EndTrialRequest(trial=made_up.to_proto())
+    assert code(intruder, "EndTrial", unknown) == grpc.StatusCode.NOT_FOUND
+    as_chief = service.CreateTrialRequest(tuner_id="chief")
+    assert code(intruder, "CreateTrial", as_chief) == invalid
+    # Even in the stalled worker's name: no objective, other hyperparameters, no end.
+    impostor = oracle_stub(address, token, worker=stalled["worker"], tls_ca=ca)
+    assert code(impostor, "UpdateTrial", report) == invalid  # not the objective's metrics
+    other = copy_trial(trial, status="COMPLETED")
+    other.hyperparameters.values[rate] *= 2
+    assert code(impostor, "EndTrial", service.EndTrialRequest(trial=other.to_proto())) == invalid
+    not_an_end = service.EndTrialRequest(trial=copy_trial(trial, status="RUNNING").to_proto())
+    assert code(impostor, "EndTrial", not_an_end) == invalid
+    assert (
+        trial_module.Trial.load(
+            str(experiment / "search" / f"trial_{trial.trial_id}" / "trial.json")
+        ).status
+        == "RUNNING"
+    )
 
 
 def _chief_pid(experiment: Path) -> int:
@@ -402,6 +513,106 @@ def test_the_compose_file_runs_valid_commands_on_one_volume() -> None:
     assert "127.0.0.1:6006:6006" in text  # TensorBoard published on loopback only
 
 
+def _self_signed(folder: Path, name: str = "chief") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key, made here for the test: its
+    certificate file (also the workers' CA) and its key file."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_over_tls_only_workers_that_trust_the_chiefs_certificate_get_in(
+    tmp_path: Path,
+) -> None:
+    import grpc
+
+    from kt_pipeline.launcher import free_loopback_address
+
+    cert, key = _self_signed(tmp_path)
+    other_ca, _ = _self_signed(tmp_path, "someone-else")
+    oracle = _oracle(tmp_path, max_trials=3)
+    address = free_loopback_address()
+    server = oracle_server(
+        LeasingOracleServicer(oracle, lease_seconds=60),
+        address=address,
+        token="s3cret",
+        tls=(key.read_bytes(), cert.read_bytes()),
+    )
+    server.start()
+    try:
+        request = protos.get_service().GetSpaceRequest()
+        for stranger in (
+            oracle_stub(address, "s3cret"),  # in clear
+            oracle_stub(address, "s3cret", tls_ca=other_ca.read_bytes()),  # trusts another CA
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                stranger.GetSpace(request, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        worker = oracle_stub(address, "s3cret", worker="worker0", tls_ca=cert.read_bytes())
+        space = worker.GetSpace(request, timeout=10)
+        assert [
+            hp.name for hp in keras_tuner.HyperParameters.from_proto(space.hyperparameters).space
+        ] == ["rate"]
+        # TLS does not replace the token: a worker that trusts the chief still needs it.
+        with pytest.raises(grpc.RpcError) as refused:
+            oracle_stub(address, None, tls_ca=cert.read_bytes()).GetSpace(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        server.stop(grace=None)
+
+
+def test_unreadable_tls_files_are_named_in_one_line(tmp_path: Path) -> None:
+    from kt_pipeline.config import load_config
+    from kt_pipeline.errors import UserInputError
+    from kt_pipeline.parallel import oracle_tls
+
+    not_pem = tmp_path / "cert.txt"
+    not_pem.write_text("hello")
+    with pytest.raises(
+        UserInputError, match=r"runtime.oracle_tls_cert. is not a PEM file: '.*cert.txt'"
+    ):
+        oracle_tls(cert=str(not_pem))
+    with pytest.raises(
+        UserInputError, match=r"runtime.oracle_tls_ca. cannot be read: '.*nowhere.pem'"
+    ):
+        oracle_tls(ca=str(tmp_path / "nowhere.pem"))
+    with pytest.raises(UserInputError, match=r"runtime.oracle_tls_cert. must be set together"):
+        load_config(settings={"runtime.oracle_tls_cert": str(not_pem)})
+
+
 def test_only_calls_with_the_searchs_token_reach_the_oracle(tmp_path: Path) -> None:
     import grpc
 
@@ -446,18 +657,6 @@ def test_a_chief_beyond_loopback_without_a_token_is_refused(
     assert not (tmp_path / "experiment").exists()
 
 
-class _Aborted(Exception):
-    pass
-
-
-class _Context:
-    """What a servicer sees of a call: `abort` ends it with a status code."""
-
-    def abort(self, code: Any, details: str) -> None:
-        self.code, self.details = code, details
-        raise _Aborted(details)
-
-
 def test_forged_ends_are_rejected_and_leave_the_oracle_as_it_was(tmp_path: Path) -> None:
     """The attack of the issue: a made-up end of a trial with a made-up metric left
     the oracle unable to rank its trials ('>' between float and None)."""
@@ -469,26 +668,99 @@ def test_forged_ends_are_rejected_and_leave_the_oracle_as_it_was(tmp_path: Path)
     service = protos.get_service()
 
     def end(proto: Any) -> Any:
-        context = _Context()
+        context = _Context("worker0")
         with pytest.raises(_Aborted):
             servicer.EndTrial(service.EndTrialRequest(trial=proto), context)
         return context.code
 
     made_up = trial_module.Trial(oracle.get_space(), trial_id="9999", status="COMPLETED")
     assert end(made_up.to_proto()) == grpc.StatusCode.NOT_FOUND
-    unscored = trial_module.Trial(oracle.get_space(), trial_id=trial.trial_id, status="COMPLETED")
+    unscored = copy_trial(trial, status="COMPLETED")
     assert end(unscored.to_proto()) == grpc.StatusCode.INVALID_ARGUMENT  # no `score` reported
-    running = trial_module.Trial(oracle.get_space(), trial_id=trial.trial_id, status="RUNNING")
+    running = copy_trial(trial, status="RUNNING")
     assert end(running.to_proto()) == grpc.StatusCode.INVALID_ARGUMENT  # not an end
     update = service.UpdateTrialRequest(trial_id="9999", metrics={"score": 1.0}, step=0)
     with pytest.raises(_Aborted):
-        servicer.UpdateTrial(update, _Context())
+        servicer.UpdateTrial(update, _Context("worker0"))
     assert oracle.trials[trial.trial_id].status == "RUNNING" and "9999" not in oracle.trials
     oracle.get_best_trials(1)  # still rankable: this raised after the forged end
 
     # The real worker's report and end still go through.
     update = service.UpdateTrialRequest(trial_id=trial.trial_id, metrics={"score": 0.5}, step=0)
-    servicer.UpdateTrial(update, _Context())
-    done = trial_module.Trial(oracle.get_space(), trial_id=trial.trial_id, status="COMPLETED")
-    servicer.EndTrial(service.EndTrialRequest(trial=done.to_proto()), _Context())
+    servicer.UpdateTrial(update, _Context("worker0"))
+    done = copy_trial(trial, status="COMPLETED")
+    servicer.EndTrial(service.EndTrialRequest(trial=done.to_proto()), _Context("worker0"))
     assert oracle.get_best_trials(1)[0].score == 0.5
+
+
+def _refused(call: Any, request: Any, worker: str | None) -> Any:
+    """The status code `call` ended with for a call from `worker`."""
+    context = _Context(worker)
+    with pytest.raises(_Aborted):
+        call(request, context)
+    return context.code
+
+
+def test_a_worker_may_report_and_end_only_its_own_running_trial(tmp_path: Path) -> None:
+    import grpc
+
+    clock = _Clock()
+    oracle = _oracle(tmp_path, max_trials=4)
+    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock, hold_seconds=0)
+    service = protos.get_service()
+    mine, theirs = _create(servicer, "worker0"), _create(servicer, "worker1")
+    report = service.UpdateTrialRequest(trial_id=theirs.trial_id, metrics={"score": 9.0})
+    denied = grpc.StatusCode.PERMISSION_DENIED
+    assert _refused(servicer.UpdateTrial, report, "worker0") == denied
+    assert _refused(servicer.UpdateTrial, report, None) == denied  # a call that names no one
+    done = trial_module.Trial(oracle.get_space(), trial_id=theirs.trial_id, status="FAILED")
+    assert (
+        _refused(servicer.EndTrial, service.EndTrialRequest(trial=done.to_proto()), "worker0")
+        == denied
+    )
+    assert oracle.trials[theirs.trial_id].status == "RUNNING"
+    assert not oracle.trials[theirs.trial_id].metrics.exists("score")
+
+    # Metrics without the objective, and an end with other hyperparameters: refused.
+    wrong = service.UpdateTrialRequest(trial_id=mine.trial_id, metrics={"loss": 0.1})
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    assert _refused(servicer.UpdateTrial, wrong, "worker0") == invalid
+    report = service.UpdateTrialRequest(trial_id=mine.trial_id, metrics={"score": 0.5})
+    servicer.UpdateTrial(report, _Context("worker0"))
+    forged = trial_module.Trial(oracle.get_space(), trial_id=mine.trial_id, status="COMPLETED")
+    forged.hyperparameters.values["rate"] = 0.0123456
+    end = service.EndTrialRequest(trial=forged.to_proto())
+    assert _refused(servicer.EndTrial, end, "worker0") == invalid
+    assert oracle.trials[mine.trial_id].status == "RUNNING"
+
+    # The real end goes through once; a second end of the same trial is refused.
+    ended = copy_trial(oracle.trials[mine.trial_id], status="COMPLETED")
+    servicer.EndTrial(service.EndTrialRequest(trial=ended.to_proto()), _Context("worker0"))
+    assert oracle.trials[mine.trial_id].status == "COMPLETED"
+    again = service.EndTrialRequest(trial=copy_trial(ended, status="FAILED").to_proto())
+    assert _refused(servicer.EndTrial, again, "worker0") == denied
+    assert oracle.trials[mine.trial_id].status == "COMPLETED"
+    assert oracle.end_order == [mine.trial_id]
+
+    # A worker whose lease ran out may not end the trial that went back to the queue.
+    clock.now += 11
+    assert servicer.reap() == [(theirs.trial_id, "worker1")]
+    late = copy_trial(oracle.trials[theirs.trial_id], status="COMPLETED")
+    assert (
+        _refused(servicer.EndTrial, service.EndTrialRequest(trial=late.to_proto()), "worker1")
+        == denied
+    )
+    assert _create(servicer, "worker2").trial_id == theirs.trial_id  # still to run, once
+
+    # Asking for a trial as the chief, or in another worker's name: refused.
+    ask = service.CreateTrialRequest(tuner_id="chief")
+    assert _refused(servicer.CreateTrial, ask, "chief") == invalid
+    ask = service.CreateTrialRequest(tuner_id="worker2")
+    assert _refused(servicer.CreateTrial, ask, "worker3") == denied
+
+
+def copy_trial(trial: trial_module.Trial, *, status: str) -> trial_module.Trial:
+    """`trial` with another status, as a worker sends it back."""
+    copy = trial_module.Trial.from_proto(trial.to_proto())
+    copy.status = status
+    return copy
