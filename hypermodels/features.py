@@ -56,6 +56,7 @@ __all__ = [
     "embedding_width",
     "fit_schema",
     "fit_target_codes",
+    "hashing_buckets",
     "high_cardinality_columns",
     "model_inputs",
     "rare_level_columns",
@@ -78,8 +79,13 @@ _MAX_ONE_HOT = 16
 #: How a high-cardinality column (one with too many values to one-hot encode) enters
 #: the network: a learned ``embedding`` per value, the standardised log ``frequency``
 #: of its value in training (a fixed lookup that cannot memorise rows), its ``target``
-#: encoding (`fit_target_codes`), or ``drop``.
-HIGH_CARDINALITY = ("embedding", "frequency", "target", "drop")
+#: encoding (`fit_target_codes`), ``hashing`` (values hashed into fewer buckets than
+#: there are values, each bucket's embedding shared by the values in it), or ``drop``.
+HIGH_CARDINALITY = ("embedding", "frequency", "target", "hashing", "drop")
+
+# Hashing gives a column this many times fewer buckets than it has values (at least
+# as many as a one-hot column has), so that rare values must share what they learn.
+_VALUES_PER_BUCKET = 8
 
 #: Suffix of the model input that carries a column's target encoding.
 TARGET_SUFFIX = "__target"
@@ -335,6 +341,11 @@ def embedding_width(column: Column) -> int:
     return size if size <= _MAX_ONE_HOT else _embedding_size(size)
 
 
+def hashing_buckets(size: int) -> int:
+    """Buckets of the ``hashing`` treatment for a column of `size` ids."""
+    return max(_MAX_ONE_HOT, -(-size // _VALUES_PER_BUCKET))
+
+
 def category_ids(column: Column, series: pd.Series) -> np.ndarray:
     """Integer ids of a categorical column's values (`StringLookup`'s convention: the
     value at vocabulary position ``i`` is ``i + 1``, an unseen value is 0)."""
@@ -486,6 +497,13 @@ def build_preprocessing(
                     name=f"frequency_{safe}",
                 )(ids)
             )
+        elif high_cardinality == "hashing":
+            buckets = hashing_buckets(size)
+            hashed = keras.layers.Hashing(buckets, name=f"hash_{safe}")(ids)
+            embedded = keras.layers.Embedding(
+                buckets, _embedding_size(buckets), name=f"hashed_embed_{safe}"
+            )(hashed)
+            encoded = keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
         elif high_cardinality == "embedding":
             embedded = keras.layers.Embedding(size, _embedding_size(size), name=f"embed_{safe}")(
                 ids

@@ -126,8 +126,9 @@ class SearchSpace:
         label_smoothing: Label smoothing of a classifier's loss (RealMLP uses 0.1 when
             the objective is accuracy).
         high_cardinality: How a column with too many values to one-hot encode enters
-            (`features.HIGH_CARDINALITY`: ``embedding``, ``frequency``, ``drop``); an
-            identifier's embedding can memorise its rows, its frequency cannot.
+            (`features.HIGH_CARDINALITY`: ``embedding``, ``frequency``, ``target``,
+            ``hashing``, ``drop``); an identifier's embedding can memorise its rows, its
+            frequency cannot.
 
     The numeric options are declared as hyperparameters only where the space searches
     them (more than one value) and the table has numeric columns. The default searches

@@ -14,7 +14,13 @@ import pytest
 import tensorflow as tf
 
 from hypermodels import MLPHyperModel, SearchSpace, TabularSchema, fit_schema
-from hypermodels.features import ServingEncoder, fit_target_codes, model_inputs, raw_rows
+from hypermodels.features import (
+    ServingEncoder,
+    fit_target_codes,
+    hashing_buckets,
+    model_inputs,
+    raw_rows,
+)
 from kt_pipeline.cli import main
 from kt_pipeline.config import load_config
 from kt_pipeline.errors import UserInputError
@@ -122,7 +128,7 @@ def _wide_table(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
 _KINDS = {"x": "numeric", "customer": "string_categorical", "city": "string_categorical"}
 
 
-@pytest.mark.parametrize("treatment", ["embedding", "frequency", "target", "drop"])
+@pytest.mark.parametrize("treatment", ["embedding", "frequency", "target", "hashing", "drop"])
 def test_each_high_cardinality_treatment_trains_and_serves_raw_strings(
     tmp_path: Path, treatment: str
 ) -> None:
@@ -136,6 +142,7 @@ def test_each_high_cardinality_treatment_trains_and_serves_raw_strings(
     names = {layer.name for layer in model.layers}
     assert ("embed_customer" in names) == (treatment == "embedding")
     assert ("frequency_customer" in names) == (treatment == "frequency")
+    assert ("hashed_embed_customer" in names) == (treatment == "hashing")
     assert "one_hot_city" in names  # a narrow column is one-hot whatever the treatment
     hypermodel.fit(hp, model, model_inputs(schema, frame, target_codes=codes), y, epochs=2)
     x = model_inputs(schema, frame)  # each value's code, as validation rows and serving get
@@ -145,6 +152,9 @@ def test_each_high_cardinality_treatment_trains_and_serves_raw_strings(
         logs = np.log1p(np.asarray(schema.columns[1].counts, dtype="float64"))
         expected = (logs - logs.mean()) / logs.std()
         np.testing.assert_allclose(table.get_weights()[0][:, 0], expected, rtol=1e-5)
+    if treatment == "hashing":  # 61 ids (60 values and the unseen one) share 16 buckets
+        table = model.get_layer("hashed_embed_customer").get_weights()[0]
+        assert table.shape[0] == hashing_buckets(len(schema.columns[1].vocabulary) + 1) == 16
     export_dir = export_model(
         model, export_root=tmp_path, task="binary", schema=schema, class_names=("no", "yes")
     )
