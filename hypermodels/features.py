@@ -406,6 +406,25 @@ class FillMissing(keras.layers.Layer):
         return {**super().get_config(), "fill_values": self.fill_values}
 
 
+class HashBuckets(keras.layers.Layer):
+    """Maps integer ids to `buckets` buckets with a fixed multiplicative hash, in
+    integer ops that XLA compiles (`keras.layers.Hashing` turns ids into strings first,
+    on the CPU, and turns XLA off for the model)."""
+
+    _MULTIPLIER = 2654435761  # Knuth's; a prime, so no bucket count shares a factor
+
+    def __init__(self, buckets: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.buckets = int(buckets)
+
+    def call(self, ids: Any) -> Any:
+        ids = keras.ops.cast(ids, "int64")
+        return keras.ops.mod(ids * self._MULTIPLIER, self.buckets)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "buckets": self.buckets}
+
+
 class MissingIndicator(keras.layers.Layer):
     """1.0 where the chosen columns are missing (NaN), else 0.0."""
 
@@ -499,7 +518,7 @@ def build_preprocessing(
             )
         elif high_cardinality == "hashing":
             buckets = hashing_buckets(size)
-            hashed = keras.layers.Hashing(buckets, name=f"hash_{safe}")(ids)
+            hashed = HashBuckets(buckets, name=f"hash_{safe}")(ids)
             embedded = keras.layers.Embedding(
                 buckets, _embedding_size(buckets), name=f"hashed_embed_{safe}"
             )(hashed)

@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import errno
+import functools
 import json
 import os
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any
 
@@ -36,9 +38,9 @@ from keras_tuner.src.distribute import oracle_chief, oracle_client
 from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import conditions as conditions_module
 from keras_tuner.src.engine import hyperparameters as hp_module
+from keras_tuner.src.engine import oracle as oracle_module
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine import tuner_utils
-from keras_tuner.src.engine.oracle import synchronized
 from keras_tuner.src.engine.tuner import maybe_compute_model_size
 from tensorflow.python.framework import ops as tf_ops
 
@@ -54,12 +56,13 @@ __all__ = [
     "gradient_registry",
     "hp_module",
     "hyperband_brackets",
+    "locked",
     "oracle_chief",
+    "oracle_lock",
     "patch_keras_multi_worker",
     "protos",
     "reseed_oracle",
     "retry_queue",
-    "synchronized",
     "trial_module",
     "tuner_utils",
 ]
@@ -103,6 +106,36 @@ def apply() -> None:
     _applied = True
 
 
+@contextlib.contextmanager
+def oracle_lock(oracle: Any) -> Iterator[None]:
+    """Holds the oracle's own lock (the one KerasTuner's `synchronized` takes) for a
+    block, re-entrantly, and releases it even when the block raises: KerasTuner's
+    decorator leaves the lock held after an exception, so every later call waits
+    forever. KerasTuner's methods called inside see the lock held by this thread."""
+    thread = threading.current_thread().name
+    if oracle_module.THREADS[oracle] == thread:
+        yield
+        return
+    oracle_module.LOCKS[oracle].acquire()
+    oracle_module.THREADS[oracle] = thread
+    try:
+        yield
+    finally:
+        oracle_module.THREADS[oracle] = None
+        oracle_module.LOCKS[oracle].release()
+
+
+def locked(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function(oracle, ...)` under `oracle_lock(oracle)`."""
+
+    @functools.wraps(function)
+    def call(oracle: Any, *args: Any, **kwargs: Any) -> Any:
+        with oracle_lock(oracle):
+            return function(oracle, *args, **kwargs)
+
+    return call
+
+
 _original_client_init = oracle_client.OracleClient.__init__
 _original_update_trial = oracle_client.OracleClient.update_trial
 _original_end_trial = oracle_client.OracleClient.end_trial
@@ -112,18 +145,21 @@ def _client_that_names_itself(self: Any, oracle: Any) -> None:
     """KerasTuner's worker-side `OracleClient`, whose calls carry the search's token
     (`kt_pipeline.parallel.TOKEN_ENV`) and the worker's id, over TLS when the search
     has a CA (`kt_pipeline.parallel.TLS_ENV`); KerasTuner's own channel sends neither
-    and is always in clear."""
+    and is always in clear. It first waits for the chief (`parallel.wait_for_chief`), so
+    a refused token or TLS handshake is one line, not an hour's silent wait."""
     from kt_pipeline import parallel
 
     _original_client_init(self, oracle)
-    host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    address = parallel.join_address(
+        os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
+    )
     self.stub = parallel.oracle_stub(
         address,
         os.environ.get(parallel.TOKEN_ENV) or None,
         worker=self.tuner_id,
         tls_ca=parallel.oracle_tls(ca=os.environ.get(parallel.TLS_ENV["ca"], "")).get("ca"),
     )
+    parallel.wait_for_chief(self.stub, address, seconds=oracle_client.TIMEOUT)
 
 
 def _taken_back(error: Exception) -> bool:
@@ -135,8 +171,9 @@ def _taken_back(error: Exception) -> bool:
 
 
 def _update_unless_taken_back(self: Any, trial_id: str, metrics: Any, step: int = 0) -> Any:
-    """KerasTuner's `update_trial`, except that a trial the chief took back stops
-    training (status ``STOPPED``) instead of crashing the worker."""
+    """KerasTuner's `update_trial`, except that a report the chief refuses because the
+    trial is not this worker's any more is dropped with a warning instead of crashing
+    the worker."""
     try:
         return _original_update_trial(self, trial_id, metrics, step)
     except Exception as error:

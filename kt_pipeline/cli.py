@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -364,8 +365,11 @@ def _search(args: argparse.Namespace) -> int:
         if args.overwrite:
             raise UserInputError("`--overwrite` is for the chief; a worker never discards")
         worker_id = args.worker_id or f"worker-{socket.gethostname()}-{os.getpid()}"
-        if "chief" in worker_id:
-            raise UserInputError(f"`--worker-id` must not contain 'chief'. Received: {worker_id!r}")
+        if "chief" in worker_id or not re.fullmatch(r"[A-Za-z0-9._-]+", worker_id):
+            raise UserInputError(
+                "`--worker-id` must be letters, digits, '.', '_' or '-', without 'chief'. "
+                f"Received: {worker_id!r}"
+            )
         summary = run_search(config, role="worker", worker_id=worker_id, started=args.started)
         print(f"worker {worker_id}: search over after {summary.seconds:.1f} s")
         return 0

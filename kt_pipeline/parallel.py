@@ -29,33 +29,39 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any, NoReturn
 
 import grpc
+import keras
 import keras_tuner
 
 from kt_pipeline._compat import (
     dist_utils,
+    locked,
     oracle_chief,
+    oracle_lock,
     protos,
     retry_queue,
-    synchronized,
     trial_module,
 )
 from kt_pipeline.errors import UserInputError
 
 __all__ = [
     "HEARTBEATS_PER_LEASE",
+    "LEASE_METADATA",
     "TLS_ENV",
     "TOKEN_ENV",
     "WORKER_METADATA",
     "LeasingOracleServicer",
+    "StopWhenTakenBack",
     "TrialHeartbeat",
+    "TrialTakenBack",
     "is_chief",
     "is_loopback",
     "is_worker",
+    "join_address",
     "oracle_role",
     "oracle_server",
     "oracle_stub",
@@ -63,6 +69,7 @@ __all__ = [
     "oracle_token",
     "serve_oracle",
     "split_address",
+    "wait_for_chief",
 ]
 
 log = logging.getLogger("kt_pipeline")
@@ -76,6 +83,12 @@ _HOLD_SECONDS = 1.0
 _STATUS = trial_module.TrialStatus
 # What a worker may report a trial ended as.
 _ENDINGS = (_STATUS.COMPLETED, _STATUS.FAILED, _STATUS.INVALID, _STATUS.STOPPED)
+
+
+def join_address(host: str, port: str) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets as gRPC wants it."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -136,7 +149,7 @@ def is_worker() -> bool:
     return bool(dist_utils.has_chief_oracle()) and not is_chief()
 
 
-@synchronized
+@locked
 def _create_or_hold(oracle: keras_tuner.Oracle, tuner_id: str) -> Any:
     trial = oracle.create_trial(tuner_id)
     if trial.status == _STATUS.STOPPED and oracle.ongoing_trials:
@@ -150,6 +163,11 @@ def _create_or_hold(oracle: keras_tuner.Oracle, tuner_id: str) -> Any:
 WORKER_METADATA = "kt-pipeline-worker"
 
 
+#: The trailing gRPC metadata key of the chief's answer to ``GetTrial``: ``yes`` when the
+#: trial is leased to the caller, else ``no``.
+LEASE_METADATA = "kt-pipeline-leased"
+
+
 def _caller(context: Any) -> str | None:
     """The worker id a call names in its metadata (`WORKER_METADATA`), if any."""
     if context is None:
@@ -159,13 +177,25 @@ def _caller(context: Any) -> str | None:
     return None if caller is None else str(caller)
 
 
+def _named_caller(context: Any) -> str:
+    """The worker id a call names; a call that changes a trial must name one."""
+    caller = _caller(context)
+    if not caller:
+        _abort(
+            context,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"the call names no worker ({WORKER_METADATA})",
+        )
+    return caller
+
+
 def _abort(context: Any, code: grpc.StatusCode, details: str) -> NoReturn:
     """Ends the call with `code`; the oracle is not touched."""
     context.abort(code, details)
     raise AssertionError("grpc's abort returned")  # it raises; this keeps the type checker honest
 
 
-@synchronized
+@locked
 def _owner(oracle: keras_tuner.Oracle, trial_id: str) -> str | None:
     for tuner_id, trial in oracle.ongoing_trials.items():
         if trial.trial_id == trial_id:
@@ -218,8 +248,8 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         tuner_id = request.tuner_id
         if not tuner_id or tuner_id == "chief":
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"bad worker id {tuner_id!r}")
-        caller = _caller(context)
-        if caller is not None and caller != tuner_id:
+        caller = _named_caller(context)
+        if caller != tuner_id:
             _abort(
                 context,
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -240,22 +270,31 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         return protos.get_service().CreateTrialResponse(trial=trial.to_proto())
 
     def UpdateTrial(self, request: Any, context: Any) -> Any:
-        self._check_leased(request.trial_id, context)
-        missing = [name for name in self._objective_names() if name not in request.metrics]
-        if missing:
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"trial {request.trial_id}'s report has no {missing[0]} "
-                f"(metrics: {sorted(request.metrics)})",
-            )
-        self._seen(_caller(context))
-        return super().UpdateTrial(request, context)
+        with oracle_lock(self.oracle):  # checked and applied in one step
+            self._check_leased(request.trial_id, context)
+            missing = [name for name in self._objective_names() if name not in request.metrics]
+            if missing:
+                _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"trial {request.trial_id}'s report has no {missing[0]} "
+                    f"(metrics: {sorted(request.metrics)})",
+                )
+            self._seen(_caller(context))
+            return super().UpdateTrial(request, context)
 
     def GetTrial(self, request: Any, context: Any) -> Any:
-        self._check_known(request.trial_id, context)
-        self._seen(_caller(context))
-        return super().GetTrial(request, context)
+        """KerasTuner's, plus the trailing metadata `LEASE_METADATA`: whether the trial
+        is leased to the caller, so a worker's heartbeat learns when its trial was
+        taken back and stops training it."""
+        with oracle_lock(self.oracle):
+            self._check_known(request.trial_id, context)
+            caller = _caller(context)
+            self._seen(caller)
+            mine = caller is not None and _owner(self.oracle, request.trial_id) == caller
+            if context is not None:
+                context.set_trailing_metadata(((LEASE_METADATA, "yes" if mine else "no"),))
+            return super().GetTrial(request, context)
 
     def EndTrial(self, request: Any, context: Any) -> Any:
         try:
@@ -264,26 +303,28 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed trial")
         if ended.status not in _ENDINGS:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"not an end: {ended.status!r}")
-        self._check_leased(ended.trial_id, context)
-        given = self.oracle.trials[ended.trial_id].hyperparameters.values
-        changed = sorted(k for k, v in given.items() if ended.hyperparameters.values.get(k) != v)
-        if changed:
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"trial {ended.trial_id} came back with other hyperparameters ({changed[0]})",
-            )
-        metrics = self.oracle.trials[ended.trial_id].metrics
-        if ended.status == _STATUS.COMPLETED and not all(
-            metrics.exists(name) for name in self._objective_names()
-        ):
-            _abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"trial {ended.trial_id} reported no {self.oracle.objective.name}",
-            )
-        self._seen(_caller(context))
-        response = super().EndTrial(request, context)
+        with oracle_lock(self.oracle):  # checked and applied in one step
+            self._check_leased(ended.trial_id, context)
+            given = self.oracle.trials[ended.trial_id].hyperparameters.values
+            returned = ended.hyperparameters.values
+            changed = sorted(k for k, v in given.items() if returned.get(k) != v)
+            if changed:
+                _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"trial {ended.trial_id} came back with other hyperparameters ({changed[0]})",
+                )
+            metrics = self.oracle.trials[ended.trial_id].metrics
+            if ended.status == _STATUS.COMPLETED and not all(
+                metrics.exists(name) for name in self._objective_names()
+            ):
+                _abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"trial {ended.trial_id} reported no {self.oracle.objective.name}",
+                )
+            self._seen(_caller(context))
+            response = super().EndTrial(request, context)
         self._notify()
         return response
 
@@ -298,7 +339,7 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         another worker's trial, not one that already ended, not one taken back from a
         worker whose lease ran out (its late result would race the new worker's)."""
         self._check_known(trial_id, context)
-        caller = _caller(context)
+        caller = _named_caller(context)
         owner = _owner(self.oracle, trial_id)
         if owner is not None and owner == caller:
             return
@@ -306,7 +347,10 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         if owner is None and status != _STATUS.RUNNING:
             reason = f"trial {trial_id} already ended ({status})"
         elif owner is None:
-            reason = f"trial {trial_id} was taken back from {caller!r}: its lease ran out"
+            reason = (
+                f"trial {trial_id} was taken back from {caller!r}: its lease ran out, or the "
+                "chief restarted; it runs again"
+            )
         else:
             reason = f"trial {trial_id} is leased to {owner!r}, not to {caller!r}"
         _abort(context, grpc.StatusCode.PERMISSION_DENIED, reason)
@@ -335,7 +379,7 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         return taken
 
 
-@synchronized
+@locked
 def _reap(
     oracle: keras_tuner.Oracle, last_seen: dict[str, float], cutoff: float
 ) -> list[tuple[str, str]]:
@@ -354,7 +398,7 @@ def _reap(
     return taken
 
 
-@synchronized
+@locked
 def _search_over(oracle: keras_tuner.Oracle) -> bool:
     return bool(oracle_chief.exit_chief(oracle)) and not retry_queue(oracle)
 
@@ -476,6 +520,53 @@ def oracle_stub(
     return protos.get_service_grpc().OracleStub(channel)
 
 
+# Answers in a row of a chief that closes the connection before a worker may say the
+# chief serves TLS and the worker does not.
+_CLOSED_ANSWERS = 10
+
+
+def wait_for_chief(stub: Any, address: str, *, seconds: float) -> None:
+    """Returns once the chief at `address` answers; while it is not listening yet,
+    keeps asking (for up to `seconds`, as KerasTuner's own wait does). A chief that
+    refuses this worker's token or TLS is named in one line at once, where KerasTuner
+    would wait an hour in silence.
+
+    Raises:
+        UserInputError: the chief refused the token, the TLS handshake failed, or the
+            chief keeps closing the connection (it serves TLS; the worker does not).
+    """
+    request = protos.get_service().GetSpaceRequest()
+    deadline = time.monotonic() + seconds
+    closed = 0
+    retry = threading.Event()
+    while True:
+        try:
+            stub.GetSpace(request, timeout=10)
+            return
+        except grpc.RpcError as error:
+            details = str(error.details() or "")
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise UserInputError(
+                    f"the chief at {address!r} refused this worker's token: set the search's "
+                    f"{TOKEN_ENV} or runtime.oracle_token_file ({details})"
+                ) from None
+            if "handshake" in details.lower():
+                raise UserInputError(
+                    f"no TLS connection to the chief at {address!r}: check "
+                    "runtime.oracle_tls_ca, and that the chief serves TLS with a certificate "
+                    f"that names {split_address(address)[0]!r} ({details.rsplit(': ', 2)[-2]})"
+                ) from None
+            closed = closed + 1 if "socket closed" in details.lower() else 0
+            if closed >= _CLOSED_ANSWERS:
+                raise UserInputError(
+                    f"the chief at {address!r} closes every connection: it may serve TLS, "
+                    "and this worker has no runtime.oracle_tls_ca"
+                ) from None
+            if time.monotonic() > deadline:
+                return  # KerasTuner's own calls report what is wrong from here
+        retry.wait(1.0)  # not listening yet
+
+
 def serve_oracle(
     oracle: keras_tuner.Oracle,
     *,
@@ -547,9 +638,11 @@ class TrialHeartbeat:
 
     def __init__(self, stub: Any, trial_id: str, *, interval: float) -> None:
         self._stub = stub
-        self._trial_id = trial_id
+        self.trial_id = self._trial_id = trial_id
         self._interval = interval
         self._stop = threading.Event()
+        #: Set when the chief says the trial is no longer leased to this worker.
+        self.lost = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
 
     def __enter__(self) -> TrialHeartbeat:
@@ -571,4 +664,29 @@ class TrialHeartbeat:
         request = protos.get_service().GetTrialRequest(trial_id=self._trial_id)
         while not self._stop.wait(self._interval):
             with contextlib.suppress(grpc.RpcError):
-                self._stub.GetTrial(request, timeout=self._interval)
+                _, call = self._stub.GetTrial.with_call(request, timeout=self._interval)
+                if (LEASE_METADATA, "no") in tuple(call.trailing_metadata() or ()):
+                    self.lost.set()
+
+
+class TrialTakenBack(Exception):
+    """The chief gave this worker's trial to another worker (its lease ran out while
+    it was out of touch): the trial stops here and its result is dropped."""
+
+
+class StopWhenTakenBack(keras.callbacks.Callback):
+    """Stops a worker's training as soon as its heartbeat learns that the trial was
+    taken back (`TrialHeartbeat.lost`), before it writes another checkpoint.
+
+    Args:
+        heartbeat: Returns the running trial's heartbeat, if any.
+    """
+
+    def __init__(self, heartbeat: Callable[[], TrialHeartbeat | None]) -> None:
+        super().__init__()
+        self._heartbeat = heartbeat
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        heartbeat = self._heartbeat()
+        if heartbeat is not None and heartbeat.lost.is_set():
+            raise TrialTakenBack(f"trial {heartbeat.trial_id} was taken back")

@@ -775,7 +775,7 @@ def _rare_level_warnings(schema: TabularSchema, *, treatments: Sequence[str]) ->
                 f"column {column.name!r} (mostly rare levels) gets a {widths[column.name]}-wide "
                 f"embedding, more than the other {rest} input features together; raise "
                 "data.min_frequency, search its treatment (search.high_cardinality = "
-                "['embedding', 'frequency', 'target', 'drop']) or drop the column"
+                "['embedding', 'frequency', 'target', 'hashing', 'drop']) or drop the column"
             )
     return warnings
 

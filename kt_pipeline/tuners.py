@@ -288,6 +288,12 @@ class _PipelineTunerMixin(TunerMixinBase):
             if self._budget is not None:
                 callbacks = [*(fit_kwargs.get("callbacks") or []), self._budget.callback()]
                 fit_kwargs = {**fit_kwargs, "callbacks": callbacks}
+            if parallel.is_worker():
+                stop = parallel.StopWhenTakenBack(lambda: self._heartbeat)
+                fit_kwargs = {
+                    **fit_kwargs,
+                    "callbacks": [*(fit_kwargs.get("callbacks") or []), stop],
+                }
             try:
                 super().search(*fit_args, **fit_kwargs)
             except TimeBudgetSpent as stop:
@@ -300,7 +306,7 @@ class _PipelineTunerMixin(TunerMixinBase):
         host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
         parallel.serve_oracle(
             self.oracle,
-            address=f"{host}:{port}",
+            address=parallel.join_address(host, port),
             lease_seconds=self._lease_seconds,
             token=os.environ.get(parallel.TOKEN_ENV) or None,
             tls=_chief_tls(),
@@ -360,6 +366,8 @@ class _PipelineTunerMixin(TunerMixinBase):
         except Exception as error:
             if is_disk_full(error):  # not the trial's fault: stop, and run it again later
                 raise _DiskFull(error) from error
+            if isinstance(error, parallel.TrialTakenBack):  # not the trial's fault either
+                raise
             self._failure[trial.trial_id] = (_reason(error), traceback.format_exc())
             raise
 
@@ -409,9 +417,19 @@ class _PipelineTunerMixin(TunerMixinBase):
         return super()._build_hypermodel(hp)
 
     def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
-            self._heartbeat = None
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+            if heartbeat.lost.is_set():  # another worker runs it: leave its files alone
+                log.warning(
+                    "trial %s went to another worker while this one was out of touch; "
+                    "its run here is dropped",
+                    trial.trial_id,
+                )
+                self._trial_started.pop(trial.trial_id, None)
+                self._trial_epochs.pop(trial.trial_id, None)
+                self.save()
+                return
         started = self._trial_started.pop(trial.trial_id, None)
         stats = {
             "seconds": None if started is None else round(time.perf_counter() - started, 3),

@@ -195,7 +195,13 @@ def test_each_trial_logs_scalars_and_hparams_to_tensorboard(finished: tuple[Path
         ),
         (
             ["--role", "worker", "--worker-id", "chief2"],
-            "`--worker-id` must not contain 'chief'. Received: 'chief2'",
+            "`--worker-id` must be letters, digits, '.', '_' or '-', without 'chief'. "
+            "Received: 'chief2'",
+        ),
+        (  # it travels in gRPC metadata, which takes no such characters
+            ["--role", "worker", "--worker-id", "gpu 0/ü"],
+            "`--worker-id` must be letters, digits, '.', '_' or '-', without 'chief'. "
+            "Received: 'gpu 0/ü'",
         ),
         (
             ["--role", "worker", "--oracle", "10.0.0.1"],

@@ -107,25 +107,20 @@ class _RefusingStub:
 
 
 def test_a_worker_drops_the_result_of_a_trial_the_chief_took_back(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """KerasTuner's worker crashes on any refused report; ours stops the trial and drops
-    its result when the chief says the trial is not the worker's any more, and still
-    raises on every other error."""
+    """KerasTuner's worker crashes on any refused report; ours drops the result when the
+    chief says the trial is not the worker's any more, and still raises on every other
+    error."""
     import grpc
     from keras_tuner.src.distribute import oracle_client
     from keras_tuner.src.engine import trial as trial_module
 
     _compat.apply()
-    for name, value in (("IP", "127.0.0.1"), ("PORT", "1"), ("ID", "worker0")):
-        key = "KERASTUNER_TUNER_ID" if name == "ID" else f"KERASTUNER_ORACLE_{name}"
-        monkeypatch.setenv(key, value)
     hp = keras_tuner.HyperParameters()
     hp.Float("rate", 1e-3, 1e-1)
-    oracle = keras_tuner.oracles.RandomSearchOracle(
-        objective=keras_tuner.Objective("score", "max"), max_trials=1, hyperparameters=hp
-    )
-    client = oracle_client.OracleClient(oracle)
+    client = oracle_client.OracleClient.__new__(oracle_client.OracleClient)  # no chief to dial
+    client.tuner_id, client.should_report, client.multi_worker = "worker0", True, False
     client.get_space = lambda: hp
     client.stub = _RefusingStub(grpc.StatusCode.PERMISSION_DENIED)
     trial = trial_module.Trial(hp, trial_id="3", status="COMPLETED")
@@ -137,3 +132,35 @@ def test_a_worker_drops_the_result_of_a_trial_the_chief_took_back(
         client.update_trial("3", {"score": 1.0})
     with pytest.raises(grpc.RpcError):
         client.end_trial(trial)
+
+
+def test_the_oracle_lock_is_released_when_the_block_raises() -> None:
+    """KerasTuner's `synchronized` keeps the oracle's lock after an exception, and every
+    later oracle call then waits forever; `oracle_lock` releases it."""
+    import threading
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(objective="val_loss", max_trials=1)
+    # Held twice by one thread (re-entrant), then a refused call raises inside.
+    with pytest.raises(ValueError), _compat.oracle_lock(oracle), _compat.oracle_lock(oracle):
+        raise ValueError("a refused call")
+    taken = threading.Event()
+
+    def other_thread() -> None:
+        with _compat.oracle_lock(oracle):
+            taken.set()
+
+    thread = threading.Thread(target=other_thread, daemon=True)
+    thread.start()
+    assert taken.wait(timeout=10), "the lock was left held"
+
+    @keras_tuner.synchronized
+    def failing(_: object) -> None:
+        raise ValueError("inside KerasTuner's decorator")
+
+    with pytest.raises(ValueError):
+        failing(oracle)
+    from keras_tuner.src.engine import oracle as oracle_module
+
+    assert oracle_module.LOCKS[oracle].locked()  # the defect this lock works around
+    oracle_module.THREADS[oracle] = None
+    oracle_module.LOCKS[oracle].release()

@@ -23,10 +23,13 @@ from keras_tuner.src.engine import trial as trial_module
 
 from kt_pipeline.launcher import cpu_shares, worker_environment
 from kt_pipeline.parallel import (
+    LEASE_METADATA,
     TOKEN_ENV,
     WORKER_METADATA,
     LeasingOracleServicer,
+    StopWhenTakenBack,
     TrialHeartbeat,
+    TrialTakenBack,
     oracle_server,
     oracle_stub,
 )
@@ -68,6 +71,9 @@ class _Context:
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self._metadata
+
+    def set_trailing_metadata(self, metadata: Any) -> None:
+        self.trailing = dict(metadata)
 
     def abort(self, code: Any, details: str) -> None:
         self.code, self.details = code, details
@@ -122,25 +128,52 @@ def test_a_worker_is_told_to_wait_not_stop_while_a_trial_may_come_back(
 
 
 class _RecordingStub:
+    """A chief that answers heartbeats, saying the trial is leased to the caller until
+    `take_back` is set."""
+
     def __init__(self, wanted: int) -> None:
         self.trial_ids: list[str] = []
         self.enough = threading.Event()
+        self.take_back = threading.Event()
         self._wanted = wanted
+        self.GetTrial = self  # the multi-callable: `stub.GetTrial.with_call(...)`
 
-    def GetTrial(self, request: Any, timeout: float) -> None:
+    def with_call(self, request: Any, timeout: float) -> tuple[None, Any]:
         self.trial_ids.append(request.trial_id)
         if len(self.trial_ids) >= self._wanted:
             self.enough.set()
+        leased = "no" if self.take_back.is_set() else "yes"
+
+        class Call:
+            def trailing_metadata(self) -> Any:
+                return ((LEASE_METADATA, leased),)
+
+        return None, Call()
 
 
 def test_the_heartbeat_renews_the_lease_from_its_own_thread() -> None:
     stub = _RecordingStub(wanted=3)
-    with TrialHeartbeat(stub, "07", interval=0.01):
+    with TrialHeartbeat(stub, "07", interval=0.01) as heartbeat:
         assert stub.enough.wait(timeout=10)
     count = len(stub.trial_ids)
     assert set(stub.trial_ids) == {"07"}
     assert not any(t.name == "heartbeat-07" for t in threading.enumerate())
     assert len(stub.trial_ids) == count  # stopped means stopped
+    assert not heartbeat.lost.is_set()
+
+
+def test_a_worker_stops_training_a_trial_the_chief_took_back() -> None:
+    """The heartbeat hears that the trial is no longer leased to this worker, and the
+    next training step ends the trial before another checkpoint is written."""
+    stub = _RecordingStub(wanted=1)
+    with TrialHeartbeat(stub, "07", interval=0.01) as heartbeat:
+        stop = StopWhenTakenBack(lambda: heartbeat)
+        stop.on_train_batch_end(0)  # still ours: trains on
+        stub.take_back.set()
+        assert heartbeat.lost.wait(timeout=10)
+        with pytest.raises(TrialTakenBack, match="trial 07 was taken back"):
+            stop.on_train_batch_end(1)
+    StopWhenTakenBack(lambda: None).on_train_batch_end(2)  # between trials: nothing to stop
 
 
 def test_workers_get_their_own_cpus_or_gpu() -> None:
@@ -277,9 +310,10 @@ def _forge_calls(
     assert len(running) == 1, "the stalled trial is saved as running"
     trial = running[0]
 
-    def code(stub: Any, method: str, request: Any) -> Any:
+    def code(stub: Any, method: str, request: Any, says: str = "") -> Any:
         with pytest.raises(grpc.RpcError) as refused:
             getattr(stub, method)(request, timeout=10)
+        assert says in refused.value.details()
         return refused.value.code()
 
     end = service.EndTrialRequest(trial=copy_trial(trial, status="COMPLETED").to_proto())
@@ -314,10 +348,11 @@ def _forge_calls(
     assert code(intruder, "CreateTrial", as_chief) == invalid
     # Even in the stalled worker's name: no objective, other hyperparameters, no end.
     impostor = oracle_stub(address, token, worker=stalled["worker"], tls_ca=ca)
-    assert code(impostor, "UpdateTrial", report) == invalid  # not the objective's metrics
+    assert code(impostor, "UpdateTrial", report, "report has no") == invalid
     other = copy_trial(trial, status="COMPLETED")
     other.hyperparameters.values[rate] *= 2
-    assert code(impostor, "EndTrial", service.EndTrialRequest(trial=other.to_proto())) == invalid
+    changed = service.EndTrialRequest(trial=other.to_proto())
+    assert code(impostor, "EndTrial", changed, "came back with other hyperparameters") == invalid
     not_an_end = service.EndTrialRequest(trial=copy_trial(trial, status="RUNNING").to_proto())
     assert code(impostor, "EndTrial", not_an_end) == invalid
     assert (
@@ -559,7 +594,9 @@ def test_over_tls_only_workers_that_trust_the_chiefs_certificate_get_in(
 ) -> None:
     import grpc
 
+    from kt_pipeline.errors import UserInputError
     from kt_pipeline.launcher import free_loopback_address
+    from kt_pipeline.parallel import wait_for_chief
 
     cert, key = _self_signed(tmp_path)
     other_ca, _ = _self_signed(tmp_path, "someone-else")
@@ -590,6 +627,16 @@ def test_over_tls_only_workers_that_trust_the_chiefs_certificate_get_in(
         with pytest.raises(grpc.RpcError) as refused:
             oracle_stub(address, None, tls_ca=cert.read_bytes()).GetSpace(request, timeout=10)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # A worker learns what is wrong at once, not after KerasTuner's hour of waiting.
+        wrong_ca = oracle_stub(address, "s3cret", tls_ca=other_ca.read_bytes())
+        with pytest.raises(UserInputError, match="no TLS connection to the chief at '127"):
+            wait_for_chief(wrong_ca, address, seconds=3600)
+        wrong_token = oracle_stub(address, "guess", tls_ca=cert.read_bytes())
+        with pytest.raises(UserInputError, match="refused this worker's token"):
+            wait_for_chief(wrong_token, address, seconds=3600)
+        wait_for_chief(worker, address, seconds=3600)
+        nobody = free_loopback_address()  # not listening: keeps asking until `seconds`
+        wait_for_chief(oracle_stub(nobody, "s3cret"), nobody, seconds=0)
     finally:
         server.stop(grace=None)
 
@@ -712,7 +759,8 @@ def test_a_worker_may_report_and_end_only_its_own_running_trial(tmp_path: Path) 
     report = service.UpdateTrialRequest(trial_id=theirs.trial_id, metrics={"score": 9.0})
     denied = grpc.StatusCode.PERMISSION_DENIED
     assert _refused(servicer.UpdateTrial, report, "worker0") == denied
-    assert _refused(servicer.UpdateTrial, report, None) == denied  # a call that names no one
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    assert _refused(servicer.UpdateTrial, report, None) == invalid  # a call that names no one
     done = trial_module.Trial(oracle.get_space(), trial_id=theirs.trial_id, status="FAILED")
     assert (
         _refused(servicer.EndTrial, service.EndTrialRequest(trial=done.to_proto()), "worker0")
@@ -723,7 +771,6 @@ def test_a_worker_may_report_and_end_only_its_own_running_trial(tmp_path: Path) 
 
     # Metrics without the objective, and an end with other hyperparameters: refused.
     wrong = service.UpdateTrialRequest(trial_id=mine.trial_id, metrics={"loss": 0.1})
-    invalid = grpc.StatusCode.INVALID_ARGUMENT
     assert _refused(servicer.UpdateTrial, wrong, "worker0") == invalid
     report = service.UpdateTrialRequest(trial_id=mine.trial_id, metrics={"score": 0.5})
     servicer.UpdateTrial(report, _Context("worker0"))
@@ -742,15 +789,22 @@ def test_a_worker_may_report_and_end_only_its_own_running_trial(tmp_path: Path) 
     assert oracle.trials[mine.trial_id].status == "COMPLETED"
     assert oracle.end_order == [mine.trial_id]
 
-    # A worker whose lease ran out may not end the trial that went back to the queue.
+    # A worker whose lease ran out may not end the trial that went back to the queue,
+    # and its heartbeat hears so.
     clock.now += 11
     assert servicer.reap() == [(theirs.trial_id, "worker1")]
+    beat = _Context("worker1")
+    servicer.GetTrial(service.GetTrialRequest(trial_id=theirs.trial_id), beat)
+    assert beat.trailing == {LEASE_METADATA: "no"}
     late = copy_trial(oracle.trials[theirs.trial_id], status="COMPLETED")
     assert (
         _refused(servicer.EndTrial, service.EndTrialRequest(trial=late.to_proto()), "worker1")
         == denied
     )
     assert _create(servicer, "worker2").trial_id == theirs.trial_id  # still to run, once
+    beat = _Context("worker2")
+    servicer.GetTrial(service.GetTrialRequest(trial_id=theirs.trial_id), beat)
+    assert beat.trailing == {LEASE_METADATA: "yes"}
 
     # Asking for a trial as the chief, or in another worker's name: refused.
     ask = service.CreateTrialRequest(tuner_id="chief")
@@ -764,3 +818,24 @@ def copy_trial(trial: trial_module.Trial, *, status: str) -> trial_module.Trial:
     copy = trial_module.Trial.from_proto(trial.to_proto())
     copy.status = status
     return copy
+
+
+def test_what_real_workers_send_back_passes_the_checks(tmp_path: Path) -> None:
+    """A worker's end may carry hyperparameters its build added (conditional ones), and
+    a trial that ended INVALID is retried by another worker, which may end it."""
+    oracle = _oracle(tmp_path, max_trials=3)
+    oracle.max_retries_per_trial = 1
+    servicer = LeasingOracleServicer(oracle, lease_seconds=60, hold_seconds=0)
+    service = protos.get_service()
+    first = _create(servicer, "worker0")
+    crashed = copy_trial(first, status="INVALID")
+    crashed.hyperparameters.Choice("added_by_the_build", ["a", "b"])
+    servicer.EndTrial(service.EndTrialRequest(trial=crashed.to_proto()), _Context("worker0"))
+    again = _create(servicer, "worker1")
+    assert again.trial_id == first.trial_id  # KerasTuner retries an INVALID trial
+    report = service.UpdateTrialRequest(trial_id=again.trial_id, metrics={"score": 0.7})
+    servicer.UpdateTrial(report, _Context("worker1"))
+    done = copy_trial(oracle.trials[again.trial_id], status="COMPLETED")
+    servicer.EndTrial(service.EndTrialRequest(trial=done.to_proto()), _Context("worker1"))
+    assert oracle.trials[first.trial_id].status == "COMPLETED"
+    assert oracle.get_best_trials(1)[0].score == 0.7

@@ -155,6 +155,9 @@ def test_each_high_cardinality_treatment_trains_and_serves_raw_strings(
     if treatment == "hashing":  # 61 ids (60 values and the unseen one) share 16 buckets
         table = model.get_layer("hashed_embed_customer").get_weights()[0]
         assert table.shape[0] == hashing_buckets(len(schema.columns[1].vocabulary) + 1) == 16
+        buckets = model.get_layer("hash_customer")(np.arange(61).reshape(-1, 1))
+        counts = np.bincount(np.asarray(buckets).ravel(), minlength=16)
+        assert counts.min() >= 3 and counts.max() <= 4  # every bucket shared, evenly
     export_dir = export_model(
         model, export_root=tmp_path, task="binary", schema=schema, class_names=("no", "yes")
     )
