@@ -12,8 +12,13 @@ times at each budget, and the summary gives each repeat's ratio and the median p
 budget: both pay Python's and TensorFlow's start-up, and kt-pipeline alone pays its
 range test and export, so the ratio grows with the budget.
 
+``--floors`` adds two kt-pipeline runs per repeat that say where the time goes: the
+same search without its fixed costs (no learning-rate range test, no export,
+verification or score), and that again in the plain script's numeric space
+(standardised inputs, no numeric embeddings).
+
 Usage:
-    python benchmarks/small_budget.py [--budgets 4x4,10x10] [--repeats 3]
+    python benchmarks/small_budget.py [--budgets 4x4,10x10] [--repeats 3] [--floors]
 """
 
 from __future__ import annotations
@@ -65,6 +70,18 @@ print("test accuracy", float(np.mean(model.predict(x_test, verbose=0).argmax(1) 
 """
 
 
+# kt-pipeline without its fixed costs, and that again in the plain script's numeric space.
+_NO_FIXED_COSTS = ["--set", "search.learning_rate_auto=false", "--set", "export.enabled=false"]
+FLOORS = {
+    "no_fixed_costs": _NO_FIXED_COSTS,
+    "no_fixed_costs_plain_space": [
+        *_NO_FIXED_COSTS,
+        "--set", 'search.numeric_embeddings=["none"]',
+        "--set", 'search.numeric_scalings=["standardize"]',
+    ],
+}  # fmt: skip
+
+
 def _data(folder: Path) -> Path:
     import numpy as np
     from sklearn.datasets import make_classification
@@ -94,6 +111,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--floors", action="store_true", help="also run kt-pipeline without its fixed costs"
+    )
     args = parser.parse_args()
     kt_pipeline = str(Path(sys.executable).with_name("kt-pipeline"))
     budgets = [tuple(int(n) for n in b.split("x")) for b in args.budgets.split(",")]
@@ -117,6 +137,14 @@ def main() -> None:
                     {"trials": trials, "epochs": epochs, "repeat": repeat,
                      "plain": round(plain, 1), "kt_pipeline": round(ours, 1)}
                 )  # fmt: skip
+                if args.floors:
+                    for name, extra in FLOORS.items():
+                        seconds, _ = _timed(
+                            [kt_pipeline, "search", "--data", str(data), "--tuner", "random",
+                             "--max-trials", str(trials), "--max-epochs", str(epochs),
+                             "--experiment-dir", str(work / name), *extra]
+                        )  # fmt: skip
+                        runs[-1][name] = round(seconds, 1)
                 print(json.dumps(runs[-1]), flush=True)
     command = " ".join(["python benchmarks/small_budget.py", *sys.argv[1:]])
     lines = [
@@ -143,6 +171,24 @@ def main() -> None:
         "",
         "Median speed-up: " + ", ".join(f"**{v:.2f}x** at {k}" for k, v in medians.items()) + ".",
     ]
+    if args.floors:
+        lines += [
+            "",
+            "Where the time goes: kt-pipeline without the range test, export, verification "
+            "and score, and that again with standardised inputs and no numeric embeddings "
+            "(the plain script's numeric space); speed-up against the plain script of the "
+            "same repeat.",
+            "",
+            "| trials x epochs | repeat | no fixed costs (s) | speed-up | also plain numeric "
+            "space (s) | speed-up |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for run in runs:
+            a, b = run["no_fixed_costs"], run["no_fixed_costs_plain_space"]
+            lines.append(
+                f"| {run['trials']} x {run['epochs']} | {run['repeat']} | {a} | "
+                f"{run['plain'] / a:.2f}x | {b} | {run['plain'] / b:.2f}x |"
+            )
     text = "\n".join(lines) + "\n"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "small_budget.md").write_text(text, encoding="utf-8")

@@ -377,9 +377,16 @@ def test_tiny_throughput_time_budget_and_small_budget_benchmarks(tmp_path: Path)
     _run("time_budget.py", "--table", "fair", "--budgets", "30s", "--results", str(tmp_path))
     (budget,) = json.loads((tmp_path / "time_budget.json").read_text())
     assert budget["exported"] and budget["completed_trials"] >= 1
-    _run("small_budget.py", "--budgets", "1x1", "--repeats", "1", "--results", str(tmp_path))
+    _run(
+        "small_budget.py", "--budgets", "1x1", "--repeats", "1", "--floors",
+        "--results", str(tmp_path),
+    )  # fmt: skip
     small = json.loads((tmp_path / "small_budget.json").read_text())
     assert small["median_speedup"]["1x1"] > 0 and len(small["runs"]) == 1
+    assert (
+        small["runs"][0]["no_fixed_costs"] > 0
+        and small["runs"][0]["no_fixed_costs_plain_space"] > 0
+    )
 
 
 def test_tiny_fingerprint_benchmark(tmp_path: Path) -> None:
