@@ -560,6 +560,10 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     "pipeline_high_cardinality": [
         "search.high_cardinality=['embedding', 'frequency', 'target', 'drop']"
     ],
+    "pipeline_hashing": ["search.high_cardinality=['hashing']"],
+    # Longer trials on small tables (RealMLP trains 256 epochs; the default's longest
+    # trial has 20 up to 100,000 rows).
+    "pipeline_epochs_60": ["tuner.max_epochs=60"],
 }
 
 METHODS: dict[str, str] = {
