@@ -27,14 +27,29 @@ def test_sigterm_mid_trial_says_how_to_resume_and_the_resume_completes(tmp_path:
         data,
         max_trials=4,
         max_epochs=40,
-        overrides=("search.units=[8]", "search.num_layers=1", "search.batch_sizes=[8]"),
+        overrides=(
+            # The first trial to train stalls until interrupted (`custom_models`), so the
+            # signal lands mid-trial however fast the machine; the resume does not stall.
+            "search.hypermodel='custom_models:StallingHyperModel'",
+            "search.units=[8]",
+            "search.num_layers=1",
+            "search.batch_sizes=[8]",
+        ),
     )
     command = [sys.executable, "-m", "kt_pipeline", *args]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    stall = tmp_path / "stalled.json"
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+        "KT_TEST_STALL_FILE": str(stall),
+    }
     search = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not list((experiment / "search").glob("trial_*/trial.json")):
+        while not stall.exists():
             assert search.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
         search.send_signal(signal.SIGTERM)
