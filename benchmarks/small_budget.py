@@ -104,6 +104,10 @@ def _timed(command: list[str]) -> tuple[float, str]:
     return seconds, done.stdout
 
 
+def _seconds(command: list[str]) -> float:
+    return round(_timed(command)[0], 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -128,23 +132,16 @@ def main() -> None:
                     [sys.executable, "-c", PLAIN_SCRIPT, str(data), str(work / "plain"),
                      str(trials), str(epochs)]
                 )  # fmt: skip
-                ours, _ = _timed(
-                    [kt_pipeline, "search", "--data", str(data), "--tuner", "random",
-                     "--max-trials", str(trials), "--max-epochs", str(epochs),
-                     "--experiment-dir", str(work / "ours")]
-                )  # fmt: skip
+                search = [kt_pipeline, "search", "--data", str(data), "--tuner", "random",
+                          "--max-trials", str(trials), "--max-epochs", str(epochs)]  # fmt: skip
                 runs.append(
-                    {"trials": trials, "epochs": epochs, "repeat": repeat,
-                     "plain": round(plain, 1), "kt_pipeline": round(ours, 1)}
+                    {"trials": trials, "epochs": epochs, "repeat": repeat, "plain": round(plain, 1),
+                     "kt_pipeline": _seconds([*search, "--experiment-dir", str(work / "ours")])}
                 )  # fmt: skip
-                if args.floors:
-                    for name, extra in FLOORS.items():
-                        seconds, _ = _timed(
-                            [kt_pipeline, "search", "--data", str(data), "--tuner", "random",
-                             "--max-trials", str(trials), "--max-epochs", str(epochs),
-                             "--experiment-dir", str(work / name), *extra]
-                        )  # fmt: skip
-                        runs[-1][name] = round(seconds, 1)
+                for name, extra in FLOORS.items() if args.floors else ():
+                    runs[-1][name] = _seconds(
+                        [*search, "--experiment-dir", str(work / name), *extra]
+                    )
                 print(json.dumps(runs[-1]), flush=True)
     command = " ".join(["python benchmarks/small_budget.py", *sys.argv[1:]])
     lines = [

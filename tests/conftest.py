@@ -78,6 +78,20 @@ def csv_file(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+def stalling_env(stall_file: Path) -> dict[str, str]:
+    """The environment of a ``kt-pipeline`` process whose first trial to start training
+    stalls until the process is killed or signalled (`custom_models.StallingHyperModel`
+    with ``search.hypermodel='custom_models:StallingHyperModel'``); it writes
+    `stall_file` when it stalls."""
+    tests = str(Path(__file__).parent)
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
+        "KT_TEST_STALL_FILE": str(stall_file),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+
+
 def random_search_args(
     experiment_dir: Path,
     data: Path | str,

@@ -17,7 +17,7 @@ from typing import Any
 import keras_tuner
 import pandas as pd
 import pytest
-from conftest import make_frame, random_search_args
+from conftest import make_frame, random_search_args, stalling_env
 from keras_tuner.src import protos
 from keras_tuner.src.engine import trial as trial_module
 
@@ -204,12 +204,7 @@ def _stalling_search(
     make_frame(120).to_csv(data, index=False)
     experiment = tmp_path / "experiment"
     stall = tmp_path / "stalled.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")]),
-        "KT_TEST_STALL_FILE": str(stall),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    env = stalling_env(stall)
     args = random_search_args(
         experiment,
         data,

@@ -3,7 +3,6 @@ command that resumes, exit 143 or 130, and a resume that loses nothing."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import make_frame, random_search_args
+from conftest import make_frame, random_search_args, stalling_env
 
 from kt_pipeline import cli
 
@@ -38,14 +37,7 @@ def test_sigterm_mid_trial_says_how_to_resume_and_the_resume_completes(tmp_path:
     )
     command = [sys.executable, "-m", "kt_pipeline", *args]
     stall = tmp_path / "stalled.json"
-    env = {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
-        ),
-        "KT_TEST_STALL_FILE": str(stall),
-    }
+    env = stalling_env(stall)
     search = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
