@@ -564,6 +564,8 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     # Longer trials on small tables (RealMLP trains 256 epochs; the default's longest
     # trial has 20 up to 100,000 rows).
     "pipeline_epochs_60": ["tuner.max_epochs=60"],
+    # The default without embeddings of repeated numeric values (`ValueIds`).
+    "pipeline_no_value_embeddings": ["search.value_embeddings=[false]"],
 }
 
 METHODS: dict[str, str] = {

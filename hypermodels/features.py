@@ -47,9 +47,11 @@ __all__ = [
     "RARE_BELOW",
     "STRING_CATEGORICAL",
     "TARGET_SUFFIX",
+    "VALUE_EMBEDDING_DIM",
     "Column",
     "ServingEncoder",
     "TabularSchema",
+    "ValueIds",
     "build_inputs",
     "build_preprocessing",
     "category_ids",
@@ -62,6 +64,7 @@ __all__ = [
     "rare_level_columns",
     "raw_rows",
     "serving_signature",
+    "value_columns",
 ]
 
 NUMERIC = "numeric"
@@ -97,6 +100,18 @@ _TARGET_FOLDS = 5
 #: data report (`Column.rare_share`).
 RARE_BELOW = 5
 
+#: A numeric column whose rows mostly repeat a few hundred exact values (codes, counts,
+#: a household's figures copied to each of its members' rows) may also embed each value
+#: (`ValueIds`): trees split on exact values, a network fed only smooth functions of the
+#: number cannot single one out. A value enters the table when seen this often in
+#: training, and the column qualifies with 3 to `VALUE_MAX_LEVELS` such values covering
+#: at least `VALUE_MIN_COVERAGE` of its rows.
+VALUE_MIN_COUNT = 2
+VALUE_MAX_LEVELS = 1024
+VALUE_MIN_COVERAGE = 0.5
+#: Size of each value's embedding.
+VALUE_EMBEDDING_DIM = 8
+
 
 @dataclasses.dataclass(frozen=True)
 class Column:
@@ -114,6 +129,9 @@ class Column:
         quantiles: Numeric: the training values at `numeric.QUANTILE_LEVELS` evenly
             spaced levels, for the quantile and robust scalings and piecewise-linear
             bins (`hypermodels.numeric`).
+        values: Numeric: the repeated training values a value embedding looks up
+            (float32, sorted), or none where the column does not qualify
+            (`VALUE_MIN_COUNT`).
         levels: Categorical: distinct values in the training split, rare ones included.
         rare_share: Categorical: share of training rows whose value was seen fewer
             than `RARE_BELOW` times.
@@ -131,6 +149,7 @@ class Column:
     has_missing: bool = False
     vocabulary: tuple[Any, ...] = ()
     quantiles: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
     levels: int = 0
     rare_share: float = 0.0
     counts: tuple[int, ...] = ()
@@ -194,6 +213,7 @@ class TabularSchema:
                         **c,
                         "vocabulary": tuple(c["vocabulary"]),
                         "quantiles": tuple(c.get("quantiles", ())),
+                        "values": tuple(c.get("values", ())),
                         "counts": tuple(c.get("counts", ())),
                         "target_codes": tuple(tuple(row) for row in c.get("target_codes", ())),
                     }
@@ -245,6 +265,7 @@ def fit_schema(
                     variance=float(present.var(ddof=0)) if len(present) else 1.0,
                     has_missing=bool(values.isna().any()),
                     quantiles=tuple(float(v) for v in np.maximum.accumulate(quantiles)),
+                    values=_repeated_values(present),
                 )
             )
             continue
@@ -267,6 +288,21 @@ def fit_schema(
             )
         )
     return TabularSchema(tuple(columns))
+
+
+def _repeated_values(present: pd.Series) -> tuple[float, ...]:
+    """The values of a numeric column that a value embedding looks up, or none where
+    the column does not qualify (`VALUE_MIN_COUNT`)."""
+    counts = present.astype("float32").value_counts()
+    kept = counts[counts >= VALUE_MIN_COUNT]
+    if not 3 <= len(kept) <= VALUE_MAX_LEVELS or kept.sum() < VALUE_MIN_COVERAGE * len(present):
+        return ()
+    return tuple(sorted(float(v) for v in kept.index))
+
+
+def value_columns(schema: TabularSchema) -> list[int]:
+    """Positions, among the numeric columns, of those a value embedding covers."""
+    return [i for i, c in enumerate(schema.numeric) if c.values]
 
 
 def rare_level_columns(schema: TabularSchema) -> list[Column]:
@@ -425,6 +461,38 @@ class HashBuckets(keras.layers.Layer):
         return {**super().get_config(), "buckets": self.buckets}
 
 
+class ValueIds(keras.layers.Layer):
+    """Ids of chosen numeric columns' values in one shared table: a value equal to the
+    column's ``i``-th repeated training value gets ``offset + i + 1``, any other (unseen,
+    rare, or a filled gap) the column's ``offset``, so each column has its own slots."""
+
+    def __init__(
+        self, columns: Sequence[int], values: Sequence[Sequence[float]], **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.columns = [int(c) for c in columns]
+        self.values = [[float(v) for v in column] for column in values]
+        sizes = [len(column) + 1 for column in self.values]
+        self.size = sum(sizes)
+        self._offsets = np.cumsum([0, *sizes[:-1]]).astype("int32")
+
+    def call(self, inputs: Any) -> Any:
+        width = max(len(column) for column in self.values)
+        table = tf.constant(
+            [column + [np.inf] * (width - len(column)) for column in self.values], tf.float32
+        )
+        lengths = tf.constant([[len(column)] for column in self.values], tf.int32)
+        picked = tf.transpose(tf.gather(tf.cast(inputs, tf.float32), self.columns, axis=1))
+        position = tf.searchsorted(table, picked, side="left", out_type=tf.int32)
+        found = tf.gather(table, tf.minimum(position, width - 1), batch_dims=1)
+        matched = tf.logical_and(tf.equal(found, picked), position < lengths)
+        ids = tf.where(matched, position + 1, 0) + tf.constant(self._offsets)[:, None]
+        return tf.transpose(ids)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "columns": self.columns, "values": self.values}
+
+
 class MissingIndicator(keras.layers.Layer):
     """1.0 where the chosen columns are missing (NaN), else 0.0."""
 
@@ -451,6 +519,7 @@ def build_preprocessing(
     scaling: str = "standardize",
     embedding: Any = None,
     high_cardinality: str = "embedding",
+    value_embedding: bool = False,
 ) -> tuple[Any, Any]:
     """Builds the model's inputs and their encoded, concatenated features.
 
@@ -466,6 +535,8 @@ def build_preprocessing(
             (`HIGH_CARDINALITY`). Their ids stay model inputs whatever the choice, so
             every trial takes the same inputs and the export serves raw values. Where
             they are every column, ``drop`` means ``frequency``.
+        value_embedding: Also embed each repeated value of the numeric columns that
+            have them (`value_columns`, `ValueIds`).
 
     Returns:
         ``(inputs, encoded)``: a single `keras.Input` or a dict of them, and the float
@@ -484,6 +555,13 @@ def build_preprocessing(
         else:
             scaled = _scaled(numeric, filled, scaling)
             parts.append(scaled if embedding is None else embedding(scaled))
+        chosen = value_columns(schema) if value_embedding else []
+        if chosen:
+            ids = ValueIds(chosen, [numeric[i].values for i in chosen], name="value_ids")
+            embedded = keras.layers.Embedding(ids.size, VALUE_EMBEDDING_DIM, name="value_embed")(
+                ids(filled)
+            )
+            parts.append(keras.layers.Flatten(name="flatten_values")(embedded))
         missing = [i for i, c in enumerate(numeric) if c.has_missing]
         if missing:
             parts.append(MissingIndicator(missing, dtype="float32", name="missing_indicator")(raw))

@@ -18,7 +18,12 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from hypermodels.features import TabularSchema, build_preprocessing, high_cardinality_columns
+from hypermodels.features import (
+    TabularSchema,
+    build_preprocessing,
+    high_cardinality_columns,
+    value_columns,
+)
 from hypermodels.inputs import InputCache
 from hypermodels.numeric import PeriodicEmbedding, PiecewiseLinearEmbedding, bin_edges
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer, choose_learning_rate
@@ -129,6 +134,9 @@ class SearchSpace:
             (`features.HIGH_CARDINALITY`: ``embedding``, ``frequency``, ``target``,
             ``hashing``, ``drop``); an identifier's embedding can memorise its rows, its
             frequency cannot.
+        value_embeddings: Whether numeric columns whose rows mostly repeat a few
+            hundred exact values also embed each value (`features.ValueIds`), as trees
+            split on exact values; ``(False, True)`` searches both.
 
     The numeric options are declared as hyperparameters only where the space searches
     them (more than one value) and the table has numeric columns. The default searches
@@ -166,6 +174,7 @@ class SearchSpace:
     adam_beta2: tuple[float, ...] = (0.999,)
     label_smoothing: tuple[float, ...] = (0.0,)
     high_cardinality: tuple[str, ...] = ("embedding",)
+    value_embeddings: tuple[bool, ...] = (False, True)
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -423,6 +432,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             scaling=choices["numeric_scaling"],
             embedding=self._numeric_embedding(choices),
             high_cardinality=choices["high_cardinality"],
+            value_embedding=choices["value_embedding"],
         )
         l1, l2 = choices["l1"], choices["l2"]
         regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
@@ -508,6 +518,14 @@ class MLPHyperModel(keras_tuner.HyperModel):
             _option(hp, "high_cardinality", space.high_cardinality)
             if high_cardinality_columns(self.schema)
             else "embedding"
+        )
+        value_embeddings = list(dict.fromkeys(space.value_embeddings))
+        choices["value_embedding"] = (
+            False
+            if not value_columns(self.schema)
+            else value_embeddings[0]
+            if len(value_embeddings) == 1
+            else hp.Boolean("value_embedding")
         )
         choices["label_smoothing"] = (
             _option(hp, "label_smoothing", space.label_smoothing)

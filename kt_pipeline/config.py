@@ -199,8 +199,10 @@ class SearchConfig(SearchSpace):
                 raise _fail(f"search.{name}", "a non-empty list", list(values))
             for value in values:
                 _check_choice(f"search.{name}", value, allowed)
-        if not self.batch_norm:
-            raise _fail("search.batch_norm", "a non-empty list of true/false", [])
+        for name in ("batch_norm", "value_embeddings"):
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, bool) for v in values):
+                raise _fail(f"search.{name}", "a non-empty list of true/false", list(values))
         _check_range("search.periodic_sigma", self.periodic_sigma, low=0.0, high=1e4, log=True)
         for name in ("adam_beta2", "label_smoothing"):
             values = getattr(self, name)

@@ -17,8 +17,10 @@ The suggested range, in the spirit of Smith's and fastai's reading of the curve:
   most three.
 
 Both are read after the first tenth of the steps, where the average still rests on a
-few batches. The loss Keras logs per batch is a running mean over the epoch, so the
-test resets the metrics before every batch and records each batch's own loss.
+few points. Each step's loss is measured on the same fixed rows of the training split
+(`PROBE_ROWS`), not on the batch it trained on: on a heavy-tailed target, which batch
+drew an outlier moved the training loss more than any rate too small to train, and the
+minimum was read there (a regression table's search got rates near 1e-8).
 
 The representative model is the search space's default hyperparameters (first
 choice of each list, lower end of each range) with a constant schedule, since a
@@ -36,10 +38,12 @@ from typing import Any
 import keras
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 
 from hypermodels.optimizers import OPTIMIZERS
 
 __all__ = [
+    "PROBE_ROWS",
     "RANGE_TEST_STEPS",
     "LRFindResult",
     "lr_range_test",
@@ -50,6 +54,9 @@ __all__ = [
 
 #: Optimizer steps of one range test.
 RANGE_TEST_STEPS = 200
+
+#: Training rows, drawn once, on which every step of a range test is scored.
+PROBE_ROWS = 1024
 
 # Decades of learning rate on each side of a point over which the curve's slope is read.
 _SLOPE_HALF_WINDOW = 0.125
@@ -76,12 +83,22 @@ class LRFindResult:
 
 
 class _RangeTest(keras.callbacks.Callback):
-    """Raises the learning rate every batch and records the loss; stops on divergence."""
+    """Raises the learning rate every batch and records the loss on the probe rows after
+    each step; stops on divergence."""
 
     def __init__(
-        self, *, min_lr: float, max_lr: float, num_steps: int, smoothing: float, divergence: float
+        self,
+        *,
+        probe: tuple[Any, Any],
+        min_lr: float,
+        max_lr: float,
+        num_steps: int,
+        smoothing: float,
+        divergence: float,
     ) -> None:
         super().__init__()
+        self.probe = probe
+        self._probe_loss: Any = None
         self.rates = np.geomspace(min_lr, max_lr, num_steps)
         self.smoothing = smoothing
         self.divergence = divergence
@@ -92,15 +109,20 @@ class _RangeTest(keras.callbacks.Callback):
         self.losses: list[float] = []
         self.smoothed: list[float] = []
 
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        model, (x, y) = self.model, self.probe
+
+        @tf.function
+        def probe_loss() -> Any:
+            return model.compute_loss(x=x, y=y, y_pred=model(x, training=False), training=False)
+
+        self._probe_loss = probe_loss
+
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.model.optimizer.learning_rate.assign(float(self.rates[self.step]))
-        # Keras reports a batch's "loss" as the running mean since the epoch began; an
-        # epoch longer than the test would then show a curve lagging by many decades of
-        # rate. Reset, the logged loss is this batch's alone.
-        self.model.reset_metrics()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = float((logs or {}).get("loss", math.nan))
+        loss = float(self._probe_loss())
         rate = float(self.rates[self.step])
         self.step += 1
         if not math.isfinite(loss):
@@ -213,7 +235,10 @@ def lr_range_test(
     batch_size = batch_size or int(hp.get("batch_size") if "batch_size" in hp else 32)
     rows = len(y)
     steps_per_epoch = max(1, math.ceil(rows / batch_size))
+    picked = np.sort(np.random.default_rng(seed).permutation(rows)[:PROBE_ROWS])
+    probe = tf.nest.map_structure(lambda a: tf.gather(a, picked), (x, y))
     test = _RangeTest(
+        probe=probe,
         min_lr=min_lr,
         max_lr=max_lr,
         num_steps=num_steps,
