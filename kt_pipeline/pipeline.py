@@ -37,6 +37,7 @@ from hypermodels.features import (
     model_inputs,
     rare_level_columns,
     raw_rows,
+    value_columns,
 )
 from hypermodels.mlp import EVALUATION_BATCH_SIZE
 from hypermodels.optimizers import RANGE_SHARED_WITH
@@ -683,6 +684,7 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         warnings += _rare_level_warnings(prepared.schema, treatments=config.search.high_cardinality)
         notes = _plan_notes(config, train_rows=len(splits.train), epochs_auto=epochs_auto)
         notes += _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency)
+        notes += _value_embedding_notes(prepared.schema, choices=config.search.value_embeddings)
         calibration = None
         if calibration_epochs:
             calibration = calibrate(
@@ -743,6 +745,20 @@ def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -
     if config.tuner.time_budget:
         notes.append(f"time budget {format_duration(config.tuner.time_budget)} (tuner.time_budget)")
     return notes
+
+
+def _value_embedding_notes(schema: TabularSchema, *, choices: Sequence[bool]) -> list[str]:
+    """The numeric columns whose repeated values the search may embed."""
+    columns = [schema.numeric[i] for i in value_columns(schema)]
+    if not columns or True not in choices:
+        return []
+    named = ", ".join(f"{c.name!r} ({len(c.values):,})" for c in columns[:8])
+    more = f" and {len(columns) - 8} more" if len(columns) > 8 else ""
+    how = "searched" if False in choices else "on"
+    return [
+        f"value embeddings {how} (search.value_embeddings) for {len(columns)} numeric "
+        f"column(s) whose rows repeat values: {named}{more}"
+    ]
 
 
 def _rare_level_notes(schema: TabularSchema, *, min_frequency: int) -> list[str]:

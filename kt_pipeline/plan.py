@@ -437,10 +437,10 @@ def _extreme_values(
                 hp.values[param.name] = pick(low, high)
         hp.ensure_active_values()
     for param in hp.space:
-        if param.name == "batch_norm" and not isinstance(
+        if param.name in ("batch_norm", "value_embedding") and not isinstance(
             param, keras_tuner.engine.hyperparameters.Fixed
         ):
-            hp.values["batch_norm"] = largest
+            hp.values[param.name] = largest
         if param.name == "optimizer" and optimizer is not None:
             hp.values["optimizer"] = optimizer
     hp.ensure_active_values()
@@ -504,9 +504,9 @@ def model_sizes(
     replicas: int = 1,
 ) -> tuple[ModelSize, ModelSize]:
     """The smallest and the largest model of the space, built for real: depth, widths
-    and embedding sizes at their ends, batch normalisation off/on, and for the largest
-    the optimizer and numeric embedding that take the most memory. Memory is per
-    replica at the largest batch size."""
+    and embedding sizes at their ends, batch normalisation and value embeddings off/on,
+    and for the largest the optimizer and numeric embedding that take the most memory.
+    Memory is per replica at the largest batch size."""
     batch_sizes = [int(b) for b in _choices(space, "batch_size")] or [32]
     batch = max(batch_sizes)
     smallest_hp = _extreme_values(space, largest=False, optimizer=None)

@@ -12,7 +12,7 @@ import pytest
 from sklearn.preprocessing import QuantileTransformer
 
 from hypermodels import MLPHyperModel, SearchSpace, fit_schema
-from hypermodels.features import model_inputs, raw_rows
+from hypermodels.features import ValueIds, model_inputs, raw_rows, value_columns
 from hypermodels.numeric import (
     QUANTILE_LEVELS,
     PiecewiseLinearEmbedding,
@@ -165,3 +165,75 @@ def test_numeric_options_are_validated() -> None:
         load_config(None, ["search.piecewise_bins=[0]"])
     config = load_config(None, ["search.numeric_embeddings=['none', 'periodic']"])
     assert config.search.numeric_embeddings == ("none", "periodic")
+
+
+def test_value_ids_match_exact_values_and_give_any_other_the_columns_own_slot() -> None:
+    layer = ValueIds([0, 2], [[1.0, 2.0], [5.0, 6.0, 7.0]])
+    rows = np.array([[1.0, 9.0, 7.0], [2.0, 9.0, 5.5], [3.0, 9.0, 5.0], [np.inf, 9.0, 6.0]])
+    # Column 0 owns ids 0-2 (0: no match), column 2 owns 3-6 (3: no match).
+    assert layer(rows.astype("float32")).numpy().tolist() == [[1, 6], [2, 3], [0, 4], [0, 5]]
+    assert layer.size == 7
+
+
+def test_only_columns_whose_rows_repeat_a_few_values_get_value_embeddings() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "code": rng.choice([0.1, 2.7, 3.3, 41.0], size=400),  # repeats: qualifies
+            "measure": rng.normal(size=400),  # every value once
+            "flag": rng.choice([0.0, 1.0], size=400),  # two values: a linear term says it all
+            "mostly_rare": np.r_[rng.normal(size=300), np.repeat([1.0, 2.0, 3.0], 100 // 3 + 1)][
+                :400
+            ],  # repeated values hold a quarter of the rows
+        }
+    )
+    schema = fit_schema(frame, dict.fromkeys(frame.columns, "numeric"))
+    assert value_columns(schema) == [0]
+    # Stored as the model sees them (float32), so a served 0.1 finds its slot.
+    assert schema.columns[0].values == tuple(float(np.float32(v)) for v in (0.1, 2.7, 3.3, 41.0))
+    hp = keras_tuner.HyperParameters()
+    MLPHyperModel(schema=schema, task="binary", train_size=400).declare(hp)
+    assert "value_embedding" in hp.values
+    no_codes = fit_schema(frame[["measure", "flag"]], dict.fromkeys(["measure", "flag"], "numeric"))
+    hp = keras_tuner.HyperParameters()
+    MLPHyperModel(schema=no_codes, task="binary", train_size=400).declare(hp)
+    assert "value_embedding" not in hp.values  # nothing to embed: nothing to search
+    with pytest.raises(UserInputError, match=r"search\.value_embeddings"):
+        load_config(None, ["search.value_embeddings=['yes']"])
+
+
+def test_value_embeddings_learn_each_values_effect_and_are_served_on_raw_columns(
+    tmp_path: Path,
+) -> None:
+    # A code whose 40 values each have their own effect, in no order a smooth function
+    # of the number could follow: what trees split out and a plain MLP blurs.
+    rng = np.random.default_rng(3)
+    codes = rng.uniform(0, 100, size=40).round(2)
+    effects = rng.normal(size=40)
+    picked = rng.integers(0, 40, size=1600)
+    frame = pd.DataFrame({"code": codes[picked], "noise": rng.normal(size=1600)})
+    y = (effects[picked] + 0.1 * rng.normal(size=1600)).astype("float32")
+    schema = fit_schema(frame, {"code": "numeric", "noise": "numeric"})
+    x = model_inputs(schema, frame)
+    space = SearchSpace(units=(32,), num_layers=(1, 1), batch_sizes=(64,), dropout=(0.0, 0.0))
+    hypermodel = MLPHyperModel(
+        schema=schema, task="regression", train_size=len(y), space=space,
+        target_mean=float(y.mean()), target_std=float(y.std()),
+    )  # fmt: skip
+    final_loss = {}
+    for on in (False, True):
+        hp = keras_tuner.HyperParameters()
+        hp.Fixed("value_embedding", on)
+        hp.Fixed("numeric_embedding", "none")
+        hp.Fixed("learning_rate", 1e-2)
+        keras.utils.set_random_seed(0)
+        model = hypermodel.build(hp)
+        history = hypermodel.fit(hp, model, x, y, epochs=15, verbose=0)
+        final_loss[on] = history.history["loss"][-1]
+    assert final_loss[True] < 0.3 * final_loss[False]
+    assert "value_ids" in {layer.name for layer in model.layers}
+    export_dir = export_model(model, export_root=tmp_path, task="regression", schema=schema)
+    served = predict_saved_model(export_dir, raw_rows(schema, frame))["value"]
+    np.testing.assert_allclose(
+        np.ravel(served), model.predict(x, verbose=0).ravel(), rtol=1e-4, atol=1e-4
+    )

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import keras_tuner
 import numpy as np
+import pandas as pd
 import pytest
 
 from hypermodels import MLPHyperModel
+from kt_pipeline import pipeline
 from kt_pipeline.cli import main
+from kt_pipeline.config import load_config
 from kt_pipeline.plan import describe_space, grid_size, model_sizes, schedule, space_warnings
 from kt_pipeline.tuners import build_tuner
 
@@ -329,3 +332,31 @@ def test_grid_search_runs_its_whole_grid_and_plan_counts_it(
     assert main(["search", *common]) == 0
     results = (tmp_path / "results.csv").read_text().splitlines()
     assert len(results) == 1 + 11
+
+
+def test_plan_names_the_columns_whose_values_may_be_embedded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "household_income": rng.choice([12.5, 30.0, 41.25, 80.0], size=300),
+            "measure": rng.normal(size=300),
+            "label": rng.integers(0, 2, size=300),
+        }
+    )
+    data = tmp_path / "table.csv"
+    frame.to_csv(data, index=False)
+    plan = pipeline.plan_search(load_config(None, _data_overrides(data)), calibration_epochs=0)
+    assert any(
+        "value embeddings searched (search.value_embeddings) for 1 numeric column(s)" in note
+        and "'household_income' (4)" in note
+        for note in plan.notes
+    )
+    assert plan.largest.hyperparameters["value_embedding"] is True
+    assert plan.smallest.hyperparameters["value_embedding"] is False
+    off = load_config(None, [*_data_overrides(data), "search.value_embeddings=[false]"])
+    notes = pipeline.plan_search(off, calibration_epochs=0).notes
+    assert not any("value embeddings" in note for note in notes)
+
+
+def _data_overrides(data: Path) -> list[str]:
+    return [f"data.source={str(data)!r}", "data.label='label'"]
