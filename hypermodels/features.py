@@ -557,9 +557,13 @@ def build_preprocessing(
             parts.append(scaled if embedding is None else embedding(scaled))
         chosen = value_columns(schema) if value_embedding else []
         if chosen:
-            ids = ValueIds(chosen, [numeric[i].values for i in chosen], name="value_ids")
+            # Raw values in float32: a gap (NaN) matches nothing, and the input is not
+            # rounded to a mixed-precision policy's 16 bits before the exact match.
+            ids = ValueIds(
+                chosen, [numeric[i].values for i in chosen], dtype="float32", name="value_ids"
+            )
             embedded = keras.layers.Embedding(ids.size, VALUE_EMBEDDING_DIM, name="value_embed")(
-                ids(filled)
+                ids(raw)
             )
             parts.append(keras.layers.Flatten(name="flatten_values")(embedded))
         missing = [i for i, c in enumerate(numeric) if c.has_missing]

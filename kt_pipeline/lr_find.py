@@ -236,7 +236,9 @@ def lr_range_test(
     rows = len(y)
     steps_per_epoch = max(1, math.ceil(rows / batch_size))
     picked = np.sort(np.random.default_rng(seed).permutation(rows)[:PROBE_ROWS])
-    probe = tf.nest.map_structure(lambda a: tf.gather(a, picked), (x, y))
+    probe = tf.nest.map_structure(
+        lambda a: a[picked] if isinstance(a, np.ndarray) else tf.gather(a, picked), (x, y)
+    )
     test = _RangeTest(
         probe=probe,
         min_lr=min_lr,

@@ -18,6 +18,7 @@ from typing import Any
 from kt_pipeline.errors import UserInputError
 
 __all__ = [
+    "ADDED_SETTINGS",
     "RESUMABLE_CHANGES",
     "check_resumable",
     "check_search_files",
@@ -59,21 +60,30 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
+#: Search settings added after experiments were first saved, with the value that runs
+#: such an experiment as it ran: a saved config without the key is compared as if it
+#: held this value, so a newer default cannot widen an old search unnoticed.
+ADDED_SETTINGS: Mapping[str, Any] = {"search.value_embeddings": [False]}
+
+
 def search_differences(
     saved: Mapping[str, Mapping[str, Any]], current: Mapping[str, Mapping[str, Any]]
 ) -> list[str]:
     """``key: saved -> current`` for every search-shaping setting that differs.
 
-    Keys present on one side only (a setting added in a newer version) are skipped.
+    A key the saved config lacks (a setting added in a newer version) is compared with
+    its `ADDED_SETTINGS` value, or else skipped.
     """
     differences = []
     for section, values in current.items():
         saved_values = saved.get(section, {})
         for key, value in values.items():
             name = f"{section}.{key}"
-            if name in RESUMABLE_CHANGES or key not in saved_values:
+            if name in RESUMABLE_CHANGES or (
+                key not in saved_values and name not in ADDED_SETTINGS
+            ):
                 continue
-            old = saved_values[key]
+            old = saved_values.get(key, ADDED_SETTINGS.get(name))
             if _plain(old) != _plain(value):
                 differences.append(f"{name} {_plain(old)!r} -> {_plain(value)!r}")
     return differences

@@ -12,7 +12,13 @@ import pytest
 from sklearn.preprocessing import QuantileTransformer
 
 from hypermodels import MLPHyperModel, SearchSpace, fit_schema
-from hypermodels.features import ValueIds, model_inputs, raw_rows, value_columns
+from hypermodels.features import (
+    ValueIds,
+    build_preprocessing,
+    model_inputs,
+    raw_rows,
+    value_columns,
+)
 from hypermodels.numeric import (
     QUANTILE_LEVELS,
     PiecewiseLinearEmbedding,
@@ -199,7 +205,7 @@ def test_only_columns_whose_rows_repeat_a_few_values_get_value_embeddings() -> N
     MLPHyperModel(schema=no_codes, task="binary", train_size=400).declare(hp)
     assert "value_embedding" not in hp.values  # nothing to embed: nothing to search
     with pytest.raises(UserInputError, match=r"search\.value_embeddings"):
-        load_config(None, ["search.value_embeddings=['yes']"])
+        load_config(None, ["search.value_embeddings=[]"])
 
 
 def test_value_embeddings_learn_each_values_effect_and_are_served_on_raw_columns(
@@ -237,3 +243,25 @@ def test_value_embeddings_learn_each_values_effect_and_are_served_on_raw_columns
     np.testing.assert_allclose(
         np.ravel(served), model.predict(x, verbose=0).ravel(), rtol=1e-4, atol=1e-4
     )
+
+
+def test_value_ids_match_under_mixed_precision_and_a_gap_matches_nothing() -> None:
+    frame = pd.DataFrame(
+        {
+            "code": [1000.3, 1000.3, 70001.0, 70001.0, 123456.0, 123456.0],
+            "balanced": [1.0, 1.0, 2.0, 2.0, 3.0, 3.0],  # its mean, a gap's fill, is 2.0
+        }
+    )
+    schema = fit_schema(frame, dict.fromkeys(frame.columns, "numeric"))
+    rows = frame.copy()
+    rows.loc[2, "balanced"] = np.nan
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # 1000.3 has no bfloat16 twin
+    try:
+        inputs, _ = build_preprocessing(schema, value_embedding=True)
+        model = keras.Model(inputs, keras.Model(inputs, _).get_layer("value_ids").output)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    ids = model.predict(model_inputs(schema, rows), verbose=0)
+    # code owns ids 0-3, balanced 4-7 (4: no match).
+    assert ids.tolist() == [[1, 5], [1, 5], [2, 4], [2, 6], [3, 7], [3, 7]]

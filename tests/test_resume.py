@@ -218,7 +218,10 @@ def test_a_truncated_state_file_is_named_with_the_way_out(
     assert main(tiny_search_args(experiment, data)) == 0
     damaged = experiment / name
     text = damaged.read_text()
-    damaged.write_text(text[: len(text) // 2])  # as a full disk leaves it
+    # As a full disk leaves it, cut mid-entry (after a key's "=" or ":"): a cut between
+    # two TOML lines would leave a valid, shorter config.
+    cut = next(i for i in range(len(text) // 2, len(text)) if text[i] in "=:") + 1
+    damaged.write_text(text[:cut])
     before = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file() and p.name != ".lock"}
     capsys.readouterr()
     assert main(tiny_search_args(experiment, data)) == 2
@@ -227,3 +230,17 @@ def test_a_truncated_state_file_is_named_with_the_way_out(
     assert f"{str(damaged)!r} is corrupted" in error and way_out in error
     after = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before
+
+
+def test_a_setting_added_since_the_experiment_was_saved_counts_as_its_old_value() -> None:
+    from kt_pipeline.config import config_to_dict
+    from kt_pipeline.resume import search_differences
+
+    saved = config_to_dict(load_config(None, []))
+    del saved["search"]["value_embeddings"]  # a config saved before the setting existed
+    current = config_to_dict(load_config(None, []))
+    assert search_differences(saved, current) == [
+        "search.value_embeddings [False] -> [False, True]"
+    ]
+    as_before = config_to_dict(load_config(None, ["search.value_embeddings=[false]"]))
+    assert search_differences(saved, as_before) == []
