@@ -565,8 +565,8 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     # Longer trials on small tables (RealMLP trains 256 epochs; the default's longest
     # trial has 20 up to 100,000 rows).
     "pipeline_epochs_60": ["tuner.max_epochs=60"],
-    # The default without embeddings of repeated numeric values (`ValueIds`).
-    "pipeline_no_value_embeddings": ["search.value_embeddings=[false]"],
+    # Embeddings of repeated numeric values (`ValueIds`), searched.
+    "pipeline_value_embeddings": ["search.value_embeddings=[false, true]"],
 }
 
 #: Earlier defaults whose code is gone: their recorded runs stay in the summary, to

@@ -197,12 +197,13 @@ def test_only_columns_whose_rows_repeat_a_few_values_get_value_embeddings() -> N
     assert value_columns(schema) == [0]
     # Stored as the model sees them (float32), so a served 0.1 finds its slot.
     assert schema.columns[0].values == tuple(float(np.float32(v)) for v in (0.1, 2.7, 3.3, 41.0))
+    searched = SearchSpace(value_embeddings=(False, True))
     hp = keras_tuner.HyperParameters()
-    MLPHyperModel(schema=schema, task="binary", train_size=400).declare(hp)
+    MLPHyperModel(schema=schema, task="binary", train_size=400, space=searched).declare(hp)
     assert "value_embedding" in hp.values
     no_codes = fit_schema(frame[["measure", "flag"]], dict.fromkeys(["measure", "flag"], "numeric"))
     hp = keras_tuner.HyperParameters()
-    MLPHyperModel(schema=no_codes, task="binary", train_size=400).declare(hp)
+    MLPHyperModel(schema=no_codes, task="binary", train_size=400, space=searched).declare(hp)
     assert "value_embedding" not in hp.values  # nothing to embed: nothing to search
     with pytest.raises(UserInputError, match=r"search\.value_embeddings"):
         load_config(None, ["search.value_embeddings=[]"])
@@ -221,7 +222,13 @@ def test_value_embeddings_learn_each_values_effect_and_are_served_on_raw_columns
     y = (effects[picked] + 0.1 * rng.normal(size=1600)).astype("float32")
     schema = fit_schema(frame, {"code": "numeric", "noise": "numeric"})
     x = model_inputs(schema, frame)
-    space = SearchSpace(units=(32,), num_layers=(1, 1), batch_sizes=(64,), dropout=(0.0, 0.0))
+    space = SearchSpace(
+        units=(32,),
+        num_layers=(1, 1),
+        batch_sizes=(64,),
+        dropout=(0.0, 0.0),
+        value_embeddings=(False, True),
+    )
     hypermodel = MLPHyperModel(
         schema=schema, task="regression", train_size=len(y), space=space,
         target_mean=float(y.mean()), target_std=float(y.std()),

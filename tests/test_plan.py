@@ -345,7 +345,8 @@ def test_plan_names_the_columns_whose_values_may_be_embedded(tmp_path: Path) -> 
     )
     data = tmp_path / "table.csv"
     frame.to_csv(data, index=False)
-    plan = pipeline.plan_search(load_config(None, _data_overrides(data)), calibration_epochs=0)
+    searched = load_config(None, [*_data_overrides(data), "search.value_embeddings=[false, true]"])
+    plan = pipeline.plan_search(searched, calibration_epochs=0)
     assert any(
         "value embeddings searched (search.value_embeddings) for 1 numeric column(s)" in note
         and "'household_income' (4)" in note
@@ -353,8 +354,9 @@ def test_plan_names_the_columns_whose_values_may_be_embedded(tmp_path: Path) -> 
     )
     assert plan.largest.hyperparameters["value_embedding"] is True
     assert plan.smallest.hyperparameters["value_embedding"] is False
-    off = load_config(None, [*_data_overrides(data), "search.value_embeddings=[false]"])
-    notes = pipeline.plan_search(off, calibration_epochs=0).notes
+    notes = pipeline.plan_search(
+        load_config(None, _data_overrides(data)), calibration_epochs=0
+    ).notes
     assert not any("value embeddings" in note for note in notes)
 
 

@@ -238,9 +238,9 @@ def test_a_setting_added_since_the_experiment_was_saved_counts_as_its_old_value(
 
     saved = config_to_dict(load_config(None, []))
     del saved["search"]["value_embeddings"]  # a config saved before the setting existed
-    current = config_to_dict(load_config(None, []))
+    current = config_to_dict(load_config(None, ["search.value_embeddings=[false, true]"]))
     assert search_differences(saved, current) == [
         "search.value_embeddings [False] -> [False, True]"
     ]
-    as_before = config_to_dict(load_config(None, ["search.value_embeddings=[false]"]))
+    as_before = config_to_dict(load_config(None, []))  # the default, off, as it ran
     assert search_differences(saved, as_before) == []
