@@ -259,7 +259,11 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 def _option(hp: keras_tuner.HyperParameters, name: str, values: Sequence[Any]) -> Any:
     """A choice declared only when the space searches it (more than one value)."""
     values = list(dict.fromkeys(values))
-    return values[0] if len(values) == 1 else hp.Choice(name, values)
+    if len(values) == 1:
+        return values[0]
+    if all(isinstance(v, bool) for v in values):
+        return hp.Boolean(name)  # a Choice would store True/False as 1/0
+    return hp.Choice(name, values)
 
 
 def _starting_value(hp: Any) -> Any:
@@ -520,13 +524,10 @@ class MLPHyperModel(keras_tuner.HyperModel):
             if high_cardinality_columns(self.schema)
             else "embedding"
         )
-        value_embeddings = list(dict.fromkeys(space.value_embeddings))
         choices["value_embedding"] = (
-            False
-            if not value_columns(self.schema)
-            else value_embeddings[0]
-            if len(value_embeddings) == 1
-            else hp.Boolean("value_embedding")
+            _option(hp, "value_embedding", space.value_embeddings)
+            if value_columns(self.schema)
+            else False
         )
         choices["label_smoothing"] = (
             _option(hp, "label_smoothing", space.label_smoothing)
