@@ -9,7 +9,9 @@ the held-out split:
 * ``searched``: the chosen members as the search trained them (the default export);
 * ``refit``: the same members and weights, each trained again from scratch on the
   training and validation rows for the epochs its trial took to its best score
-  (`kt_pipeline.pipeline._refit`), with the seconds that took.
+  (`kt_pipeline.pipeline._refit`), with the seconds that took;
+* ``blend``: the average of the two ensembles' outputs (the searched members keep the
+  draws validation chose, the refit ones add the validation rows).
 
 Usage:
     python benchmarks/refit.py --experiments DIR [--tables fair,benefits]
@@ -43,20 +45,20 @@ def evaluate(work: Path) -> dict[str, Any]:
     chosen = _select_ensemble(run.config, run.tuner, run.prepared)
     assert chosen is not None, work
 
-    def points(model: Any) -> float:
-        return run.points(
-            np.asarray(model.predict(run.x_test, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
-        )
+    def output(model: Any) -> np.ndarray:
+        return np.asarray(model.predict(run.x_test, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
 
     started = time.perf_counter()
     refit_model, refit = _refit(run.config, run.tuner, run.prepared, chosen)
     seconds = time.perf_counter() - started
+    searched, refitted = output(chosen.model), output(refit_model)
     return {
         "table": run.table.name,
         "variant": run.variant,
         "seed": run.seed,
-        "searched": points(chosen.model),
-        "refit": points(refit_model),
+        "searched": run.points(searched),
+        "refit": run.points(refitted),
+        "blend": run.points((searched + refitted) / 2),
         "refit_seconds": round(seconds, 1),
         "refit_epochs": refit["epochs"],
         "members": len(chosen.members),
@@ -69,22 +71,31 @@ def summarise(runs: list[dict[str, Any]], *, command: str) -> str:
         "# Refit on training + validation rows: held-out points on the same searches",
         "",
         f"`{command}`; points are AUC, accuracy or R^2 x 100 on the benchmark's held-out "
-        "20 %; mean over seeds, the mean paired difference (refit - searched) with "
-        "(better / worse) seeds, and the refit's mean seconds.",
+        "20 %; mean over seeds, the mean paired differences (refit - searched, blend - "
+        "searched) with (better / worse) seeds, and the refit's mean seconds.",
         "",
-        "| table | seeds | searched | refit | difference | refit seconds |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| table | seeds | searched | refit | refit - searched | blend | blend - searched "
+        "| refit seconds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for table, variant in dict.fromkeys((r["table"], r["variant"]) for r in runs):
         mine = [r for r in runs if (r["table"], r["variant"]) == (table, variant)]
         label = table if variant == "default" else f"{table} ({variant})"
-        diffs = [r["refit"] - r["searched"] for r in mine]
-        better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+        cells = []
+        for way in ("refit", "blend"):
+            if not all(way in r for r in mine):  # runs recorded before the blend
+                cells += ["-", "-"]
+                continue
+            diffs = [r[way] - r["searched"] for r in mine]
+            better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+            cells += [
+                f"{statistics.mean(r[way] for r in mine):.2f}",
+                f"{statistics.mean(diffs):+.2f} ({better}/{worse})",
+            ]
         lines.append(
             f"| {label} | {len(mine)} | {statistics.mean(r['searched'] for r in mine):.2f} | "
-            f"{statistics.mean(r['refit'] for r in mine):.2f} | "
-            f"{statistics.mean(diffs):+.2f} ({better}/{worse}) | "
-            f"{statistics.mean(r['refit_seconds'] for r in mine):.1f} |"
+            + " | ".join(cells)
+            + f" | {statistics.mean(r['refit_seconds'] for r in mine):.1f} |"
         )
     return "\n".join(lines) + "\n"
 

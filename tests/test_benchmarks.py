@@ -349,6 +349,8 @@ def test_tiny_real_table_benchmark(tmp_path: Path) -> None:
         else:  # R^2 points: finite, at most perfect
             assert run["score"] <= 100, run["method"]
         assert run["seconds"] > 0 and run["test_rows"] == 300
+        if run["method"] == "lightgbm_pipeline_rows":  # without validation and test rows
+            assert run["fit_rows"] == 840 and run["train_rows"] == 1200, run
         if quality.METHODS[run["method"]] in ("ours", "keras"):  # searches: a curve
             assert run["curve"] and run["curve"][-1][0] == run["epochs"], run["method"]
             if run["method"] == "kt_random":  # epochs, not one history entry per trial
@@ -364,6 +366,7 @@ def test_tiny_real_table_benchmark(tmp_path: Path) -> None:
     (refit,) = json.loads((tmp_path / "refit.json").read_text())
     assert refit["table"] == "benefits" and 0 < refit["searched"] <= 100
     assert 0 < refit["refit"] <= 100 and refit["refit_seconds"] > 0
+    assert 0 < refit["blend"] <= 100
     assert len(refit["refit_epochs"]) == refit["members"]
 
 
