@@ -561,7 +561,9 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
         "search.schedules=['cosine', 'cosine_warmup', 'flat_cosine', 'constant']",
     ],
     "pipeline_min_frequency": ["data.min_frequency=5"],
-    "pipeline_refit": ["export.refit=true"],
+    "pipeline_refit": ["export.refit='replace'"],
+    # The default before export.refit = "auto": the searched ensemble served.
+    "pipeline_refit_off": ["export.refit='off'"],
     "pipeline_high_cardinality": [
         "search.high_cardinality=['embedding', 'frequency', 'target', 'drop']"
     ],

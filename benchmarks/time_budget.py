@@ -69,6 +69,7 @@ def run(table: str, budget: str, folder: Path, *, rows: int = 0) -> dict[str, ob
         "epochs_trained": int(pd.read_csv(experiment / "results.csv")["epochs"].sum()),
         "stopped_by_time_budget": summary["stopped_by_time_budget"],
         "exported": bool(summary["export_dir"]),
+        "refit": summary.get("exported_refit", ""),  # export.refit's mode, if it ran
         "test_scores": summary["test_scores"],
     }
 

@@ -173,7 +173,7 @@ def search(
         seed: Fixes the split, the search's sampling and the weights.
         config: A TOML config file, applied before the keywords.
         settings: Any other setting as ``{"section.key": value}``, e.g.
-            ``{"export.refit": True}``; the same keys as ``--set``.
+            ``{"export.refit": "off"}``; the same keys as ``--set``.
         overwrite: Discard a search already in `experiment_dir` instead of resuming it.
         verbose: Log each trial's line to stderr when the ``kt_pipeline`` logger has
             no handler of its own.

@@ -540,6 +540,12 @@ def _print_summary(summary: object) -> None:
                 f"trials' models ({', '.join(summary.exported_trial_ids)}), chosen on the "
                 "validation split (export.ensemble)"
             )
+        if summary.exported_refit:
+            served = "averaged with" if summary.exported_refit == "blend" else "replaced by"
+            print(
+                f"Exported model {served} the same configurations trained again on the "
+                "training and validation rows (export.refit)"
+            )
         print(f"Held-out test (reloaded SavedModel): {_format_scores(summary.test_scores)}")
     if summary.stopped_by_time_budget:
         print("The time budget (tuner.time_budget) ended the search; resume with more time")

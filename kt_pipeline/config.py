@@ -55,6 +55,9 @@ __all__ = [
 TASKS = ("auto", *MODEL_TASKS)  # auto: inferred from the label
 BATCH_SIZE_IS = ("global", "per_replica")
 DIRECTIONS = ("auto", "min", "max")
+#: What `ExportConfig.refit` serves: ``blend`` where it is cheap enough (``auto``), the
+#: searched and retrained ensembles averaged, the retrained one alone, or the searched one.
+REFIT_MODES = ("auto", "blend", "replace", "off")
 
 
 def _fail(field: str, must: str, value: Any) -> UserInputError:
@@ -432,20 +435,25 @@ class ExportConfig:
             none of our packages, instead of reloading it in this one (`kt_pipeline.export`).
         refit: Once the ensemble is chosen, train each member's configuration again
             from scratch on the training and validation rows together, for the epochs
-            its trial took to reach its best score, and export those models: the search
-            needed the validation rows to choose, the served model need not leave them
-            out. The test rows stay unseen, so the held-out score stays honest. Skipped
-            under a time budget.
+            its trial took to reach its best score: the search needed the validation
+            rows to choose, the served model need not leave them out. ``blend`` serves
+            the average of the searched and the retrained ensembles, ``replace`` the
+            retrained one alone, ``off`` the searched one; ``auto`` blends where the
+            refit costs at most `pipeline.REFIT_MAX_SHARE` of the search's training
+            time (`REFIT_MODES`; true and false mean ``replace`` and ``off``, as before
+            the modes). The test rows stay unseen, so the held-out score stays honest.
+            Skipped under a time budget.
     """
 
     enabled: bool = True
     version: int = 0
     ensemble: int = 3
     verify_in_fresh_process: bool = False
-    refit: bool = False
+    refit: str = "auto"
 
     def __post_init__(self) -> None:
         _check_positive("export.version", self.version, allow_zero=True)
+        _check_choice("export.refit", self.refit, REFIT_MODES)
         if not 1 <= self.ensemble <= MAX_ENSEMBLE:
             raise _fail("export.ensemble", f"between 1 and {MAX_ENSEMBLE}", self.ensemble)
 
@@ -566,6 +574,15 @@ def parse_duration(field: str, value: Any) -> Any:
     return seconds
 
 
+def _refit_mode(values: dict[str, Any]) -> dict[str, Any]:
+    """``export.refit = true/false`` (configs saved before the modes) means
+    ``replace``/``off``."""
+    value = values.get("refit")
+    if isinstance(value, bool):
+        values = {**values, "refit": "replace" if value else "off"}
+    return values
+
+
 def _build(raw: Mapping[str, Any]) -> PipelineConfig:
     sections: dict[str, Any] = {}
     for section, section_type in _SECTIONS.items():
@@ -574,6 +591,8 @@ def _build(raw: Mapping[str, Any]) -> PipelineConfig:
             values = _learning_rate_auto(values)
             values = _learning_rates_by_hand(values)
             values = _batch_sizes_auto(values)
+        if section == "export":
+            values = _refit_mode(values)
         if section == "tuner" and "time_budget" in values:
             values = {
                 **values,

@@ -67,7 +67,7 @@ from kt_pipeline.plan import (
     schedule,
     space_warnings,
 )
-from kt_pipeline.results import write_results
+from kt_pipeline.results import trial_table, write_results
 from kt_pipeline.resume import check_resumable, check_search_files
 from kt_pipeline.sizing import batch_sizes_for, max_epochs_for
 from kt_pipeline.strategy import (
@@ -129,6 +129,7 @@ class SearchSummary:
     completed_trials: int
     seconds: float
     stopped_by_time_budget: bool = False
+    exported_refit: str = ""  # the export.refit mode the export took, or "" (none ran)
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
@@ -377,6 +378,27 @@ def _select_ensemble(
     )
 
 
+#: The most a refit may add to the search's training time under ``export.refit =
+#: "auto"``: it costs a share of the search, so a small search, whose few trials it
+#: would double, skips it.
+REFIT_MAX_SHARE = 0.5
+
+
+def refit_cost_share(tuner: keras_tuner.Tuner, chosen: _Ensemble, *, rows_ratio: float) -> float:
+    """The refit's expected training time over the search's: each member's seconds per
+    epoch in its trial, times its refit epochs and the share of rows the refit adds
+    (`rows_ratio`: training + validation rows over training rows). Trials without
+    timings count as free."""
+    table = trial_table(tuner).set_index("trial_id")
+    searched = float(table["seconds"].fillna(0.0).sum())
+    refit = 0.0
+    for trial in chosen.members:
+        seconds, epochs = table.loc[trial.trial_id, ["seconds", "epochs"]]
+        if not pd.isna(seconds) and not pd.isna(epochs) and epochs:
+            refit += float(seconds) / float(epochs) * refit_epochs(trial)
+    return refit * rows_ratio / searched if searched else 0.0
+
+
 def refit_epochs(trial: keras_tuner.engine.trial.Trial) -> int:
     """Epochs from scratch to the trial's best score: a Hyperband promotion starts at
     its parent's last epoch (``tuner/initial_epoch``), and KerasTuner counts the best
@@ -436,6 +458,7 @@ class Exported:
     directory: Path
     test_scores: dict[str, float]  # measured on the reloaded SavedModel
     trial_ids: list[str]  # the trials whose models the export averages
+    refit: str = ""  # the export.refit mode the export took, or "" (none ran)
 
 
 def export_best(
@@ -461,10 +484,29 @@ def export_best(
     best = ensemble_lib.distinct_best_trials(tuner.oracle, count=1)[0]
     members, model = chosen.members, chosen.model
     refit: dict[str, Any] = {}
-    if config.export.refit and config.tuner.time_budget:
+    splits = prepared.splits
+    mode = config.export.refit
+    if mode != "off" and config.tuner.time_budget:
         log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
-    elif config.export.refit:
-        model, refit = _refit(config, tuner, prepared, chosen)
+    elif mode != "off":
+        rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
+        share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
+        if mode == "auto" and share > REFIT_MAX_SHARE:
+            log.info(
+                "export.refit (auto) is skipped: it would add about %.0f%% to the search's "
+                "training time (at most %.0f%%)", 100 * share, 100 * REFIT_MAX_SHARE,
+            )  # fmt: skip
+        else:
+            mode = "blend" if mode == "auto" else mode
+            refit_model, refit = _refit(config, tuner, prepared, chosen)
+            refit["mode"] = mode
+            model = (
+                refit_model
+                if mode == "replace"
+                else ensemble_lib.average_models(
+                    [model, refit_model], inputs=build_inputs(prepared.schema)
+                )
+            )
     dataset = prepared.dataset
     test = prepared.splits.test
     test_scores: dict[str, float] = {}
@@ -527,7 +569,12 @@ def export_best(
         score=score,
         fresh_process=config.export.verify_in_fresh_process,
     )
-    return Exported(export_dir, dict(test_scores), [trial.trial_id for trial in members])
+    return Exported(
+        export_dir,
+        dict(test_scores),
+        [trial.trial_id for trial in members],
+        refit=refit.get("mode", ""),
+    )
 
 
 def find_learning_rates(
@@ -744,6 +791,17 @@ def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -
         )
     if config.tuner.time_budget:
         notes.append(f"time budget {format_duration(config.tuner.time_budget)} (tuner.time_budget)")
+    elif config.export.enabled and config.export.refit == "auto":
+        notes.append(
+            "the export blends in its members trained again on training + validation rows "
+            f"where that costs at most {REFIT_MAX_SHARE:.0%} of the search's training time "
+            '(export.refit = "auto"; not in the estimate)'
+        )
+    elif config.export.enabled and config.export.refit != "off":
+        notes.append(
+            "the export trains its members again on training + validation rows "
+            f'(export.refit = "{config.export.refit}"; not in the estimate)'
+        )
     return notes
 
 
@@ -1082,6 +1140,7 @@ def _finish(job: _Job, tuner: keras_tuner.Tuner, *, started: float) -> SearchSum
         test_scores=exported.test_scores if exported else {},
         export_dir=exported.directory if exported else None,
         exported_trial_ids=exported.trial_ids if exported else [],
+        exported_refit=exported.refit if exported else "",
         results_file=results_file,
         tensorboard_dir=experiment / TENSORBOARD_DIR,
         trials=len(table),

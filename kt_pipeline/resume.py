@@ -56,6 +56,7 @@ RESUMABLE_CHANGES = frozenset(
         "export.version",
         "export.ensemble",
         "export.verify_in_fresh_process",
+        "export.refit",
     }
 )
 

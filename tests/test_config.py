@@ -84,6 +84,11 @@ def test_saved_config_reads_back_unchanged(tmp_path: Path) -> None:
         ("data.task='ranking'", "`data.task` must be one of"),
         ("runtime.strategy='tpu'", "`runtime.strategy` must be one of"),
         ("runtime.verbose=1", "`runtime.verbose` must be true or false. Received: 1"),
+        (
+            "export.refit='blnd'",
+            "`export.refit` must be one of auto, blend, replace, off. Received: 'blnd' "
+            "(did you mean 'blend'?)",
+        ),
         ("runtime.devices=['/gpu:0']", "`runtime.devices` must be empty unless"),
         ("no_equals_sign", "`--set` takes section.key=value"),
     ],
@@ -93,6 +98,17 @@ def test_invalid_values_name_the_field_and_the_value(override: str, message: str
         load_config(None, [override])
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [("true", "replace"), ("false", "off"), ("'blend'", "blend"), ("'auto'", "auto")],
+)
+def test_refit_takes_its_modes_and_the_booleans_of_configs_saved_before_them(
+    value: str, mode: str
+) -> None:
+    assert load_config(None).export.refit == "auto"
+    assert load_config(None, [f"export.refit={value}"]).export.refit == mode
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:

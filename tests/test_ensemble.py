@@ -192,7 +192,8 @@ def test_export_serves_the_weighted_mean_chosen_on_validation(
     experiment = tmp_path / "experiment"
     shutil.copytree(flaky_experiment, experiment)
     config = load_config(
-        experiment / "config.toml", [f"runtime.experiment_dir={str(experiment)!r}"]
+        experiment / "config.toml",
+        [f"runtime.experiment_dir={str(experiment)!r}", "export.refit='off'"],
     )
     assert config.export.ensemble == 3  # the default
 
@@ -284,3 +285,77 @@ def test_refit_trains_the_members_again_on_training_and_validation_rows(
     assert exported is not None
     export_dir = exported.directory
     assert export_dir is not None and load_card(export_dir)["refit"] == {}  # skipped
+
+
+def test_blend_serves_the_mean_of_the_searched_and_the_refit_ensembles(
+    flaky_experiment: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``export.refit = "auto"`` blends where the refit is cheap enough: the served
+    output is the mean of the searched ensemble's and the refit ensemble's (the refit
+    run again with the same seeds); too dear a refit is skipped."""
+    from hypermodels.features import model_inputs, raw_rows
+    from kt_pipeline import pipeline
+    from kt_pipeline.export import predict_saved_model
+    from kt_pipeline.model_card import load_card
+
+    experiment = tmp_path / "experiment"
+    shutil.copytree(flaky_experiment, experiment)
+    overrides = [
+        f"runtime.experiment_dir={str(experiment)!r}",
+        "search.hypermodel='hypermodels:MLPHyperModel'",  # the flaky one fails refits
+    ]
+    config = load_config(experiment / "config.toml", overrides)
+    assert config.export.refit == "auto"
+    prepared = pipeline._prepare_data(config)
+    tuner = pipeline._reload_tuner(config, prepared)
+    chosen = pipeline._select_ensemble(config, tuner, prepared)
+    assert chosen is not None
+    splits = prepared.splits
+    share = pipeline.refit_cost_share(tuner, chosen, rows_ratio=1.0)
+    assert share > 0  # every trial was timed
+
+    monkeypatch.setattr(pipeline, "REFIT_MAX_SHARE", share / 2)  # too dear: skipped
+    exported = pipeline.export_best(config, tuner=tuner, prepared=prepared)
+    assert exported is not None and exported.refit == ""
+    assert load_card(exported.directory)["refit"] == {}
+
+    monkeypatch.setattr(pipeline, "REFIT_MAX_SHARE", share * 2)
+    exported = pipeline.export_best(config, tuner=tuner, prepared=prepared)
+    assert exported is not None and exported.refit == "blend"
+    card = load_card(exported.directory)
+    assert card["refit"]["mode"] == "blend"
+    assert card["refit"]["rows"] == len(splits.train) + len(splits.validation)
+    x = model_inputs(prepared.schema, splits.test.frame)
+    searched = chosen.model.predict(x, verbose=0)
+    refit_model, _ = pipeline._refit(config, tuner, prepared, chosen)
+    refitted = refit_model.predict(x, verbose=0)
+    assert np.abs(searched - refitted).max() > 1e-3  # new models, not the searched ones
+    served = predict_saved_model(exported.directory, raw_rows(prepared.schema, splits.test.frame))
+    np.testing.assert_allclose(served["probabilities"], (searched + refitted) / 2, atol=1e-4)
+
+
+def test_the_refit_share_weighs_each_member_by_its_trial_seconds_per_epoch(
+    flaky_experiment: Path,
+) -> None:
+    from kt_pipeline import pipeline
+    from kt_pipeline.results import trial_table
+
+    config = load_config(
+        flaky_experiment / "config.toml", [f"runtime.experiment_dir={str(flaky_experiment)!r}"]
+    )
+    prepared = pipeline._prepare_data(config)
+    tuner = pipeline._reload_tuner(config, prepared)
+    chosen = pipeline._select_ensemble(config, tuner, prepared)
+    assert chosen is not None
+    table = trial_table(tuner).set_index("trial_id")
+    expected = (
+        sum(
+            table.loc[t.trial_id, "seconds"]
+            / table.loc[t.trial_id, "epochs"]
+            * pipeline.refit_epochs(t)
+            for t in chosen.members
+        )
+        / table["seconds"].sum()
+    )
+    share = pipeline.refit_cost_share(tuner, chosen, rows_ratio=1.5)
+    assert share == pytest.approx(1.5 * expected)

@@ -362,3 +362,21 @@ def test_plan_names_the_columns_whose_values_may_be_embedded(tmp_path: Path) -> 
 
 def _data_overrides(data: Path) -> list[str]:
     return [f"data.source={str(data)!r}", "data.label='label'"]
+
+
+def test_plan_says_when_the_export_refits_outside_the_estimate(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": np.arange(200.0), "label": np.arange(200) % 2})
+    data = tmp_path / "table.csv"
+    frame.to_csv(data, index=False)
+
+    def refit_notes(*overrides: str) -> list[str]:
+        config = load_config(None, [*_data_overrides(data), *overrides])
+        notes = pipeline.plan_search(config, calibration_epochs=0).notes
+        return [note for note in notes if "export.refit" in note]
+
+    (auto,) = refit_notes()
+    assert "at most 50% of the search" in auto and "not in the estimate" in auto
+    (replace,) = refit_notes("export.refit=true")
+    assert 'export.refit = "replace"' in replace
+    assert refit_notes("export.refit='off'") == []
+    assert refit_notes("tuner.time_budget='10m'") == []  # a time budget skips the refit

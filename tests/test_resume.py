@@ -153,6 +153,7 @@ def test_budget_and_runtime_settings_may_change_on_resume() -> None:
                 "runtime.deterministic=true",
                 "tuner.max_consecutive_failed_trials=9",
                 "export.enabled=false",
+                "export.refit=false",  # what happens after the search
                 "runtime.experiment_dir='elsewhere'",
             ],
         )
