@@ -305,8 +305,9 @@ def _callbacks(config: PipelineConfig) -> list[Any]:
 def load_best_model(
     config: PipelineConfig, *, ensemble: int | None = None
 ) -> tuple[keras.Model, TabularSchema]:
-    """The model the export serves, from an existing experiment, with the schema its
-    inputs follow (see `hypermodels.features.model_inputs`).
+    """The searched ensemble of an existing experiment, with the schema its inputs
+    follow (see `hypermodels.features.model_inputs`): the model the export serves,
+    unless ``export.refit`` blended in or swapped in its members trained again.
 
     Args:
         config: The experiment's config.
