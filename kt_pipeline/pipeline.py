@@ -485,29 +485,30 @@ def export_best(
     best = ensemble_lib.distinct_best_trials(tuner.oracle, count=1)[0]
     members, model = chosen.members, chosen.model
     refit: dict[str, Any] = {}
-    splits = prepared.splits
     mode = config.export.refit
     if mode != "off" and config.tuner.time_budget:
         log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
-    elif mode != "off":
+        mode = "off"
+    if mode == "auto":
+        splits = prepared.splits
         rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
         share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
-        if mode == "auto" and share > REFIT_MAX_SHARE:
+        if share > REFIT_MAX_SHARE:
             log.info(
                 "export.refit (auto) is skipped: it would add about %.0f%% to the search's "
                 "training time (at most %.0f%%)", 100 * share, 100 * REFIT_MAX_SHARE,
             )  # fmt: skip
-        else:
-            mode = "blend" if mode == "auto" else mode
-            refit_model, refit = _refit(config, tuner, prepared, chosen)
-            refit["mode"] = mode
-            model = (
-                refit_model
-                if mode == "replace"
-                else ensemble_lib.average_models(
-                    [model, refit_model], inputs=build_inputs(prepared.schema)
-                )
+        mode = "off" if share > REFIT_MAX_SHARE else "blend"
+    if mode != "off":
+        refit_model, refit = _refit(config, tuner, prepared, chosen)
+        refit["mode"] = mode
+        model = (
+            refit_model
+            if mode == "replace"
+            else ensemble_lib.average_models(
+                [model, refit_model], inputs=build_inputs(prepared.schema)
             )
+        )
     dataset = prepared.dataset
     test = prepared.splits.test
     test_scores: dict[str, float] = {}
