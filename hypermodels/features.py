@@ -5,9 +5,10 @@ and statistics fitted once on the training split (mean and variance, the fill va
 for missing numbers, the vocabulary of a categorical column). Every trial builds fresh
 layers from these values (`Normalization`, `StringLookup`, `IntegerLookup`,
 `Embedding`), so nothing is adapted per trial and no layer is shared across models.
-A high-cardinality column's target encoding is the one input that is not a function
-of the row's values alone: training rows get out-of-fold encodings
-(`fit_target_codes`), every other row its value's code.
+A high-cardinality column's target encoding and the target encoding of a row's whole
+set of values (`fit_row_codes`, for tables whose rows repeat) are the inputs that are
+not functions of the row's values alone: training rows get out-of-fold encodings,
+every other row its value's code.
 
 Inside the model, numeric columns travel together as one float matrix (``numeric``)
 and each categorical column as its own input of integer ids: a column's value at
@@ -45,6 +46,7 @@ __all__ = [
     "NUMERIC",
     "NUMERIC_INPUT",
     "RARE_BELOW",
+    "ROW_CODES",
     "STRING_CATEGORICAL",
     "TARGET_SUFFIX",
     "VALUE_EMBEDDING_DIM",
@@ -56,6 +58,7 @@ __all__ = [
     "build_preprocessing",
     "category_ids",
     "embedding_width",
+    "fit_row_codes",
     "fit_schema",
     "fit_target_codes",
     "hashing_buckets",
@@ -63,6 +66,7 @@ __all__ = [
     "model_inputs",
     "rare_level_columns",
     "raw_rows",
+    "row_keys",
     "serving_signature",
     "value_columns",
 ]
@@ -111,6 +115,16 @@ VALUE_MAX_LEVELS = 1024
 VALUE_MIN_COVERAGE = 0.5
 #: Size of each value's embedding.
 VALUE_EMBEDDING_DIM = 8
+
+#: Name under which the target encoding of a row's whole set of values travels (the
+#: model input is this plus `TARGET_SUFFIX`; `fit_row_codes`).
+ROW_CODES = "__rows"
+#: Kind of the schema entry that holds it; it is no input column.
+_ROW_KIND = "row_key"
+#: A set of values seen this often in training gets its own code, and the table
+#: qualifies when such repeated rows make up at least `ROW_MIN_COVERAGE` of it.
+ROW_MIN_COUNT = 2
+ROW_MIN_COVERAGE = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +177,11 @@ class Column:
 
 @dataclasses.dataclass(frozen=True)
 class TabularSchema:
-    """The feature columns in model order."""
+    """The feature columns in model order, and the codes of repeated rows, if fitted
+    (`fit_row_codes`): their vocabulary is the repeated rows' keys (`row_keys`)."""
 
     columns: tuple[Column, ...]
+    rows: Column | None = None
 
     @property
     def numeric(self) -> tuple[Column, ...]:
@@ -181,8 +197,9 @@ class TabularSchema:
 
     @property
     def numeric_only(self) -> bool:
-        """With only numeric columns the model takes one plain float matrix."""
-        return not self.categorical
+        """With only numeric columns (and no row codes) the model takes one plain float
+        matrix."""
+        return not self.categorical and self.rows is None
 
     def input_names(self) -> dict[str, str]:
         """SavedModel input name for each column: the column name made signature-safe
@@ -202,25 +219,26 @@ class TabularSchema:
         return names
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [c.to_json() for c in self.columns]
+        rows = [self.rows.to_json()] if self.rows is not None else []
+        return [c.to_json() for c in self.columns] + rows
 
     @classmethod
     def from_json(cls, data: Sequence[Mapping[str, Any]]) -> TabularSchema:
-        return cls(
-            tuple(
-                Column(
-                    **{
-                        **c,
-                        "vocabulary": tuple(c["vocabulary"]),
-                        "quantiles": tuple(c.get("quantiles", ())),
-                        "values": tuple(c.get("values", ())),
-                        "counts": tuple(c.get("counts", ())),
-                        "target_codes": tuple(tuple(row) for row in c.get("target_codes", ())),
-                    }
-                )
-                for c in data
+        columns = [
+            Column(
+                **{
+                    **c,
+                    "vocabulary": tuple(c["vocabulary"]),
+                    "quantiles": tuple(c.get("quantiles", ())),
+                    "values": tuple(c.get("values", ())),
+                    "counts": tuple(c.get("counts", ())),
+                    "target_codes": tuple(tuple(row) for row in c.get("target_codes", ())),
+                }
             )
-        )
+            for c in data
+        ]
+        rows = [c for c in columns if c.kind == _ROW_KIND]
+        return cls(tuple(c for c in columns if c.kind != _ROW_KIND), rows[0] if rows else None)
 
     @classmethod
     def numeric_matrix(cls, x: np.ndarray, names: Sequence[str] | None = None) -> TabularSchema:
@@ -339,12 +357,31 @@ def fit_target_codes(
         The schema with `Column.target_codes` set, and the training rows' out-of-fold
         encodings by column name (rows x values per id).
     """
-    from sklearn.model_selection import KFold, StratifiedKFold
-    from sklearn.preprocessing import TargetEncoder
-
     wide = {c.name for c in high_cardinality_columns(schema)}
     if not wide:
         return schema, {}
+    columns, out_of_fold = [], {}
+    for column in schema.columns:
+        if column.name not in wide:
+            columns.append(column)
+            continue
+        ids = category_ids(column, frame[column.name])
+        out_of_fold[column.name], codes = _target_encode(
+            ids, len(column.vocabulary) + 1, y, task=task, seed=seed
+        )
+        columns.append(dataclasses.replace(column, target_codes=codes))
+    return dataclasses.replace(schema, columns=tuple(columns)), out_of_fold
+
+
+def _target_encode(
+    ids: np.ndarray, size: int, y: np.ndarray, *, task: str, seed: int
+) -> tuple[np.ndarray, tuple[tuple[float, ...], ...]]:
+    """Cross-fitted target encoding of ids in ``[0, size)``: the rows' out-of-fold
+    codes, and each id's code fitted on every row (the target mean for an id with no
+    row). A regression target is standardised first."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.preprocessing import TargetEncoder
+
     if task == "regression":
         target = np.asarray(y, dtype="float64")
         target = (target - target.mean()) / (target.std() or 1.0)
@@ -354,21 +391,87 @@ def fit_target_codes(
         target = np.asarray(y)
         folds = StratifiedKFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
         target_type = task
-    columns, out_of_fold = [], {}
-    for column in schema.columns:
-        if column.name not in wide:
-            columns.append(column)
-            continue
-        ids = category_ids(column, frame[column.name]).reshape(-1, 1)
-        encoder = TargetEncoder(target_type=target_type, cv=folds)
-        out_of_fold[column.name] = encoder.fit_transform(ids, target).astype("float32")
-        # Each id's full-fit encoding; an id with no training row gets the target mean.
-        table = np.tile(np.atleast_1d(encoder.target_mean_), (len(column.vocabulary) + 1, 1))
-        seen = encoder.categories_[0]
-        table[seen] = np.column_stack(encoder.encodings_)
-        codes = tuple(tuple(float(v) for v in row) for row in table)
-        columns.append(dataclasses.replace(column, target_codes=codes))
-    return TabularSchema(tuple(columns)), out_of_fold
+    encoder = TargetEncoder(target_type=target_type, cv=folds)
+    out_of_fold = encoder.fit_transform(ids.reshape(-1, 1), target).astype("float32")
+    table = np.tile(np.atleast_1d(encoder.target_mean_), (size, 1))
+    table[encoder.categories_[0]] = np.column_stack(encoder.encodings_)
+    return out_of_fold, tuple(tuple(float(v) for v in row) for row in table)
+
+
+# Two polynomial hashes modulo primes below 2**31 make a row's key: every product stays
+# below 2**62, so NumPy and TensorFlow compute the same int64 key without overflow.
+_KEY_MODULI = (2_147_483_647, 2_147_483_629)
+_KEY_MULTIPLIERS = (1_000_003, 998_244_353)
+_QUIET_NAN = 0x7FC00000  # one bit pattern for every missing number
+
+
+def row_keys(schema: TabularSchema, frame: pd.DataFrame) -> np.ndarray:
+    """An int64 key per row from its exact feature values (the numbers' float32 bits,
+    the categorical ids), equal for equal rows; `ServingEncoder` computes the same
+    key in the SavedModel."""
+    numeric = frame[[c.name for c in schema.numeric]].apply(pd.to_numeric, errors="coerce")
+    matrix = numeric.to_numpy(dtype="float32").reshape(len(frame), len(schema.numeric))
+    ids = [category_ids(c, frame[c.name]) for c in schema.categorical]
+    return _combine(_float_words(matrix, np), ids, np)
+
+
+def _float_words(matrix: Any, ops: Any) -> list[Any]:
+    """Each numeric column as unsigned 32-bit words in int64: -0.0 as 0.0, NaN as one
+    pattern."""
+    if ops is np:
+        bits = matrix.astype("float32").view("uint32").astype("int64")
+        bits = np.where(np.isnan(matrix), _QUIET_NAN, np.where(matrix == 0, 0, bits))
+        return [bits[:, i] for i in range(matrix.shape[1])]
+    bits = tf.cast(tf.bitcast(matrix, tf.uint32), tf.int64)
+    zero = tf.zeros_like(bits)
+    bits = tf.where(tf.math.is_nan(matrix), zero + _QUIET_NAN, tf.where(matrix == 0, zero, bits))
+    return tf.unstack(bits, axis=1)
+
+
+def _combine(words: Sequence[Any], ids: Sequence[Any], ops: Any) -> Any:
+    mod = np.mod if ops is np else tf.math.floormod
+    first, *rest = [*words, *ids]
+    keys = []
+    for modulus, multiplier in zip(_KEY_MODULI, _KEY_MULTIPLIERS, strict=True):
+        key = mod(first, modulus)
+        for word in rest:
+            key = mod(key * multiplier + mod(word, modulus), modulus)
+        keys.append(key)
+    return keys[0] * _KEY_MODULI[1] + keys[1]
+
+
+def fit_row_codes(
+    schema: TabularSchema, frame: pd.DataFrame, y: np.ndarray, *, task: str, seed: int
+) -> tuple[TabularSchema, dict[str, np.ndarray]]:
+    """The target encoding of each row's whole set of values, where rows repeat.
+
+    Where most training rows share all their values with another row (the same person
+    in several years of a panel, a pupil's school and class), the mean label of a
+    row's twins tells what no smooth function of its values does, and trees recall it
+    by isolating each combination; a network gets it as one more input. The table
+    qualifies when rows seen at least `ROW_MIN_COUNT` times cover `ROW_MIN_COVERAGE`
+    of the training rows; then the returned schema's `rows` holds each repeated key
+    (`row_keys`) and its code (`fit_target_codes`' cross-fitted encoder; other rows
+    share id 0), and the training rows' out-of-fold codes come back under `ROW_CODES`.
+    Elsewhere the schema comes back unchanged.
+    """
+    keys = row_keys(schema, frame)
+    counts = pd.Series(keys).value_counts()
+    repeated = counts[counts >= ROW_MIN_COUNT]
+    if len(keys) == 0 or repeated.sum() < ROW_MIN_COVERAGE * len(keys):
+        return schema, {}
+    vocabulary = tuple(sorted(int(k) for k in repeated.index))
+    ids = pd.Index(vocabulary).get_indexer(keys).astype("int64") + 1
+    out_of_fold, codes = _target_encode(ids, len(vocabulary) + 1, y, task=task, seed=seed)
+    rows = Column(
+        name=ROW_CODES,
+        kind=_ROW_KIND,
+        vocabulary=vocabulary,
+        levels=len(counts),
+        counts=(int(counts[counts < ROW_MIN_COUNT].sum()), *(int(repeated[k]) for k in vocabulary)),
+        target_codes=codes,
+    )
+    return dataclasses.replace(schema, rows=rows), {ROW_CODES: out_of_fold}
 
 
 def embedding_width(column: Column) -> int:
@@ -405,7 +508,8 @@ def model_inputs(
     (rows x numeric columns, NaN where missing), one ``(rows, 1)`` int64 tensor of ids
     per categorical column (`category_ids`), and for a column with target codes its
     encoding (``<name>__target``): `target_codes`' rows where given (the training
-    rows' out-of-fold encodings), else each id's code from the schema.
+    rows' out-of-fold encodings), else each id's code from the schema. Row codes
+    (`fit_row_codes`) come the same way, under `ROW_CODES`.
     """
     numeric = frame[[c.name for c in schema.numeric]].apply(pd.to_numeric, errors="coerce")
     matrix = numeric.to_numpy(dtype="float32")
@@ -414,16 +518,22 @@ def model_inputs(
     inputs: dict[str, Any] = {}
     if schema.numeric:
         inputs[NUMERIC_INPUT] = tf.constant(matrix)
+    given = target_codes or {}
+
+    def codes(column: Column, ids: np.ndarray) -> tf.Tensor:
+        found = given.get(column.name)
+        if found is None:
+            found = np.asarray(column.target_codes, dtype="float32")[ids]
+        return tf.constant(found, dtype=tf.float32)
+
     for column in schema.categorical:
-        ids = category_ids(column, frame[column.name]).reshape(-1, 1)
-        inputs[column.name] = tf.constant(ids)
+        ids = category_ids(column, frame[column.name])
+        inputs[column.name] = tf.constant(ids.reshape(-1, 1))
         if column.target_codes:
-            codes = (
-                target_codes[column.name]
-                if target_codes is not None and column.name in target_codes
-                else np.asarray(column.target_codes, dtype="float32")[ids[:, 0]]
-            )
-            inputs[column.name + TARGET_SUFFIX] = tf.constant(codes, dtype=tf.float32)
+            inputs[column.name + TARGET_SUFFIX] = codes(column, ids)
+    if schema.rows is not None:
+        ids = pd.Index(schema.rows.vocabulary).get_indexer(row_keys(schema, frame)) + 1
+        inputs[ROW_CODES + TARGET_SUFFIX] = codes(schema.rows, ids)
     return inputs
 
 
@@ -520,6 +630,7 @@ def build_preprocessing(
     embedding: Any = None,
     high_cardinality: str = "embedding",
     value_embedding: bool = False,
+    row_codes: bool = False,
 ) -> tuple[Any, Any]:
     """Builds the model's inputs and their encoded, concatenated features.
 
@@ -537,6 +648,8 @@ def build_preprocessing(
             they are every column, ``drop`` means ``frequency``.
         value_embedding: Also embed each repeated value of the numeric columns that
             have them (`value_columns`, `ValueIds`).
+        row_codes: Also take the target encoding of the row's whole set of values,
+            where the schema has one (`fit_row_codes`).
 
     Returns:
         ``(inputs, encoded)``: a single `keras.Input` or a dict of them, and the float
@@ -613,6 +726,8 @@ def build_preprocessing(
         else:
             raise ValueError(f"unknown high-cardinality treatment {high_cardinality!r}")
         parts.append(encoded)
+    if row_codes and schema.rows is not None:
+        parts.append(raw_inputs[ROW_CODES + TARGET_SUFFIX])
     features = (
         parts[0]
         if len(parts) == 1
@@ -665,6 +780,10 @@ def _raw_inputs(schema: TabularSchema) -> dict[str, Any]:
             name = column.name + TARGET_SUFFIX
             width = len(column.target_codes[0])
             inputs[name] = keras.Input(shape=(width,), dtype="float32", name=name)
+    if schema.rows is not None:
+        name = ROW_CODES + TARGET_SUFFIX
+        width = len(schema.rows.target_codes[0])
+        inputs[name] = keras.Input(shape=(width,), dtype="float32", name=name)
     return inputs
 
 
@@ -720,6 +839,9 @@ class ServingEncoder(keras.layers.Layer):
             for column in schema.categorical
             if column.target_codes
         }
+        if schema.rows is not None:
+            self.row_lookup = keras.layers.IntegerLookup(vocabulary=list(schema.rows.vocabulary))
+            self.row_table = tf.constant(schema.rows.target_codes, dtype=tf.float32)
         self.built = True  # no weights; the lookup layers hold their tables
 
     def call(self, features: Mapping[str, Any]) -> Any:
@@ -731,14 +853,21 @@ class ServingEncoder(keras.layers.Layer):
         inputs: dict[str, tf.Tensor] = {}
         if matrix is not None:
             inputs[NUMERIC_INPUT] = matrix
+        all_ids = []
         for column in self.schema.categorical:
             values = features[names[column.name]]
             lookup = self.lookups.get(column.name)
             ids = lookup(values) if lookup is not None else tf.zeros_like(values, tf.int64)
-            inputs[column.name] = tf.expand_dims(tf.cast(ids, tf.int64), axis=1)
+            ids = tf.cast(ids, tf.int64)
+            all_ids.append(ids)
+            inputs[column.name] = tf.expand_dims(ids, axis=1)
             if column.name in self.target_tables:
-                codes = tf.gather(self.target_tables[column.name], tf.cast(ids, tf.int64))
+                codes = tf.gather(self.target_tables[column.name], ids)
                 inputs[column.name + TARGET_SUFFIX] = codes
+        if self.schema.rows is not None:
+            words = _float_words(matrix, tf) if matrix is not None else []
+            ids = tf.cast(self.row_lookup(_combine(words, all_ids, tf)), tf.int64)
+            inputs[ROW_CODES + TARGET_SUFFIX] = tf.gather(self.row_table, ids)
         return inputs
 
 

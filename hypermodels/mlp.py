@@ -138,6 +138,9 @@ class SearchSpace:
             hundred exact values also embed each value (`features.ValueIds`), as trees
             split on exact values; ``(False, True)`` searches both. Off by default: on
             the real-table benchmark it won on one table and lost on two.
+        row_target_encoding: Whether the network also takes the target encoding of a
+            row's whole set of values (`features.fit_row_codes`), on tables whose rows
+            mostly repeat; ``(False, True)`` searches both.
 
     The numeric options are declared as hyperparameters only where the space searches
     them (more than one value) and the table has numeric columns. The default searches
@@ -176,6 +179,7 @@ class SearchSpace:
     label_smoothing: tuple[float, ...] = (0.0,)
     high_cardinality: tuple[str, ...] = ("embedding",)
     value_embeddings: tuple[bool, ...] = (False,)
+    row_target_encoding: tuple[bool, ...] = (False,)
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -438,6 +442,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             embedding=self._numeric_embedding(choices),
             high_cardinality=choices["high_cardinality"],
             value_embedding=choices["value_embedding"],
+            row_codes=choices["row_target_encoding"],
         )
         l1, l2 = choices["l1"], choices["l2"]
         regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
@@ -527,6 +532,11 @@ class MLPHyperModel(keras_tuner.HyperModel):
         choices["value_embedding"] = (
             _option(hp, "value_embedding", space.value_embeddings)
             if value_columns(self.schema)
+            else False
+        )
+        choices["row_target_encoding"] = (
+            _option(hp, "row_target_encoding", space.row_target_encoding)
+            if self.schema.rows is not None
             else False
         )
         choices["label_smoothing"] = (

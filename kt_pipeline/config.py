@@ -202,7 +202,7 @@ class SearchConfig(SearchSpace):
                 raise _fail(f"search.{name}", "a non-empty list", list(values))
             for value in values:
                 _check_choice(f"search.{name}", value, allowed)
-        for name in ("batch_norm", "value_embeddings"):
+        for name in ("batch_norm", "value_embeddings", "row_target_encoding"):
             values = getattr(self, name)
             if not values or any(not isinstance(v, bool) for v in values):
                 raise _fail(f"search.{name}", "a non-empty list of true/false", list(values))

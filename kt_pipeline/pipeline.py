@@ -33,6 +33,7 @@ from hypermodels.features import (
     TARGET_SUFFIX,
     build_inputs,
     embedding_width,
+    fit_row_codes,
     fit_target_codes,
     model_inputs,
     rare_level_columns,
@@ -192,6 +193,11 @@ def _prepare_data(config: PipelineConfig) -> _Prepared:
         schema, codes = fit_target_codes(
             schema, splits.train.frame, splits.train.y, task=dataset.task, seed=config.runtime.seed
         )
+    if True in config.search.row_target_encoding:
+        schema, row_codes = fit_row_codes(
+            schema, splits.train.frame, splits.train.y, task=dataset.task, seed=config.runtime.seed
+        )
+        codes.update(row_codes)
     return _Prepared(dataset=dataset, splits=splits, schema=schema, train_codes=codes)
 
 
@@ -734,6 +740,7 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         notes = _plan_notes(config, train_rows=len(splits.train), epochs_auto=epochs_auto)
         notes += _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency)
         notes += _value_embedding_notes(prepared.schema, choices=config.search.value_embeddings)
+        notes += _row_code_notes(prepared.schema, choices=config.search.row_target_encoding)
         calibration = None
         if calibration_epochs:
             calibration = calibrate(
@@ -818,6 +825,20 @@ def _value_embedding_notes(schema: TabularSchema, *, choices: Sequence[bool]) ->
     return [
         f"value embeddings {how} (search.value_embeddings) for {len(columns)} numeric "
         f"column(s) whose rows repeat values: {named}{more}"
+    ]
+
+
+def _row_code_notes(schema: TabularSchema, *, choices: Sequence[bool]) -> list[str]:
+    """How much the training rows repeat, where the row target encoding is offered."""
+    rows = schema.rows
+    if rows is None or True not in choices:
+        return []
+    repeated = sum(rows.counts[1:])
+    how = "searched" if False in choices else "on"
+    return [
+        f"row target encoding {how} (search.row_target_encoding): {repeated:,} of "
+        f"{repeated + rows.counts[0]:,} training rows repeat another row's values "
+        f"({len(rows.vocabulary):,} repeated rows)"
     ]
 
 

@@ -436,8 +436,9 @@ def _extreme_values(
             if low is not None and hp.is_active(param):
                 hp.values[param.name] = pick(low, high)
         hp.ensure_active_values()
+    switches = ("batch_norm", "value_embedding", "row_target_encoding")
     for param in hp.space:
-        if param.name in ("batch_norm", "value_embedding") and not isinstance(
+        if param.name in switches and not isinstance(
             param, keras_tuner.engine.hyperparameters.Fixed
         ):
             hp.values[param.name] = largest

@@ -64,7 +64,10 @@ RESUMABLE_CHANGES = frozenset(
 #: Search settings added after experiments were first saved, with the value that runs
 #: such an experiment as it ran: a saved config without the key is compared as if it
 #: held this value, so a newer default cannot widen an old search unnoticed.
-ADDED_SETTINGS: Mapping[str, Any] = {"search.value_embeddings": [False]}
+ADDED_SETTINGS: Mapping[str, Any] = {
+    "search.value_embeddings": [False],
+    "search.row_target_encoding": [False],
+}
 
 
 def search_differences(
