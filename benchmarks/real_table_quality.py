@@ -573,9 +573,9 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     "pipeline_epochs_60": ["tuner.max_epochs=60"],
     # Embeddings of repeated numeric values (`ValueIds`), searched.
     "pipeline_value_embeddings": ["search.value_embeddings=[false, true]"],
-    # The target encoding of a row's whole set of values, where rows repeat: searched,
-    # or on wherever the table qualifies.
-    "pipeline_row_target": ["search.row_target_encoding=[false, true]"],
+    # The target encoding of a row's whole set of values, where rows repeat: never (the
+    # default before it was searched), or on wherever the table qualifies.
+    "pipeline_row_target_off": ["search.row_target_encoding=[false]"],
     "pipeline_row_target_on": ["search.row_target_encoding=[true]"],
 }
 

@@ -166,8 +166,10 @@ def test_the_setting_is_validated_and_plan_says_how_much_rows_repeat(
     frame.assign(label=y).to_csv(path, index=False)
     args = ["plan", "--data", str(path), "--label", "label", "--calibration-epochs", "0"]
     args += ["--experiment-dir", str(tmp_path / "exp")]
-    args += ["--set", "search.row_target_encoding=[false, true]"]
-    assert main(args) == 0
+    assert main(args) == 0  # searched by default
     out = capsys.readouterr().out
     assert "row target encoding searched (search.row_target_encoding)" in out
     assert "of 210 training rows repeat another row's values" in out
+    assert "row_target_encoding" in out  # a hyperparameter of the space
+    assert main([*args, "--set", "search.row_target_encoding=[false]"]) == 0
+    assert "row_target_encoding" not in capsys.readouterr().out
