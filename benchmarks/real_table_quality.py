@@ -577,6 +577,9 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     # default before it was searched), or on wherever the table qualifies.
     "pipeline_row_target_off": ["search.row_target_encoding=[false]"],
     "pipeline_row_target_on": ["search.row_target_encoding=[true]"],
+    # A shared-weight ensemble of 16 members in every model (TabM-mini), or searched.
+    "pipeline_members_on": ["search.members=[16]"],
+    "pipeline_members": ["search.members=[1, 16]"],
 }
 
 #: Earlier defaults whose code is gone: their recorded runs stay in the summary, to

@@ -461,7 +461,7 @@ def fit_row_codes(
     if len(keys) == 0 or repeated.sum() < ROW_MIN_COVERAGE * len(keys):
         return schema, {}
     vocabulary = tuple(sorted(int(k) for k in repeated.index))
-    ids = pd.Index(vocabulary).get_indexer(keys).astype("int64") + 1
+    ids = _lookup_ids(vocabulary, keys)
     out_of_fold, codes = _target_encode(ids, len(vocabulary) + 1, y, task=task, seed=seed)
     rows = Column(
         name=ROW_CODES,
@@ -492,8 +492,12 @@ def category_ids(column: Column, series: pd.Series) -> np.ndarray:
         values: Any = series.to_numpy(dtype="int64")
     else:
         values = _string_values(series).to_numpy()
-    codes = pd.Index(list(column.vocabulary)).get_indexer(values)  # -1 where unseen
-    return codes.astype("int64") + 1
+    return _lookup_ids(column.vocabulary, values)
+
+
+def _lookup_ids(vocabulary: Sequence[Any], values: Any) -> np.ndarray:
+    """Each value's position in `vocabulary` plus one; 0 where it is not there."""
+    return pd.Index(list(vocabulary)).get_indexer(values).astype("int64") + 1
 
 
 def model_inputs(
@@ -532,7 +536,7 @@ def model_inputs(
         if column.target_codes:
             inputs[column.name + TARGET_SUFFIX] = codes(column, ids)
     if schema.rows is not None:
-        ids = pd.Index(schema.rows.vocabulary).get_indexer(row_keys(schema, frame)) + 1
+        ids = _lookup_ids(schema.rows.vocabulary, row_keys(schema, frame))
         inputs[ROW_CODES + TARGET_SUFFIX] = codes(schema.rows, ids)
     return inputs
 

@@ -25,6 +25,7 @@ from hypermodels.features import (
     value_columns,
 )
 from hypermodels.inputs import InputCache
+from hypermodels.members import MemberAverage, member_adapter, member_heads
 from hypermodels.numeric import PeriodicEmbedding, PiecewiseLinearEmbedding, bin_edges
 from hypermodels.optimizers import OPTIMIZERS, build_optimizer, choose_learning_rate
 from hypermodels.schedules import DEFAULT_SCHEDULES, build_schedule, schedule_callbacks
@@ -142,6 +143,10 @@ class SearchSpace:
             row's whole set of values (`features.fit_row_codes`), on tables whose rows
             mostly repeat; searched by default, as forcing it on cost star_math on the
             real-table benchmark while randhie gained from it either way.
+        members: Members of a shared-weight ensemble inside each model
+            (`hypermodels.members`, TabM-mini): 1 is a plain MLP; k > 1 trains k
+            members that share the hidden layers and serves their mean, for about k
+            times a plain step's arithmetic after the first layer.
 
     The numeric options are declared as hyperparameters only where the space searches
     them (more than one value) and the table has numeric columns. The default searches
@@ -181,6 +186,7 @@ class SearchSpace:
     high_cardinality: tuple[str, ...] = ("embedding",)
     value_embeddings: tuple[bool, ...] = (False,)
     row_target_encoding: tuple[bool, ...] = (False, True)
+    members: tuple[int, ...] = (1,)
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -445,6 +451,9 @@ class MLPHyperModel(keras_tuner.HyperModel):
             value_embedding=choices["value_embedding"],
             row_codes=choices["row_target_encoding"],
         )
+        members = choices["members"]
+        if members > 1:
+            x = member_adapter(members, x.shape[-1])(x)
         l1, l2 = choices["l1"], choices["l2"]
         regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
         for index, width in enumerate(choices["widths"]):
@@ -460,7 +469,10 @@ class MLPHyperModel(keras_tuner.HyperModel):
             x = keras.layers.Activation(choices["activation"], name=f"activation_{index}")(x)
             if choices["dropout"] > 0:
                 x = keras.layers.Dropout(choices["dropout"], name=f"dropout_{index}")(x)
-        model = keras.Model(inputs, self._head(x), name="mlp")
+        if members > 1:
+            model: keras.Model = MemberAverage(inputs, self._head(x, members), name="mlp")
+        else:
+            model = keras.Model(inputs, self._head(x), name="mlp")
         steps = self.steps_per_execution or min(
             _MAX_STEPS_PER_EXECUTION, self.steps_per_epoch(choices["batch_size"])
         )
@@ -540,6 +552,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             if self.schema.rows is not None
             else False
         )
+        choices["members"] = _option(hp, "members", space.members)
         choices["label_smoothing"] = (
             _option(hp, "label_smoothing", space.label_smoothing)
             if self.task != "regression"
@@ -672,15 +685,25 @@ class MLPHyperModel(keras_tuner.HyperModel):
                 widths.append(width)
         return widths
 
-    def _head(self, x: Any) -> Any:
+    def _head(self, x: Any, members: int = 1) -> Any:
         # The head stays float32 so a mixed-precision body still gives stable losses.
+        outputs = self.num_classes if self.task == "multiclass" else 1
+        if members > 1:
+            x = member_heads(members, outputs, name="member_heads")(x)
+            if self.task == "regression":
+                return self._rescale(x)
+            activation = "sigmoid" if self.task == "binary" else "softmax"
+            return keras.layers.Activation(activation, dtype="float32", name="output")(x)
         if self.task == "binary":
             return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(x)
         if self.task == "multiclass":
             return keras.layers.Dense(
                 self.num_classes, activation="softmax", dtype="float32", name="output"
             )(x)
-        x = keras.layers.Dense(1, dtype="float32", name="output_standardised")(x)
+        return self._rescale(keras.layers.Dense(1, dtype="float32", name="output_standardised")(x))
+
+    def _rescale(self, x: Any) -> Any:
+        """Standardised predictions back to the label's units."""
         return keras.layers.Rescaling(
             scale=self.target_std, offset=self.target_mean, dtype="float32", name="output"
         )(x)

@@ -167,11 +167,15 @@ class SearchConfig(SearchSpace):
             (`kt_pipeline.sizing.batch_sizes_for`), so that a large table trains in
             hundreds of steps per epoch, not thousands; `batch_sizes` set by hand turns
             it off, ``batch_sizes = "auto"`` turns it on.
+        members_auto: Size `members` for the training rows
+            (`kt_pipeline.sizing.members_for`); `members` set by hand turns it off,
+            ``members = "auto"`` turns it on.
     """
 
     hypermodel: str = "hypermodels:MLPHyperModel"
     learning_rate_auto: bool = True
     batch_sizes_auto: bool = True
+    members_auto: bool = False
 
     def __post_init__(self) -> None:
         _check_range("search.num_layers", self.num_layers, low=0, high=64)
@@ -217,6 +221,7 @@ class SearchConfig(SearchSpace):
             "embedding_dims",
             "periodic_frequencies",
             "piecewise_bins",
+            "members",
         ):
             values = getattr(self, name)
             if not values or any(v < 1 for v in values):
@@ -541,17 +546,17 @@ def _learning_rates_by_hand(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _batch_sizes_auto(values: dict[str, Any]) -> dict[str, Any]:
-    """``search.batch_sizes = "auto"`` sizes them for the data (the default); batch
-    sizes set by hand are kept as they are."""
-    value = values.get("batch_sizes")
+def _sized_for_data(values: dict[str, Any], name: str) -> dict[str, Any]:
+    """``search.<name> = "auto"`` sizes the field for the data (`kt_pipeline.sizing`);
+    values set by hand are kept as they are (``<name>_auto`` says which)."""
+    value = values.get(name)
     if isinstance(value, str):
         if value != "auto":
-            raise _fail("search.batch_sizes", 'a list of integers >= 1 or "auto"', value)
-        values = {k: v for k, v in values.items() if k != "batch_sizes"}
-        return {**values, "batch_sizes_auto": True}
-    if value is not None and "batch_sizes_auto" not in values:
-        values = {**values, "batch_sizes_auto": False}
+            raise _fail(f"search.{name}", 'a list of integers >= 1 or "auto"', value)
+        values = {k: v for k, v in values.items() if k != name}
+        return {**values, f"{name}_auto": True}
+    if value is not None and f"{name}_auto" not in values:
+        values = {**values, f"{name}_auto": False}
     return values
 
 
@@ -590,7 +595,8 @@ def _build(raw: Mapping[str, Any]) -> PipelineConfig:
         if section == "search":
             values = _learning_rate_auto(values)
             values = _learning_rates_by_hand(values)
-            values = _batch_sizes_auto(values)
+            values = _sized_for_data(values, "batch_sizes")
+            values = _sized_for_data(values, "members")
         if section == "export":
             values = _refit_mode(values)
         if section == "tuner" and "time_budget" in values:

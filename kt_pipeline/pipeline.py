@@ -70,7 +70,7 @@ from kt_pipeline.plan import (
 )
 from kt_pipeline.results import trial_table, write_results
 from kt_pipeline.resume import check_resumable, check_search_files
-from kt_pipeline.sizing import batch_sizes_for, max_epochs_for
+from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for
 from kt_pipeline.strategy import (
     configure_devices,
     is_multi_worker,
@@ -218,12 +218,16 @@ def _hypermodel_class(path: str) -> type[keras_tuner.HyperModel]:
 
 def _sized_for_data(config: PipelineConfig, prepared: _Prepared) -> PipelineConfig:
     """The config with its data-sized defaults resolved for the training split
-    (`kt_pipeline.sizing`): the batch sizes with ``search.batch_sizes_auto``, the epoch
-    budget when ``tuner.max_epochs`` is 0. Every path that builds the tuner or the
-    hypermodel goes through here, so a search, its plan and its re-export agree."""
+    (`kt_pipeline.sizing`): the batch sizes with ``search.batch_sizes_auto``, the
+    members with ``search.members_auto``, the epoch budget when ``tuner.max_epochs`` is
+    0. Every path that builds the tuner or the hypermodel goes through here, so a
+    search, its plan and its re-export agree."""
     rows = len(prepared.splits.train)
     if config.search.batch_sizes_auto:
         search = dataclasses.replace(config.search, batch_sizes=batch_sizes_for(rows))
+        config = dataclasses.replace(config, search=search)
+    if config.search.members_auto:
+        search = dataclasses.replace(config.search, members=members_for(rows))
         config = dataclasses.replace(config, search=search)
     if not config.tuner.max_epochs:
         tuner = dataclasses.replace(config.tuner, max_epochs=max_epochs_for(rows))
@@ -777,6 +781,11 @@ def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -
         notes.append(
             f"batch sizes {list(config.search.batch_sizes)} for {train_rows} training rows "
             '(search.batch_sizes = "auto")'
+        )
+    if config.search.members_auto:
+        notes.append(
+            f"members {list(config.search.members)} for {train_rows} training rows "
+            '(search.members = "auto")'
         )
     if epochs_auto:
         notes.append(

@@ -408,7 +408,14 @@ def planned_epochs(
 
 # Hyperparameters whose larger values make a larger model (the numeric embeddings'
 # sizes count once an embedding is chosen).
-_SIZES = ("num_layers", "units", "embedding_dim", "periodic_frequencies", "piecewise_bins")
+_SIZES = (
+    "num_layers",
+    "units",
+    "embedding_dim",
+    "periodic_frequencies",
+    "piecewise_bins",
+    "members",
+)
 
 
 def _is_size(name: str) -> bool:

@@ -67,6 +67,8 @@ RESUMABLE_CHANGES = frozenset(
 ADDED_SETTINGS: Mapping[str, Any] = {
     "search.value_embeddings": [False],
     "search.row_target_encoding": [False],
+    "search.members": [1],
+    "search.members_auto": False,
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["batch_sizes_for", "max_epochs_for"]
+__all__ = ["batch_sizes_for", "max_epochs_for", "members_for"]
 
 # The smallest batch keeps an epoch at this many steps or more, within these bounds.
 _STEPS_PER_EPOCH = 128
@@ -25,6 +25,11 @@ _FULL_BUDGET_ROWS = 100_000
 _MAX_EPOCHS = 20
 # Hyperband with factor 3 runs its full 30 trials from 10 epochs up (9 gives 23).
 _MIN_EPOCHS = 10
+
+# A shared-weight ensemble's members (TabM-mini), and the training rows times members
+# an epoch may carry: as many as a 262,144-row table's plain epoch.
+_MEMBERS = 16
+_MEMBER_ROWS = 2**18
 
 
 def batch_sizes_for(train_rows: int) -> tuple[int, ...]:
@@ -43,3 +48,10 @@ def max_epochs_for(train_rows: int) -> int:
     if train_rows <= _FULL_BUDGET_ROWS:
         return _MAX_EPOCHS
     return max(_MIN_EPOCHS, round(_MAX_EPOCHS * _FULL_BUDGET_ROWS / train_rows))
+
+
+def members_for(train_rows: int) -> tuple[int, ...]:
+    """16 members where the training rows times 16 fit in a 262,144-row epoch (up to
+    16,384 rows), one above: the members cost about 16 times a plain step's arithmetic,
+    which a small table's short search affords and a large table's does not."""
+    return (_MEMBERS,) if train_rows * _MEMBERS <= _MEMBER_ROWS else (1,)

@@ -1,13 +1,16 @@
-"""Defaults sized for the table: batch sizes, the epoch budget, and the range test
-that a small search can pay for."""
+"""Defaults sized for the table: batch sizes, the epoch budget, the members of a
+shared-weight ensemble, and the range test that a small search can pay for."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 
 from kt_pipeline import pipeline
 from kt_pipeline.config import load_config
-from kt_pipeline.sizing import batch_sizes_for, max_epochs_for
+from kt_pipeline.errors import UserInputError
+from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for
 
 
 @pytest.mark.parametrize(
@@ -45,6 +48,17 @@ def test_auto_is_the_default_and_a_value_set_by_hand_is_kept() -> None:
     assert again.search.batch_sizes_auto
 
 
+def test_small_tables_get_members_and_large_ones_a_plain_model() -> None:
+    assert members_for(1_000) == members_for(16_384) == (16,)
+    assert members_for(16_385) == members_for(10**6) == (1,)
+    auto = load_config(None, ["search.members='auto'"])
+    assert auto.search.members_auto
+    by_hand = load_config(None, ["search.members=[1, 8]"])
+    assert not by_hand.search.members_auto and by_hand.search.members == (1, 8)
+    with pytest.raises(UserInputError, match=r"search\.members.*'many'"):
+        load_config(None, ["search.members='many'"])
+
+
 def _plan(overrides: list[str], rows: int) -> dict[str, str]:
     return pipeline._range_test_plan(load_config(None, ["tuner.max_epochs=20", *overrides]), rows)
 
@@ -69,3 +83,14 @@ def test_a_small_search_tests_only_what_a_fifth_of_its_steps_pay_for() -> None:
     # 16 epochs of 14,000 rows: about 2,000 steps, a fifth of them pays for two tests.
     assert set(_plan(sized, 14_000).values()) == {"adam", "sgd"}
     assert _plan([*small, "tuner.max_trials=1"], 100) == {}
+
+
+def test_the_pipeline_resolves_auto_members_for_its_training_rows() -> None:
+    def resolved(overrides: list[str], rows: int) -> tuple[int, ...]:
+        prepared = SimpleNamespace(splits=SimpleNamespace(train=range(rows)))
+        config = pipeline._sized_for_data(load_config(None, overrides), prepared)  # type: ignore[arg-type]
+        return config.search.members
+
+    assert resolved(["search.members='auto'"], 5_000) == (16,)
+    assert resolved(["search.members='auto'"], 50_000) == (1,)
+    assert resolved(["search.members=[1, 4]"], 5_000) == (1, 4)

@@ -1,0 +1,103 @@
+"""A shared-weight ensemble inside one model, after TabM-mini (Gorishniy et al., ICLR
+2025): k members share every hidden layer; each scales the network's input by its own
+vector (initialised to random signs, so the members start apart) and has its own head.
+
+Each member is trained on its own loss (the mean of the members' losses, as TabM does:
+training the mean prediction instead lets the members lean on each other), and the model
+is validated and served as the mean of the members' predictions, so everything
+downstream (the objective, the ensemble, the export) sees one ordinary prediction.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import keras
+from keras import ops
+
+__all__ = ["MemberAverage", "RandomSigns", "member_adapter", "member_heads"]
+
+
+@keras.saving.register_keras_serializable(package="hypermodels")
+class RandomSigns(keras.initializers.Initializer):
+    """-1 or +1 with equal odds, from a seed (without one, from Python's generator,
+    which `keras.utils.set_random_seed` seeds, as Keras's own initializers do)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = random.randint(1, 10**9) if seed is None else seed
+
+    def __call__(self, shape: Any, dtype: Any = None) -> Any:
+        coins = keras.random.uniform(shape, seed=self.seed)
+        return ops.cast(ops.where(coins < 0.5, -1.0, 1.0), dtype or "float32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {"seed": self.seed}
+
+
+def member_adapter(members: int, width: int) -> keras.layers.Layer:
+    """(batch, width) -> (batch, members, width): each member's copy of the input,
+    scaled by its own learned vector."""
+    return keras.layers.EinsumDense(
+        "bd,kd->bkd",
+        output_shape=(members, width),
+        kernel_initializer=RandomSigns(),
+        name="member_adapter",
+    )
+
+
+def member_heads(members: int, outputs: int, *, name: str) -> keras.layers.Layer:
+    """(batch, members, width) -> (batch, members, outputs): one linear head per member."""
+    return keras.layers.EinsumDense(
+        "bkd,kdo->bko",
+        output_shape=(members, outputs),
+        bias_axes="ko",
+        dtype="float32",
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="hypermodels")
+class MemberAverage(keras.Model):
+    """A functional model whose outputs are the members' predictions, ``(batch,
+    members, outputs)``: trained on each member's loss, and called, evaluated and served
+    as the members' mean, ``(batch, outputs)``."""
+
+    def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
+        members = super().call(inputs, training=training, mask=mask)
+        return members if training else ops.mean(members, axis=1)
+
+    def compute_output_spec(
+        self, inputs: Any, training: bool | None = None, mask: Any = None
+    ) -> Any:
+        spec = super().compute_output_spec(inputs, training=training, mask=mask)
+        if training:
+            return spec
+        return keras.KerasTensor((spec.shape[0], *spec.shape[2:]), dtype=spec.dtype)
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        if y_pred is not None and len(y_pred.shape) == 3:  # members: one loss each
+            members = y_pred.shape[1]
+            y_pred = ops.reshape(y_pred, (-1, y_pred.shape[2]))
+            y = _repeat(y, members)
+            sample_weight = None if sample_weight is None else _repeat(sample_weight, members)
+        return super().compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+        )
+
+    def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        if len(y_pred.shape) == 3:  # a training step's members: metrics of their mean
+            y_pred = ops.mean(y_pred, axis=1)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _repeat(values: Any, members: int) -> Any:
+    """Each row's value once per member, in the order ``reshape`` lays the members out."""
+    return ops.repeat(values, members, axis=0)
