@@ -86,8 +86,10 @@ class MemberAverage(keras.Model):
         if y_pred is not None and len(y_pred.shape) == 3:  # members: one loss each
             members = y_pred.shape[1]
             y_pred = ops.reshape(y_pred, (-1, y_pred.shape[2]))
-            y = _repeat(y, members)
-            sample_weight = None if sample_weight is None else _repeat(sample_weight, members)
+            # Each row's label once per member, in the order ``reshape`` lays them out.
+            y = ops.repeat(y, members, axis=0)
+            if sample_weight is not None:
+                sample_weight = ops.repeat(sample_weight, members, axis=0)
         return super().compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
@@ -96,8 +98,3 @@ class MemberAverage(keras.Model):
         if len(y_pred.shape) == 3:  # a training step's members: metrics of their mean
             y_pred = ops.mean(y_pred, axis=1)
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-
-def _repeat(values: Any, members: int) -> Any:
-    """Each row's value once per member, in the order ``reshape`` lays the members out."""
-    return ops.repeat(values, members, axis=0)

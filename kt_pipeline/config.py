@@ -546,7 +546,7 @@ def _learning_rates_by_hand(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _sized_for_data(values: dict[str, Any], name: str) -> dict[str, Any]:
+def _auto_or_by_hand(values: dict[str, Any], name: str) -> dict[str, Any]:
     """``search.<name> = "auto"`` sizes the field for the data (`kt_pipeline.sizing`);
     values set by hand are kept as they are (``<name>_auto`` says which)."""
     value = values.get(name)
@@ -595,8 +595,8 @@ def _build(raw: Mapping[str, Any]) -> PipelineConfig:
         if section == "search":
             values = _learning_rate_auto(values)
             values = _learning_rates_by_hand(values)
-            values = _sized_for_data(values, "batch_sizes")
-            values = _sized_for_data(values, "members")
+            values = _auto_or_by_hand(values, "batch_sizes")
+            values = _auto_or_by_hand(values, "members")
         if section == "export":
             values = _refit_mode(values)
         if section == "tuner" and "time_budget" in values:
