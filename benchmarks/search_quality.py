@@ -58,7 +58,7 @@ pipeline), and the pipeline against each baseline seed by seed (the same split f
 Usage:
     python benchmarks/search_quality.py [--seeds 5] [--first-seed 0] [--jobs 2] [--methods ...]
         [--results DIR] [--also-runs DIR ...]
-    python benchmarks/search_quality.py --tiny     # seconds: what CI runs
+    python benchmarks/search_quality.py --tiny     # what CI runs: every code path, 4 epochs
 
 Writes ``benchmarks/results/search_quality.{md,json}`` and ``search_quality_<data>.png``
 (``search_quality_tiny.*`` with ``--tiny``); the per-run files go to
@@ -115,6 +115,9 @@ VARIANTS = (
 #: searches scored by their best trial's model alone (``export.ensemble = 1``).
 DERIVED = ("pipeline_single_model",)
 SEARCHES = BASELINES + REFERENCES + VARIANTS  # the methods with runs of their own
+#: What ``--tiny`` runs unless ``--methods`` says otherwise: every code path once (the
+#: variants are the pipeline's with other settings, which a fast test loads).
+TINY_METHODS = BASELINES + REFERENCES
 METHODS = SEARCHES + DERIVED
 DATASETS = ("digits", "breast_cancer", "generated")
 
@@ -337,14 +340,11 @@ def _run_untuned(data: dict[str, Any], *, budget: int) -> dict[str, Any]:
     return {"test_accuracy": _test_accuracy(model, data), "curve": curve, "trials": 1}
 
 
-def _run_pipeline(
+def pipeline_overrides(
     method: str, source: str, *, seed: int, budget: int, settings: dict[str, int], work: Path
-) -> dict[str, Any]:
-    from hypermodels.features import model_inputs
-    from kt_pipeline.config import load_config
-    from kt_pipeline.data import load_dataset, split_dataset
-    from kt_pipeline.pipeline import load_best_model, run_search
-
+) -> list[str]:
+    """The ``--set`` overrides of a pipeline method: the shared budget, and the
+    variant's own settings."""
     overrides = [
         f"data.source={source!r}",
         f"runtime.experiment_dir={str(work)!r}",
@@ -375,6 +375,20 @@ def _run_pipeline(
     elif method == "pipeline_bayesian":
         trials = budget // settings["max_epochs"]
         overrides += ["tuner.algorithm='bayesian'", f"tuner.max_trials={trials}", shared]
+    return overrides
+
+
+def _run_pipeline(
+    method: str, source: str, *, seed: int, budget: int, settings: dict[str, int], work: Path
+) -> dict[str, Any]:
+    from hypermodels.features import model_inputs
+    from kt_pipeline.config import load_config
+    from kt_pipeline.data import load_dataset, split_dataset
+    from kt_pipeline.pipeline import load_best_model, run_search
+
+    overrides = pipeline_overrides(
+        method, source, seed=seed, budget=budget, settings=settings, work=work
+    )
     config = load_config(None, overrides)
     search = run_search(config)
     dataset = load_dataset(source)
@@ -877,7 +891,7 @@ def main() -> None:
         "--first-seed", type=int, default=0, help="seeds first .. first + seeds - 1 (fresh splits)"
     )
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
-    parser.add_argument("--methods", default=",".join(SEARCHES))
+    parser.add_argument("--methods", help="default: every search (with --tiny: TINY_METHODS)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--tiny", action="store_true", help="1 seed, a 4-epoch schedule")
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -903,7 +917,8 @@ def main() -> None:
     name = "search_quality_tiny" if args.tiny else "search_quality"
     runs_dir = args.results / f"{name}_runs"
     seeds = range(args.first_seed, args.first_seed + (1 if args.tiny else args.seeds))
-    methods = [m for m in args.methods.split(",") if m]
+    default = TINY_METHODS if args.tiny else SEARCHES
+    methods = [m for m in (args.methods or ",".join(default)).split(",") if m]
     datasets = [d for d in args.datasets.split(",") if d]
     unknown = sorted(set(methods) - set(SEARCHES)) + sorted(set(datasets) - set(DATASETS))
     if unknown:

@@ -220,7 +220,7 @@ def test_tiny_search_quality_benchmark(tmp_path: Path) -> None:
     _run("search_quality.py", "--tiny", "--datasets", "breast_cancer", "--results", str(tmp_path))
     summary = json.loads((tmp_path / "search_quality_tiny.json").read_text())
     quality = _module("search_quality")
-    assert set(summary["cells"]) == set(quality.METHODS)
+    assert set(summary["cells"]) == {*quality.TINY_METHODS, *quality.DERIVED}
     runs = [json.loads(p.read_text()) for p in (tmp_path / "search_quality_tiny_runs").iterdir()]
     for run in runs:
         assert 0.5 <= run["test_accuracy"] <= 1.0, run["method"]
@@ -229,6 +229,20 @@ def test_tiny_search_quality_benchmark(tmp_path: Path) -> None:
         best = [point[1] for point in run["curve"]]
         assert spent == sorted(spent) and best == sorted(best), run["method"]
     assert (tmp_path / "search_quality_tiny_breast_cancer.png").stat().st_size > 10_000
+
+
+def test_every_pipeline_variant_of_the_search_benchmark_loads(tmp_path: Path) -> None:
+    """The variants the tiny run leaves out: their settings are valid, and each sets
+    something the default does not."""
+    from kt_pipeline.config import load_config
+
+    quality = _module("search_quality")
+    settings = {"max_epochs": 4, "factor": 3}
+    common = {"source": "builtin:digits", "seed": 0, "budget": 30, "settings": settings}
+    default = load_config(None, quality.pipeline_overrides("pipeline", work=tmp_path, **common))
+    for method in quality.VARIANTS:
+        overrides = quality.pipeline_overrides(method, work=tmp_path, **common)
+        assert load_config(None, overrides) != default, method
 
 
 @pytest.mark.slow
