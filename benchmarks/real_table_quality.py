@@ -573,8 +573,8 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     "pipeline_epochs_60": ["tuner.max_epochs=60"],
     # Embeddings of repeated numeric values (`ValueIds`), searched.
     "pipeline_value_embeddings": ["search.value_embeddings=[false, true]"],
-    # The target encoding of a row's whole set of values, where rows repeat: never (the
-    # default before it was searched), or on wherever the table qualifies.
+    # The target encoding of a row's group, where a key qualifies: never (the default
+    # before it was searched), or on wherever one does.
     "pipeline_row_target_off": ["search.row_target_encoding=[false]"],
     "pipeline_row_target_on": ["search.row_target_encoding=[true]"],
     # A shared-weight ensemble of 16 members in every model (TabM-mini), or searched.
@@ -587,6 +587,11 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
 RECORDED: dict[str, str] = {
     "pipeline_range_test_on_batches": "the default before 56f43ea: its range test read "
     "each batch's own loss, and numeric columns had no value embeddings",
+    "pipeline_whole_row_key": "the default before the row's group was keyed on chosen "
+    "columns: the row target encoding keyed on every column, with scikit-learn's own "
+    "smoothing",
+    "pipeline_weak_keys": "the default with keys down to 1 % of the residual "
+    "(`features.ROW_MIN_SCORE` = 0.01): fair's key qualified",
 }
 
 METHODS: dict[str, str] = {

@@ -5,10 +5,10 @@ and statistics fitted once on the training split (mean and variance, the fill va
 for missing numbers, the vocabulary of a categorical column). Every trial builds fresh
 layers from these values (`Normalization`, `StringLookup`, `IntegerLookup`,
 `Embedding`), so nothing is adapted per trial and no layer is shared across models.
-A high-cardinality column's target encoding and the target encoding of a row's whole
-set of values (`fit_row_codes`, for tables whose rows repeat) are the inputs that are
-not functions of the row's values alone: training rows get out-of-fold encodings,
-every other row its value's code.
+A high-cardinality column's target encoding and the target encoding of a row's group
+(`fit_row_codes`: the rows that share their values of a few chosen columns, for tables
+whose rows repeat) are the inputs that are not functions of the row's values alone:
+training rows get out-of-fold encodings, every other row its value's code.
 
 Inside the model, numeric columns travel together as one float matrix (``numeric``)
 and each categorical column as its own input of integer ids: a column's value at
@@ -116,15 +116,25 @@ VALUE_MIN_COVERAGE = 0.5
 #: Size of each value's embedding.
 VALUE_EMBEDDING_DIM = 8
 
-#: Name under which the target encoding of a row's whole set of values travels (the
-#: model input is this plus `TARGET_SUFFIX`; `fit_row_codes`).
+#: Name under which the target encoding of a row's group travels (the model input is
+#: this plus `TARGET_SUFFIX`; `fit_row_codes`).
 ROW_CODES = "__rows"
 #: Kind of the schema entry that holds it; it is no input column.
 _ROW_KIND = "row_key"
-#: A set of values seen this often in training gets its own code, and the table
-#: qualifies when such repeated rows make up at least `ROW_MIN_COVERAGE` of it.
+#: A key seen this often in training gets its own code, and a key qualifies when such
+#: repeated rows make up at least `ROW_MIN_COVERAGE` of the table.
 ROW_MIN_COUNT = 2
 ROW_MIN_COVERAGE = 0.5
+#: The chosen key must explain at least this share of the variance that the columns'
+#: main effects leave (`_choose_key`). fair's best key explains 1.3 % and gained nothing
+#: on the real-table benchmark; star_math's classroom, the weakest that helped, 6 %.
+ROW_MIN_SCORE = 0.02
+# A column joins the key while it adds at least this much to that share.
+_KEY_MIN_GAIN = 0.001
+# The key is chosen among this many columns, the most telling alone, on at most this
+# many training rows, so that choosing stays a few seconds on a large table.
+_KEY_CANDIDATES = 16
+_KEY_SAMPLE = 50_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +164,8 @@ class Column:
         target_codes: High-cardinality categorical, when target encoding is searched:
             each id's target encoding fitted on the whole training split (one value per
             class for multiclass), which validation rows and the export look up.
+        key: Row codes (`fit_row_codes`): the columns whose values make a row's key;
+            empty means every column (experiments from before keys were chosen).
     """
 
     name: str
@@ -168,6 +180,7 @@ class Column:
     rare_share: float = 0.0
     counts: tuple[int, ...] = ()
     target_codes: tuple[tuple[float, ...], ...] = ()
+    key: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
@@ -177,8 +190,8 @@ class Column:
 
 @dataclasses.dataclass(frozen=True)
 class TabularSchema:
-    """The feature columns in model order, and the codes of repeated rows, if fitted
-    (`fit_row_codes`): their vocabulary is the repeated rows' keys (`row_keys`)."""
+    """The feature columns in model order, and the codes of the rows' groups, if fitted
+    (`fit_row_codes`): their vocabulary is the repeated keys (`row_keys`)."""
 
     columns: tuple[Column, ...]
     rows: Column | None = None
@@ -233,6 +246,7 @@ class TabularSchema:
                     "values": tuple(c.get("values", ())),
                     "counts": tuple(c.get("counts", ())),
                     "target_codes": tuple(tuple(row) for row in c.get("target_codes", ())),
+                    "key": tuple(c.get("key", ())),
                 }
             )
             for c in data
@@ -374,11 +388,17 @@ def fit_target_codes(
 
 
 def _target_encode(
-    ids: np.ndarray, size: int, y: np.ndarray, *, task: str, seed: int
+    ids: np.ndarray,
+    size: int,
+    y: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    smooth: float | str = "auto",
 ) -> tuple[np.ndarray, tuple[tuple[float, ...], ...]]:
     """Cross-fitted target encoding of ids in ``[0, size)``: the rows' out-of-fold
     codes, and each id's code fitted on every row (the target mean for an id with no
-    row). A regression target is standardised first."""
+    row). A regression target is standardised first; `smooth` is `TargetEncoder`'s."""
     from sklearn.model_selection import KFold, StratifiedKFold
     from sklearn.preprocessing import TargetEncoder
 
@@ -391,7 +411,7 @@ def _target_encode(
         target = np.asarray(y)
         folds = StratifiedKFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
         target_type = task
-    encoder = TargetEncoder(target_type=target_type, cv=folds)
+    encoder = TargetEncoder(target_type=target_type, smooth=smooth, cv=folds)
     out_of_fold = encoder.fit_transform(ids.reshape(-1, 1), target).astype("float32")
     table = np.tile(np.atleast_1d(encoder.target_mean_), (size, 1))
     table[encoder.categories_[0]] = np.column_stack(encoder.encodings_)
@@ -405,14 +425,27 @@ _KEY_MULTIPLIERS = (1_000_003, 998_244_353)
 _QUIET_NAN = 0x7FC00000  # one bit pattern for every missing number
 
 
-def row_keys(schema: TabularSchema, frame: pd.DataFrame) -> np.ndarray:
-    """An int64 key per row from its exact feature values (the numbers' float32 bits,
-    the categorical ids), equal for equal rows; `ServingEncoder` computes the same
-    key in the SavedModel."""
-    numeric = frame[[c.name for c in schema.numeric]].apply(pd.to_numeric, errors="coerce")
-    matrix = numeric.to_numpy(dtype="float32").reshape(len(frame), len(schema.numeric))
-    ids = [category_ids(c, frame[c.name]) for c in schema.categorical]
+def row_keys(schema: TabularSchema, frame: pd.DataFrame, key: Sequence[str] = ()) -> np.ndarray:
+    """An int64 key per row from its exact values of the `key` columns (every column
+    when empty): the numbers' float32 bits, the categorical ids. Rows with equal values
+    get equal keys; `ServingEncoder` computes the same key in the SavedModel."""
+    numeric, categorical = _key_positions(schema, key)
+    names = [schema.numeric[i].name for i in numeric]
+    values = frame[names].apply(pd.to_numeric, errors="coerce")
+    matrix = values.to_numpy(dtype="float32").reshape(len(frame), len(names))
+    ids = [
+        category_ids(schema.categorical[i], frame[schema.categorical[i].name]) for i in categorical
+    ]
     return _combine(_float_words(matrix, np), ids, np)
+
+
+def _key_positions(schema: TabularSchema, key: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Positions of the key's columns among the numeric and the categorical columns."""
+    chosen = set(key) or set(schema.names)
+    return (
+        [i for i, c in enumerate(schema.numeric) if c.name in chosen],
+        [i for i, c in enumerate(schema.categorical) if c.name in chosen],
+    )
 
 
 def _float_words(matrix: Any, ops: Any) -> list[Any]:
@@ -443,26 +476,32 @@ def _combine(words: Sequence[Any], ids: Sequence[Any], ops: Any) -> Any:
 def fit_row_codes(
     schema: TabularSchema, frame: pd.DataFrame, y: np.ndarray, *, task: str, seed: int
 ) -> tuple[TabularSchema, dict[str, np.ndarray]]:
-    """The target encoding of each row's whole set of values, where rows repeat.
+    """The target encoding of each row's group: the rows that share their values of
+    the key columns that `_choose_key` finds.
 
-    Where most training rows share all their values with another row (the same person
-    in several years of a panel, a pupil's school and class), the mean label of a
-    row's twins tells what no smooth function of its values does, and trees recall it
-    by isolating each combination; a network gets it as one more input. The table
-    qualifies when rows seen at least `ROW_MIN_COUNT` times cover `ROW_MIN_COVERAGE`
-    of the training rows; then the returned schema's `rows` holds each repeated key
-    (`row_keys`) and its code (`fit_target_codes`' cross-fitted encoder; other rows
-    share id 0), and the training rows' out-of-fold codes come back under `ROW_CODES`.
-    Elsewhere the schema comes back unchanged.
+    Where rows repeat (the same person in several years of a panel, the pupils of one
+    classroom: same school, teacher's experience and class type), the mean label of a
+    row's group tells what no smooth function of its values does, and trees recall it
+    by isolating each combination; a network gets it as one more input. The returned
+    schema's `rows` holds the key's columns, each repeated key (`row_keys`) and its
+    code (`fit_target_codes`' cross-fitted encoder; other rows share id 0), and the
+    training rows' out-of-fold codes come back under `ROW_CODES`. Where no key
+    qualifies, the schema comes back unchanged.
     """
-    keys = row_keys(schema, frame)
+    if len(frame) == 0:
+        return schema, {}
+    key = _choose_key(schema, frame, y, task=task, seed=seed)
+    if key is None:
+        return schema, {}
+    keys = row_keys(schema, frame, key)
     counts = pd.Series(keys).value_counts()
     repeated = counts[counts >= ROW_MIN_COUNT]
-    if len(keys) == 0 or repeated.sum() < ROW_MIN_COVERAGE * len(keys):
-        return schema, {}
     vocabulary = tuple(sorted(int(k) for k in repeated.index))
     ids = _lookup_ids(vocabulary, keys)
-    out_of_fold, codes = _target_encode(ids, len(vocabulary) + 1, y, task=task, seed=seed)
+    smooth = _shrinkage(ids, _target_matrix(y, task))
+    out_of_fold, codes = _target_encode(
+        ids, len(vocabulary) + 1, y, task=task, seed=seed, smooth=smooth
+    )
     rows = Column(
         name=ROW_CODES,
         kind=_ROW_KIND,
@@ -470,8 +509,149 @@ def fit_row_codes(
         levels=len(counts),
         counts=(int(counts[counts < ROW_MIN_COUNT].sum()), *(int(repeated[k]) for k in vocabulary)),
         target_codes=codes,
+        key=key,
     )
     return dataclasses.replace(schema, rows=rows), {ROW_CODES: out_of_fold}
+
+
+def _choose_key(
+    schema: TabularSchema, frame: pd.DataFrame, y: np.ndarray, *, task: str, seed: int
+) -> tuple[str, ...] | None:
+    """The columns whose shared values best predict what the columns' main effects
+    leave unexplained, or None where no key explains `ROW_MIN_SCORE` of it.
+
+    A key is scored by the out-of-fold target encoding of its groups on the residual of
+    a ridge fit of the main effects (numbers scaled, categories one-hot), so a key
+    scores for what its groups share beyond them, not for one strong column. The best
+    key of one or two columns grows a column at a time while it gains `_KEY_MIN_GAIN`,
+    like CatBoost's greedy feature combinations; a key must repeat on
+    `ROW_MIN_COVERAGE` of the rows, so continuous columns rule themselves out.
+    """
+    rng = np.random.default_rng(seed)
+    if len(frame) > _KEY_SAMPLE:
+        picked = np.sort(rng.choice(len(frame), _KEY_SAMPLE, replace=False))
+        frame, y = frame.iloc[picked], np.asarray(y)[picked]
+    target = _target_matrix(y, task)
+    residual = target - _main_effects(schema, frame, target)
+    codes = {c.name: _value_codes(c, frame[c.name]) for c in schema.columns}
+
+    def score(values: np.ndarray, outcome: np.ndarray) -> float:
+        ids = pd.factorize(values)[0]
+        if (np.bincount(ids)[ids] >= ROW_MIN_COUNT).mean() < ROW_MIN_COVERAGE:
+            return -np.inf
+        return _encoded_share(ids, outcome, seed=seed)
+
+    alone = {name: score(values, target) for name, values in codes.items()}
+    ranked = sorted((n for n in alone if alone[n] > -np.inf), key=alone.__getitem__, reverse=True)
+    names = ranked[:_KEY_CANDIDATES]
+    pairs = [(a,) for a in names] + [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    scored = [(score(_joint(codes, key), residual), key) for key in pairs]
+    best, key = max(scored, default=(-np.inf, ()), key=lambda item: item[0])
+    while np.isfinite(best):
+        grown = [
+            (score(_joint(codes, (*key, name)), residual), (*key, name))
+            for name in names
+            if name not in key
+        ]
+        gain, wider = max(grown, default=(-np.inf, key), key=lambda item: item[0])
+        if gain < best + _KEY_MIN_GAIN:
+            break
+        best, key = gain, wider
+    if best < ROW_MIN_SCORE:
+        return None
+    return tuple(name for name in schema.names if name in key)
+
+
+def _target_matrix(y: np.ndarray, task: str) -> np.ndarray:
+    """The target as rows x outputs: standardised, a 0/1 column, or one-hot classes."""
+    y = np.asarray(y)
+    if task == "regression":
+        values = y.astype("float64")
+        return ((values - values.mean()) / (values.std() or 1.0)).reshape(-1, 1)
+    ids = y.astype("int64")
+    if task == "binary":
+        return ids.reshape(-1, 1).astype("float64")
+    return np.eye(int(ids.max()) + 1)[ids]
+
+
+def _main_effects(schema: TabularSchema, frame: pd.DataFrame, target: np.ndarray) -> np.ndarray:
+    """A ridge fit of the target on the scaled numbers and the one-hot categories (up
+    to 255 values; wider columns stay out of the design)."""
+    from sklearn.linear_model import Ridge
+
+    parts = []
+    for column in schema.columns:
+        if column.kind == NUMERIC:
+            values = pd.to_numeric(frame[column.name], errors="coerce").to_numpy("float64")
+            scaled = (values - column.mean) / (np.sqrt(column.variance) or 1.0)
+            parts.append(np.nan_to_num(scaled).reshape(-1, 1))
+        elif len(column.vocabulary) < 255:
+            ids = category_ids(column, frame[column.name])
+            parts.append(np.eye(len(column.vocabulary) + 1, dtype="float32")[ids])
+    if not parts:
+        return np.broadcast_to(target.mean(axis=0), target.shape)
+    design = np.hstack(parts)
+    return Ridge(alpha=1.0).fit(design, target).predict(design).reshape(target.shape)
+
+
+def _value_codes(column: Column, series: pd.Series) -> np.ndarray:
+    """Dense codes of a column's exact values (a gap is a value), for scoring keys."""
+    if column.kind == NUMERIC:
+        values = pd.to_numeric(series, errors="coerce").to_numpy("float32")
+        return pd.factorize(values, use_na_sentinel=False)[0].astype("int64")
+    return pd.factorize(category_ids(column, series))[0].astype("int64")
+
+
+def _joint(codes: Mapping[str, np.ndarray], key: Sequence[str]) -> np.ndarray:
+    """Dense codes of the key's value combinations."""
+    first, *rest = (codes[name] for name in key)
+    joint = first
+    for values in rest:
+        joint = pd.factorize(joint * (int(values.max()) + 1) + values)[0].astype("int64")
+    return joint
+
+
+def _shrinkage(ids: np.ndarray, outcome: np.ndarray) -> float:
+    """`TargetEncoder`'s smoothing for these groups, in rows: the within-group variance
+    over the variance of the groups' true means (the one-way random-effects model's
+    moment estimates, summed over the outcome's columns).
+
+    scikit-learn's ``"auto"`` puts the target's whole variance in the place of the
+    latter, so a group of one or two rows keeps its own mean almost unshrunk; a key
+    with many small groups then encodes noise, and scores below a coarser one.
+    """
+    sizes = np.bincount(ids).astype("float64")
+    rows, groups = len(ids), int((sizes > 0).sum())
+    if groups < 2 or rows <= groups:
+        return _NO_SIGNAL
+    sums = np.stack([np.bincount(ids, weights=c, minlength=len(sizes)) for c in outcome.T], 1)
+    means = sums / np.maximum(sizes, 1.0)[:, None]
+    within = float(((outcome - means[ids]) ** 2).sum()) / (rows - groups)
+    between = float((sizes[:, None] * (means - outcome.mean(axis=0)) ** 2).sum()) / (groups - 1)
+    typical = (rows - float((sizes**2).sum()) / rows) / (groups - 1)
+    spread = (between - within) / typical
+    return within / spread if spread > 0 else _NO_SIGNAL
+
+
+# A smoothing so large that every group's code is the target's mean.
+_NO_SIGNAL = 1e12
+
+
+def _encoded_share(ids: np.ndarray, outcome: np.ndarray, *, seed: int) -> float:
+    """Share of the outcome's variance (summed over its columns) that the groups'
+    out-of-fold target encoding explains."""
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import TargetEncoder
+
+    folds = KFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
+    smooth = _shrinkage(ids, outcome)
+    error = total = 0.0
+    for column in outcome.T:
+        encoder = TargetEncoder(target_type="continuous", smooth=smooth, cv=folds)
+        encoded = encoder.fit_transform(ids.reshape(-1, 1), column)[:, 0]
+        error += float(((column - encoded) ** 2).sum())
+        total += float(((column - column.mean()) ** 2).sum())
+    return 1.0 - error / total if total > 0 else -np.inf
 
 
 def embedding_width(column: Column) -> int:
@@ -536,7 +716,7 @@ def model_inputs(
         if column.target_codes:
             inputs[column.name + TARGET_SUFFIX] = codes(column, ids)
     if schema.rows is not None:
-        ids = _lookup_ids(schema.rows.vocabulary, row_keys(schema, frame))
+        ids = _lookup_ids(schema.rows.vocabulary, row_keys(schema, frame, schema.rows.key))
         inputs[ROW_CODES + TARGET_SUFFIX] = codes(schema.rows, ids)
     return inputs
 
@@ -652,8 +832,8 @@ def build_preprocessing(
             they are every column, ``drop`` means ``frequency``.
         value_embedding: Also embed each repeated value of the numeric columns that
             have them (`value_columns`, `ValueIds`).
-        row_codes: Also take the target encoding of the row's whole set of values,
-            where the schema has one (`fit_row_codes`).
+        row_codes: Also take the target encoding of the row's group, where the
+            schema has one (`fit_row_codes`).
 
     Returns:
         ``(inputs, encoded)``: a single `keras.Input` or a dict of them, and the float
@@ -869,8 +1049,10 @@ class ServingEncoder(keras.layers.Layer):
                 codes = tf.gather(self.target_tables[column.name], ids)
                 inputs[column.name + TARGET_SUFFIX] = codes
         if self.schema.rows is not None:
-            words = _float_words(matrix, tf) if matrix is not None else []
-            ids = tf.cast(self.row_lookup(_combine(words, all_ids, tf)), tf.int64)
+            numeric, categorical = _key_positions(self.schema, self.schema.rows.key)
+            words = _float_words(tf.gather(matrix, numeric, axis=1), tf) if numeric else []
+            key_ids = [all_ids[i] for i in categorical]
+            ids = tf.cast(self.row_lookup(_combine(words, key_ids, tf)), tf.int64)
             inputs[ROW_CODES + TARGET_SUFFIX] = tf.gather(self.row_table, ids)
         return inputs
 

@@ -838,16 +838,18 @@ def _value_embedding_notes(schema: TabularSchema, *, choices: Sequence[bool]) ->
 
 
 def _row_code_notes(schema: TabularSchema, *, choices: Sequence[bool]) -> list[str]:
-    """How much the training rows repeat, where the row target encoding is offered."""
+    """The key that groups the rows and how much it repeats, where the row target
+    encoding is offered."""
     rows = schema.rows
     if rows is None or True not in choices:
         return []
     repeated = sum(rows.counts[1:])
     how = "searched" if False in choices else "on"
+    key = ", ".join(rows.key or schema.names)
     return [
-        f"row target encoding {how} (search.row_target_encoding): {repeated:,} of "
-        f"{repeated + rows.counts[0]:,} training rows repeat another row's values "
-        f"({len(rows.vocabulary):,} repeated rows)"
+        f"row target encoding {how} (search.row_target_encoding): rows grouped by "
+        f"{key}; {repeated:,} of {repeated + rows.counts[0]:,} training rows share their "
+        f"group with another row ({len(rows.vocabulary):,} groups)"
     ]
 
 

@@ -1,6 +1,7 @@
-"""Tables whose rows repeat: the target encoding of a row's whole set of values
-(`fit_row_codes`, `search.row_target_encoding`) is cross-fitted, offered only where rows
-repeat, and served from raw columns by the SavedModel."""
+"""Tables whose rows repeat: the target encoding of a row's group, the rows that share
+the values of the key's columns (`fit_row_codes`, `search.row_target_encoding`), is
+cross-fitted, offered only where a key explains what main effects leave, and served from
+raw columns by the SavedModel."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from hypermodels.features import (
     TARGET_SUFFIX,
     Column,
     ServingEncoder,
+    _shrinkage,
     fit_row_codes,
     model_inputs,
     raw_rows,
@@ -89,12 +91,60 @@ def test_row_codes_are_fitted_only_where_most_rows_repeat() -> None:
     assert sum(schema.rows.counts) == len(frame) and schema.rows.counts[0] == 0
     assert codes[ROW_CODES].shape == (len(frame), 1)
     assert TabularSchema.from_json(schema.to_json()) == schema
-    # Rows that repeat on only a third of the table: nothing is fitted.
+    # Values that never repeat: no key can group the rows.
     unique = pd.DataFrame({"x": np.arange(200.0), "shop": "a", "size": 1})
-    mixed = pd.concat([frame.iloc[:100], unique], ignore_index=True)
-    labels = np.r_[y[:100], np.zeros(200, "int32")]
-    plain = fit_schema(mixed, _KINDS)
-    assert fit_row_codes(plain, mixed, labels, task="binary", seed=0) == (plain, {})
+    plain = fit_schema(unique, _KINDS)
+    labels = np.random.default_rng(0).integers(0, 2, 200)
+    assert fit_row_codes(plain, unique, labels, task="binary", seed=0) == (plain, {})
+    # Rows that repeat, with labels that owe nothing to who they are: no key either.
+    plain = fit_schema(frame, _KINDS)
+    noise = np.random.default_rng(1).integers(0, 2, len(frame))
+    assert fit_row_codes(plain, frame, noise, task="binary", seed=0) == (plain, {})
+
+
+def _classrooms(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Pupils of several classes per school: a class is a school and its teacher's
+    years of experience, and its effect on the score is the class's own."""
+    rng = np.random.default_rng(seed)
+    schools, per_school, pupils = 40, 3, 12
+    years = rng.integers(0, 30, size=(schools, per_school))
+    effect = rng.normal(size=(schools, per_school))
+    school = np.repeat(np.arange(schools), per_school * pupils)
+    room = np.tile(np.repeat(np.arange(per_school), pupils), schools)
+    frame = pd.DataFrame(
+        {
+            "school": [f"s{i}" for i in school],
+            "experience": years[school, room].astype("float64"),
+            "girl": rng.integers(0, 2, len(school)),
+            "x": rng.normal(size=len(school)),
+        }
+    )
+    score = effect[school, room] + 0.5 * frame["girl"] + 0.5 * frame["x"]
+    return frame, (score + rng.normal(size=len(school)) * 0.5).to_numpy()
+
+
+def test_the_key_is_the_columns_whose_groups_carry_what_main_effects_leave() -> None:
+    frame, y = _classrooms()
+    kinds = {
+        "school": "string_categorical",
+        "experience": "numeric",
+        "girl": "integer_categorical",
+        "x": "numeric",
+    }
+    schema, codes = fit_row_codes(fit_schema(frame, kinds), frame, y, task="regression", seed=0)
+    # Not the school alone, nor a pupil's own columns: the class (school and teacher).
+    assert schema.rows is not None and schema.rows.key == ("school", "experience")
+    assert len(schema.rows.vocabulary) == 40 * 3 - int(
+        frame.groupby("school")["experience"].nunique().rsub(3).sum()
+    )
+    out_of_fold = codes[ROW_CODES][:, 0]
+    assert np.corrcoef(out_of_fold, y)[0, 1] > 0.6
+    # The export computes the same key from the key's columns alone.
+    encoder = ServingEncoder(schema)
+    served = encoder({name: tf.constant(v) for name, v in raw_rows(schema, frame).items()})
+    np.testing.assert_array_equal(
+        served[_INPUT].numpy(), model_inputs(schema, frame)[_INPUT].numpy()
+    )
 
 
 def test_training_rows_get_out_of_fold_codes_that_carry_the_persons_effect() -> None:
@@ -108,7 +158,7 @@ def test_training_rows_get_out_of_fold_codes_that_carry_the_persons_effect() -> 
     assert 0.2 < gap < fitted[y == 1].mean() - fitted[y == 0].mean()
     again = fit_row_codes(fit_schema(frame, _KINDS), frame, y, task="binary", seed=0)[1]
     np.testing.assert_array_equal(again[ROW_CODES], codes[ROW_CODES])
-    values = np.arange(len(frame), dtype="float64") % 7 * 10.0 + 3
+    values = 1000.0 + 40.0 * y + np.arange(len(frame)) % 7  # far from standard units
     _, regression = fit_row_codes(
         fit_schema(frame, _KINDS), frame, values, task="regression", seed=0
     )
@@ -169,7 +219,32 @@ def test_the_setting_is_validated_and_plan_says_how_much_rows_repeat(
     assert main(args) == 0  # searched by default
     out = capsys.readouterr().out
     assert "row target encoding searched (search.row_target_encoding)" in out
-    assert "of 210 training rows repeat another row's values" in out
+    # Each person's own x tells them apart: the key needs no other column.
+    assert "rows grouped by x; 208 of 210 training rows share their group" in out
     assert "row_target_encoding" in out  # a hyperparameter of the space
     assert main([*args, "--set", "search.row_target_encoding=[false]"]) == 0
     assert "row_target_encoding" not in capsys.readouterr().out
+
+
+def test_small_groups_are_shrunk_by_how_much_groups_differ() -> None:
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(2000), 5)
+    effect = rng.normal(size=2000)[ids]
+    # True means spread as much as rows spread around them: shrink by about one row.
+    outcome = (effect + rng.normal(size=len(ids))).reshape(-1, 1)
+    assert 0.8 < _shrinkage(ids, outcome) < 1.25
+    # Groups that differ by chance only: a group of five keeps under a seventh of its
+    # own mean (none where the estimate of their spread is not positive), where
+    # scikit-learn's "auto" keeps nearly all of it.
+    noise = rng.normal(size=(len(ids), 1))
+    assert _shrinkage(ids, noise) > 30
+
+
+def test_no_key_where_no_column_repeats_or_the_main_effects_explain_everything() -> None:
+    frame = pd.DataFrame({"x": np.arange(50.0), "shop": "a", "size": 1})
+    schema = fit_schema(frame, _KINDS)
+    assert fit_row_codes(schema, frame, np.arange(50.0), task="regression", seed=0) == (schema, {})
+    assert fit_row_codes(schema, frame.iloc[:0], np.zeros(0), task="regression", seed=0) == (
+        schema,
+        {},
+    )
