@@ -403,8 +403,7 @@ def _target_encode(
     from sklearn.preprocessing import TargetEncoder
 
     if task == "regression":
-        target = np.asarray(y, dtype="float64")
-        target = (target - target.mean()) / (target.std() or 1.0)
+        target = _target_matrix(y, task)[:, 0]
         folds: Any = KFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
         target_type = "continuous"
     else:
@@ -535,8 +534,8 @@ def _choose_key(
     residual = target - _main_effects(schema, frame, target)
     codes = {c.name: _value_codes(c, frame[c.name]) for c in schema.columns}
 
-    def score(values: np.ndarray, outcome: np.ndarray) -> float:
-        ids = pd.factorize(values)[0]
+    def score(ids: np.ndarray, outcome: np.ndarray) -> float:
+        """`ids` are dense (`_value_codes`, `_joint`)."""
         if (np.bincount(ids)[ids] >= ROW_MIN_COUNT).mean() < ROW_MIN_COVERAGE:
             return -np.inf
         return _encoded_share(ids, outcome, seed=seed)
