@@ -447,7 +447,8 @@ class ExportConfig:
             refit costs at most `pipeline.REFIT_MAX_SHARE` of the search's training
             time (`REFIT_MODES`; true and false mean ``replace`` and ``off``, as before
             the modes). The test rows stay unseen, so the held-out score stays honest.
-            Skipped under a time budget.
+            Skipped under a time budget, and by ``auto`` above 100,000 training rows
+            (`kt_pipeline.sizing.refit_for`).
     """
 
     enabled: bool = True

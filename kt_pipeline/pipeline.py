@@ -70,7 +70,7 @@ from kt_pipeline.plan import (
 )
 from kt_pipeline.results import trial_table, write_results
 from kt_pipeline.resume import check_resumable, check_search_files
-from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for
+from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for, refit_for
 from kt_pipeline.strategy import (
     configure_devices,
     is_multi_worker,
@@ -499,6 +499,12 @@ def export_best(
     if mode != "off" and config.tuner.time_budget:
         log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
         mode = "off"
+    if mode == "auto" and not refit_for(len(prepared.splits.train.y)):
+        log.info(
+            "export.refit (auto) is skipped: %d training rows, more than a refit pays for "
+            "(kt_pipeline.sizing.refit_for)", len(prepared.splits.train.y),
+        )  # fmt: skip
+        mode = "off"
     if mode == "auto":
         splits = prepared.splits
         rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
@@ -809,6 +815,11 @@ def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -
         )
     if config.tuner.time_budget:
         notes.append(f"time budget {format_duration(config.tuner.time_budget)} (tuner.time_budget)")
+    elif config.export.enabled and config.export.refit == "auto" and not refit_for(train_rows):
+        notes.append(
+            f"no refit for {train_rows} training rows: the export serves the searched "
+            'ensemble (export.refit = "auto", kt_pipeline.sizing.refit_for)'
+        )
     elif config.export.enabled and config.export.refit == "auto":
         notes.append(
             "the export blends in its members trained again on training + validation rows "

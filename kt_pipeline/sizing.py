@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["batch_sizes_for", "max_epochs_for", "members_for"]
+__all__ = ["batch_sizes_for", "max_epochs_for", "members_for", "refit_for"]
 
 # The smallest batch keeps an epoch at this many steps or more, within these bounds.
 _STEPS_PER_EPOCH = 128
@@ -55,3 +55,11 @@ def members_for(train_rows: int) -> tuple[int, ...]:
     16,384 rows), one above: the members cost about 16 times a plain step's arithmetic,
     which a small table's short search affords and a large table's does not."""
     return (_MEMBERS,) if train_rows * _MEMBERS <= _MEMBER_ROWS else (1,)
+
+
+def refit_for(train_rows: int) -> bool:
+    """Whether ``export.refit = "auto"`` may train the chosen members again: up to
+    100,000 training rows. Above, the search already trains fewer epochs to keep its
+    time, and the validation rows a refit adds teach a model of that many rows little
+    for the minutes the refit costs (`benchmarks/README.md`, "Time at size")."""
+    return train_rows <= _FULL_BUDGET_ROWS

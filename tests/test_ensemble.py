@@ -292,9 +292,10 @@ def test_blend_serves_the_mean_of_the_searched_and_the_refit_ensembles(
 ) -> None:
     """``export.refit = "auto"`` blends where the refit is cheap enough: the served
     output is the mean of the searched ensemble's and the refit ensemble's (the refit
-    run again with the same seeds); too dear a refit is skipped."""
+    run again with the same seeds); too dear a refit is skipped, and so is any refit of
+    a large table."""
     from hypermodels.features import model_inputs, raw_rows
-    from kt_pipeline import pipeline
+    from kt_pipeline import pipeline, sizing
     from kt_pipeline.export import predict_saved_model
     from kt_pipeline.model_card import load_card
 
@@ -320,6 +321,11 @@ def test_blend_serves_the_mean_of_the_searched_and_the_refit_ensembles(
     assert load_card(exported.directory)["refit"] == {}
 
     monkeypatch.setattr(pipeline, "REFIT_MAX_SHARE", share * 2)
+    monkeypatch.setattr(sizing, "_FULL_BUDGET_ROWS", len(splits.train) - 1)  # a large table
+    exported = pipeline.export_best(config, tuner=tuner, prepared=prepared)
+    assert exported is not None and exported.refit == ""  # cheap enough, but too many rows
+
+    monkeypatch.setattr(sizing, "_FULL_BUDGET_ROWS", len(splits.train))
     exported = pipeline.export_best(config, tuner=tuner, prepared=prepared)
     assert exported is not None and exported.refit == "blend"
     card = load_card(exported.directory)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from hypermodels import MLPHyperModel
-from kt_pipeline import pipeline
+from kt_pipeline import pipeline, sizing
 from kt_pipeline.cli import main
 from kt_pipeline.config import load_config
 from kt_pipeline.plan import describe_space, grid_size, model_sizes, schedule, space_warnings
@@ -364,7 +364,9 @@ def _data_overrides(data: Path) -> list[str]:
     return [f"data.source={str(data)!r}", "data.label='label'"]
 
 
-def test_plan_says_when_the_export_refits_outside_the_estimate(tmp_path: Path) -> None:
+def test_plan_says_when_the_export_refits_outside_the_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     frame = pd.DataFrame({"x": np.arange(200.0), "label": np.arange(200) % 2})
     data = tmp_path / "table.csv"
     frame.to_csv(data, index=False)
@@ -380,3 +382,7 @@ def test_plan_says_when_the_export_refits_outside_the_estimate(tmp_path: Path) -
     assert 'export.refit = "replace"' in replace
     assert refit_notes("export.refit='off'") == []
     assert refit_notes("tuner.time_budget='10m'") == []  # a time budget skips the refit
+    monkeypatch.setattr(sizing, "_FULL_BUDGET_ROWS", 100)  # a "large" table: no refit
+    (large,) = refit_notes()
+    assert large.startswith("no refit for ") and "searched ensemble" in large
+    assert 'export.refit = "replace"' in refit_notes("export.refit=true")[0]

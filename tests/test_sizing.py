@@ -10,7 +10,7 @@ import pytest
 from kt_pipeline import pipeline
 from kt_pipeline.config import load_config
 from kt_pipeline.errors import UserInputError
-from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for
+from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for, refit_for
 
 
 @pytest.mark.parametrize(
@@ -36,6 +36,11 @@ def test_batch_sizes_keep_an_epoch_at_128_steps_or_more(rows: int, sizes: tuple)
 )
 def test_the_epoch_budget_shrinks_above_100k_rows_down_to_ten(rows: int, epochs: int) -> None:
     assert max_epochs_for(rows) == epochs
+
+
+def test_the_automatic_refit_stops_where_the_full_epoch_budget_does() -> None:
+    assert refit_for(1_000) and refit_for(100_000)
+    assert not refit_for(100_001) and not refit_for(10**7)
 
 
 def test_auto_is_the_default_and_a_value_set_by_hand_is_kept() -> None:
