@@ -580,6 +580,9 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     # A shared-weight ensemble of 16 members in every model (TabM-mini), or searched.
     "pipeline_members_on": ["search.members=[16]"],
     "pipeline_members": ["search.members=[1, 16]"],
+    # The refit blended in at any size: the default's "auto" did so up to 9c00287 wherever
+    # it cost at most half the search, and now stops at 100,000 training rows.
+    "pipeline_refit_blend": ["export.refit='blend'"],
 }
 
 #: Earlier defaults whose code is gone: their recorded runs stay in the summary, to

@@ -390,9 +390,9 @@ def _select_ensemble(
 
 
 #: The most a refit may add to the search's training time under ``export.refit =
-#: "auto"``: it costs a share of the search, so a small search, whose few trials it
-#: would double, skips it.
-REFIT_MAX_SHARE = 0.5
+#: "auto"``: a default search's refit adds far less, one of a few short trials about
+#: half, which more trials would use better (``benchmarks/README.md``, "Time at size").
+REFIT_MAX_SHARE = 1 / 3
 
 
 def refit_cost_share(tuner: keras_tuner.Tuner, chosen: _Ensemble, *, rows_ratio: float) -> float:
@@ -509,12 +509,12 @@ def export_best(
         splits = prepared.splits
         rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
         share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
-        if share > REFIT_MAX_SHARE:
-            log.info(
-                "export.refit (auto) is skipped: it would add about %.0f%% to the search's "
-                "training time (at most %.0f%%)", 100 * share, 100 * REFIT_MAX_SHARE,
-            )  # fmt: skip
         mode = "off" if share > REFIT_MAX_SHARE else "blend"
+        log.info(
+            "export.refit (auto) is %s: it adds about %.0f%% to the search's training "
+            "time (at most %.0f%%)", "skipped" if mode == "off" else "blended",
+            100 * share, 100 * REFIT_MAX_SHARE,
+        )  # fmt: skip
     if mode != "off":
         refit_model, refit = _refit(config, tuner, prepared, chosen)
         refit["mode"] = mode

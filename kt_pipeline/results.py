@@ -122,7 +122,20 @@ def _table(trials: Mapping[str, keras_tuner.engine.trial.Trial], project_dir: st
     if frame.empty:
         return pd.DataFrame(columns=_FIXED_COLUMNS)
     others = [c for c in frame.columns if c not in _FIXED_COLUMNS]
-    return frame[_FIXED_COLUMNS + others]
+    frame = frame[_FIXED_COLUMNS + others]
+    frame.attrs[_INTEGER_COLUMNS] = [
+        column
+        for column in frame.columns
+        if (values := [row[column] for row in rows if not _missing(row.get(column))])
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    ]
+    return frame
+
+
+#: `frame.attrs` key of the columns whose values are all integers: pandas stores such a
+#: column as floats when some trial lacks it (a conditional hyperparameter, a failed
+#: trial's epochs), and the written files should still say 64, not 64.0.
+_INTEGER_COLUMNS = "integer_columns"
 
 
 def write_results(
@@ -140,10 +153,11 @@ def write_results(
         frame = trial_table(tuner)
     else:
         frame = _table(load_trials(tuner), str(tuner))
-    frame.to_csv(path, index=False)
+    written = frame.astype(dict.fromkeys(frame.attrs.get(_INTEGER_COLUMNS, []), "Int64"))
+    written.to_csv(path, index=False)
     if json_path is not None:
         records = []
-        for row in frame.to_dict(orient="records"):
+        for row in written.to_dict(orient="records"):
             fixed = {k: _plain(row[k]) for k in _FIXED_COLUMNS}
             fixed["hyperparameters"] = {
                 k: _plain(v) for k, v in row.items() if k not in _FIXED_COLUMNS and not _missing(v)
@@ -154,7 +168,7 @@ def write_results(
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
 
 
 def _plain(value: Any) -> Any:

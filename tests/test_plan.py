@@ -377,7 +377,8 @@ def test_plan_says_when_the_export_refits_outside_the_estimate(
         return [note for note in notes if "export.refit" in note]
 
     (auto,) = refit_notes()
-    assert "at most 50% of the search" in auto and "not in the estimate" in auto
+    assert f"at most {100 * pipeline.REFIT_MAX_SHARE:.0f}% of the search" in auto
+    assert "not in the estimate" in auto
     (replace,) = refit_notes("export.refit=true")
     assert 'export.refit = "replace"' in replace
     assert refit_notes("export.refit='off'") == []
