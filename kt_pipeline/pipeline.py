@@ -390,9 +390,9 @@ def _select_ensemble(
 
 
 #: The most a refit may add to the search's training time under ``export.refit =
-#: "auto"``: a default search's refit adds far less, one of a few short trials about
-#: half, which more trials would use better (``benchmarks/README.md``, "Time at size").
-REFIT_MAX_SHARE = 1 / 3
+#: "auto"``: it scales with the search, and a third was tried and cost diamonds_cut a
+#: refit worth its time (``benchmarks/README.md``, "Time at size").
+REFIT_MAX_SHARE = 0.5
 
 
 def refit_cost_share(tuner: keras_tuner.Tuner, chosen: _Ensemble, *, rows_ratio: float) -> float:
