@@ -33,6 +33,11 @@ __all__ = [
 
 _FIXED_COLUMNS = ["trial_id", "status", "objective", "epochs", "seconds", "worker", "reason"]
 
+#: `frame.attrs` key of the columns whose values are all integers: pandas stores such a
+#: column as floats when some trial lacks it (a conditional hyperparameter, a failed
+#: trial's epochs), and the written files should still say 64, not 64.0.
+_INTEGER_COLUMNS = "integer_columns"
+
 
 def _stats(project_dir: str, trial_id: str) -> dict[str, Any]:
     path = os.path.join(project_dir, f"trial_{trial_id}", TRIAL_STATS_FILE)
@@ -130,12 +135,6 @@ def _table(trials: Mapping[str, keras_tuner.engine.trial.Trial], project_dir: st
         and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
     ]
     return frame
-
-
-#: `frame.attrs` key of the columns whose values are all integers: pandas stores such a
-#: column as floats when some trial lacks it (a conditional hyperparameter, a failed
-#: trial's epochs), and the written files should still say 64, not 64.0.
-_INTEGER_COLUMNS = "integer_columns"
 
 
 def write_results(
