@@ -164,7 +164,8 @@ def _arrays(source: str, seed: int) -> dict[str, Any]:
     from sklearn.preprocessing import StandardScaler
 
     from kt_pipeline.config import DataConfig
-    from kt_pipeline.data import load_dataset, split_dataset
+    from kt_pipeline.data import load_dataset
+    from kt_pipeline.splits import split_dataset
 
     defaults = DataConfig()
     dataset = load_dataset(source)
@@ -383,8 +384,9 @@ def _run_pipeline(
 ) -> dict[str, Any]:
     from hypermodels.features import model_inputs
     from kt_pipeline.config import load_config
-    from kt_pipeline.data import load_dataset, split_dataset
+    from kt_pipeline.data import load_dataset
     from kt_pipeline.pipeline import load_best_model, run_search
+    from kt_pipeline.splits import split_dataset
 
     overrides = pipeline_overrides(
         method, source, seed=seed, budget=budget, settings=settings, work=work

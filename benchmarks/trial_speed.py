@@ -56,7 +56,8 @@ import numpy as np
 
 from hypermodels import MLPHyperModel, SearchSpace
 from hypermodels.features import TabularSchema, model_inputs
-from kt_pipeline.data import load_dataset, split_dataset
+from kt_pipeline.data import load_dataset
+from kt_pipeline.splits import split_dataset
 from kt_pipeline.strategy import set_graph_optimizer
 
 RESULTS = Path(__file__).parent / "results"

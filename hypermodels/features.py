@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from hypermodels.dates import date_parts, has_time_of_day, iso_strings, parts_for
 from hypermodels.numeric import (
     QUANTILE_LEVELS,
     QuantileNormal,
@@ -41,6 +42,7 @@ from hypermodels.numeric import (
 
 __all__ = [
     "COLUMN_KINDS",
+    "DATETIME",
     "HIGH_CARDINALITY",
     "INTEGER_CATEGORICAL",
     "NUMERIC",
@@ -64,6 +66,7 @@ __all__ = [
     "hashing_buckets",
     "high_cardinality_columns",
     "model_inputs",
+    "numeric_frame",
     "rare_level_columns",
     "raw_rows",
     "row_keys",
@@ -74,7 +77,10 @@ __all__ = [
 NUMERIC = "numeric"
 INTEGER_CATEGORICAL = "integer_categorical"
 STRING_CATEGORICAL = "string_categorical"
-COLUMN_KINDS = (NUMERIC, INTEGER_CATEGORICAL, STRING_CATEGORICAL)
+#: Dates and timestamps (ISO strings or datetimes): the network gets their parts
+#: (`hypermodels.dates`) as numeric columns, and the export computes them from the text.
+DATETIME = "datetime"
+COLUMN_KINDS = (NUMERIC, INTEGER_CATEGORICAL, STRING_CATEGORICAL, DATETIME)
 
 #: Name of the model input that carries all numeric columns as one matrix.
 NUMERIC_INPUT = "numeric"
@@ -126,8 +132,9 @@ _ROW_KIND = "row_key"
 ROW_MIN_COUNT = 2
 ROW_MIN_COVERAGE = 0.5
 #: The chosen key must explain at least this share of the variance that the columns'
-#: main effects leave (`_choose_key`). fair's best key explains 1.3 % and gained nothing
-#: on the real-table benchmark; star_math's classroom, the weakest that helped, 6 %.
+#: main effects leave (`_choose_key`): below it the groups' codes are mostly their own
+#: out-of-fold noise, one more input to overfit for little to learn. The threshold and
+#: the keys it let through on the design tables are in `benchmarks/README.md`.
 ROW_MIN_SCORE = 0.02
 # A column joins the key while it adds at least this much to that share.
 _KEY_MIN_GAIN = 0.001
@@ -166,6 +173,12 @@ class Column:
             class for multiclass), which validation rows and the export look up.
         key: Row codes (`fit_row_codes`): the columns whose values make a row's key;
             empty means every column (experiments from before keys were chosen).
+        key_share: Row codes: the share of what the columns' main effects leave that
+            the key's groups explain out of fold (`_choose_key`; 0 where not recorded).
+        parts: Datetime: its parts (`hypermodels.dates.DATE_PARTS`, the hour's only
+            where some training value has a time of day), each a numeric column named
+            ``<column>.<part>`` with its own statistics.
+        source: A date part: the datetime column it is computed from.
     """
 
     name: str
@@ -181,11 +194,35 @@ class Column:
     counts: tuple[int, ...] = ()
     target_codes: tuple[tuple[float, ...], ...] = ()
     key: tuple[str, ...] = ()
+    key_share: float = 0.0
+    parts: tuple[Column, ...] = ()
+    source: str = ""
+
+    @property
+    def part(self) -> str:
+        """A date part's name within its column (`hypermodels.dates.DATE_PARTS`)."""
+        return self.name.removeprefix(self.source + ".") if self.source else ""
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
         plain["vocabulary"] = [v if isinstance(v, str) else int(v) for v in self.vocabulary]
+        plain["parts"] = [part.to_json() for part in self.parts]
         return plain
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Column:
+        return cls(
+            **{
+                **data,
+                "vocabulary": tuple(data["vocabulary"]),
+                "quantiles": tuple(data.get("quantiles", ())),
+                "values": tuple(data.get("values", ())),
+                "counts": tuple(data.get("counts", ())),
+                "target_codes": tuple(tuple(row) for row in data.get("target_codes", ())),
+                "key": tuple(data.get("key", ())),
+                "parts": tuple(cls.from_json(part) for part in data.get("parts", ())),
+            }
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,11 +235,12 @@ class TabularSchema:
 
     @property
     def numeric(self) -> tuple[Column, ...]:
-        return tuple(c for c in self.columns if c.kind == NUMERIC)
+        """The columns of the numeric matrix: numbers, and each date's parts."""
+        return tuple(p for c in self.columns for p in (c.parts or (c,)) if p.kind == NUMERIC)
 
     @property
     def categorical(self) -> tuple[Column, ...]:
-        return tuple(c for c in self.columns if c.kind != NUMERIC)
+        return tuple(c for c in self.columns if c.kind not in (NUMERIC, DATETIME))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -237,20 +275,7 @@ class TabularSchema:
 
     @classmethod
     def from_json(cls, data: Sequence[Mapping[str, Any]]) -> TabularSchema:
-        columns = [
-            Column(
-                **{
-                    **c,
-                    "vocabulary": tuple(c["vocabulary"]),
-                    "quantiles": tuple(c.get("quantiles", ())),
-                    "values": tuple(c.get("values", ())),
-                    "counts": tuple(c.get("counts", ())),
-                    "target_codes": tuple(tuple(row) for row in c.get("target_codes", ())),
-                    "key": tuple(c.get("key", ())),
-                }
-            )
-            for c in data
-        ]
+        columns = [Column.from_json(c) for c in data]
         rows = [c for c in columns if c.kind == _ROW_KIND]
         return cls(tuple(c for c in columns if c.kind != _ROW_KIND), rows[0] if rows else None)
 
@@ -286,20 +311,19 @@ def fit_schema(
         kind = kinds[name]
         if kind == NUMERIC:
             values = pd.to_numeric(series, errors="coerce").astype("float64")
-            present = values.dropna()
-            levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS)
-            quantiles = np.quantile(present, levels) if len(present) else np.zeros(len(levels))
-            columns.append(
-                Column(
-                    name=str(name),
-                    kind=kind,
-                    mean=float(present.mean()) if len(present) else 0.0,
-                    variance=float(present.var(ddof=0)) if len(present) else 1.0,
-                    has_missing=bool(values.isna().any()),
-                    quantiles=tuple(float(v) for v in np.maximum.accumulate(quantiles)),
-                    values=_repeated_values(present),
+            columns.append(_numeric_column(str(name), values))
+            continue
+        if kind == DATETIME:
+            strings = iso_strings(series)
+            parts = parts_for(has_time_of_day(strings))
+            matrix = date_parts(strings, np, parts=parts).astype("float64")
+            fitted = tuple(
+                dataclasses.replace(
+                    _numeric_column(f"{name}.{part}", pd.Series(matrix[:, i])), source=str(name)
                 )
+                for i, part in enumerate(parts)
             )
+            columns.append(Column(name=str(name), kind=kind, parts=fitted))
             continue
         kept: list[Any]
         if kind == INTEGER_CATEGORICAL:
@@ -320,6 +344,37 @@ def fit_schema(
             )
         )
     return TabularSchema(tuple(columns))
+
+
+def _numeric_column(name: str, values: pd.Series) -> Column:
+    """A numeric column's statistics from its training values (NaN where missing)."""
+    present = values.dropna()
+    levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS)
+    quantiles = np.quantile(present, levels) if len(present) else np.zeros(len(levels))
+    return Column(
+        name=name,
+        kind=NUMERIC,
+        mean=float(present.mean()) if len(present) else 0.0,
+        variance=float(present.var(ddof=0)) if len(present) else 1.0,
+        has_missing=bool(values.isna().any()),
+        quantiles=tuple(float(v) for v in np.maximum.accumulate(quantiles)),
+        values=_repeated_values(present),
+    )
+
+
+def numeric_frame(schema: TabularSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    """The numeric matrix's columns for these rows (`TabularSchema.numeric`): each
+    number as float64 (NaN where missing), each date's parts computed from its text."""
+    columns: dict[str, Any] = {}
+    for column in schema.columns:
+        if column.kind == NUMERIC:
+            columns[column.name] = pd.to_numeric(frame[column.name], errors="coerce")
+        elif column.kind == DATETIME:
+            parts = [part.part for part in column.parts]
+            matrix = date_parts(iso_strings(frame[column.name]), np, parts=parts)
+            for i, part in enumerate(column.parts):
+                columns[part.name] = matrix[:, i].astype("float64")
+    return pd.DataFrame(columns, index=frame.index, dtype="float64")
 
 
 def _repeated_values(present: pd.Series) -> tuple[float, ...]:
@@ -350,7 +405,13 @@ def high_cardinality_columns(schema: TabularSchema) -> list[Column]:
 
 
 def fit_target_codes(
-    schema: TabularSchema, frame: pd.DataFrame, y: np.ndarray, *, task: str, seed: int
+    schema: TabularSchema,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    folds: np.ndarray | None = None,
 ) -> tuple[TabularSchema, dict[str, np.ndarray]]:
     """Target encodings of the high-cardinality columns, with scikit-learn's
     `TargetEncoder` (shrunk towards the target's mean for values with few rows).
@@ -366,6 +427,8 @@ def fit_target_codes(
         y: Their labels: class ids, or regression targets (standardised here).
         task: ``binary``, ``multiclass`` or ``regression``.
         seed: Seeds the folds.
+        folds: Each row's fold (`kt_pipeline.splits.training_folds`: periods or groups,
+            as the split cuts the table); None shuffles the rows into folds.
 
     Returns:
         The schema with `Column.target_codes` set, and the training rows' out-of-fold
@@ -381,7 +444,7 @@ def fit_target_codes(
             continue
         ids = category_ids(column, frame[column.name])
         out_of_fold[column.name], codes = _target_encode(
-            ids, len(column.vocabulary) + 1, y, task=task, seed=seed
+            ids, len(column.vocabulary) + 1, y, task=task, seed=seed, folds=folds
         )
         columns.append(dataclasses.replace(column, target_codes=codes))
     return dataclasses.replace(schema, columns=tuple(columns)), out_of_fold
@@ -395,26 +458,34 @@ def _target_encode(
     task: str,
     seed: int,
     smooth: float | str = "auto",
+    folds: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[tuple[float, ...], ...]]:
     """Cross-fitted target encoding of ids in ``[0, size)``: the rows' out-of-fold
     codes, and each id's code fitted on every row (the target mean for an id with no
     row). A regression target is standardised first; `smooth` is `TargetEncoder`'s."""
-    from sklearn.model_selection import KFold, StratifiedKFold
     from sklearn.preprocessing import TargetEncoder
 
-    if task == "regression":
-        target = _target_matrix(y, task)[:, 0]
-        folds: Any = KFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
-        target_type = "continuous"
-    else:
-        target = np.asarray(y)
-        folds = StratifiedKFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
-        target_type = task
-    encoder = TargetEncoder(target_type=target_type, smooth=smooth, cv=folds)
+    regression = task == "regression"
+    target = _target_matrix(y, task)[:, 0] if regression else np.asarray(y)
+    cv = _cross_folds(folds, seed=seed, stratified=not regression)
+    target_type = "continuous" if regression else task
+    encoder = TargetEncoder(target_type=target_type, smooth=smooth, cv=cv)
     out_of_fold = encoder.fit_transform(ids.reshape(-1, 1), target).astype("float32")
     table = np.tile(np.atleast_1d(encoder.target_mean_), (size, 1))
     table[encoder.categories_[0]] = np.column_stack(encoder.encodings_)
     return out_of_fold, tuple(tuple(float(v) for v in row) for row in table)
+
+
+def _cross_folds(folds: np.ndarray | None, *, seed: int, stratified: bool) -> Any:
+    """The cross-fitting's splitter: the given folds, or seeded shuffled ones
+    (stratified by class where asked)."""
+    from sklearn.model_selection import KFold, PredefinedSplit, StratifiedKFold
+
+    if folds is not None:
+        return PredefinedSplit(folds)
+    if stratified:
+        return StratifiedKFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
+    return KFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
 
 
 # Two polynomial hashes modulo primes below 2**31 make a row's key: every product stays
@@ -430,8 +501,8 @@ def row_keys(schema: TabularSchema, frame: pd.DataFrame, key: Sequence[str] = ()
     get equal keys; `ServingEncoder` computes the same key in the SavedModel."""
     numeric, categorical = _key_positions(schema, key)
     names = [schema.numeric[i].name for i in numeric]
-    values = frame[names].apply(pd.to_numeric, errors="coerce")
-    matrix = values.to_numpy(dtype="float32").reshape(len(frame), len(names))
+    matrix = numeric_frame(schema, frame)[names].to_numpy(dtype="float32")
+    matrix = matrix.reshape(len(frame), len(names))
     ids = [
         category_ids(schema.categorical[i], frame[schema.categorical[i].name]) for i in categorical
     ]
@@ -442,7 +513,7 @@ def _key_positions(schema: TabularSchema, key: Sequence[str]) -> tuple[list[int]
     """Positions of the key's columns among the numeric and the categorical columns."""
     chosen = set(key) or set(schema.names)
     return (
-        [i for i, c in enumerate(schema.numeric) if c.name in chosen],
+        [i for i, c in enumerate(schema.numeric) if (c.source or c.name) in chosen],
         [i for i, c in enumerate(schema.categorical) if c.name in chosen],
     )
 
@@ -473,7 +544,13 @@ def _combine(words: Sequence[Any], ids: Sequence[Any], ops: Any) -> Any:
 
 
 def fit_row_codes(
-    schema: TabularSchema, frame: pd.DataFrame, y: np.ndarray, *, task: str, seed: int
+    schema: TabularSchema,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    folds: np.ndarray | None = None,
 ) -> tuple[TabularSchema, dict[str, np.ndarray]]:
     """The target encoding of each row's group: the rows that share their values of
     the key columns that `_choose_key` finds.
@@ -485,13 +562,16 @@ def fit_row_codes(
     schema's `rows` holds the key's columns, each repeated key (`row_keys`) and its
     code (`fit_target_codes`' cross-fitted encoder; other rows share id 0), and the
     training rows' out-of-fold codes come back under `ROW_CODES`. Where no key
-    qualifies, the schema comes back unchanged.
+    qualifies, the schema comes back unchanged. `folds` cut the rows for the
+    cross-fitting as `fit_target_codes`' do, so that under a time or group split a key
+    that names a period or an entity scores what a later or unseen row gets: nothing.
     """
     if len(frame) == 0:
         return schema, {}
-    key = _choose_key(schema, frame, y, task=task, seed=seed)
-    if key is None:
+    chosen = _choose_key(schema, frame, y, task=task, seed=seed, folds=folds)
+    if chosen is None:
         return schema, {}
+    key, share = chosen
     keys = row_keys(schema, frame, key)
     counts = pd.Series(keys).value_counts()
     repeated = counts[counts >= ROW_MIN_COUNT]
@@ -499,7 +579,7 @@ def fit_row_codes(
     ids = _lookup_ids(vocabulary, keys)
     smooth = _shrinkage(ids, _target_matrix(y, task))
     out_of_fold, codes = _target_encode(
-        ids, len(vocabulary) + 1, y, task=task, seed=seed, smooth=smooth
+        ids, len(vocabulary) + 1, y, task=task, seed=seed, smooth=smooth, folds=folds
     )
     rows = Column(
         name=ROW_CODES,
@@ -509,15 +589,23 @@ def fit_row_codes(
         counts=(int(counts[counts < ROW_MIN_COUNT].sum()), *(int(repeated[k]) for k in vocabulary)),
         target_codes=codes,
         key=key,
+        key_share=share,
     )
     return dataclasses.replace(schema, rows=rows), {ROW_CODES: out_of_fold}
 
 
 def _choose_key(
-    schema: TabularSchema, frame: pd.DataFrame, y: np.ndarray, *, task: str, seed: int
-) -> tuple[str, ...] | None:
+    schema: TabularSchema,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    folds: np.ndarray | None = None,
+) -> tuple[tuple[str, ...], float] | None:
     """The columns whose shared values best predict what the columns' main effects
-    leave unexplained, or None where no key explains `ROW_MIN_SCORE` of it.
+    leave unexplained, and the share they explain; None where no key explains
+    `ROW_MIN_SCORE` of it.
 
     A key is scored by the out-of-fold target encoding of its groups on the residual of
     a ridge fit of the main effects (numbers scaled, categories one-hot), so a key
@@ -530,6 +618,7 @@ def _choose_key(
     if len(frame) > _KEY_SAMPLE:
         picked = np.sort(rng.choice(len(frame), _KEY_SAMPLE, replace=False))
         frame, y = frame.iloc[picked], np.asarray(y)[picked]
+        folds = None if folds is None else folds[picked]
     target = _target_matrix(y, task)
     residual = target - _main_effects(schema, frame, target)
     codes = {c.name: _value_codes(c, frame[c.name]) for c in schema.columns}
@@ -538,7 +627,7 @@ def _choose_key(
         """`ids` are dense (`_value_codes`, `_joint`)."""
         if (np.bincount(ids)[ids] >= ROW_MIN_COUNT).mean() < ROW_MIN_COVERAGE:
             return -np.inf
-        return _encoded_share(ids, outcome, seed=seed)
+        return _encoded_share(ids, outcome, seed=seed, folds=folds)
 
     alone = {name: score(values, target) for name, values in codes.items()}
     ranked = sorted((n for n in alone if alone[n] > -np.inf), key=alone.__getitem__, reverse=True)
@@ -558,7 +647,7 @@ def _choose_key(
         best, key = gain, wider
     if best < ROW_MIN_SCORE:
         return None
-    return tuple(name for name in schema.names if name in key)
+    return tuple(name for name in schema.names if name in key), float(best)
 
 
 def _target_matrix(y: np.ndarray, task: str) -> np.ndarray:
@@ -579,12 +668,13 @@ def _main_effects(schema: TabularSchema, frame: pd.DataFrame, target: np.ndarray
     from sklearn.linear_model import Ridge
 
     parts = []
-    for column in schema.columns:
-        if column.kind == NUMERIC:
-            values = pd.to_numeric(frame[column.name], errors="coerce").to_numpy("float64")
-            scaled = (values - column.mean) / (np.sqrt(column.variance) or 1.0)
-            parts.append(np.nan_to_num(scaled).reshape(-1, 1))
-        elif len(column.vocabulary) < 255:
+    numbers = numeric_frame(schema, frame)
+    for column in schema.numeric:
+        values = numbers[column.name].to_numpy("float64")
+        scaled = (values - column.mean) / (np.sqrt(column.variance) or 1.0)
+        parts.append(np.nan_to_num(scaled).reshape(-1, 1))
+    for column in schema.categorical:
+        if len(column.vocabulary) < 255:
             ids = category_ids(column, frame[column.name])
             parts.append(np.eye(len(column.vocabulary) + 1, dtype="float32")[ids])
     if not parts:
@@ -598,6 +688,8 @@ def _value_codes(column: Column, series: pd.Series) -> np.ndarray:
     if column.kind == NUMERIC:
         values = pd.to_numeric(series, errors="coerce").to_numpy("float32")
         return pd.factorize(values, use_na_sentinel=False)[0].astype("int64")
+    if column.kind == DATETIME:
+        return pd.factorize(iso_strings(series))[0].astype("int64")
     return pd.factorize(category_ids(column, series))[0].astype("int64")
 
 
@@ -636,17 +728,18 @@ def _shrinkage(ids: np.ndarray, outcome: np.ndarray) -> float:
 _NO_SIGNAL = 1e12
 
 
-def _encoded_share(ids: np.ndarray, outcome: np.ndarray, *, seed: int) -> float:
+def _encoded_share(
+    ids: np.ndarray, outcome: np.ndarray, *, seed: int, folds: np.ndarray | None = None
+) -> float:
     """Share of the outcome's variance (summed over its columns) that the groups'
     out-of-fold target encoding explains."""
-    from sklearn.model_selection import KFold
     from sklearn.preprocessing import TargetEncoder
 
-    folds = KFold(_TARGET_FOLDS, shuffle=True, random_state=seed)
+    cv = _cross_folds(folds, seed=seed, stratified=False)
     smooth = _shrinkage(ids, outcome)
     error = total = 0.0
     for column in outcome.T:
-        encoder = TargetEncoder(target_type="continuous", smooth=smooth, cv=folds)
+        encoder = TargetEncoder(target_type="continuous", smooth=smooth, cv=cv)
         encoded = encoder.fit_transform(ids.reshape(-1, 1), column)[:, 0]
         error += float(((column - encoded) ** 2).sum())
         total += float(((column - column.mean()) ** 2).sum())
@@ -694,8 +787,8 @@ def model_inputs(
     rows' out-of-fold encodings), else each id's code from the schema. Row codes
     (`fit_row_codes`) come the same way, under `ROW_CODES`.
     """
-    numeric = frame[[c.name for c in schema.numeric]].apply(pd.to_numeric, errors="coerce")
-    matrix = numeric.to_numpy(dtype="float32")
+    matrix = numeric_frame(schema, frame).to_numpy(dtype="float32")
+    matrix = matrix.reshape(len(frame), len(schema.numeric))
     if schema.numeric_only:
         return matrix
     inputs: dict[str, Any] = {}
@@ -985,6 +1078,7 @@ _SERVING_DTYPES = {
     NUMERIC: tf.float32,
     INTEGER_CATEGORICAL: tf.int64,
     STRING_CATEGORICAL: tf.string,
+    DATETIME: tf.string,
 }
 
 
@@ -1029,7 +1123,14 @@ class ServingEncoder(keras.layers.Layer):
 
     def call(self, features: Mapping[str, Any]) -> Any:
         names = self.schema.input_names()
-        numeric = [tf.cast(features[names[c.name]], tf.float32) for c in self.schema.numeric]
+        numeric = []
+        for column in self.schema.columns:
+            values = features[names[column.name]]
+            if column.kind == NUMERIC:
+                numeric.append(tf.cast(values, tf.float32))
+            elif column.kind == DATETIME:  # the parts, from the raw text
+                parts = date_parts(values, tf, parts=[part.part for part in column.parts])
+                numeric.extend(tf.unstack(parts, num=len(column.parts), axis=1))
         matrix = tf.stack(numeric, axis=1) if numeric else None
         if self.schema.numeric_only:
             return matrix
@@ -1066,6 +1167,8 @@ def raw_rows(schema: TabularSchema, frame: pd.DataFrame) -> dict[str, np.ndarray
             rows[names[column.name]] = pd.to_numeric(series, errors="coerce").to_numpy("float32")
         elif column.kind == INTEGER_CATEGORICAL:
             rows[names[column.name]] = series.to_numpy(dtype="int64")
+        elif column.kind == DATETIME:
+            rows[names[column.name]] = iso_strings(series).astype(str)
         else:
             rows[names[column.name]] = _string_values(series).to_numpy().astype(str)
     return rows

@@ -141,8 +141,8 @@ class SearchSpace:
             the real-table benchmark it won on one table and lost on two.
         row_target_encoding: Whether the network also takes the target encoding of a
             row's group (`features.fit_row_codes`), on tables where one qualifies;
-            searched by default, as forcing it on cost star_math on the real-table
-            benchmark while randhie gained from it either way.
+            searched by default, so that a key that helps on the training rows but not
+            on the validation rows can be left out (`benchmarks/README.md`).
         members: Members of a shared-weight ensemble inside each model
             (`hypermodels.members`, TabM-mini): 1 is a plain MLP; k > 1 trains k
             members that share the hidden layers and serves their mean, for about k

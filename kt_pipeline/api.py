@@ -40,6 +40,7 @@ _ARRAY_LABEL = "label"  # the label column of an (x, y) pair, in `SearchResult.p
 # `search`'s flat keywords and the config keys they set (the CLI's shorthands).
 _KEYWORDS = {
     "label": "data.label",
+    "split": "data.split",
     "experiment_dir": "runtime.experiment_dir",
     "tuner": "tuner.algorithm",
     "max_trials": "tuner.max_trials",
@@ -135,6 +136,7 @@ def search(
     data: pd.DataFrame | tuple[Any, Any] | str | os.PathLike[str] | None = None,
     *,
     label: str | None = None,
+    split: str | None = None,
     experiment_dir: str | os.PathLike[str] | None = None,
     hypermodel: type | str | None = None,
     tuner: str | None = None,
@@ -163,6 +165,9 @@ def search(
             ``.csv``/``.parquet``/``.npz`` path, or ``builtin:NAME``; None keeps the
             config's (``builtin:digits`` by default).
         label: The label column of a DataFrame or a CSV/Parquet file.
+        split: How rows are cut into train, validation and test: ``"random"`` (the
+            default), ``"time:COLUMN"``, ``"group:COLUMN[,COLUMN...]"`` or
+            ``"column:COLUMN"`` (`kt_pipeline.splits`).
         experiment_dir: Where the search, its logs and its export go.
         hypermodel: A `keras_tuner.HyperModel` subclass taking our constructor
             arguments (see `hypermodels.MLPHyperModel`), or its ``"module:Class"`` path.
@@ -190,6 +195,7 @@ def search(
     values = _settings(
         settings,
         label=label,
+        split=split,
         experiment_dir=None if experiment_dir is None else str(experiment_dir),
         tuner=tuner,
         max_trials=max_trials,

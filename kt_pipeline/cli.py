@@ -38,6 +38,7 @@ log = logging.getLogger("kt_pipeline")
 _SHORTHANDS = (
     ("data", "data.source", True),
     ("label", "data.label", True),
+    ("split", "data.split", True),
     ("tuner", "tuner.algorithm", True),
     ("max_trials", "tuner.max_trials", False),
     ("max_epochs", "tuner.max_epochs", False),
@@ -79,6 +80,13 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         "or a .csv/.parquet/.npz file",
     )
     parser.add_argument("--label", metavar="COLUMN", help="data.label: label column of a file")
+    parser.add_argument(
+        "--split",
+        metavar="SPEC",
+        help="data.split: random (default), time:COLUMN (the latest rows are held out), "
+        "group:COLUMN[,COLUMN...] (no group in two parts) or column:COLUMN (it says "
+        "train/validation/test); choose what matches later rows or new entities",
+    )
 
 
 def _add_debug(parser: argparse.ArgumentParser) -> None:

@@ -35,6 +35,7 @@ from hypermodels.schedules import SCHEDULES
 from kt_pipeline.bohb import MODELS as BOHB_MODELS
 from kt_pipeline.ensemble import MAX_ENSEMBLE
 from kt_pipeline.errors import UserInputError
+from kt_pipeline.splits import SplitSpec
 from kt_pipeline.strategy import MIXED_PRECISION, STRATEGIES
 from kt_pipeline.tuners import ALGORITHMS as TUNERS
 from kt_pipeline.tuners import FIRST_TRIALS
@@ -102,6 +103,12 @@ class DataConfig:
             wine, iris, diabetes) or a path to a ``.csv``, ``.parquet`` or ``.npz`` file.
         label: The label column of a CSV/Parquet file (ignored for built-in and NPZ data).
         task: ``auto`` infers binary/multiclass/regression from the label.
+        split: How rows are cut into train, validation and test (`kt_pipeline.splits`):
+            ``random``, ``time:COLUMN`` (the latest rows are the test rows),
+            ``group:COLUMN[,COLUMN...]`` (no group in two parts) or ``column:COLUMN``
+            (the column names each row's part). Choose the one that matches how the
+            model will be used: a random split of rows that share a day or an entity
+            scores memory of them, which later rows and new entities do not get.
         validation_fraction: Share of rows the search validates on.
         test_fraction: Share of rows held out and scored once, on the export.
         categorical: Columns to treat as categorical whatever their values.
@@ -114,6 +121,7 @@ class DataConfig:
     source: str = "builtin:digits"
     label: str = ""
     task: str = "auto"
+    split: str = "random"
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     categorical: tuple[str, ...] = ()
@@ -131,6 +139,7 @@ class DataConfig:
         if not self.source:
             raise _fail("data.source", "a built-in name or a file path", self.source)
         _check_choice("data.task", self.task, TASKS)
+        SplitSpec.parse(self.split)
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0 < value < 1:

@@ -3,8 +3,8 @@
 Everything here runs offline: the built-in sets are the ones scikit-learn ships inside
 its wheel. A loaded table becomes a `Dataset`: the feature columns with their kinds
 (numeric, integer or string categorical; missing values kept as missing), encoded
-labels and the task, which `split_dataset` cuts into seeded train/validation/test
-splits.
+labels and the task, which `kt_pipeline.splits` cuts into train, validation and test
+parts.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hypermodels.features import INTEGER_CATEGORICAL, NUMERIC, STRING_CATEGORICAL
+from hypermodels.dates import iso_strings, looks_like_dates
+from hypermodels.features import DATETIME, INTEGER_CATEGORICAL, NUMERIC, STRING_CATEGORICAL
 from kt_pipeline.errors import UserInputError
 
 __all__ = [
     "BUILTIN_DATASETS",
     "Dataset",
-    "Split",
-    "Splits",
     "check_columns",
     "feature_rows",
     "fingerprint",
@@ -34,8 +33,6 @@ __all__ = [
     "infer_task",
     "load_dataset",
     "read_rows",
-    "split_dataset",
-    "split_indices",
 ]
 
 # Integer labels with at most this many distinct values are read as classes.
@@ -88,26 +85,6 @@ class Dataset:
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(str(c) for c in self.frame.columns)
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """One part of a split: feature rows and labels."""
-
-    frame: pd.DataFrame
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclasses.dataclass(frozen=True)
-class Splits:
-    """Train, validation and test parts. The search never sees `test`."""
-
-    train: Split
-    validation: Split
-    test: Split
 
 
 def infer_task(labels: pd.Series | np.ndarray) -> str:
@@ -183,9 +160,11 @@ def infer_column_kinds(
     """Decides each column's kind; `categorical` and `numeric` name columns to force.
 
     Inference: text is a string category, unless nearly all of it (90 %) parses as
-    numbers, in which case it is a numeric column with a typo; booleans and integer
-    columns with at most 10 distinct values are integer categories; other numbers
-    are numeric. A forced categorical column that is not integer-typed is read as text.
+    numbers, in which case it is a numeric column with a typo, or of ISO dates and
+    timestamps (`hypermodels.dates.looks_like_dates`, datetimes too), which are dates;
+    booleans and integer columns with at most 10 distinct values are integer
+    categories; other numbers are numeric. A forced categorical column that is not
+    integer-typed is read as text.
 
     Raises:
         UserInputError: a named column does not exist.
@@ -211,6 +190,8 @@ def infer_column_kinds(
             kinds[name] = INTEGER_CATEGORICAL if few else NUMERIC
         elif pd.api.types.is_numeric_dtype(series):
             kinds[name] = NUMERIC
+        elif looks_like_dates(series):
+            kinds[name] = DATETIME
         else:
             kinds[name] = NUMERIC if _numeric_share(series) >= 0.9 else STRING_CATEGORICAL
     return kinds
@@ -256,6 +237,9 @@ def check_columns(
                     f"Received values such as {bad.iloc[0]!r}"
                 )
             checked[name] = numbers.astype("int64")
+        elif kind == DATETIME:  # ISO text, the form the export is served
+            text = pd.Series(iso_strings(series), index=series.index, dtype=object)
+            checked[name] = text.where(text != "", None)
         else:
             checked[name] = series.astype("string").astype(object).where(series.notna(), None)
     return pd.DataFrame(checked, index=frame.index)
@@ -403,61 +387,6 @@ def fingerprint(dataset: Dataset) -> str:
     digest.update(pd.util.hash_pandas_object(dataset.frame, index=False).to_numpy().tobytes())
     digest.update(np.ascontiguousarray(dataset.y).tobytes())
     return digest.hexdigest()[:16]
-
-
-def split_dataset(
-    dataset: Dataset, *, validation_fraction: float, test_fraction: float, seed: int
-) -> Splits:
-    """Seeded train/validation/test split, stratified by class for classification.
-
-    Raises:
-        UserInputError: too few rows (or too few of some class) for the split.
-    """
-    train, validation, test = split_indices(
-        dataset,
-        validation_fraction=validation_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-    )
-
-    def part(idx: np.ndarray) -> Split:
-        return Split(frame=dataset.frame.iloc[idx].reset_index(drop=True), y=dataset.y[idx])
-
-    return Splits(train=part(train), validation=part(validation), test=part(test))
-
-
-def split_indices(
-    dataset: Dataset, *, validation_fraction: float, test_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The sorted row positions of `split_dataset`'s train, validation and test parts,
-    for code that must train on exactly the rows a search trained on (benchmarks)."""
-    from sklearn.model_selection import train_test_split
-
-    rows = len(dataset.y)
-    classify = dataset.task != "regression"
-    needed = max(3, 3 * dataset.num_classes) if classify else 3
-    if rows < needed or min(rows * test_fraction, rows * validation_fraction) < 1:
-        raise UserInputError(
-            f"data source {dataset.name!r} has too few rows ({rows}) for a train/validation/"
-            f"test split with fractions {validation_fraction} and {test_fraction}"
-        )
-
-    def cut(idx: np.ndarray, fraction: float, seed_offset: int) -> tuple[np.ndarray, np.ndarray]:
-        stratify = dataset.y[idx] if classify else None
-        try:
-            first, second = train_test_split(
-                idx, test_size=fraction, random_state=seed + seed_offset, stratify=stratify
-            )
-        except ValueError as error:
-            raise UserInputError(
-                f"data source {dataset.name!r} cannot be split with every class in every "
-                f"part: {error}"
-            ) from error
-        return np.sort(first), np.sort(second)
-
-    rest, test = cut(np.arange(rows), test_fraction, 0)
-    train, validation = cut(rest, validation_fraction / (1 - test_fraction), 1)
-    return train, validation, test
 
 
 def read_rows(path: str | Path, *, kinds: Mapping[str, str]) -> pd.DataFrame:

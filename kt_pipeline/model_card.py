@@ -10,8 +10,9 @@ separated from the model it describes. Fields:
   ``objective`` / ``validation_score``;
 * ``test_metrics``: held-out test metrics of the reloaded export, computed on the
   predictions of the verification (exactly what is served);
-* ``data``: source, task, class names, and ``schema``: each column's name, serving
-  input name, kind and dtype, with the categories seen in training;
+* ``data``: source, task, class names, ``split`` (how rows were cut into train,
+  validation and test, so what the scores measure), and ``schema``: each column's
+  name, serving input name, kind and dtype, with the categories seen in training;
 * ``packages``: Python, TensorFlow, Keras, KerasTuner, NumPy, pandas, scikit-learn
   and kt-pipeline versions; ``seed``; ``command`` (the process's full command line)
   and ``config`` (the resolved experiment config);
@@ -100,6 +101,7 @@ def build_card(
     ensemble_validation: dict[str, float] | None = None,
     refit: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
+    split: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card's fields known before export; the export adds verification and test
     metrics.
@@ -110,7 +112,9 @@ def build_card(
     ``ensemble_validation`` holds the objective of the selected ensemble and of the
     best single candidate, both computed on the validation predictions (of the
     search's models); ``refit``, when the members were trained again on the training
-    and validation rows (``export.refit``), their rows and epochs.
+    and validation rows (``export.refit``), their rows and epochs; ``split``, how the
+    rows were cut (``data.split``: its spec, a description and the columns it kept out
+    of the features), which says what the validation and test scores measure.
     """
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -127,6 +131,7 @@ def build_card(
             "task": task,
             "class_names": class_names,
             "schema": _schema(schema),
+            "split": split or {"spec": "random"},
         },
         "seed": seed,
         "packages": package_versions(),
@@ -194,6 +199,7 @@ def format_card(card: dict[str, Any], *, good: bool) -> str:
         f"  validation:   {_metrics(card.get('validation_metrics'))}",
         f"  served model: {_served(card.get('ensemble') or [])}",
         f"  test:         {_metrics(card.get('test_metrics'))}",
+        f"  split:        {(data.get('split') or {}).get('description', 'random rows')}",
         f"  seed:         {card.get('seed')}",
         f"  command:      {card.get('command')}",
         "  packages:     " + ", ".join(f"{k} {v}" for k, v in (card.get("packages") or {}).items()),

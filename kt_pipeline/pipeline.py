@@ -44,6 +44,7 @@ from hypermodels.mlp import EVALUATION_BATCH_SIZE
 from hypermodels.optimizers import RANGE_SHARED_WITH
 from kt_pipeline import data as data_lib
 from kt_pipeline import ensemble as ensemble_lib
+from kt_pipeline import splits as splits_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
 from kt_pipeline.errors import SearchAbortedError, UserInputError
 from kt_pipeline.export import export_model, score_predictions
@@ -162,12 +163,17 @@ class _Prepared:
     """The data, split and fitted once, in the forms the search and the export need."""
 
     dataset: data_lib.Dataset
-    splits: data_lib.Splits
+    splits: splits_lib.Splits
     schema: TabularSchema
     #: The training rows' out-of-fold target encodings (`fit_target_codes`), if any.
     train_codes: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def inputs(self, part: data_lib.Split) -> Any:
+    def leak_check(self) -> splits_lib.LeakCheck:
+        """What the split may let the search learn that deployment will not give."""
+        time_columns = tuple(splits_lib.time_like_columns(self.dataset.frame))
+        return splits_lib.LeakCheck(self.splits.spec, self.schema, time_columns)
+
+    def inputs(self, part: splits_lib.Split) -> Any:
         codes = self.train_codes if part is self.splits.train else None
         return model_inputs(self.schema, part.frame, target_codes=codes)
 
@@ -180,8 +186,9 @@ def _prepare_data(config: PipelineConfig) -> _Prepared:
         categorical=config.data.categorical,
         numeric=config.data.numeric,
     )
-    splits = data_lib.split_dataset(
+    splits = splits_lib.split_dataset(
         dataset,
+        split=config.data.split,
         validation_fraction=config.data.validation_fraction,
         test_fraction=config.data.test_fraction,
         seed=config.runtime.seed,
@@ -189,13 +196,15 @@ def _prepare_data(config: PipelineConfig) -> _Prepared:
     # Statistics come from the training split only.
     schema = fit_schema(splits.train.frame, dataset.kinds, min_frequency=config.data.min_frequency)
     codes: dict[str, np.ndarray] = {}
+    train, task, seed = splits.train, dataset.task, config.runtime.seed
+    # Out-of-fold fits cut the training rows as the split cuts the table.
     if "target" in config.search.high_cardinality:
         schema, codes = fit_target_codes(
-            schema, splits.train.frame, splits.train.y, task=dataset.task, seed=config.runtime.seed
+            schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
         )
     if True in config.search.row_target_encoding:
         schema, row_codes = fit_row_codes(
-            schema, splits.train.frame, splits.train.y, task=dataset.task, seed=config.runtime.seed
+            schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
         )
         codes.update(row_codes)
     return _Prepared(dataset=dataset, splits=splits, schema=schema, train_codes=codes)
@@ -390,8 +399,8 @@ def _select_ensemble(
 
 
 #: The most a refit may add to the search's training time under ``export.refit =
-#: "auto"``: it scales with the search, and a third was tried and cost diamonds_cut a
-#: refit worth its time (``benchmarks/README.md``, "Time at size").
+#: "auto"``: the refit scales with the search, so this bounds the export's share of the
+#: whole job; the caps tried are in ``benchmarks/README.md`` ("Time at size").
 REFIT_MAX_SHARE = 0.5
 
 
@@ -583,6 +592,11 @@ def export_best(
             },
             refit=refit,
             config=config_to_dict(config),
+            split={
+                "spec": str(prepared.splits.spec),
+                "description": prepared.splits.description,
+                "not_features": list(prepared.splits.dropped),
+            },
         ),
         score=score,
         fresh_process=config.export.verify_in_fresh_process,
@@ -748,6 +762,10 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         warnings = space_warnings(space, train_rows=len(splits.train))
         warnings += _rare_level_warnings(prepared.schema, treatments=config.search.high_cardinality)
         notes = _plan_notes(config, train_rows=len(splits.train), epochs_auto=epochs_auto)
+        notes += splits.notes()
+        leaks = prepared.leak_check()
+        warnings += leaks.warnings()
+        notes += leaks.notes()
         notes += _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency)
         notes += _value_embedding_notes(prepared.schema, choices=config.search.value_embeddings)
         notes += _row_code_notes(prepared.schema, choices=config.search.row_target_encoding)
@@ -1125,6 +1143,10 @@ def _prepare_job(
         len(splits.test),
         ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
     )
+    for note in splits.notes():
+        log.info("split: %s", note)
+    for warning in prepared.leak_check().warnings():
+        log.warning("split: %s", warning)
     for note in _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency):
         log.info("data: %s", note)
     if range_test:
@@ -1152,7 +1174,10 @@ def _search(job: _Job, *, overwrite: bool, role: str) -> keras_tuner.Tuner:
     except SearchAbortedError:
         if role != "worker":  # the failed trials' reasons, for the user
             write_results(
-                tuner, job.experiment / RESULTS_FILE, json_path=job.experiment / RESULTS_JSON_FILE
+                tuner,
+                job.experiment / RESULTS_FILE,
+                json_path=job.experiment / RESULTS_JSON_FILE,
+                split=config.data.split,
             )
         raise
     return tuner
@@ -1163,7 +1188,9 @@ def _finish(job: _Job, tuner: keras_tuner.Tuner, *, started: float) -> SearchSum
     config, experiment = job.config, job.experiment
     objective = tuner.oracle.objective
     results_file = experiment / RESULTS_FILE
-    table = write_results(tuner, results_file, json_path=experiment / RESULTS_JSON_FILE)
+    table = write_results(
+        tuner, results_file, json_path=experiment / RESULTS_JSON_FILE, split=config.data.split
+    )
     best = best_trial(tuner.oracle)
     best_hp = dict(best.hyperparameters.values) if best else {}
     (experiment / BEST_HP_FILE).write_text(json.dumps(best_hp, indent=2), encoding="utf-8")

@@ -27,7 +27,7 @@ import pandas as pd
 
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.importance import hyperparameter_importance
-from kt_pipeline.results import load_trials, search_objective, write_results
+from kt_pipeline.results import load_trials, search_objective, search_split, write_results
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
@@ -260,7 +260,12 @@ def write_report(experiment_dir: str | Path, *, top_k: int = 10) -> Report:
     space = _space(project)
 
     files = {"results.csv": experiment / "results.csv", "results.json": experiment / "results.json"}
-    table = write_results(project, files["results.csv"], json_path=files["results.json"])
+    table = write_results(
+        project,
+        files["results.csv"],
+        json_path=files["results.json"],
+        split=search_split(experiment),
+    )
     completed = table[(table["status"] == "COMPLETED") & table["objective"].notna()]
     completed = completed.sort_values("objective", ascending=direction == "min", kind="stable")
     importance = _importance(completed, space)

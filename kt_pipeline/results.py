@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "load_trials",
     "read_table",
     "search_objective",
+    "search_split",
     "trial_table",
     "write_results",
 ]
@@ -90,6 +92,16 @@ def search_objective(
     return "objective", "max"
 
 
+def search_split(experiment: Path) -> str:
+    """The search's ``data.split`` from its saved ``config.toml`` (``random`` for an
+    experiment from before splits were chosen; empty when the config is unreadable)."""
+    try:
+        saved = tomllib.loads((experiment / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return ""
+    return str(saved.get("data", {}).get("split", "random"))
+
+
 def trial_table(tuner: keras_tuner.Tuner) -> pd.DataFrame:
     """Every trial the oracle knows, in id order, with its active hyperparameter values.
 
@@ -138,7 +150,11 @@ def _table(trials: Mapping[str, keras_tuner.engine.trial.Trial], project_dir: st
 
 
 def write_results(
-    tuner: keras_tuner.Tuner | str | Path, path: str | Path, *, json_path: str | Path | None = None
+    tuner: keras_tuner.Tuner | str | Path,
+    path: str | Path,
+    *,
+    json_path: str | Path | None = None,
+    split: str = "",
 ) -> pd.DataFrame:
     """Writes the results table as CSV (and as JSON records when `json_path` is given)
     and returns it.
@@ -147,19 +163,25 @@ def write_results(
         tuner: A tuner, or the folder of its project (read with `load_trials`).
         path: The CSV file.
         json_path: Optional JSON file: one object per trial with its ``hyperparameters``.
+        split: The search's ``data.split``, written in a ``split`` column after the
+            fixed ones: what every objective was measured on.
     """
     if isinstance(tuner, keras_tuner.Tuner):
         frame = trial_table(tuner)
     else:
         frame = _table(load_trials(tuner), str(tuner))
     written = frame.astype(dict.fromkeys(frame.attrs.get(_INTEGER_COLUMNS, []), "Int64"))
+    fixed_columns = list(_FIXED_COLUMNS)
+    if split:
+        written.insert(len(_FIXED_COLUMNS), "split", split)
+        fixed_columns.append("split")
     written.to_csv(path, index=False)
     if json_path is not None:
         records = []
         for row in written.to_dict(orient="records"):
-            fixed = {k: _plain(row[k]) for k in _FIXED_COLUMNS}
+            fixed = {k: _plain(row[k]) for k in fixed_columns}
             fixed["hyperparameters"] = {
-                k: _plain(v) for k, v in row.items() if k not in _FIXED_COLUMNS and not _missing(v)
+                k: _plain(v) for k, v in row.items() if k not in fixed_columns and not _missing(v)
             }
             records.append(fixed)
         Path(json_path).write_text(json.dumps(records, indent=2), encoding="utf-8")

@@ -65,6 +65,7 @@ RESUMABLE_CHANGES = frozenset(
 #: such an experiment as it ran: a saved config without the key is compared as if it
 #: held this value, so a newer default cannot widen an old search unnoticed.
 ADDED_SETTINGS: Mapping[str, Any] = {
+    "data.split": "random",
     "search.value_embeddings": [False],
     "search.row_target_encoding": [False],
     "search.members": [1],

@@ -13,9 +13,9 @@ from kt_pipeline.data import (
     infer_task,
     load_dataset,
     read_rows,
-    split_dataset,
 )
 from kt_pipeline.errors import UserInputError
+from kt_pipeline.splits import split_dataset
 
 EXPECTED_TASKS = {
     "digits": ("multiclass", 10),

@@ -1,0 +1,515 @@
+"""How rows are cut into train, validation and test: at random, or as users deploy.
+
+A model meant for later rows (next month's flights) or for new entities (patients,
+shops, machines the training rows never saw) is only measured honestly on such rows.
+A random row split lets the validation and test rows share their day or their entity
+with training rows, so the search, the features it chooses, the ensemble and the
+reported held-out score all reward memorising them. `data.split` says how to cut:
+
+- ``random``: seeded rows, stratified by class (the default);
+- ``time:COLUMN``: the earliest rows train, later ones validate, the latest are the
+  test rows; rows with equal times stay in one part;
+- ``group:COLUMN[,COLUMN...]``: no group (the rows sharing those columns' values) is
+  in two parts;
+- ``column:COLUMN``: the column says ``train``, ``validation`` or ``test`` for each
+  row, and is no feature.
+
+Steps that fit on the training rows out of fold (the target encodings and the choice
+of the rows' key, `hypermodels.features`) take `training_folds`, which cut the
+training rows the same way, so that they too score what a later or unseen row gets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from hypermodels.features import TabularSchema
+from kt_pipeline.errors import UserInputError
+
+if TYPE_CHECKING:
+    from kt_pipeline.data import Dataset
+
+__all__ = [
+    "SPLIT_KINDS",
+    "LeakCheck",
+    "Split",
+    "SplitSpec",
+    "Splits",
+    "split_dataset",
+    "split_indices",
+    "time_like_columns",
+    "training_folds",
+]
+
+RANDOM, TIME, GROUP, COLUMN = "random", "time", "group", "column"
+#: The ways `data.split` may cut the rows.
+SPLIT_KINDS = (RANDOM, TIME, GROUP, COLUMN)
+#: The values a ``column:`` split's column may hold (compared without case or spaces).
+PART_NAMES = ("train", "validation", "test")
+#: Folds of the out-of-fold fits on the training rows (`training_folds`).
+FOLDS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSpec:
+    """A parsed `data.split`: its kind and the columns it names."""
+
+    kind: str = RANDOM
+    columns: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, *, field: str = "data.split") -> SplitSpec:
+        """Reads ``random``, ``time:COLUMN``, ``group:COLUMN[,COLUMN...]`` or
+        ``column:COLUMN``.
+
+        Raises:
+            UserInputError: another form; the message names `field` and the text.
+        """
+        kind, _, rest = str(text).strip().partition(":")
+        columns = tuple(c.strip() for c in rest.split(",")) if rest.strip() else ()
+        allowed = "random, time:COLUMN, group:COLUMN[,COLUMN...] or column:COLUMN"
+        if kind not in SPLIT_KINDS or (kind == RANDOM) != (not columns) or "" in columns:
+            raise UserInputError(f"`{field}` must be {allowed}. Received: {text!r}")
+        if kind in (TIME, COLUMN) and len(columns) != 1:
+            raise UserInputError(f"`{field}` {kind}: takes one column. Received: {text!r}")
+        if len(set(columns)) != len(columns):
+            raise UserInputError(f"`{field}` names a column twice. Received: {text!r}")
+        return cls(kind, columns)
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == RANDOM else f"{self.kind}:{','.join(self.columns)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One part of a split: feature rows and labels."""
+
+    frame: pd.DataFrame
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """Train, validation and test parts (the search never sees `test`), how they were
+    cut, and the columns left out of the features because of it.
+
+    Attributes:
+        spec: The split.
+        dropped: Columns that are no features: a ``column:`` split's column, and group
+            columns none of whose validation or test values occur in training (an
+            unseen group's value can teach the model nothing it could use).
+        folds: `training_folds` of the training rows, or None for shuffled folds.
+        description: One line for the log, `plan` and the model card.
+    """
+
+    train: Split
+    validation: Split
+    test: Split
+    spec: SplitSpec = SplitSpec()
+    dropped: tuple[str, ...] = ()
+    folds: np.ndarray | None = None
+    description: str = "random rows (data.split = random)"
+
+    def notes(self) -> list[str]:
+        """How the rows were cut and which columns that took out of the features, for
+        the log and `plan`."""
+        dropped = (
+            [
+                f"not a feature under this split: {', '.join(map(repr, self.dropped))}"
+                + (
+                    " (no value is shared by training and held-out rows)"
+                    if self.spec.kind == GROUP
+                    else ""
+                )
+            ]
+            if self.dropped
+            else []
+        )
+        return [self.description, *dropped]
+
+
+def split_dataset(
+    dataset: Dataset,
+    *,
+    split: SplitSpec | str = RANDOM,
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> Splits:
+    """The train/validation/test parts of `dataset` under `split` (`split_indices`).
+
+    Raises:
+        UserInputError: too few rows, groups or times for the split, or a split column
+            that is missing or cannot order or group the rows.
+    """
+    spec = split if isinstance(split, SplitSpec) else SplitSpec.parse(split)
+    train, validation, test = split_indices(
+        dataset,
+        split=spec,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    dropped = _not_features(dataset.frame, spec, train, np.concatenate([validation, test]))
+    frame = dataset.frame.drop(columns=list(dropped))
+    if frame.shape[1] == 0:
+        raise UserInputError(
+            f"`data.split` {str(spec)!r} leaves {dataset.name!r} no feature column: "
+            f"{', '.join(map(repr, dropped))} cannot be features under it"
+        )
+
+    def part(idx: np.ndarray) -> Split:
+        return Split(frame=frame.iloc[idx].reset_index(drop=True), y=dataset.y[idx])
+
+    folds = training_folds(dataset.frame.iloc[train], spec, seed=seed)
+    return Splits(
+        train=part(train),
+        validation=part(validation),
+        test=part(test),
+        spec=spec,
+        dropped=dropped,
+        folds=folds,
+        description=_describe(dataset.frame, spec, (train, validation, test)),
+    )
+
+
+def split_indices(
+    dataset: Dataset,
+    *,
+    split: SplitSpec | str = RANDOM,
+    validation_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sorted row positions of the train, validation and test parts, for code that
+    must train on exactly the rows a search trained on (benchmarks).
+
+    Raises:
+        UserInputError: as `split_dataset`.
+    """
+    spec = split if isinstance(split, SplitSpec) else SplitSpec.parse(split)
+    rows = len(dataset.y)
+    if rows < 3 or min(rows * test_fraction, rows * validation_fraction) < 1:
+        raise UserInputError(
+            f"data source {dataset.name!r} has too few rows ({rows}) for a train/validation/"
+            f"test split with fractions {validation_fraction} and {test_fraction}"
+        )
+    for name in spec.columns:
+        if name not in dataset.frame.columns:
+            raise UserInputError(
+                f"`data.split` names column {name!r}, which is not a feature column of "
+                f"{dataset.name!r} (columns: {', '.join(map(str, dataset.frame.columns))})"
+            )
+    if spec.kind == RANDOM:
+        parts = _random_parts(dataset, validation_fraction, test_fraction, seed)
+    elif spec.kind == COLUMN:
+        parts = _column_parts(dataset.frame[spec.columns[0]], spec)
+    else:
+        if spec.kind == TIME:
+            order = _time_order(dataset.frame[spec.columns[0]], spec)
+        else:
+            order = _group_order(dataset.frame, spec, seed)
+        parts = _ordered_parts(order, validation_fraction, test_fraction, spec)
+    if dataset.task != "regression":
+        _check_classes(dataset, spec, parts)
+    return parts
+
+
+def _random_parts(
+    dataset: Dataset, validation_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded rows, stratified by class for classification."""
+    from sklearn.model_selection import train_test_split
+
+    rows = len(dataset.y)
+    classify = dataset.task != "regression"
+    if classify and rows < max(3, 3 * dataset.num_classes):
+        raise UserInputError(
+            f"data source {dataset.name!r} has too few rows ({rows}) for a train/validation/"
+            f"test split with fractions {validation_fraction} and {test_fraction}"
+        )
+
+    def cut(idx: np.ndarray, fraction: float, seed_offset: int) -> tuple[np.ndarray, np.ndarray]:
+        stratify = dataset.y[idx] if classify else None
+        try:
+            first, second = train_test_split(
+                idx, test_size=fraction, random_state=seed + seed_offset, stratify=stratify
+            )
+        except ValueError as error:
+            raise UserInputError(
+                f"data source {dataset.name!r} cannot be split with every class in every "
+                f"part: {error}"
+            ) from error
+        return np.sort(first), np.sort(second)
+
+    rest, test = cut(np.arange(rows), test_fraction, 0)
+    train, validation = cut(rest, validation_fraction / (1 - test_fraction), 1)
+    return train, validation, test
+
+
+def _column_parts(series: pd.Series, spec: SplitSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    names = series.astype("string").str.strip().str.lower()
+    unknown = series[~names.isin(PART_NAMES).fillna(False).astype(bool)]
+    if len(unknown):
+        raise UserInputError(
+            f"column {spec.columns[0]!r} (`data.split` {str(spec)!r}) must say train, "
+            f"validation or test for every row. Received: {unknown.iloc[0]!r}"
+        )
+    parts = tuple(np.flatnonzero((names == name).to_numpy(bool)) for name in PART_NAMES)
+    for name, idx in zip(PART_NAMES, parts, strict=True):
+        if not len(idx):
+            raise UserInputError(
+                f"column {spec.columns[0]!r} (`data.split` {str(spec)!r}) marks no row "
+                f"{name!r}: every part needs rows"
+            )
+    return parts  # type: ignore[return-value]
+
+
+def _time_order(series: pd.Series, spec: SplitSpec) -> np.ndarray:
+    """Each row's time as a sortable number: the column's numbers, or its dates."""
+    name = spec.columns[0]
+    if series.isna().any() or (series.astype("string") == "").any():
+        missing = int(series.isna().sum() + (series.astype("string") == "").sum())
+        raise UserInputError(
+            f"column {name!r} (`data.split` {str(spec)!r}) has {missing} rows without a "
+            "time: every row needs one to be placed before or after the others"
+        )
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        return series.to_numpy("float64")
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return _elapsed(series)
+    times = pd.to_datetime(series.astype("string"), errors="coerce", format="ISO8601")
+    if times.isna().any():
+        bad = series[times.isna()].iloc[0]
+        raise UserInputError(
+            f"column {name!r} (`data.split` {str(spec)!r}) must hold numbers or ISO dates "
+            f"(2024-01-31, 2024-01-31T08:15). Received: {bad!r}"
+        )
+    return _elapsed(times)
+
+
+def _elapsed(times: pd.Series) -> np.ndarray:
+    """Seconds since the epoch, the wall-clock time as written (time zones dropped)."""
+    if getattr(times.dt, "tz", None) is not None:
+        times = times.dt.tz_localize(None)
+    stamps = times.astype("datetime64[ns]").to_numpy()
+    return (stamps - np.datetime64(0, "ns")).astype("int64").astype("float64") / 1e9
+
+
+def _group_keys(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """Dense ids of the rows' joint values of `columns` (a gap is a value)."""
+    return frame.groupby(list(columns), dropna=False, sort=True).ngroup().to_numpy("int64")
+
+
+def _group_order(frame: pd.DataFrame, spec: SplitSpec, seed: int) -> np.ndarray:
+    """Each row's rank in a seeded shuffle of the groups: rows of one group share it."""
+    keys = _group_keys(frame, spec.columns)
+    shuffled = np.random.default_rng(seed).permutation(int(keys.max()) + 1)
+    return shuffled[keys].astype("float64")
+
+
+def _ordered_parts(
+    order: np.ndarray, validation_fraction: float, test_fraction: float, spec: SplitSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows cut at the boundaries between distinct values of `order`, nearest to
+    the fractions: the lowest values train, the highest are the test rows."""
+    values, inverse, counts = np.unique(order, return_inverse=True, return_counts=True)
+    what = "times" if spec.kind == TIME else "groups"
+    if len(values) < 3:
+        raise UserInputError(
+            f"column {', '.join(map(repr, spec.columns))} (`data.split` {str(spec)!r}) needs "
+            f"at least 3 distinct {what} to make train, "
+            f"validation and test parts. Received: {len(values)}"
+        )
+    ends = np.cumsum(counts)
+    rows = int(ends[-1])
+
+    def boundary(share: float, low: int) -> int:
+        """How many distinct values lie before the cut nearest `share` of the rows,
+        leaving at least one value on each side."""
+        cut = int(np.argmin(np.abs(ends - share * rows))) + 1
+        return min(max(cut, low + 1), len(values) - (2 if low == 0 else 1))
+
+    first = boundary(1.0 - validation_fraction - test_fraction, 0)
+    second = boundary(1.0 - test_fraction, first)
+    part = np.searchsorted([first, second], inverse, side="right")
+    return tuple(np.flatnonzero(part == i) for i in range(3))  # type: ignore[return-value]
+
+
+def _check_classes(
+    dataset: Dataset, spec: SplitSpec, parts: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    """Training and validation rows need two classes each: the search scores on them."""
+    for name, idx in zip(("training", "validation"), parts[:2], strict=True):
+        if len(np.unique(dataset.y[idx])) < 2:
+            raise UserInputError(
+                f"`data.split` {str(spec)!r} leaves the {name} rows of {dataset.name!r} "
+                "with one class: the search cannot score them"
+            )
+
+
+def _not_features(
+    frame: pd.DataFrame, spec: SplitSpec, train: np.ndarray, others: np.ndarray
+) -> tuple[str, ...]:
+    """The split's columns that cannot be features (`Splits.dropped`)."""
+    if spec.kind == COLUMN:
+        return spec.columns
+    if spec.kind != GROUP:
+        return ()
+    return tuple(
+        name
+        for name in spec.columns
+        if not np.isin(
+            frame[name].iloc[others].astype("string").fillna("<NA>").to_numpy(str),
+            frame[name].iloc[train].astype("string").fillna("<NA>").to_numpy(str),
+        ).any()
+    )
+
+
+def training_folds(
+    frame: pd.DataFrame, spec: SplitSpec, *, seed: int, folds: int = FOLDS
+) -> np.ndarray | None:
+    """Fold ids (0..k-1) of the training rows that cut them as `spec` cuts the table:
+    contiguous periods for a time split, whole groups for a group split; None (shuffled
+    folds) for the others.
+
+    An out-of-fold fit on such folds sees what a later period or an unseen group gets:
+    the encoding of a key that names a day or a person falls back to the prior, and the
+    key scores nothing.
+    """
+    if spec.kind == TIME:
+        order = _time_order(frame[spec.columns[0]], spec)
+    elif spec.kind == GROUP:
+        order = _group_order(frame, spec, seed)
+    else:
+        return None
+    values, inverse, counts = np.unique(order, return_inverse=True, return_counts=True)
+    if len(values) < 2:
+        return None
+    folds = min(folds, len(values))
+    before = np.cumsum(counts) - counts  # rows before each value
+    fold_of_value = np.minimum(before * folds // len(order), folds - 1)
+    # Fewer values than the cuts' places can leave a fold empty: number the used ones.
+    used = np.unique(fold_of_value, return_inverse=True)[1]
+    return used[inverse].astype("int64")
+
+
+def _describe(
+    frame: pd.DataFrame, spec: SplitSpec, parts: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> str:
+    """One line on how the rows were cut, with the time boundaries of a time split."""
+    if spec.kind == RANDOM:
+        return "random rows (data.split = random)"
+    if spec.kind == GROUP:
+        keys = _group_keys(frame, spec.columns)
+        counts = [len(np.unique(keys[idx])) for idx in parts]
+        return (
+            f"by group of {', '.join(map(repr, spec.columns))} (data.split = {spec}): "
+            f"{counts[0]:,} / {counts[1]:,} / {counts[2]:,} groups in train / validation / test"
+        )
+    if spec.kind == COLUMN:
+        return f"as column {spec.columns[0]!r} says (data.split = {spec})"
+    series = frame[spec.columns[0]]
+    bounds = [(_shown(series.iloc[idx].min()), _shown(series.iloc[idx].max())) for idx in parts]
+    return (
+        f"by time of {spec.columns[0]!r} (data.split = {spec}): train {bounds[0][0]} to "
+        f"{bounds[0][1]}, validation {bounds[1][0]} to {bounds[1][1]}, test {bounds[2][0]} "
+        f"to {bounds[2][1]}"
+    )
+
+
+def _shown(value: object) -> str:
+    """A time as a person writes it: 1987, not 1987.0."""
+    return f"{value:.15g}" if isinstance(value, float | np.floating) else str(value)
+
+
+#: Words of a column name that say it holds a time or a part of one.
+_TIME_WORDS = frozenset(
+    {"year", "yr", "month", "mon", "day", "date", "week", "hour", "time", "quarter",
+     "qtr", "period", "timestamp", "datetime", "weekday", "dow", "doy", "dt", "season"}
+)  # fmt: skip
+
+
+def _words(name: str) -> set[str]:
+    """A column name's words: ``dep_time``, ``depTime`` and ``DEP TIME`` give dep, time."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return {word for word in re.split(r"[^a-z0-9]+", spaced.lower()) if word}
+
+
+def time_like_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that hold times or parts of one, by their name's words or by values that
+    read as ISO dates: a key built on them is a period, which later rows never share."""
+    found = []
+    for name in frame.columns:
+        series = frame[name]
+        if _words(str(name)) & _TIME_WORDS or pd.api.types.is_datetime64_any_dtype(series):
+            found.append(str(name))
+        elif series.dtype == object:
+            sample = series.dropna().astype(str).head(200)
+            if len(sample) and sample.str.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?").mean() >= 0.9:
+                found.append(str(name))
+    return found
+
+
+#: A key or a column looks like an entity when it has at least this many groups and its
+#: repeated groups' median size is at most `_ENTITY_MAX_MEDIAN` rows: people, shops,
+#: classrooms, not a handful of segments of thousands of rows each.
+_ENTITY_MIN_GROUPS = 20
+_ENTITY_MAX_MEDIAN = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class LeakCheck:
+    """What a random split may let the search learn that deployment will not give: the
+    rows' key (`hypermodels.features.fit_row_codes`) when it names a period or an
+    entity, and the table's time-like columns."""
+
+    spec: SplitSpec
+    schema: TabularSchema
+    time_columns: tuple[str, ...]
+
+    def warnings(self) -> list[str]:
+        """One line per leak the search may learn, naming the split that avoids it
+        (advice: a user who predicts for the same periods or entities may keep it)."""
+        rows = self.schema.rows
+        if self.spec.kind != RANDOM or rows is None:
+            return []
+        key = rows.key or self.schema.names
+        named = ", ".join(key)
+        timely = [name for name in key if name in self.time_columns]
+        if timely:
+            return [
+                f"the rows' key ({named}) includes {', '.join(map(repr, timely))}, a time "
+                "period: under a random split held-out rows share their period, and its "
+                "labels, with training rows. If the model will predict later rows, use "
+                f"--split time:COLUMN (data.split), e.g. time:{timely[0]}"
+            ]
+        sizes = np.asarray(rows.counts[1:])
+        if len(sizes) >= _ENTITY_MIN_GROUPS and np.median(sizes) <= _ENTITY_MAX_MEDIAN:
+            return [
+                f"the rows' key ({named}) looks like an entity seen in several rows "
+                f"({len(sizes):,} repeated groups of {np.median(sizes):g} rows at the median; "
+                f"it explains {rows.key_share:.0%} of what the columns' main effects leave): "
+                "under a random split held-out rows are of the same entities. If the model "
+                f"will predict for new ones, use --split group:{','.join(key)} (data.split)"
+            ]
+        return []
+
+    def notes(self) -> list[str]:
+        """The time-like columns, for `plan`, whatever the split."""
+        if not self.time_columns or self.spec.kind == TIME:
+            return []
+        return [
+            f"time-like column(s) {', '.join(map(repr, self.time_columns))}: if the model will "
+            f"predict later rows, --split time:{self.time_columns[0]} (data.split) holds out "
+            "the latest rows and validates as that deployment will"
+        ]
