@@ -65,6 +65,7 @@ __all__ = [
     "fit_target_codes",
     "hashing_buckets",
     "high_cardinality_columns",
+    "level_shares",
     "model_inputs",
     "numeric_frame",
     "rare_level_columns",
@@ -614,11 +615,7 @@ def _choose_key(
     like CatBoost's greedy feature combinations; a key must repeat on
     `ROW_MIN_COVERAGE` of the rows, so continuous columns rule themselves out.
     """
-    rng = np.random.default_rng(seed)
-    if len(frame) > _KEY_SAMPLE:
-        picked = np.sort(rng.choice(len(frame), _KEY_SAMPLE, replace=False))
-        frame, y = frame.iloc[picked], np.asarray(y)[picked]
-        folds = None if folds is None else folds[picked]
+    frame, y, folds = _sample(frame, y, folds, seed=seed)
     target = _target_matrix(y, task)
     residual = target - _main_effects(schema, frame, target)
     codes = {c.name: _value_codes(c, frame[c.name]) for c in schema.columns}
@@ -648,6 +645,42 @@ def _choose_key(
     if best < ROW_MIN_SCORE:
         return None
     return tuple(name for name in schema.names if name in key), float(best)
+
+
+def _sample(
+    frame: pd.DataFrame, y: np.ndarray, folds: np.ndarray | None, *, seed: int
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """At most `_KEY_SAMPLE` seeded rows, so that scoring keys stays seconds."""
+    if len(frame) <= _KEY_SAMPLE:
+        return frame, y, folds
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(len(frame), _KEY_SAMPLE, replace=False))
+    return frame.iloc[picked], np.asarray(y)[picked], None if folds is None else folds[picked]
+
+
+def level_shares(
+    schema: TabularSchema,
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    task: str,
+    seed: int,
+    folds: np.ndarray | None = None,
+) -> dict[str, float]:
+    """For each high-cardinality column, the share of what the columns' main effects
+    leave that its levels explain out of fold (as `_choose_key` scores keys): how much
+    a model may learn from recalling each level, an entity's or a day's, rather than
+    from what the level has in common with others."""
+    wide = high_cardinality_columns(schema)
+    if not wide or len(frame) == 0:
+        return {}
+    frame, y, folds = _sample(frame, y, folds, seed=seed)
+    target = _target_matrix(y, task)
+    residual = target - _main_effects(schema, frame, target)
+    return {
+        c.name: _encoded_share(_value_codes(c, frame[c.name]), residual, seed=seed, folds=folds)
+        for c in wide
+    }
 
 
 def _target_matrix(y: np.ndarray, task: str) -> np.ndarray:

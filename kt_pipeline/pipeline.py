@@ -35,6 +35,7 @@ from hypermodels.features import (
     embedding_width,
     fit_row_codes,
     fit_target_codes,
+    level_shares,
     model_inputs,
     rare_level_columns,
     raw_rows,
@@ -167,11 +168,18 @@ class _Prepared:
     schema: TabularSchema
     #: The training rows' out-of-fold target encodings (`fit_target_codes`), if any.
     train_codes: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    seed: int = 0  # runtime.seed, which seeded the split and the out-of-fold fits
 
     def leak_check(self) -> splits_lib.LeakCheck:
         """What the split may let the search learn that deployment will not give."""
         time_columns = tuple(splits_lib.time_like_columns(self.dataset.frame))
-        return splits_lib.LeakCheck(self.splits.spec, self.schema, time_columns)
+        shares = {}
+        if self.splits.spec.kind == splits_lib.RANDOM:
+            train = self.splits.train
+            shares = level_shares(
+                self.schema, train.frame, train.y, task=self.dataset.task, seed=self.seed
+            )
+        return splits_lib.LeakCheck(self.splits.spec, self.schema, time_columns, shares)
 
     def inputs(self, part: splits_lib.Split) -> Any:
         codes = self.train_codes if part is self.splits.train else None
@@ -207,7 +215,7 @@ def _prepare_data(config: PipelineConfig) -> _Prepared:
             schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
         )
         codes.update(row_codes)
-    return _Prepared(dataset=dataset, splits=splits, schema=schema, train_codes=codes)
+    return _Prepared(dataset=dataset, splits=splits, schema=schema, train_codes=codes, seed=seed)
 
 
 def _hypermodel_class(path: str) -> type[keras_tuner.HyperModel]:

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from hypermodels.features import TabularSchema
+from hypermodels.features import ROW_MIN_SCORE, TabularSchema
 from kt_pipeline.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -467,42 +467,80 @@ _ENTITY_MIN_GROUPS = 20
 _ENTITY_MAX_MEDIAN = 20
 
 
+def _entity_like(counts: Sequence[int]) -> bool:
+    """Many groups seen more than once, most of them small (`_ENTITY_MIN_GROUPS`)."""
+    sizes = np.asarray([n for n in counts if n >= 2])
+    return len(sizes) >= _ENTITY_MIN_GROUPS and float(np.median(sizes)) <= _ENTITY_MAX_MEDIAN
+
+
 @dataclasses.dataclass(frozen=True)
 class LeakCheck:
     """What a random split may let the search learn that deployment will not give: the
-    rows' key (`hypermodels.features.fit_row_codes`) when it names a period or an
-    entity, and the table's time-like columns."""
+    rows' key (`hypermodels.features.fit_row_codes`) or a high-cardinality column when
+    it names a period or an entity, and the table's time-like columns.
+
+    Attributes:
+        spec: The split.
+        schema: The fitted schema, with the rows' key if one was chosen.
+        time_columns: `time_like_columns` of the table.
+        level_shares: `hypermodels.features.level_shares` of the high-cardinality
+            columns: what recalling each level explains beyond the main effects.
+    """
 
     spec: SplitSpec
     schema: TabularSchema
     time_columns: tuple[str, ...]
+    level_shares: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def warnings(self) -> list[str]:
         """One line per leak the search may learn, naming the split that avoids it
         (advice: a user who predicts for the same periods or entities may keep it)."""
-        rows = self.schema.rows
-        if self.spec.kind != RANDOM or rows is None:
+        if self.spec.kind != RANDOM:
             return []
-        key = rows.key or self.schema.names
-        named = ", ".join(key)
-        timely = [name for name in key if name in self.time_columns]
+        rows = self.schema.rows
+        warnings, named = [], set()
+        if rows is not None:
+            key = rows.key or self.schema.names
+            warning = self._warning(
+                f"the rows' key ({', '.join(key)})", key, rows.counts[1:], rows.key_share
+            )
+            if warning:
+                warnings.append(warning)
+                named.update(key)
+        for column in self.schema.categorical:
+            share = self.level_shares.get(column.name, 0.0)
+            if column.name in named or share < ROW_MIN_SCORE:
+                continue
+            warning = self._warning(
+                f"column {column.name!r} ({len(column.vocabulary):,} levels)",
+                (column.name,),
+                column.counts[1:],
+                share,
+            )
+            warnings += [warning] if warning else []
+        return warnings
+
+    def _warning(
+        self, what: str, columns: Sequence[str], counts: Sequence[int], share: float
+    ) -> str | None:
+        timely = [name for name in columns if name in self.time_columns]
         if timely:
-            return [
-                f"the rows' key ({named}) includes {', '.join(map(repr, timely))}, a time "
-                "period: under a random split held-out rows share their period, and its "
-                "labels, with training rows. If the model will predict later rows, use "
-                f"--split time:COLUMN (data.split), e.g. time:{timely[0]}"
-            ]
-        sizes = np.asarray(rows.counts[1:])
-        if len(sizes) >= _ENTITY_MIN_GROUPS and np.median(sizes) <= _ENTITY_MAX_MEDIAN:
-            return [
-                f"the rows' key ({named}) looks like an entity seen in several rows "
-                f"({len(sizes):,} repeated groups of {np.median(sizes):g} rows at the median; "
-                f"it explains {rows.key_share:.0%} of what the columns' main effects leave): "
-                "under a random split held-out rows are of the same entities. If the model "
-                f"will predict for new ones, use --split group:{','.join(key)} (data.split)"
-            ]
-        return []
+            return (
+                f"{what} includes {', '.join(map(repr, timely))}, a time period: under a "
+                "random split held-out rows share their period, and its labels, with "
+                "training rows. If the model will predict later rows, use --split "
+                f"time:COLUMN (data.split), e.g. time:{timely[0]}"
+            )
+        if _entity_like(counts):
+            sizes = [n for n in counts if n >= 2]
+            return (
+                f"{what} looks like an entity seen in several rows ({len(sizes):,} "
+                f"repeated, {np.median(sizes):g} rows at the median; it explains "
+                f"{share:.0%} of what the columns' main effects leave): under a random split "
+                "held-out rows are of the same entities. If the model will predict for new "
+                f"ones, use --split group:{','.join(columns)} (data.split)"
+            )
+        return None
 
     def notes(self) -> list[str]:
         """The time-like columns, for `plan`, whatever the split."""

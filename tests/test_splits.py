@@ -330,3 +330,28 @@ def test_a_deployment_split_gets_no_warning() -> None:
 def test_time_like_names(name: str, expected: bool) -> None:
     frame = pd.DataFrame({name: [1.0, 2.0]})
     assert (time_like_columns(frame) == [name]) is expected
+
+
+def test_an_entity_column_is_flagged_and_a_noise_identifier_is_not() -> None:
+    from hypermodels.features import level_shares
+
+    rng = np.random.default_rng(8)
+    rows = 2_000
+    person = rng.integers(0, 400, size=rows)
+    noise = rng.integers(0, 400, size=rows)
+    frame = pd.DataFrame(
+        {
+            "person": np.char.add("p", person.astype(str)).astype(object),
+            "ticket": np.char.add("t", noise.astype(str)).astype(object),
+            "x": rng.normal(size=rows),
+        }
+    )
+    y = 2.0 * rng.normal(size=400)[person] + frame["x"].to_numpy() + rng.normal(size=rows)
+    kinds = {"person": STRING_CATEGORICAL, "ticket": STRING_CATEGORICAL, "x": NUMERIC}
+    schema = fit_schema(frame, kinds)  # no row key: only the columns' own levels
+    shares = level_shares(schema, frame, y, task="regression", seed=0)
+    assert shares["person"] > 0.3 and shares["ticket"] < 0.02
+    (warning,) = LeakCheck(SplitSpec(), schema, (), shares).warnings()
+    assert warning.startswith("column 'person' (395 levels) looks like an entity")
+    assert "--split group:person" in warning
+    assert LeakCheck(SplitSpec.parse("group:person"), schema, (), shares).warnings() == []
