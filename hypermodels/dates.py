@@ -97,6 +97,8 @@ _FRACTION_RE = re.compile(_FRACTION_PATTERN)
 # Share of a text column's non-missing values that must be valid ISO dates for
 # `looks_like_dates`, the share that data inference asks of numbers in text.
 _MIN_DATE_SHARE = 0.9
+# `looks_like_dates` reads a column whole only when its first values pass.
+_SAMPLE = 1_000
 
 # Periods of the cyclic parts.
 _PERIODS = {"month": 12.0, "weekday": 7.0, "yearday": 365.25, "hour": 24.0}
@@ -150,6 +152,9 @@ def looks_like_dates(series: pd.Series) -> bool:
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return True
     if not (pd.api.types.is_object_dtype(dtype) or isinstance(dtype, pd.StringDtype)):
+        return False
+    head = series.dropna().iloc[:_SAMPLE]  # most text columns are ruled out here, fast
+    if len(head) < len(series.dropna()) and not looks_like_dates(head):
         return False
     strings = iso_strings(series)
     present = strings != ""
