@@ -599,13 +599,6 @@ _README_METHODS = {
     "Optuna TPE": "optuna_tpe",
 }
 _README_PAIRS = {"default - LightGBM": "lightgbm", "default - RealMLP-TD": "realmlp_td"}
-#: Where the README and the summary disagree today, each with the two figures. The test
-#: fails when one of these is fixed as well as when a new one appears.
-_README_KNOWN_DIFFERENCES = {
-    # README: 142 s, the mean of star_math's ten seeds (142.2); the summary (seeds 0-4,
-    # as the README's table says): 153.0 s.
-    ("star_math", "pipeline", "seconds"),
-}
 _SCORE = re.compile(r"^\**(-?\d+\.\d\d)(?: \+- (\d+\.\d\d))?\**(?: \((\d+) s\))?$")
 _PAIR = re.compile(r"^([+-]\d+\.\d\d) \((\d+) / (\d+)\)$")
 
@@ -672,4 +665,4 @@ def test_the_readme_real_table_figures_are_the_summarys() -> None:
     lightgbm = {r["table"]: r for r in summary["against_lightgbm"]}
     assert lightgbm == {r["table"]: r for r in summary["against"]["lightgbm"]}
     assert checked >= 80
-    assert differences == _README_KNOWN_DIFFERENCES
+    assert not differences, sorted(differences)
