@@ -600,11 +600,7 @@ def export_best(
             },
             refit=refit,
             config=config_to_dict(config),
-            split={
-                "spec": str(prepared.splits.spec),
-                "description": prepared.splits.description,
-                "not_features": list(prepared.splits.dropped),
-            },
+            split=prepared.splits.to_json(),
         ),
         score=score,
         fresh_process=config.export.verify_in_fresh_process,

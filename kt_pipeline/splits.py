@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -118,6 +118,14 @@ class Splits:
     dropped: tuple[str, ...] = ()
     folds: np.ndarray | None = None
     description: str = "random rows (data.split = random)"
+
+    def to_json(self) -> dict[str, Any]:
+        """What the model card records of the split (`data.split` there)."""
+        return {
+            "spec": str(self.spec),
+            "description": self.description,
+            "not_features": list(self.dropped),
+        }
 
     def notes(self) -> list[str]:
         """How the rows were cut and which columns that took out of the features, for
