@@ -45,6 +45,7 @@ __all__ = [
     "DATETIME",
     "HIGH_CARDINALITY",
     "INTEGER_CATEGORICAL",
+    "LEVEL_MIN_SHARE",
     "NUMERIC",
     "NUMERIC_INPUT",
     "RARE_BELOW",
@@ -71,6 +72,7 @@ __all__ = [
     "rare_level_columns",
     "raw_rows",
     "row_keys",
+    "screen_identifiers",
     "serving_signature",
     "value_columns",
 ]
@@ -180,6 +182,9 @@ class Column:
             where some training value has a time of day), each a numeric column named
             ``<column>.<part>`` with its own statistics.
         source: A date part: the datetime column it is computed from.
+        treatment: High-cardinality categorical: a treatment fixed before the search
+            (``drop``: `screen_identifiers` found its levels explain nothing), which
+            overrides the searched one; empty where the search decides.
     """
 
     name: str
@@ -198,6 +203,7 @@ class Column:
     key_share: float = 0.0
     parts: tuple[Column, ...] = ()
     source: str = ""
+    treatment: str = ""
 
     @property
     def part(self) -> str:
@@ -658,6 +664,31 @@ def _sample(
     return frame.iloc[picked], np.asarray(y)[picked], None if folds is None else folds[picked]
 
 
+#: A high-cardinality column whose levels explain less than this share of what the
+#: other columns' main effects leave (`level_shares`) is left out by
+#: `screen_identifiers`: an identifier of pure noise scores within the out-of-fold
+#: estimate's own noise of zero, while one whose levels carry an effect scores above it
+#: (the design tables' figures are in `benchmarks/README.md`).
+LEVEL_MIN_SHARE = 0.005
+
+
+def screen_identifiers(
+    schema: TabularSchema, shares: Mapping[str, float], *, min_share: float = LEVEL_MIN_SHARE
+) -> TabularSchema:
+    """The schema with ``drop`` fixed for each high-cardinality column whose levels
+    explain less than `min_share` (`level_shares`), so that the network never embeds an
+    identifier that carries nothing; the columns stay inputs, so the export still takes
+    them. Nothing is dropped where that would leave the network no feature."""
+    idle = {name for name, share in shares.items() if share < min_share}
+    kept = [c for c in schema.columns if c.name not in idle]
+    if not idle or (not kept and schema.rows is None):
+        return schema
+    columns = tuple(
+        dataclasses.replace(c, treatment="drop") if c.name in idle else c for c in schema.columns
+    )
+    return dataclasses.replace(schema, columns=columns)
+
+
 def level_shares(
     schema: TabularSchema,
     frame: pd.DataFrame,
@@ -667,8 +698,8 @@ def level_shares(
     seed: int,
     folds: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """For each high-cardinality column, the share of what the columns' main effects
-    leave that its levels explain out of fold (as `_choose_key` scores keys): how much
+    """For each high-cardinality column, the share of what the other columns' main
+    effects leave that its levels explain out of fold (as `_choose_key` scores keys): how much
     a model may learn from recalling each level, an entity's or a day's, rather than
     from what the level has in common with others."""
     wide = high_cardinality_columns(schema)
@@ -676,11 +707,13 @@ def level_shares(
         return {}
     frame, y, folds = _sample(frame, y, folds, seed=seed)
     target = _target_matrix(y, task)
-    residual = target - _main_effects(schema, frame, target)
-    return {
-        c.name: _encoded_share(_value_codes(c, frame[c.name]), residual, seed=seed, folds=folds)
-        for c in wide
-    }
+    shares = {}
+    for column in wide:
+        others = tuple(c for c in schema.columns if c.name != column.name)
+        residual = target - _main_effects(TabularSchema(others), frame, target)
+        ids = _value_codes(column, frame[column.name])
+        shares[column.name] = _encoded_share(ids, residual, seed=seed, folds=folds)
+    return shares
 
 
 def _target_matrix(y: np.ndarray, task: str) -> np.ndarray:
@@ -997,20 +1030,21 @@ def build_preprocessing(
         ids = raw_inputs[column.name]
         size = len(column.vocabulary) + 1  # one out-of-vocabulary slot
         safe = re.sub(r"[^A-Za-z0-9_]", "_", column.name)
+        treatment = column.treatment or high_cardinality
         if size <= _MAX_ONE_HOT:
             encoded = keras.layers.CategoryEncoding(
                 num_tokens=size, output_mode="one_hot", name=f"one_hot_{safe}"
             )(ids)
-        elif high_cardinality == "drop":
+        elif treatment == "drop":
             continue
-        elif high_cardinality == "target":
+        elif treatment == "target":
             if not column.target_codes:
                 raise ValueError(
                     f"column {column.name!r} has no target codes: fit them with "
                     "`fit_target_codes` before building a model that target-encodes"
                 )
             encoded = raw_inputs[column.name + TARGET_SUFFIX]
-        elif high_cardinality == "frequency":
+        elif treatment == "frequency":
             encoded = keras.layers.Flatten(name=f"flatten_{safe}")(
                 keras.layers.Embedding(
                     size,
@@ -1020,20 +1054,20 @@ def build_preprocessing(
                     name=f"frequency_{safe}",
                 )(ids)
             )
-        elif high_cardinality == "hashing":
+        elif treatment == "hashing":
             buckets = hashing_buckets(size)
             hashed = HashBuckets(buckets, name=f"hash_{safe}")(ids)
             embedded = keras.layers.Embedding(
                 buckets, _embedding_size(buckets), name=f"hashed_embed_{safe}"
             )(hashed)
             encoded = keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
-        elif high_cardinality == "embedding":
+        elif treatment == "embedding":
             embedded = keras.layers.Embedding(size, _embedding_size(size), name=f"embed_{safe}")(
                 ids
             )
             encoded = keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
         else:
-            raise ValueError(f"unknown high-cardinality treatment {high_cardinality!r}")
+            raise ValueError(f"unknown high-cardinality treatment {treatment!r}")
         parts.append(encoded)
     if row_codes and schema.rows is not None:
         parts.append(raw_inputs[ROW_CODES + TARGET_SUFFIX])

@@ -116,6 +116,12 @@ class DataConfig:
         min_frequency: A categorical value seen fewer times than this in the training
             split shares one bucket with unseen values (`hypermodels.fit_schema`);
             1 keeps every value.
+        screen_identifiers: Before the search, leave out of the network each
+            high-cardinality column whose levels explain less than
+            `hypermodels.features.LEVEL_MIN_SHARE` of what the other columns' main
+            effects leave, out of fold on the split's folds
+            (`hypermodels.features.screen_identifiers`): an identifier that carries
+            nothing then costs nothing. The column stays an input of the export.
     """
 
     source: str = "builtin:digits"
@@ -127,6 +133,7 @@ class DataConfig:
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     min_frequency: int = 1
+    screen_identifiers: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.min_frequency, bool) or not isinstance(self.min_frequency, int):

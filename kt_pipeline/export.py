@@ -47,6 +47,7 @@ __all__ = [
     "compare_outputs",
     "export_model",
     "load_model_info",
+    "model_outputs",
     "predict_saved_model",
     "prediction_table",
     "score_predictions",
@@ -208,6 +209,21 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def model_outputs(
+    model: keras.Model,
+    rows: dict[str, np.ndarray],
+    *,
+    schema: TabularSchema,
+    task: str,
+    class_names: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
+    """What an export of `model` would serve for `rows` (raw columns keyed by input
+    name, `features.raw_rows`), computed in memory without exporting it."""
+    return _in_memory_outputs(
+        model, rows, encoder=ServingEncoder(schema), task=task, class_names=class_names
+    )
 
 
 def _in_memory_outputs(

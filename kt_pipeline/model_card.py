@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hypermodels.features import INTEGER_CATEGORICAL, NUMERIC, TabularSchema
+from hypermodels.features import DATETIME, INTEGER_CATEGORICAL, NUMERIC, TabularSchema
 
 __all__ = [
     "GOOD_MARKER",
@@ -79,8 +79,12 @@ def _schema(schema: TabularSchema) -> list[dict[str, Any]]:
         }
         if column.kind == NUMERIC:
             entry.update(mean=column.mean, variance=column.variance, missing=column.has_missing)
+        elif column.kind == DATETIME:
+            entry["parts"] = [part.part for part in column.parts]
         else:
             entry["categories"] = [v.item() if hasattr(v, "item") else v for v in column.vocabulary]
+        if column.treatment:  # fixed before the search (data.screen_identifiers)
+            entry["treatment"] = column.treatment
         columns.append(entry)
     return columns
 
@@ -211,12 +215,17 @@ def format_card(card: dict[str, Any], *, good: bool) -> str:
         lines.append(f"  {name:<24} {value}")
     lines.append("Inputs (one per column):")
     for column in data.get("schema", []):
-        detail = (
-            f"categories {column['categories']}"
-            if "categories" in column
-            else f"mean {column.get('mean', 0):.4g}"
-            + (", may be missing (NaN)" if column.get("missing") else "")
-        )
+        if "categories" in column:
+            detail = f"categories {column['categories']}"
+        elif "parts" in column:
+            detail = f"ISO date or timestamp, as parts {', '.join(column['parts'])}"
+        else:
+            detail = f"mean {column.get('mean', 0):.4g}" + (
+                ", may be missing (NaN)" if column.get("missing") else ""
+            )
+        if column.get("treatment") == "drop":
+            detail += "; left out of the network (its levels explain nothing)"
+
         lines.append(
             f"  {column['input']:<20} {column['dtype']:<8} {column['kind']:<20} "
             f"from {column['name']!r}; {detail}"

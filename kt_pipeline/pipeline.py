@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from hypermodels import SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import (
+    LEVEL_MIN_SHARE,
     RARE_BELOW,
     TARGET_SUFFIX,
     build_inputs,
@@ -39,6 +40,7 @@ from hypermodels.features import (
     model_inputs,
     rare_level_columns,
     raw_rows,
+    screen_identifiers,
     value_columns,
 )
 from hypermodels.mlp import EVALUATION_BATCH_SIZE
@@ -48,7 +50,7 @@ from kt_pipeline import ensemble as ensemble_lib
 from kt_pipeline import splits as splits_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict, save_config
 from kt_pipeline.errors import SearchAbortedError, UserInputError
-from kt_pipeline.export import export_model, score_predictions
+from kt_pipeline.export import export_model, model_outputs, score_predictions
 from kt_pipeline.lock import experiment_lock
 from kt_pipeline.lr_find import (
     RANGE_TEST_STEPS,
@@ -168,18 +170,13 @@ class _Prepared:
     schema: TabularSchema
     #: The training rows' out-of-fold target encodings (`fit_target_codes`), if any.
     train_codes: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    seed: int = 0  # runtime.seed, which seeded the split and the out-of-fold fits
+    #: `level_shares` of the high-cardinality columns, on the split's folds.
+    level_shares: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     def leak_check(self) -> splits_lib.LeakCheck:
         """What the split may let the search learn that deployment will not give."""
         time_columns = tuple(splits_lib.time_like_columns(self.dataset.frame))
-        shares = {}
-        if self.splits.spec.kind == splits_lib.RANDOM:
-            train = self.splits.train
-            shares = level_shares(
-                self.schema, train.frame, train.y, task=self.dataset.task, seed=self.seed
-            )
-        return splits_lib.LeakCheck(self.splits.spec, self.schema, time_columns, shares)
+        return splits_lib.LeakCheck(self.splits.spec, self.schema, time_columns, self.level_shares)
 
     def inputs(self, part: splits_lib.Split) -> Any:
         codes = self.train_codes if part is self.splits.train else None
@@ -206,6 +203,13 @@ def _prepare_data(config: PipelineConfig) -> _Prepared:
     codes: dict[str, np.ndarray] = {}
     train, task, seed = splits.train, dataset.task, config.runtime.seed
     # Out-of-fold fits cut the training rows as the split cuts the table.
+    shares: dict[str, float] = {}
+    if config.data.screen_identifiers or splits.spec.kind == splits_lib.RANDOM:
+        shares = level_shares(
+            schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
+        )
+    if config.data.screen_identifiers:
+        schema = screen_identifiers(schema, shares)
     if "target" in config.search.high_cardinality:
         schema, codes = fit_target_codes(
             schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
@@ -215,7 +219,9 @@ def _prepare_data(config: PipelineConfig) -> _Prepared:
             schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
         )
         codes.update(row_codes)
-    return _Prepared(dataset=dataset, splits=splits, schema=schema, train_codes=codes, seed=seed)
+    return _Prepared(
+        dataset=dataset, splits=splits, schema=schema, train_codes=codes, level_shares=shares
+    )
 
 
 def _hypermodel_class(path: str) -> type[keras_tuner.HyperModel]:
@@ -435,16 +441,23 @@ def refit_epochs(trial: keras_tuner.engine.trial.Trial) -> int:
 
 
 def _refit(
-    config: PipelineConfig, tuner: keras_tuner.Tuner, prepared: _Prepared, chosen: _Ensemble
+    config: PipelineConfig,
+    tuner: keras_tuner.Tuner,
+    prepared: _Prepared,
+    chosen: _Ensemble,
+    *,
+    with_test: bool = False,
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """The chosen members trained again on the training and validation rows
-    (``export.refit``), averaged with the same weights, and what the card records."""
+    """The chosen members trained again on the training and validation rows (and the
+    test rows `with_test`; ``export.refit``), averaged with the same weights, and what
+    the card records."""
     splits = prepared.splits
-    frame = pd.concat([splits.train.frame, splits.validation.frame], ignore_index=True)
-    y = np.concatenate([splits.train.y, splits.validation.y])
-    validation = prepared.inputs(splits.validation) if prepared.train_codes else {}
+    parts = [splits.train, splits.validation, *([splits.test] if with_test else [])]
+    frame = pd.concat([part.frame for part in parts], ignore_index=True)
+    y = np.concatenate([part.y for part in parts])
+    others = [prepared.inputs(part) for part in parts[1:]] if prepared.train_codes else []
     codes = {  # out-of-fold codes for the training rows, fitted codes for the others
-        name: np.concatenate([values, validation[name + TARGET_SUFFIX].numpy()])
+        name: np.concatenate([values, *(x[name + TARGET_SUFFIX].numpy() for x in others)])
         for name, values in prepared.train_codes.items()
     }
     x = model_inputs(prepared.schema, frame, target_codes=codes)
@@ -484,7 +497,9 @@ class Exported:
     """What `export_best` published."""
 
     directory: Path
-    test_scores: dict[str, float]  # measured on the reloaded SavedModel
+    # Measured on the reloaded SavedModel; under a time split with a refit, on the model
+    # before the test rows joined it (`export_best`).
+    test_scores: dict[str, float]
     trial_ids: list[str]  # the trials whose models the export averages
     refit: str = ""  # the export.refit mode the export took, or "" (none ran)
 
@@ -498,6 +513,11 @@ def export_best(
     """Exports the search's model (the best trial's, or the average of the best
     ``export.ensemble`` distinct configurations') and scores the test split on the
     reloaded export.
+
+    Under a time split (``data.split = time:...``) with a refit, the test rows are the
+    latest, the likest to those the model will serve: their score is measured on the
+    refitted model, and then the members are trained again with them, and that model
+    is exported (the card's ``refit.test_rows_included``).
 
     With no tuner given, the experiment in ``runtime.experiment_dir`` is reloaded.
 
@@ -532,22 +552,45 @@ def export_best(
             "time (at most %.0f%%)", "skipped" if mode == "off" else "blended",
             100 * share, 100 * REFIT_MAX_SHARE,
         )  # fmt: skip
-    if mode != "off":
-        refit_model, refit = _refit(config, tuner, prepared, chosen)
-        refit["mode"] = mode
-        model = (
-            refit_model
-            if mode == "replace"
-            else ensemble_lib.average_models(
-                [model, refit_model], inputs=build_inputs(prepared.schema)
-            )
-        )
     dataset = prepared.dataset
     test = prepared.splits.test
+    held_out: dict[str, float] = {}  # measured before the test rows joined the model
+
+    def refitted(*, with_test: bool) -> tuple[keras.Model, dict[str, Any]]:
+        refit_model, record = _refit(config, tuner, prepared, chosen, with_test=with_test)
+        if mode == "replace":
+            return refit_model, {**record, "mode": mode}
+        inputs = build_inputs(prepared.schema)
+        return ensemble_lib.average_models([chosen.model, refit_model], inputs=inputs), {
+            **record,
+            "mode": mode,
+        }
+
+    if mode != "off":
+        model, refit = refitted(with_test=False)
+        if prepared.splits.spec.kind == splits_lib.TIME:
+            # The latest rows are the likest to those the model will serve: score the
+            # held-out rows first, then train the members again with them.
+            outputs = model_outputs(
+                model,
+                raw_rows(prepared.schema, test.frame),
+                schema=prepared.schema,
+                task=dataset.task,
+                class_names=dataset.class_names,
+            )
+            held_out = score_predictions(outputs, test.y, task=dataset.task)
+            model, refit = refitted(with_test=True)
+            log.info(
+                "export: held-out score measured, then the members trained again with the "
+                "latest (test) rows too, %d rows in all (data.split = %s)",
+                refit["rows"],
+                prepared.splits.spec,
+            )
+            refit["test_rows_included"] = True
     test_scores: dict[str, float] = {}
 
     def score(outputs: dict[str, np.ndarray]) -> dict[str, float]:
-        test_scores.update(score_predictions(outputs, test.y, task=dataset.task))
+        test_scores.update(held_out or score_predictions(outputs, test.y, task=dataset.task))
         return test_scores
 
     metrics = {
@@ -771,6 +814,7 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         warnings += leaks.warnings()
         notes += leaks.notes()
         notes += _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency)
+        notes += _identifier_notes(prepared.schema, prepared.level_shares)
         notes += _value_embedding_notes(prepared.schema, choices=config.search.value_embeddings)
         notes += _row_code_notes(prepared.schema, choices=config.search.row_target_encoding)
         calibration = None
@@ -898,6 +942,26 @@ def _rare_level_notes(schema: TabularSchema, *, min_frequency: int) -> list[str]
         )
         for c in rare_level_columns(schema)
     ]
+
+
+def _identifier_notes(schema: TabularSchema, shares: Mapping[str, float]) -> list[str]:
+    """What each high-cardinality column's levels are worth, and what that decided
+    (`data.screen_identifiers`)."""
+    notes = []
+    for column in schema.categorical:
+        if column.name not in shares:
+            continue
+        worth = (
+            f"column {column.name!r}: its levels explain {shares[column.name]:.1%} of what "
+            "the other columns' main effects leave"
+        )
+        notes.append(
+            f"{worth} (less than {LEVEL_MIN_SHARE:.1%}): left out of the network "
+            "(data.screen_identifiers)"
+            if column.treatment == "drop"
+            else f"{worth}: the search decides how it enters (search.high_cardinality)"
+        )
+    return notes
 
 
 def _rare_level_warnings(schema: TabularSchema, *, treatments: Sequence[str]) -> list[str]:
@@ -1152,6 +1216,8 @@ def _prepare_job(
     for warning in prepared.leak_check().warnings():
         log.warning("split: %s", warning)
     for note in _rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency):
+        log.info("data: %s", note)
+    for note in _identifier_notes(prepared.schema, prepared.level_shares):
         log.info("data: %s", note)
     if range_test:
         config = _auto_learning_rate(config, prepared, save=role != "worker")

@@ -66,6 +66,7 @@ RESUMABLE_CHANGES = frozenset(
 #: held this value, so a newer default cannot widen an old search unnoticed.
 ADDED_SETTINGS: Mapping[str, Any] = {
     "data.split": "random",
+    "data.screen_identifiers": False,
     "search.value_embeddings": [False],
     "search.row_target_encoding": [False],
     "search.members": [1],

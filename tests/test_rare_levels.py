@@ -256,3 +256,66 @@ def test_a_search_over_the_treatments_exports_a_model_that_serves_raw_strings(
     (export_dir,) = list((experiment / "export").iterdir())
     card = json.loads((export_dir / "assets.extra" / "model_card.json").read_text())
     assert card["refit"]["rows"] > 0
+
+
+def _noise_and_signal(rows: int = 2_000, levels: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
+    """An identifier of pure noise and one whose levels carry an effect."""
+    rng = np.random.default_rng(3)
+    shop, ticket = rng.integers(0, levels, size=(2, rows))
+    frame = pd.DataFrame(
+        {
+            "shop": np.char.add("s", shop.astype(str)).astype(object),
+            "ticket": np.char.add("t", ticket.astype(str)).astype(object),
+            "x": rng.normal(size=rows),
+        }
+    )
+    y = rng.normal(size=levels)[shop] + frame["x"].to_numpy() + rng.normal(size=rows)
+    return frame, y
+
+
+def test_screening_leaves_out_an_identifier_that_carries_nothing() -> None:
+    from hypermodels.features import LEVEL_MIN_SHARE, level_shares, screen_identifiers
+
+    frame, y = _noise_and_signal()
+    kinds = {"shop": "string_categorical", "ticket": "string_categorical", "x": "numeric"}
+    schema = fit_schema(frame, kinds)
+    shares = level_shares(schema, frame, y, task="regression", seed=0)
+    assert shares["shop"] > 0.1 and abs(shares["ticket"]) < LEVEL_MIN_SHARE
+    screened = screen_identifiers(schema, shares)
+    assert [c.treatment for c in screened.columns] == ["", "drop", ""]
+    assert screened.names == schema.names  # the export still takes every column
+    model = MLPHyperModel(schema=screened, task="regression").build(keras_tuner.HyperParameters())
+    layers = {layer.name for layer in model.layers}
+    assert "embed_shop" in layers and "embed_ticket" not in layers
+    assert (
+        screen_identifiers(schema, {"shop": 0.0, "ticket": 0.0, "x": 0.0}).columns[2]
+        == (schema.columns[2])
+    )
+    only = fit_schema(frame[["ticket"]], {"ticket": "string_categorical"})
+    assert screen_identifiers(only, {"ticket": 0.0}) == only  # never every feature
+
+
+def test_a_screened_search_says_what_it_left_out(tmp_path: Path) -> None:
+    import kt_pipeline as ktp
+    from kt_pipeline.model_card import load_card
+
+    frame, y = _noise_and_signal(600, levels=40)
+    result = ktp.search(
+        frame.assign(label=y),
+        label="label",
+        experiment_dir=tmp_path,
+        tuner="random",
+        max_trials=1,
+        max_epochs=1,
+        seed=0,
+        settings={
+            "data.screen_identifiers": True,
+            "search.learning_rate_auto": False,
+            "export.refit": "off",
+        },
+        verbose=False,
+    )
+    assert result.export_dir is not None
+    schema = {c["name"]: c for c in load_card(result.export_dir)["data"]["schema"]}
+    assert schema["ticket"]["treatment"] == "drop" and "treatment" not in schema["shop"]
+    assert len(result.predict(frame.head(3))) == 3  # still served with every column

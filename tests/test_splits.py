@@ -355,3 +355,29 @@ def test_an_entity_column_is_flagged_and_a_noise_identifier_is_not() -> None:
     assert warning.startswith("column 'person' (395 levels) looks like an entity")
     assert "--split group:person" in warning
     assert LeakCheck(SplitSpec.parse("group:person"), schema, (), shares).warnings() == []
+
+
+def test_under_a_time_split_the_export_learns_the_latest_rows_after_scoring_them(
+    tmp_path: Path,
+) -> None:
+    import kt_pipeline as ktp
+    from kt_pipeline.model_card import load_card
+
+    frame = _panel(300)
+    result = ktp.search(
+        frame,
+        label="label",
+        split="time:day",
+        experiment_dir=tmp_path,
+        tuner="random",
+        max_trials=1,
+        max_epochs=1,
+        seed=0,
+        settings={"search.learning_rate_auto": False, "export.refit": "blend"},
+        verbose=False,
+    )
+    assert result.export_dir is not None
+    card = load_card(result.export_dir)
+    assert card["refit"]["test_rows_included"] and card["refit"]["rows"] == len(frame)
+    assert set(card["test_metrics"]) == {"accuracy", "auc"}
+    assert card["verification"]["verified"]
