@@ -839,6 +839,8 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     # The refit blended in at any size: the default's "auto" did so up to 9c00287 wherever
     # it cost at most half the search, and now stops at 100,000 training rows.
     "pipeline_refit_blend": ["export.refit='blend'"],
+    # High-cardinality columns whose levels explain nothing left out (#43).
+    "pipeline_screen": ["data.screen_identifiers=true"],
 }
 
 #: Earlier defaults whose code is gone: their recorded runs stay in the summary, to
