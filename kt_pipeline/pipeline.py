@@ -546,10 +546,14 @@ def export_best(
         splits = prepared.splits
         rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
         share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
-        mode = "off" if share > REFIT_MAX_SHARE else "blend"
+        # Under a time split the searched models know only the oldest rows: blended in,
+        # they would pull the served model back in time.
+        refit_as = "replace" if splits.spec.kind == splits_lib.TIME else "blend"
+        mode = "off" if share > REFIT_MAX_SHARE else refit_as
         log.info(
             "export.refit (auto) is %s: it adds about %.0f%% to the search's training "
-            "time (at most %.0f%%)", "skipped" if mode == "off" else "blended",
+            "time (at most %.0f%%)",
+            {"off": "skipped", "blend": "blended", "replace": "served alone (a time split)"}[mode],
             100 * share, 100 * REFIT_MAX_SHARE,
         )  # fmt: skip
     dataset = prepared.dataset
