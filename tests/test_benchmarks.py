@@ -339,6 +339,26 @@ def test_the_real_table_summary_gives_means_spreads_and_the_pairs() -> None:
     assert "| lightgbm | +0.50 (1/1) | - |" in text
 
 
+def test_the_summary_sets_what_the_pipeline_reported_against_its_held_out_score() -> None:
+    quality = _module("real_table_quality")
+    runs = [
+        {**_real_run("pipeline", "penn_savings", 0, 70.0), "split": "time:year", "reported": 80.0},
+        {**_real_run("pipeline", "penn_savings", 1, 60.0), "split": "time:year", "reported": 79.0},
+        _real_run("pipeline", "fair", 0, 74.0),  # from before runs recorded it
+    ]
+    text, summary = quality.summarise(runs, command="cmd")
+    assert summary["reported"] == {
+        "penn_savings@time": {
+            "reported": 79.5,
+            "score": 65.0,
+            "gap": 14.5,
+            "largest_gap": 19.0,
+            "seeds": 2,
+        }
+    }
+    assert "| penn_savings@time | 79.50 | 65.00 | +14.50 | +19.00 (2) |" in text
+
+
 def test_the_anytime_share_is_where_the_mean_curve_reaches_randoms_final_score() -> None:
     quality = _module("real_table_quality")
 
