@@ -360,6 +360,41 @@ TABLES: dict[str, Table] = {
 }
 
 
+#: Real tables whose noise variant (`<name>_noise`) the identifier benchmark runs: every
+#: real table but those that are already variants.
+_NOISE_OF = (
+    "fair", "benefits", "diamonds_cut", "randhie", "males_wage", "star_math",
+    "bundesliga", "rwm5yr_docvis", "vietnam_pharvis", "penn_savings",
+)  # fmt: skip
+
+
+def _with_noise_id(load: Callable[[], pd.DataFrame]) -> Callable[[], pd.DataFrame]:
+    """The table with a column of random identifiers placed among its columns: about
+    five rows per level, 2,000 to 5,000 levels, no relation to the label, as the order
+    ids and codes users leave in their tables."""
+
+    def load_noisy() -> pd.DataFrame:
+        frame = load()
+        levels = int(np.clip(len(frame) // 5, 2_000, 5_000))
+        frame.insert(frame.shape[1] // 2, "member_code", _noise_id(len(frame), levels=levels))
+        return frame
+
+    return load_noisy
+
+
+TABLES.update(
+    {
+        f"{name}_noise": dataclasses.replace(
+            TABLES[name],
+            name=f"{name}_noise",
+            origin=f"{name} with a column of random identifiers (#43's test bed)",
+            load=_with_noise_id(TABLES[name].load),
+        )
+        for name in _NOISE_OF
+    }
+)
+
+
 def load_table(name: str) -> pd.DataFrame:
     """The whole table, label included."""
     return TABLES[name].load()
