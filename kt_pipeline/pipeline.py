@@ -175,7 +175,8 @@ class _Prepared:
 
     def leak_check(self) -> splits_lib.LeakCheck:
         """What the split may let the search learn that deployment will not give."""
-        time_columns = tuple(splits_lib.time_like_columns(self.dataset.frame))
+        frame, kinds = self.dataset.frame, self.dataset.kinds
+        time_columns = tuple(splits_lib.time_like_columns(frame, kinds))
         return splits_lib.LeakCheck(self.splits.spec, self.schema, time_columns, self.level_shares)
 
     def inputs(self, part: splits_lib.Split) -> Any:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hypermodels.features import ROW_MIN_SCORE, TabularSchema
+from hypermodels.features import DATETIME, ROW_MIN_SCORE, TabularSchema
 from kt_pipeline.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -130,19 +130,13 @@ class Splits:
     def notes(self) -> list[str]:
         """How the rows were cut and which columns that took out of the features, for
         the log and `plan`."""
-        dropped = (
-            [
-                f"not a feature under this split: {', '.join(map(repr, self.dropped))}"
-                + (
-                    " (no value is shared by training and held-out rows)"
-                    if self.spec.kind == GROUP
-                    else ""
-                )
-            ]
-            if self.dropped
-            else []
+        if not self.dropped:
+            return [self.description]
+        why = (
+            " (no value is shared by training and held-out rows)" if self.spec.kind == GROUP else ""
         )
-        return [self.description, *dropped]
+        named = ", ".join(map(repr, self.dropped))
+        return [self.description, f"not a feature under this split: {named}{why}"]
 
 
 def split_dataset(
@@ -453,19 +447,18 @@ def _words(name: str) -> set[str]:
     return {word for word in re.split(r"[^a-z0-9]+", spaced.lower()) if word}
 
 
-def time_like_columns(frame: pd.DataFrame) -> list[str]:
-    """Columns that hold times or parts of one, by their name's words or by values that
-    read as ISO dates: a key built on them is a period, which later rows never share."""
-    found = []
-    for name in frame.columns:
-        series = frame[name]
-        if _words(str(name)) & _TIME_WORDS or pd.api.types.is_datetime64_any_dtype(series):
-            found.append(str(name))
-        elif series.dtype == object:
-            sample = series.dropna().astype(str).head(200)
-            if len(sample) and sample.str.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?").mean() >= 0.9:
-                found.append(str(name))
-    return found
+def time_like_columns(frame: pd.DataFrame, kinds: Mapping[str, str] | None = None) -> list[str]:
+    """Columns that hold times or parts of one: dates (`kinds`' ``datetime``, or a
+    datetime dtype) and columns whose name says so. A key built on them is a period,
+    which later rows never share."""
+    kinds = kinds or {}
+    return [
+        str(name)
+        for name in frame.columns
+        if kinds.get(str(name)) == DATETIME
+        or pd.api.types.is_datetime64_any_dtype(frame[name])
+        or _words(str(name)) & _TIME_WORDS
+    ]
 
 
 #: A key or a column looks like an entity when it has at least this many groups and its

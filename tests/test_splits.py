@@ -381,3 +381,9 @@ def test_under_a_time_split_the_export_learns_the_latest_rows_after_scoring_them
     assert card["refit"]["test_rows_included"] and card["refit"]["rows"] == len(frame)
     assert set(card["test_metrics"]) == {"accuracy", "auc"}
     assert card["verification"]["verified"]
+
+
+def test_a_date_column_is_time_like_whatever_its_name() -> None:
+    frame = pd.DataFrame({"kick_off": ["2024-01-01"], "x": [1.0]})
+    assert time_like_columns(frame, {"kick_off": "datetime", "x": "numeric"}) == ["kick_off"]
+    assert time_like_columns(frame) == []
