@@ -23,6 +23,7 @@ exported SavedModel takes one raw input per column and looks values up itself
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -232,6 +233,12 @@ class Column:
         )
 
 
+# Input names TensorFlow cannot take as keyword arguments when it saves a signature: a
+# column named ``self`` (a German health survey's self-employment flag) collided with
+# the method's own argument.
+_RESERVED_INPUT_NAMES = frozenset({"self", *keyword.kwlist})
+
+
 @dataclasses.dataclass(frozen=True)
 class TabularSchema:
     """The feature columns in model order, and the codes of the rows' groups, if fitted
@@ -268,6 +275,8 @@ class TabularSchema:
             base = re.sub(r"[^A-Za-z0-9_]", "_", column.name) or "column"
             if base[0].isdigit():
                 base = f"_{base}"
+            if base in _RESERVED_INPUT_NAMES:  # TensorFlow passes inputs as keywords
+                base = f"{base}_"
             name, suffix = base, 1
             while name in used:
                 suffix += 1

@@ -347,3 +347,18 @@ def test_the_export_looks_values_up_to_the_ids_the_model_trained_on() -> None:
     # "" (missing) is in the vocabulary at position 0; unseen values are id 0.
     assert trained["city"].numpy()[:, 0].tolist() == [4, 0, 1, 2]
     assert trained["code"].numpy()[:, 0].tolist() == [2, 0, 1, 0]
+
+
+def test_columns_named_like_python_words_are_exported_and_served(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype("float32")
+    names = ["self", "class", "x"]  # TensorFlow takes inputs as keywords when it saves
+    hypermodel = MLPHyperModel(schema=TabularSchema.numeric_matrix(x, names), task="binary")
+    assert hypermodel.schema.input_names() == {"self": "self_", "class": "class_", "x": "x"}
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    export_dir = export_model(
+        model, export_root=tmp_path, task="binary", schema=hypermodel.schema, class_names="ny"
+    )
+    served = predict_saved_model(export_dir, _rows(hypermodel.schema, x))["probabilities"]
+    expected = model.predict(x, verbose=0)[:, 0]  # type: ignore[attr-defined]
+    np.testing.assert_allclose(served[:, 1], expected, rtol=1e-5, atol=1e-6)
