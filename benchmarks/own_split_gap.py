@@ -27,27 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import real_table_quality as quality
 
-from kt_pipeline.config import DataConfig
-from kt_pipeline.data import load_dataset
-from kt_pipeline.splits import split_indices
-
 
 def gap(key: str, seed: int) -> tuple[float, float]:
     """LightGBM's score on the pipeline's own test rows and on the benchmark's 20 %."""
     table, spec = quality.SPLITS[key]
     train, test = quality.split(table, seed, tiny=False, spec=spec)
     held_out = quality._run_trees("lightgbm", table, train, test, seed=seed, tiny=False)
-    defaults = DataConfig()
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "train.parquet"
-        train.to_parquet(path)
-        fit, validation, own = split_indices(
-            load_dataset(str(path), label=table.label, task=table.task),
-            split=spec,
-            validation_fraction=defaults.validation_fraction,
-            test_fraction=defaults.test_fraction,
-            seed=seed,
-        )
+        fit, validation, own = quality.pipeline_parts(table, train, seed, Path(scratch), spec)
     before = train.iloc[np.concatenate([fit, validation])].reset_index(drop=True)
     mine = quality._run_trees(
         "lightgbm", table, before, train.iloc[own].reset_index(drop=True), seed=seed, tiny=False

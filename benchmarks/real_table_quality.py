@@ -546,12 +546,11 @@ def _user_encoding(table: Table, train: pd.DataFrame) -> Any:
     ).fit(features)
 
 
-def _pipeline_rows(
+def pipeline_parts(
     table: Table, train: pd.DataFrame, seed: int, work: Path, spec: str = RANDOM
-) -> tuple[Any, Any]:
-    """The rows the pipeline trains and validates on when given `train` with this seed
-    and split (its own test rows are left out), so that every Keras search sees the same
-    data and their validation scores can be compared."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The positions in `train` of the pipeline's own train, validation and test rows
+    when it is given `train` with this seed and split."""
     from kt_pipeline.config import DataConfig
     from kt_pipeline.data import load_dataset
     from kt_pipeline.splits import split_indices
@@ -559,13 +558,22 @@ def _pipeline_rows(
     path = work / "train.parquet"
     train.to_parquet(path)
     defaults = DataConfig()
-    fit, validation, _ = split_indices(
+    return split_indices(
         load_dataset(str(path), label=table.label, task=table.task),
         split=spec,
         validation_fraction=defaults.validation_fraction,
         test_fraction=defaults.test_fraction,
         seed=seed,
     )
+
+
+def _pipeline_rows(
+    table: Table, train: pd.DataFrame, seed: int, work: Path, spec: str = RANDOM
+) -> tuple[Any, Any]:
+    """The rows the pipeline trains and validates on when given `train` with this seed
+    and split (its own test rows are left out), so that every Keras search sees the same
+    data and their validation scores can be compared."""
+    fit, validation, _ = pipeline_parts(table, train, seed, work, spec)
     return train.iloc[fit], train.iloc[validation]
 
 
