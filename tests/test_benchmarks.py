@@ -383,23 +383,24 @@ def test_the_anytime_share_is_where_the_mean_curve_reaches_randoms_final_score()
 @pytest.mark.slow
 def test_tiny_real_table_benchmark(tmp_path: Path) -> None:
     """Every default method, CatBoost and tuned LightGBM among them, on a binary table's
-    random split and a regression table's deployment split (new schools), with the
-    searches kept for the ensemble and refit benchmarks."""
+    random split; the methods the split changes on a regression table's deployment split
+    (new schools); the searches kept for the ensemble and refit benchmarks."""
     quality = _module("real_table_quality")
     deployed = "star_math@group"
+    split_aware = ["pipeline", "lightgbm", "lightgbm_pipeline_rows", "lightgbm_tuned"]
     kept = tmp_path / "experiments"
-    _run(
-        "real_table_quality.py", "--tiny", "--tables", f"benefits,{deployed}",
-        "--results", str(tmp_path), "--keep-experiments", str(kept),
-    )  # fmt: skip
+    common = ["--tiny", "--results", str(tmp_path), "--keep-experiments", str(kept)]
+    _run("real_table_quality.py", "--tables", "benefits", *common)
     summary = json.loads((tmp_path / "real_table_quality_tiny.json").read_text())
     assert {"catboost", "lightgbm_tuned"} <= set(quality.DEFAULT_METHODS)
     assert set(summary["cells"]) == set(quality.DEFAULT_METHODS)
-    assert set(summary["tables"]) == {"benefits", deployed}
+    _run("real_table_quality.py", "--tables", deployed, "--methods", ",".join(split_aware), *common)
+    summary = json.loads((tmp_path / "real_table_quality_tiny.json").read_text())
+    assert set(summary["cells"]) == set(split_aware) and set(summary["tables"]) == {deployed}
     runs = [
         json.loads(p.read_text()) for p in (tmp_path / "real_table_quality_tiny_runs").iterdir()
     ]
-    assert len(runs) == 2 * len(quality.DEFAULT_METHODS)
+    assert len(runs) == len(quality.DEFAULT_METHODS) + len(split_aware)
     for run in runs:
         key = quality.run_key(run)
         assert re.fullmatch(r"[0-9a-f]{7,}", run["commit"]) and run["dirty"] in (True, False)
