@@ -237,6 +237,8 @@ def _run_pipeline(
 ) -> dict[str, Any]:
     import tensorflow as tf
 
+    from kt_pipeline.export import MODEL_INFO_FILE
+
     data = work / "train.parquet"
     train.to_parquet(data)
     experiment = work / "experiment"
@@ -261,9 +263,13 @@ def _run_pipeline(
     summary = json.loads((experiment / "summary.json").read_text(encoding="utf-8"))
     serve = tf.saved_model.load(summary["export_dir"]).signatures["serving_default"]
     features = _features(test, table)
+    # The export's own map of column to input name (a column named ``self`` is served
+    # as ``self_``), as a client reads it.
+    info = json.loads((Path(summary["export_dir"]) / MODEL_INFO_FILE).read_text("utf-8"))
+    column_of = {name: column for column, name in info["inputs"].items()}
     inputs = {}
     for name, spec in serve.structured_input_signature[1].items():
-        column = features[name]
+        column = features[column_of[name]]
         if spec.dtype == tf.string:
             inputs[name] = tf.constant(column.astype("string").fillna("").to_numpy(str))
         else:
