@@ -416,8 +416,13 @@ def rare_level_columns(schema: TabularSchema) -> list[Column]:
 
 def high_cardinality_columns(schema: TabularSchema) -> list[Column]:
     """Categorical columns with too many values to one-hot encode (`HIGH_CARDINALITY`
-    says how they may enter the network)."""
-    return [c for c in schema.categorical if len(c.vocabulary) + 1 > _MAX_ONE_HOT]
+    says how they may enter the network), but for those `screen_identifiers` left out:
+    the search then has nothing to choose for them."""
+    return [
+        c
+        for c in schema.categorical
+        if len(c.vocabulary) + 1 > _MAX_ONE_HOT and c.treatment != "drop"
+    ]
 
 
 def fit_target_codes(
@@ -632,6 +637,9 @@ def _choose_key(
     """
     frame, y, folds = _sample(frame, y, folds, seed=seed)
     target = _target_matrix(y, task)
+    # A screened-out identifier stays out of the key too, or the key would bring it back.
+    kept = tuple(c for c in schema.columns if c.treatment != "drop")
+    schema = dataclasses.replace(schema, columns=kept)
     residual = target - _main_effects(schema, frame, target)
     codes = {c.name: _value_codes(c, frame[c.name]) for c in schema.columns}
 

@@ -121,7 +121,8 @@ class DataConfig:
             `hypermodels.features.LEVEL_MIN_SHARE` of what the other columns' main
             effects leave, out of fold on the split's folds
             (`hypermodels.features.screen_identifiers`): an identifier that carries
-            nothing then costs nothing. The column stays an input of the export.
+            nothing then costs nothing, as users leave order ids and codes in their
+            tables. The column stays an input of the export.
     """
 
     source: str = "builtin:digits"
@@ -133,7 +134,7 @@ class DataConfig:
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     min_frequency: int = 1
-    screen_identifiers: bool = False
+    screen_identifiers: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.min_frequency, bool) or not isinstance(self.min_frequency, int):

@@ -247,6 +247,7 @@ def test_a_search_over_the_treatments_exports_a_model_that_serves_raw_strings(
     args += ["--set", "search.high_cardinality=['target', 'frequency']"]
     args += ["--set", "search.learning_rate=[1e-3, 1e-2]", "--seed", "3"]
     args += ["--set", "export.refit=true"]  # target codes for training + validation rows
+    args += ["--set", "data.screen_identifiers=false"]  # its id is noise: kept to be searched
     assert main(args) == 0  # the export is verified against the model on the test rows
     trials = list((experiment / "search").rglob("trial.json"))
     chosen = {
@@ -295,27 +296,30 @@ def test_screening_leaves_out_an_identifier_that_carries_nothing() -> None:
     assert screen_identifiers(only, {"ticket": 0.0}) == only  # never every feature
 
 
-def test_a_screened_search_says_what_it_left_out(tmp_path: Path) -> None:
+def test_an_identifier_that_carries_nothing_costs_exactly_nothing(tmp_path: Path) -> None:
+    """By default (`data.screen_identifiers`) a table with a noise identifier gets the
+    very model the table without it gets, and the card says what was left out."""
     import kt_pipeline as ktp
     from kt_pipeline.model_card import load_card
 
     frame, y = _noise_and_signal(600, levels=40)
-    result = ktp.search(
-        frame.assign(label=y),
-        label="label",
-        experiment_dir=tmp_path,
-        tuner="random",
-        max_trials=1,
-        max_epochs=1,
-        seed=0,
-        settings={
-            "data.screen_identifiers": True,
-            "search.learning_rate_auto": False,
-            "export.refit": "off",
-        },
-        verbose=False,
-    )
-    assert result.export_dir is not None
-    schema = {c["name"]: c for c in load_card(result.export_dir)["data"]["schema"]}
+    results = [
+        ktp.search(
+            table.assign(label=y),
+            label="label",
+            experiment_dir=tmp_path / name,
+            tuner="random",
+            max_trials=2,
+            max_epochs=2,
+            seed=0,
+            settings={"search.learning_rate_auto": False, "export.refit": "off"},
+            verbose=False,
+        )
+        for name, table in (("with", frame), ("without", frame.drop(columns="ticket")))
+    ]
+    with_id, without_id = results
+    schema = {c["name"]: c for c in load_card(with_id.export_dir)["data"]["schema"]}
     assert schema["ticket"]["treatment"] == "drop" and "treatment" not in schema["shop"]
-    assert len(result.predict(frame.head(3))) == 3  # still served with every column
+    assert "ticket" not in {c["name"] for c in load_card(without_id.export_dir)["data"]["schema"]}
+    served = with_id.predict(frame.head(20))  # still served with every column
+    assert np.array_equal(served, without_id.predict(frame.head(20).drop(columns="ticket")))
