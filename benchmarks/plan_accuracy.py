@@ -19,7 +19,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from kt_pipeline.config import load_config
-from kt_pipeline.pipeline import plan_search, run_search
+from kt_pipeline.pipeline import run_search
+from kt_pipeline.plan import plan_search
 
 CONFIGURATIONS = {
     "wine, hyperband, max_epochs 9": [

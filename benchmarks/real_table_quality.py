@@ -773,7 +773,8 @@ def load_kept(work: Path) -> KeptRun:
     """Reloads the kept run in `work` (``<table key>-<seed>[_<variant>]``)."""
     from hypermodels.features import model_inputs
     from kt_pipeline.config import load_config
-    from kt_pipeline.pipeline import _prepare_data, _reload_tuner
+    from kt_pipeline.prepare import prepare_data
+    from kt_pipeline.search_parts import reload_tuner
 
     key, rest = work.name.rsplit("-", 1)
     seed, _, variant = rest.partition("_")
@@ -782,7 +783,7 @@ def load_kept(work: Path) -> KeptRun:
     config = load_config(
         experiment / "config.toml", [f"runtime.experiment_dir={str(experiment)!r}"]
     )
-    prepared = _prepare_data(config)
+    prepared = prepare_data(config)
     test = pd.read_parquet(work / "test.parquet")
     if prepared.dataset.task == "regression":
         y_test = test[table.label].to_numpy("float64")
@@ -796,7 +797,7 @@ def load_kept(work: Path) -> KeptRun:
         seed=int(seed),
         config=config,
         prepared=prepared,
-        tuner=_reload_tuner(config, prepared),
+        tuner=reload_tuner(config, prepared),
         x_test=model_inputs(prepared.schema, test.drop(columns=[table.label])),
         y_test=y_test,
     )

@@ -9,7 +9,7 @@ the held-out split:
 * ``searched``: the chosen members as the search trained them (the default export);
 * ``refit``: the same members and weights, each trained again from scratch on the
   training and validation rows for the epochs its trial took to its best score
-  (`kt_pipeline.pipeline._refit`), with the seconds that took;
+  (`kt_pipeline.finish.refit_members`), with the seconds that took;
 * ``blend``: the average of the two ensembles' outputs (the searched members keep the
   draws validation chose, the refit ones add the validation rows).
 
@@ -39,17 +39,17 @@ RESULTS = Path(__file__).parent / "results"
 def evaluate(work: Path) -> dict[str, Any]:
     """Held-out points of the searched and the refit ensemble, for one kept run."""
     from hypermodels.mlp import EVALUATION_BATCH_SIZE
-    from kt_pipeline.pipeline import _refit, _select_ensemble
+    from kt_pipeline.finish import refit_members, select_ensemble
 
     run = load_kept(work)
-    chosen = _select_ensemble(run.config, run.tuner, run.prepared)
+    chosen = select_ensemble(run.config, run.tuner, run.prepared)
     assert chosen is not None, work
 
     def output(model: Any) -> np.ndarray:
         return np.asarray(model.predict(run.x_test, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
 
     started = time.perf_counter()
-    refit_model, refit = _refit(run.config, run.tuner, run.prepared, chosen)
+    refit_model, refit = refit_members(run.config, run.tuner, run.prepared, chosen)
     seconds = time.perf_counter() - started
     searched, refitted = output(chosen.model), output(refit_model)
     return {

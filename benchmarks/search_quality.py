@@ -385,7 +385,8 @@ def _run_pipeline(
     from hypermodels.features import model_inputs
     from kt_pipeline.config import load_config
     from kt_pipeline.data import load_dataset
-    from kt_pipeline.pipeline import load_best_model, run_search
+    from kt_pipeline.finish import load_best_model
+    from kt_pipeline.pipeline import run_search
     from kt_pipeline.splits import split_dataset
 
     overrides = pipeline_overrides(

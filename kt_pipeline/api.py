@@ -232,8 +232,8 @@ def load(experiment_dir: str | os.PathLike[str]) -> SearchResult:
     Raises:
         UserInputError: the folder holds no search.
     """
+    from kt_pipeline.experiment_files import SUMMARY_FILE
     from kt_pipeline.model_card import load_card
-    from kt_pipeline.pipeline import SUMMARY_FILE
     from kt_pipeline.results import load_trials, search_objective
 
     experiment = Path(experiment_dir)
@@ -274,7 +274,7 @@ def load(experiment_dir: str | os.PathLike[str]) -> SearchResult:
 
 
 def _project() -> str:
-    from kt_pipeline.pipeline import PROJECT_NAME
+    from kt_pipeline.experiment_files import PROJECT_NAME
 
     return PROJECT_NAME
 
@@ -404,8 +404,8 @@ def _write_once(path: Path, write: Any) -> _Stored:
 
 
 def _newest_export(experiment: Path) -> Path | None:
+    from kt_pipeline.experiment_files import EXPORT_DIR
     from kt_pipeline.model_card import GOOD_MARKER
-    from kt_pipeline.pipeline import EXPORT_DIR
 
     root = experiment / EXPORT_DIR
     versions = [p for p in root.glob("*") if p.name.isdigit() and (p / GOOD_MARKER).is_file()]

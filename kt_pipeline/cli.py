@@ -436,8 +436,9 @@ def _describe(directory: str) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from kt_pipeline.config import load_config
+    from kt_pipeline.experiment_files import CONFIG_FILE
+    from kt_pipeline.finish import export_best
     from kt_pipeline.lock import experiment_lock
-    from kt_pipeline.pipeline import CONFIG_FILE, export_best
 
     if args.describe:
         return _describe(args.describe)
@@ -464,8 +465,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _lr_find(args: argparse.Namespace) -> int:
     from kt_pipeline.config import load_config
-    from kt_pipeline.lr_find import union_range
-    from kt_pipeline.pipeline import LR_FIND_PLOT, find_learning_rates
+    from kt_pipeline.experiment_files import LR_FIND_PLOT
+    from kt_pipeline.lr_find import find_learning_rates, union_range
 
     config = load_config(args.config, _overrides(args))
     plot = Path(args.output or Path(config.runtime.experiment_dir) / LR_FIND_PLOT)
@@ -491,7 +492,7 @@ def _lr_find(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from kt_pipeline.config import load_config
-    from kt_pipeline.pipeline import plan_search
+    from kt_pipeline.plan import plan_search
 
     if args.calibration_epochs < 0 or args.calibration_epochs == 1:
         raise UserInputError(

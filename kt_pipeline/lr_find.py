@@ -30,7 +30,10 @@ schedule would fight the test's own rate.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,17 +43,31 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from hypermodels.optimizers import OPTIMIZERS
+from hypermodels.optimizers import OPTIMIZERS, RANGE_SHARED_WITH
+from kt_pipeline.config import PipelineConfig
+from kt_pipeline.experiment_files import LR_FIND_FILE, LR_FIND_PLOT
+from kt_pipeline.prepare import Prepared, prepare_data
+from kt_pipeline.schedule import planned_epochs
+from kt_pipeline.search_parts import make_hypermodel, objective_for
+from kt_pipeline.tuners import DEFAULT_MAX_TRIALS
 
 __all__ = [
     "PROBE_ROWS",
+    "RANGE_TEST_SHARE",
     "RANGE_TEST_STEPS",
     "LRFindResult",
+    "LearningRates",
+    "auto_learning_rate",
+    "find_learning_rates",
+    "found_learning_rates",
     "lr_range_test",
     "plot_lr_find",
+    "range_test_plan",
     "suggest_range",
     "union_range",
 ]
+
+log = logging.getLogger("kt_pipeline")
 
 #: Optimizer steps of one range test.
 RANGE_TEST_STEPS = 200
@@ -307,3 +324,137 @@ def plot_lr_find(results: Sequence[LRFindResult], path: str | Path) -> Path:
     finally:
         plt.close(figure)
     return path
+
+
+# The range test in a job -------------------------------------------------------
+
+
+def find_learning_rates(
+    config: PipelineConfig,
+    *,
+    optimizers: Sequence[str | None] | None = None,
+    plot_path: Path | None = None,
+    prepared: Prepared | None = None,
+    max_seconds: float | None = None,
+) -> list[LRFindResult]:
+    """Runs the learning-rate range test on the space's default model for each of
+    `optimizers` (None: every optimizer of the space; ``[None]``: the space's default),
+    on the training split. With `max_seconds`, no test starts once they are spent.
+    Saves the plot to `plot_path` when given."""
+    prepared = prepared or prepare_data(config)
+    hypermodel = make_hypermodel(config, prepared, objective_for(config, prepared.dataset.task))
+    train = prepared.splits.train
+    started = time.monotonic()
+    results: list[LRFindResult] = []
+    for name in list(config.search.optimizers) if optimizers is None else optimizers:
+        if max_seconds is not None and results and time.monotonic() - started >= max_seconds:
+            break
+        results.append(
+            lr_range_test(
+                hypermodel,
+                prepared.inputs(train),
+                train.y,
+                optimizer=name,
+                seed=config.runtime.seed,
+            )
+        )
+    if plot_path is not None and results:
+        plot_lr_find(results, plot_path)
+    return results
+
+
+#: The range test spends at most this share of the search's planned training steps
+#: (and, under a time budget, of its seconds), so a small search tests few optimizers.
+RANGE_TEST_SHARE = 0.2
+
+
+def range_test_plan(config: PipelineConfig, train_rows: int) -> dict[str, str]:
+    """Each optimizer of the space that the range test will measure, mapped to the
+    optimizer whose test it takes (`RANGE_SHARED_WITH`): one test per group, in the
+    space's order, as many as fit in `RANGE_TEST_SHARE` of the search's steps."""
+    groups: dict[str, list[str]] = {}
+    for name in config.search.optimizers:
+        groups.setdefault(RANGE_SHARED_WITH.get(name, name), []).append(name)
+    tuner = config.tuner
+    epochs = planned_epochs(
+        algorithm=tuner.algorithm,
+        max_trials=tuner.max_trials,
+        max_epochs=tuner.max_epochs,
+        factor=tuner.factor,
+        hyperband_iterations=tuner.hyperband_iterations,
+        default_trials=DEFAULT_MAX_TRIALS,
+    )
+    sizes = config.search.batch_sizes
+    steps = epochs * sum(math.ceil(train_rows / b) for b in sizes) / len(sizes)
+    affordable = int(RANGE_TEST_SHARE * steps // RANGE_TEST_STEPS)
+    return {name: members[0] for members in list(groups.values())[:affordable] for name in members}
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRates:
+    """The learning-rate ranges an ``"auto"`` search's range test found."""
+
+    bounds: tuple[float, float]
+    by_optimizer: dict[str, tuple[float, float]]
+
+    def apply(self, config: PipelineConfig) -> PipelineConfig:
+        search = dataclasses.replace(
+            config.search, learning_rate=self.bounds, optimizer_learning_rates=self.by_optimizer
+        )
+        return dataclasses.replace(config, search=search)
+
+
+def auto_learning_rate(
+    config: PipelineConfig, prepared: Prepared, *, save: bool = True
+) -> PipelineConfig:
+    """``search.learning_rate = "auto"``: the range test sets the learning-rate range of
+    each optimizer it measures (`range_test_plan`); `learning_rate` becomes the union
+    of them when every optimizer has its own, and stays as configured for the others.
+    `save` writes the curves and the plot to the experiment (the workers of a parallel
+    search, which run the same seeded test, leave that to the chief)."""
+    experiment = Path(config.runtime.experiment_dir)
+    plot = experiment / LR_FIND_PLOT if save else None
+    plan = range_test_plan(config, len(prepared.splits.train))
+    budget = config.tuner.time_budget
+    results = find_learning_rates(
+        config,
+        optimizers=list(dict.fromkeys(plan.values())),
+        prepared=prepared,
+        plot_path=plot,
+        max_seconds=RANGE_TEST_SHARE * budget if budget else None,
+    )
+    measured = {r.optimizer: r.suggested for r in results}
+    by_optimizer = {name: measured[test] for name, test in plan.items() if test in measured}
+    untested = [name for name in config.search.optimizers if name not in by_optimizer]
+    bounds = config.search.learning_rate if untested or not results else union_range(results)
+    found = LearningRates(bounds=bounds, by_optimizer=by_optimizer)
+    for name, (low, high) in found.by_optimizer.items():
+        log.info("learning-rate range test: %s learning_rate in [%.3g, %.3g]", name, low, high)
+    if untested:
+        log.info(
+            "learning-rate range test: not run for %s (a small search, see "
+            "`kt-pipeline plan`); learning_rate in [%.3g, %.3g]",
+            ", ".join(untested),
+            *bounds,
+        )
+    if save:
+        saved = {
+            "bounds": found.bounds,
+            "by_optimizer": found.by_optimizer,
+            "tests": [r.to_json() for r in results],
+        }
+        (experiment / LR_FIND_FILE).write_text(json.dumps(saved), "utf-8")
+    return found.apply(config)
+
+
+def found_learning_rates(experiment: Path) -> LearningRates | None:
+    """The ranges an ``"auto"`` search's range test saved, None if unreadable."""
+    try:
+        saved = json.loads((experiment / LR_FIND_FILE).read_text("utf-8"))
+        low, high = saved["bounds"]
+        by_optimizer = {
+            str(name): (float(a), float(b)) for name, (a, b) in saved["by_optimizer"].items()
+        }
+        return LearningRates(bounds=(float(low), float(high)), by_optimizer=by_optimizer)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

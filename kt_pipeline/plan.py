@@ -35,31 +35,45 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import keras_tuner
 import numpy as np
 
-from kt_pipeline._compat import hyperband_brackets
+from hypermodels import TabularSchema
+from hypermodels.features import (
+    LEVEL_MIN_SHARE,
+    RARE_BELOW,
+    embedding_width,
+    rare_level_columns,
+    value_columns,
+)
+from kt_pipeline.config import PipelineConfig
+from kt_pipeline.finish import REFIT_MAX_SHARE
+from kt_pipeline.lr_find import RANGE_TEST_SHARE, RANGE_TEST_STEPS, range_test_plan
+from kt_pipeline.prepare import prepare_data, sized_for_data
+from kt_pipeline.schedule import Schedule, schedule
+from kt_pipeline.search_parts import make_tuner
+from kt_pipeline.sizing import refit_for
 
 __all__ = [
-    "Bracket",
+    "PLAN_WARN_SECONDS",
     "Calibration",
     "HyperparameterInfo",
     "ModelSize",
     "Plan",
-    "Schedule",
     "calibrate",
     "describe_space",
     "estimate_seconds",
     "format_duration",
-    "grid_size",
+    "identifier_notes",
     "model_sizes",
-    "planned_epochs",
-    "schedule",
+    "plan_search",
+    "rare_level_notes",
     "space_warnings",
 ]
 
@@ -79,33 +93,6 @@ class HyperparameterInfo:
     values: str
     scale: str
     conditions: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Bracket:
-    """One Hyperband bracket: per round, (trials, epochs reached, epochs trained)."""
-
-    iteration: int
-    bracket: int
-    rounds: tuple[tuple[int, int, int], ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """The trials and epochs a search will run.
-
-    Attributes:
-        brackets: Hyperband's brackets (empty for random and Bayesian search).
-        trials: Trials the search runs (Hyperband: counting each promotion as a trial,
-            as KerasTuner does).
-        epochs: Epochs trained in all (an upper bound for random/Bayesian search).
-        epochs_per_trial: For each trial, the epochs it trains.
-    """
-
-    brackets: tuple[Bracket, ...]
-    trials: int
-    epochs: int
-    epochs_per_trial: tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,78 +318,6 @@ def space_warnings(hyperparameters: keras_tuner.HyperParameters, *, train_rows: 
     return warnings + _never_active(hyperparameters)
 
 
-# The schedule ---------------------------------------------------------------------
-
-
-def schedule(oracle: keras_tuner.Oracle, *, max_epochs: int) -> Schedule:
-    """The trials and epochs a search runs; for Hyperband (and BOHB) read from the
-    oracle's own bracket arithmetic, in the order KerasTuner runs the brackets."""
-    if isinstance(oracle, keras_tuner.oracles.HyperbandOracle):
-        brackets = []
-        per_trial: list[int] = []
-        for iteration in range(int(oracle.hyperband_iterations)):
-            for bracket, rounds in hyperband_brackets(oracle):
-                for size, _, trained in rounds:
-                    per_trial.extend([trained] * size)
-                brackets.append(Bracket(iteration, bracket, tuple(rounds)))
-        if oracle.max_trials:  # our build_tuner lets max_trials cap Hyperband
-            per_trial = per_trial[: oracle.max_trials]
-        return Schedule(tuple(brackets), len(per_trial), sum(per_trial), tuple(per_trial))
-    trials = int(oracle.max_trials or 0)
-    if isinstance(oracle, keras_tuner.oracles.GridSearchOracle):
-        size = grid_size(oracle.get_space())
-        trials = min(trials, size) if trials else size
-    per_trial = [max_epochs] * trials
-    return Schedule((), trials, sum(per_trial), tuple(per_trial))
-
-
-def grid_size(hyperparameters: keras_tuner.HyperParameters) -> int:
-    """The configurations KerasTuner's grid search visits: each active
-    hyperparameter's values multiplied, summed over the values of the parents that
-    switch conditional ones on. The grid holds each default too, and a range without
-    a step has 10 evenly spaced values, to which its default (its low end) adds one."""
-    space = list(hyperparameters.space)
-    parents = {condition.name for hp in space for condition in hp.conditions}
-
-    def grid_values(hp: Any) -> list[Any]:
-        return list(dict.fromkeys([hp.default, *hp.values]))
-
-    def count(index: int, chosen: dict[str, Any]) -> int:
-        for position in range(index, len(space)):
-            hp = space[position]
-            if not all(condition.is_active(chosen) for condition in hp.conditions):
-                continue
-            if hp.name in parents:  # branch: later conditions depend on its value
-                return sum(count(position + 1, {**chosen, hp.name: v}) for v in grid_values(hp))
-            return len(grid_values(hp)) * count(position + 1, chosen)
-        return 1
-
-    return count(0, {})
-
-
-def planned_epochs(
-    *,
-    algorithm: str,
-    max_trials: int,
-    max_epochs: int,
-    factor: int,
-    hyperband_iterations: int,
-    default_trials: int,
-) -> int:
-    """Epochs a search will train in all (an upper bound without Hyperband), from its
-    settings alone: Hyperband's arithmetic on a throwaway oracle."""
-    if algorithm in ("hyperband", "bohb"):
-        oracle = keras_tuner.oracles.HyperbandOracle(
-            objective="val_loss",
-            max_epochs=max_epochs,
-            factor=factor,
-            hyperband_iterations=hyperband_iterations,
-        )
-        oracle.max_trials = max_trials or None
-        return schedule(oracle, max_epochs=max_epochs).epochs
-    return (max_trials or default_trials) * max_epochs
-
-
 # Models -----------------------------------------------------------------------------
 
 
@@ -607,3 +522,220 @@ def estimate_seconds(plan_schedule: Schedule, calibration: Calibration) -> float
         calibration.overhead + epochs * calibration.epoch
         for epochs in plan_schedule.epochs_per_trial
     )
+
+
+# The plan of a job -------------------------------------------------------------
+
+
+#: `plan` warns when a search without a time budget is estimated to take longer.
+PLAN_WARN_SECONDS = 30 * 60
+
+
+def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
+    """The search's plan (`kt_pipeline.plan`) without running it; 0 calibration epochs
+    skips the timing. The experiment directory is not touched: the tuner is built in a
+    temporary folder."""
+    prepared = prepare_data(config)
+    epochs_auto = not config.tuner.max_epochs
+    config = sized_for_data(config, prepared)
+    splits = prepared.splits
+    with tempfile.TemporaryDirectory(prefix="kt-plan-") as scratch:
+        runtime = dataclasses.replace(config.runtime, experiment_dir=scratch)
+        tuner = make_tuner(dataclasses.replace(config, runtime=runtime), prepared, overwrite=True)
+        space = tuner.oracle.get_space()
+        replicas = tuner.distribution_strategy.num_replicas_in_sync
+        smallest, largest = model_sizes(tuner.hypermodel, space, replicas=replicas)
+        plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
+        warnings = space_warnings(space, train_rows=len(splits.train))
+        warnings += _rare_level_warnings(prepared.schema, treatments=config.search.high_cardinality)
+        notes = _plan_notes(config, train_rows=len(splits.train), epochs_auto=epochs_auto)
+        notes += splits.notes()
+        leaks = prepared.leak_check()
+        warnings += leaks.warnings()
+        notes += leaks.notes()
+        notes += rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency)
+        notes += identifier_notes(prepared.schema, prepared.level_shares)
+        notes += _value_embedding_notes(prepared.schema, choices=config.search.value_embeddings)
+        notes += _row_code_notes(prepared.schema, choices=config.search.row_target_encoding)
+        calibration = None
+        if calibration_epochs:
+            calibration = calibrate(
+                tuner.hypermodel,
+                space,
+                [smallest, largest],
+                x=prepared.inputs(splits.train),
+                y=splits.train.y,
+                validation_data=(prepared.inputs(splits.validation), splits.validation.y),
+                epochs=calibration_epochs,
+                scratch_dir=scratch,
+            )
+    estimated = estimate_seconds(plan_schedule, calibration) if calibration else None
+    if estimated is not None:
+        warnings += _time_warnings(estimated, budget=config.tuner.time_budget)
+    return Plan(
+        space=tuple(describe_space(space)),
+        schedule=plan_schedule,
+        algorithm=config.tuner.algorithm,
+        smallest=smallest,
+        largest=largest,
+        replicas=replicas,
+        calibration=calibration,
+        estimated_seconds=estimated,
+        warnings=tuple(warnings),
+        notes=tuple(notes),
+    )
+
+
+def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -> list[str]:
+    """What the search decides from the data and the budget, for `plan`."""
+    notes = []
+    if config.search.batch_sizes_auto:
+        notes.append(
+            f"batch sizes {list(config.search.batch_sizes)} for {train_rows} training rows "
+            '(search.batch_sizes = "auto")'
+        )
+    if config.search.members_auto:
+        notes.append(
+            f"members {list(config.search.members)} for {train_rows} training rows "
+            '(search.members = "auto")'
+        )
+    if epochs_auto:
+        notes.append(
+            f"at most {config.tuner.max_epochs} epochs a trial for {train_rows} training rows "
+            "(tuner.max_epochs = 0)"
+        )
+    if config.search.learning_rate_auto:
+        tested = range_test_plan(config, train_rows)
+        groups = list(dict.fromkeys(tested.values()))
+        untested = [name for name in config.search.optimizers if name not in tested]
+        notes.append(
+            f"the learning-rate range test runs first ({RANGE_TEST_STEPS} steps for each of "
+            f"{', '.join(groups) or 'no optimizer'}; not in the estimate) and gives "
+            f"{', '.join(tested) or 'no optimizer'} its own <optimizer>_learning_rate range"
+            + (
+                f"; {', '.join(untested)} keep learning_rate (a small search tests only "
+                f"what {RANGE_TEST_SHARE:.0%} of its training steps pay for)"
+                if untested
+                else ""
+            )
+        )
+    if config.tuner.time_budget:
+        notes.append(f"time budget {format_duration(config.tuner.time_budget)} (tuner.time_budget)")
+    elif config.export.enabled and config.export.refit == "auto" and not refit_for(train_rows):
+        notes.append(
+            f"no refit for {train_rows} training rows: the export serves the searched "
+            'ensemble (export.refit = "auto", kt_pipeline.sizing.refit_for)'
+        )
+    elif config.export.enabled and config.export.refit == "auto":
+        notes.append(
+            "the export blends in its members trained again on training + validation rows "
+            f"where that costs at most {REFIT_MAX_SHARE:.0%} of the search's training time "
+            '(export.refit = "auto"; not in the estimate)'
+        )
+    elif config.export.enabled and config.export.refit != "off":
+        notes.append(
+            "the export trains its members again on training + validation rows "
+            f'(export.refit = "{config.export.refit}"; not in the estimate)'
+        )
+    return notes
+
+
+def _value_embedding_notes(schema: TabularSchema, *, choices: Sequence[bool]) -> list[str]:
+    """The numeric columns whose repeated values the search may embed."""
+    columns = [schema.numeric[i] for i in value_columns(schema)]
+    if not columns or True not in choices:
+        return []
+    named = ", ".join(f"{c.name!r} ({len(c.values):,})" for c in columns[:8])
+    more = f" and {len(columns) - 8} more" if len(columns) > 8 else ""
+    how = "searched" if False in choices else "on"
+    return [
+        f"value embeddings {how} (search.value_embeddings) for {len(columns)} numeric "
+        f"column(s) whose rows repeat values: {named}{more}"
+    ]
+
+
+def _row_code_notes(schema: TabularSchema, *, choices: Sequence[bool]) -> list[str]:
+    """The key that groups the rows and how much it repeats, where the row target
+    encoding is offered."""
+    rows = schema.rows
+    if rows is None or True not in choices:
+        return []
+    repeated = sum(rows.counts[1:])
+    how = "searched" if False in choices else "on"
+    key = ", ".join(rows.key or schema.names)
+    return [
+        f"row target encoding {how} (search.row_target_encoding): rows grouped by "
+        f"{key}; {repeated:,} of {repeated + rows.counts[0]:,} training rows share their "
+        f"group with another row ({len(rows.vocabulary):,} groups)"
+    ]
+
+
+def rare_level_notes(schema: TabularSchema, *, min_frequency: int) -> list[str]:
+    """Categorical columns whose training rows are mostly in rare values."""
+    return [
+        f"column {c.name!r}: {c.levels:,} levels, {c.rare_share:.0%} of training rows in "
+        f"levels seen fewer than {RARE_BELOW} times; "
+        + (
+            f"levels seen fewer than {min_frequency} times share one bucket"
+            if min_frequency > 1
+            else "each keeps its own value (data.min_frequency = 1)"
+        )
+        for c in rare_level_columns(schema)
+    ]
+
+
+def identifier_notes(schema: TabularSchema, shares: Mapping[str, float]) -> list[str]:
+    """What each high-cardinality column's levels are worth, and what that decided
+    (`data.screen_identifiers`)."""
+    notes = []
+    for column in schema.categorical:
+        if column.name not in shares:
+            continue
+        worth = (
+            f"column {column.name!r}: its levels explain {shares[column.name]:.1%} of what "
+            "the other columns' main effects leave"
+        )
+        notes.append(
+            f"{worth} (less than {LEVEL_MIN_SHARE:.1%}): left out of the network "
+            "(data.screen_identifiers)"
+            if column.treatment == "drop"
+            else f"{worth}: the search decides how it enters (search.high_cardinality)"
+        )
+    return notes
+
+
+def _rare_level_warnings(schema: TabularSchema, *, treatments: Sequence[str]) -> list[str]:
+    """A mostly-rare column whose embedding is wider than all other inputs together:
+    the first layer sees more of it than of everything else (unless the search never
+    embeds it, `search.high_cardinality`)."""
+    if "embedding" not in treatments:
+        return []
+    widths = {c.name: embedding_width(c) for c in schema.categorical}
+    others = len(schema.numeric) + sum(c.has_missing for c in schema.numeric)
+    warnings = []
+    for column in rare_level_columns(schema):
+        rest = others + sum(w for name, w in widths.items() if name != column.name)
+        if widths[column.name] > rest:
+            warnings.append(
+                f"column {column.name!r} (mostly rare levels) gets a {widths[column.name]}-wide "
+                f"embedding, more than the other {rest} input features together; raise "
+                "data.min_frequency, search its treatment (search.high_cardinality = "
+                "['embedding', 'frequency', 'target', 'hashing', 'drop']) or drop the column"
+            )
+    return warnings
+
+
+def _time_warnings(estimated: float, *, budget: float) -> list[str]:
+    if budget and estimated > budget:
+        return [
+            f"the estimated wall time ({format_duration(estimated)}) exceeds the time budget "
+            f"({format_duration(budget)}, --time-budget / tuner.time_budget): the search will stop "
+            "before its schedule ends"
+        ]
+    if not budget and estimated > PLAN_WARN_SECONDS:
+        return [
+            f"the estimated wall time ({format_duration(estimated)}) exceeds "
+            f"{format_duration(PLAN_WARN_SECONDS)}: set --time-budget (tuner.time_budget) to bound "
+            "it, or lower tuner.max_epochs"
+        ]
+    return []

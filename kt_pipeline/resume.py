@@ -15,11 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kt_pipeline import data as data_lib
 from kt_pipeline.errors import UserInputError
+from kt_pipeline.experiment_files import FINGERPRINT_FILE
 
 __all__ = [
     "ADDED_SETTINGS",
     "RESUMABLE_CHANGES",
+    "check_fingerprint",
     "check_resumable",
     "check_search_files",
     "search_differences",
@@ -161,3 +164,38 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
     return value
+
+
+def check_fingerprint(
+    experiment: Path, dataset: data_lib.Dataset, *, resuming: bool, save: bool
+) -> None:
+    """Refuses to resume a search on rows other than the ones it ran on, then records
+    the rows' fingerprint (`data.fingerprint`) for the next run.
+
+    Raises:
+        UserInputError: the saved fingerprint differs; the directory is left as it was.
+    """
+    path = experiment / FINGERPRINT_FILE
+    current = data_lib.fingerprint(dataset)
+    if resuming and path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UserInputError(
+                f"{str(path)!r} is not readable ({error}): remove it to resume without the "
+                "check, or pass --overwrite to start afresh"
+            ) from error
+        if saved != current:
+            raise UserInputError(
+                f"data {dataset.name!r} is not the data the search in {str(experiment)!r} "
+                f"ran on (fingerprint {saved} then, {current} now): pass --overwrite to start "
+                "afresh, or choose another --experiment-dir"
+            )
+    if save:
+        record = {"data": dataset.name, "fingerprint": current}
+        partial = path.with_name(f"{path.name}.partial")  # a full disk leaves the old one
+        try:
+            partial.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from test_export import serve_csv_in_fresh_process
 from hypermodels.features import model_inputs
 from kt_pipeline.config import load_config
 from kt_pipeline.data import read_rows
-from kt_pipeline.pipeline import load_best_model
+from kt_pipeline.finish import load_best_model
 
 pytestmark = pytest.mark.slow
 

@@ -185,8 +185,10 @@ def test_export_serves_the_weighted_mean_chosen_on_validation(
     model on the validation split."""
     from hypermodels.features import model_inputs, raw_rows
     from kt_pipeline.export import predict_saved_model
+    from kt_pipeline.finish import export_best
     from kt_pipeline.model_card import format_card, load_card
-    from kt_pipeline.pipeline import _prepare_data, _reload_tuner, export_best
+    from kt_pipeline.prepare import prepare_data
+    from kt_pipeline.search_parts import reload_tuner
     from kt_pipeline.tuners import completed_trials
 
     experiment = tmp_path / "experiment"
@@ -203,8 +205,8 @@ def test_export_serves_the_weighted_mean_chosen_on_validation(
 
     assert export_dir is not None and scores["accuracy"] > 0
     card = load_card(export_dir)
-    prepared = _prepare_data(config)
-    tuner = _reload_tuner(config, prepared)
+    prepared = prepare_data(config)
+    tuner = reload_tuner(config, prepared)
     completed = completed_trials(tuner.oracle)
     members = [m["trial_id"] for m in card["ensemble"]]
     weights = [m["weight"] for m in card["ensemble"]]
@@ -233,7 +235,7 @@ def test_export_serves_the_weighted_mean_chosen_on_validation(
 
 
 def test_refit_counts_epochs_from_scratch_to_the_best_step() -> None:
-    from kt_pipeline.pipeline import refit_epochs
+    from kt_pipeline.finish import refit_epochs
 
     hp = keras_tuner.HyperParameters()
     hp.values.update({"units": 8, "tuner/initial_epoch": 3})
@@ -250,8 +252,9 @@ def test_refit_trains_the_members_again_on_training_and_validation_rows(
 ) -> None:
     from hypermodels.features import raw_rows
     from kt_pipeline.export import predict_saved_model
+    from kt_pipeline.finish import export_best, load_best_model
     from kt_pipeline.model_card import load_card
-    from kt_pipeline.pipeline import _prepare_data, export_best, load_best_model
+    from kt_pipeline.prepare import prepare_data
 
     experiment = tmp_path / "experiment"
     shutil.copytree(flaky_experiment, experiment)
@@ -266,7 +269,7 @@ def test_refit_trains_the_members_again_on_training_and_validation_rows(
 
     assert export_dir is not None and scores["accuracy"] > 0.5
     card = load_card(export_dir)
-    prepared = _prepare_data(config)
+    prepared = prepare_data(config)
     splits = prepared.splits
     assert card["refit"]["rows"] == len(splits.train) + len(splits.validation)
     assert set(card["refit"]["epochs"]) == {m["trial_id"] for m in card["ensemble"]}
@@ -295,9 +298,11 @@ def test_blend_serves_the_mean_of_the_searched_and_the_refit_ensembles(
     run again with the same seeds); too dear a refit is skipped, and so is any refit of
     a large table."""
     from hypermodels.features import model_inputs, raw_rows
-    from kt_pipeline import pipeline, sizing
+    from kt_pipeline import finish, sizing
     from kt_pipeline.export import predict_saved_model
     from kt_pipeline.model_card import load_card
+    from kt_pipeline.prepare import prepare_data
+    from kt_pipeline.search_parts import reload_tuner
 
     experiment = tmp_path / "experiment"
     shutil.copytree(flaky_experiment, experiment)
@@ -307,33 +312,33 @@ def test_blend_serves_the_mean_of_the_searched_and_the_refit_ensembles(
     ]
     config = load_config(experiment / "config.toml", overrides)
     assert config.export.refit == "auto"
-    prepared = pipeline._prepare_data(config)
-    tuner = pipeline._reload_tuner(config, prepared)
-    chosen = pipeline._select_ensemble(config, tuner, prepared)
+    prepared = prepare_data(config)
+    tuner = reload_tuner(config, prepared)
+    chosen = finish.select_ensemble(config, tuner, prepared)
     assert chosen is not None
     splits = prepared.splits
-    share = pipeline.refit_cost_share(tuner, chosen, rows_ratio=1.0)
+    share = finish.refit_cost_share(tuner, chosen, rows_ratio=1.0)
     assert share > 0  # every trial was timed
 
-    monkeypatch.setattr(pipeline, "REFIT_MAX_SHARE", share / 2)  # too dear: skipped
-    exported = pipeline.export_best(config, tuner=tuner, prepared=prepared)
+    monkeypatch.setattr(finish, "REFIT_MAX_SHARE", share / 2)  # too dear: skipped
+    exported = finish.export_best(config, tuner=tuner, prepared=prepared)
     assert exported is not None and exported.refit == ""
     assert load_card(exported.directory)["refit"] == {}
 
-    monkeypatch.setattr(pipeline, "REFIT_MAX_SHARE", share * 2)
+    monkeypatch.setattr(finish, "REFIT_MAX_SHARE", share * 2)
     monkeypatch.setattr(sizing, "_FULL_BUDGET_ROWS", len(splits.train) - 1)  # a large table
-    exported = pipeline.export_best(config, tuner=tuner, prepared=prepared)
+    exported = finish.export_best(config, tuner=tuner, prepared=prepared)
     assert exported is not None and exported.refit == ""  # cheap enough, but too many rows
 
     monkeypatch.setattr(sizing, "_FULL_BUDGET_ROWS", len(splits.train))
-    exported = pipeline.export_best(config, tuner=tuner, prepared=prepared)
+    exported = finish.export_best(config, tuner=tuner, prepared=prepared)
     assert exported is not None and exported.refit == "blend"
     card = load_card(exported.directory)
     assert card["refit"]["mode"] == "blend"
     assert card["refit"]["rows"] == len(splits.train) + len(splits.validation)
     x = model_inputs(prepared.schema, splits.test.frame)
     searched = chosen.model.predict(x, verbose=0)
-    refit_model, _ = pipeline._refit(config, tuner, prepared, chosen)
+    refit_model, _ = finish.refit_members(config, tuner, prepared, chosen)
     refitted = refit_model.predict(x, verbose=0)
     assert np.abs(searched - refitted).max() > 1e-3  # new models, not the searched ones
     served = predict_saved_model(exported.directory, raw_rows(prepared.schema, splits.test.frame))
@@ -343,25 +348,27 @@ def test_blend_serves_the_mean_of_the_searched_and_the_refit_ensembles(
 def test_the_refit_share_weighs_each_member_by_its_trial_seconds_per_epoch(
     flaky_experiment: Path,
 ) -> None:
-    from kt_pipeline import pipeline
+    from kt_pipeline import finish
+    from kt_pipeline.prepare import prepare_data
     from kt_pipeline.results import trial_table
+    from kt_pipeline.search_parts import reload_tuner
 
     config = load_config(
         flaky_experiment / "config.toml", [f"runtime.experiment_dir={str(flaky_experiment)!r}"]
     )
-    prepared = pipeline._prepare_data(config)
-    tuner = pipeline._reload_tuner(config, prepared)
-    chosen = pipeline._select_ensemble(config, tuner, prepared)
+    prepared = prepare_data(config)
+    tuner = reload_tuner(config, prepared)
+    chosen = finish.select_ensemble(config, tuner, prepared)
     assert chosen is not None
     table = trial_table(tuner).set_index("trial_id")
     expected = (
         sum(
             table.loc[t.trial_id, "seconds"]
             / table.loc[t.trial_id, "epochs"]
-            * pipeline.refit_epochs(t)
+            * finish.refit_epochs(t)
             for t in chosen.members
         )
         / table["seconds"].sum()
     )
-    share = pipeline.refit_cost_share(tuner, chosen, rows_ratio=1.5)
+    share = finish.refit_cost_share(tuner, chosen, rows_ratio=1.5)
     assert share == pytest.approx(1.5 * expected)

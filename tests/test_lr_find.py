@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_search_args
 
 from hypermodels import MLPHyperModel
-from kt_pipeline import pipeline
+from kt_pipeline import lr_find
 from kt_pipeline.cli import main
 from kt_pipeline.config import load_config, save_config
 from kt_pipeline.errors import UserInputError
@@ -167,7 +167,7 @@ def test_auto_sets_the_bounds_the_search_uses_and_keeps_them_on_resume(
 ) -> None:
     data = csv_file(200, task="regression")  # type: ignore[operator]
     # A tiny search pays for no range test (test_sizing.py); here every one runs.
-    monkeypatch.setattr(pipeline, "_RANGE_TEST_SHARE", 100.0)
+    monkeypatch.setattr(lr_find, "RANGE_TEST_SHARE", 100.0)
     experiment = tmp_path / "exp"
     args = tiny_search_args(experiment, data)
     args += ["--set", "search.learning_rate=auto", "--set", "export.enabled=false"]
@@ -215,7 +215,7 @@ def test_auto_sets_the_bounds_the_search_uses_and_keeps_them_on_resume(
 
     args[len(args) - 1 - args[::-1].index("--max-trials") + 1] = "5"
     with monkeypatch.context() as patch:
-        patch.setattr(pipeline, "find_learning_rates", no_new_range_test)
+        patch.setattr(lr_find, "find_learning_rates", no_new_range_test)
         assert main(args) == 0
     assert json.loads((experiment / "lr_find.json").read_text()) == found
     assert len(list((experiment / "search").glob("trial_*"))) == 5

@@ -23,7 +23,7 @@ from kt_pipeline.data import read_rows
 from kt_pipeline.ensemble import average_models
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.export import export_model, predict_saved_model
-from kt_pipeline.pipeline import load_best_model
+from kt_pipeline.finish import load_best_model
 from kt_pipeline.plan import _extreme_values
 
 _KINDS = {"x": "numeric", "z": "numeric", "shop": "string_categorical"}

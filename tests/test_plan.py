@@ -11,10 +11,12 @@ import pandas as pd
 import pytest
 
 from hypermodels import MLPHyperModel
-from kt_pipeline import pipeline, sizing
+from kt_pipeline import sizing
 from kt_pipeline.cli import main
 from kt_pipeline.config import load_config
-from kt_pipeline.plan import describe_space, grid_size, model_sizes, schedule, space_warnings
+from kt_pipeline.finish import REFIT_MAX_SHARE
+from kt_pipeline.plan import describe_space, model_sizes, plan_search, space_warnings
+from kt_pipeline.schedule import grid_size, schedule
 from kt_pipeline.tuners import build_tuner
 
 OBJECTIVE = keras_tuner.Objective("loss", "min")
@@ -286,7 +288,7 @@ def test_every_combination_of_warnings_is_independent() -> None:
 
 
 def test_the_estimate_is_checked_against_the_time_budget_or_half_an_hour() -> None:
-    from kt_pipeline.pipeline import _time_warnings
+    from kt_pipeline.plan import _time_warnings
 
     (over,) = _time_warnings(600.0, budget=300.0)
     assert "(10.0 min) exceeds the time budget (5.0 min, --time-budget" in over
@@ -346,7 +348,7 @@ def test_plan_names_the_columns_whose_values_may_be_embedded(tmp_path: Path) -> 
     data = tmp_path / "table.csv"
     frame.to_csv(data, index=False)
     searched = load_config(None, [*_data_overrides(data), "search.value_embeddings=[false, true]"])
-    plan = pipeline.plan_search(searched, calibration_epochs=0)
+    plan = plan_search(searched, calibration_epochs=0)
     assert any(
         "value embeddings searched (search.value_embeddings) for 1 numeric column(s)" in note
         and "'household_income' (4)" in note
@@ -354,9 +356,7 @@ def test_plan_names_the_columns_whose_values_may_be_embedded(tmp_path: Path) -> 
     )
     assert plan.largest.hyperparameters["value_embedding"] is True
     assert plan.smallest.hyperparameters["value_embedding"] is False
-    notes = pipeline.plan_search(
-        load_config(None, _data_overrides(data)), calibration_epochs=0
-    ).notes
+    notes = plan_search(load_config(None, _data_overrides(data)), calibration_epochs=0).notes
     assert not any("value embeddings" in note for note in notes)
 
 
@@ -373,11 +373,11 @@ def test_plan_says_when_the_export_refits_outside_the_estimate(
 
     def refit_notes(*overrides: str) -> list[str]:
         config = load_config(None, [*_data_overrides(data), *overrides])
-        notes = pipeline.plan_search(config, calibration_epochs=0).notes
+        notes = plan_search(config, calibration_epochs=0).notes
         return [note for note in notes if "export.refit" in note]
 
     (auto,) = refit_notes()
-    assert f"at most {100 * pipeline.REFIT_MAX_SHARE:.0f}% of the search" in auto
+    assert f"at most {100 * REFIT_MAX_SHARE:.0f}% of the search" in auto
     assert "not in the estimate" in auto
     (replace,) = refit_notes("export.refit=true")
     assert 'export.refit = "replace"' in replace

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from kt_pipeline import pipeline
 from kt_pipeline.config import load_config
 from kt_pipeline.errors import UserInputError
+from kt_pipeline.lr_find import range_test_plan
+from kt_pipeline.prepare import sized_for_data
 from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for, refit_for
 
 
@@ -65,7 +66,7 @@ def test_small_tables_get_members_and_large_ones_a_plain_model() -> None:
 
 
 def _plan(overrides: list[str], rows: int) -> dict[str, str]:
-    return pipeline._range_test_plan(load_config(None, ["tuner.max_epochs=20", *overrides]), rows)
+    return range_test_plan(load_config(None, ["tuner.max_epochs=20", *overrides]), rows)
 
 
 def test_the_range_test_measures_each_group_of_optimizers_once() -> None:
@@ -93,7 +94,7 @@ def test_a_small_search_tests_only_what_a_fifth_of_its_steps_pay_for() -> None:
 def test_the_pipeline_resolves_auto_members_for_its_training_rows() -> None:
     def resolved(overrides: list[str], rows: int) -> tuple[int, ...]:
         prepared = SimpleNamespace(splits=SimpleNamespace(train=range(rows)))
-        config = pipeline._sized_for_data(load_config(None, overrides), prepared)  # type: ignore[arg-type]
+        config = sized_for_data(load_config(None, overrides), prepared)  # type: ignore[arg-type]
         return config.search.members
 
     assert resolved(["search.members='auto'"], 5_000) == (16,)

@@ -1,0 +1,363 @@
+"""The job's last step: the served model chosen among the trials (`ensemble`), trained
+again where that pays (``export.refit``), exported and scored on the held-out rows
+(`export`)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+import pandas as pd
+
+from hypermodels import TabularSchema
+from hypermodels.features import TARGET_SUFFIX, build_inputs, model_inputs, raw_rows
+from hypermodels.mlp import EVALUATION_BATCH_SIZE
+from kt_pipeline import ensemble as ensemble_lib
+from kt_pipeline import splits as splits_lib
+from kt_pipeline.config import PipelineConfig, config_to_dict
+from kt_pipeline.errors import UserInputError
+from kt_pipeline.experiment_files import EXPORT_DIR
+from kt_pipeline.export import export_model, model_outputs, score_predictions
+from kt_pipeline.model_card import build_card
+from kt_pipeline.prepare import Prepared, prepare_data
+from kt_pipeline.results import trial_table
+from kt_pipeline.search_parts import reload_tuner
+from kt_pipeline.sizing import refit_for
+from kt_pipeline.tuners import trial_seed
+
+__all__ = [
+    "REFIT_MAX_SHARE",
+    "Ensemble",
+    "Exported",
+    "export_best",
+    "load_best_model",
+    "refit_cost_share",
+    "refit_epochs",
+    "refit_members",
+    "select_ensemble",
+]
+
+log = logging.getLogger("kt_pipeline")
+
+
+def load_best_model(
+    config: PipelineConfig, *, ensemble: int | None = None
+) -> tuple[keras.Model, TabularSchema]:
+    """The searched ensemble of an existing experiment, with the schema its inputs
+    follow (see `hypermodels.features.model_inputs`): the model the export serves,
+    unless ``export.refit`` blended in or swapped in its members trained again.
+
+    Args:
+        config: The experiment's config.
+        ensemble: The most distinct configurations the ensemble may hold; None takes
+            ``export.ensemble``, 1 gives the best trial's model alone.
+
+    Raises:
+        UserInputError: the experiment holds no search or no completed trial.
+    """
+    prepared = prepare_data(config)
+    tuner = reload_tuner(config, prepared)
+    chosen = select_ensemble(config, tuner, prepared, max_members=ensemble)
+    if chosen is None:
+        raise UserInputError(f"experiment {config.runtime.experiment_dir!r} has no completed trial")
+    return chosen.model, prepared.schema
+
+
+@dataclasses.dataclass(frozen=True)
+class Ensemble:
+    """The export's model and how it was chosen (`kt_pipeline.ensemble`)."""
+
+    model: keras.Model
+    members: list[keras_tuner.engine.trial.Trial]  # the best single trial first
+    weights: list[float]
+    validation_score: float  # the ensemble's objective on the validation split
+    best_single_score: float  # the best single candidate's, computed the same way
+
+
+def select_ensemble(
+    config: PipelineConfig,
+    tuner: keras_tuner.Tuner,
+    prepared: Prepared,
+    *,
+    max_members: int | None = None,
+) -> Ensemble | None:
+    """Greedy selection on the validation split among the best distinct configurations
+    (None when no trial completed)."""
+    max_members = max_members or config.export.ensemble
+    count = ensemble_lib.CANDIDATES if max_members > 1 else 1
+    candidates = ensemble_lib.distinct_best_trials(tuner.oracle, count=count)
+    if not candidates:
+        return None
+    models = [tuner.load_model(trial) for trial in candidates]
+    validation = prepared.splits.validation
+    x = prepared.inputs(validation)
+    predictions = [
+        np.asarray(m.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0)) for m in models
+    ]
+    score = ensemble_lib.validation_scorer(
+        prepared.dataset.task,
+        tuner.oracle.objective,
+        validation.y,
+        regression_loss=config.search.regression_loss,
+    )
+    counts = ensemble_lib.greedy_selection(predictions, score, max_members=max_members)
+    chosen = sorted((i for i, c in enumerate(counts) if c), key=lambda i: (-counts[i], i))
+    weights = [counts[i] / sum(counts) for i in chosen]
+    mean = ensemble_lib.weighted_mean(predictions, counts)
+    return Ensemble(
+        model=ensemble_lib.average_models(
+            [models[i] for i in chosen],
+            inputs=build_inputs(prepared.schema),
+            weights=weights,
+        ),
+        members=[candidates[i] for i in chosen],
+        weights=weights,
+        validation_score=score(mean)[0],
+        best_single_score=max(score(p) for p in predictions)[0],
+    )
+
+
+#: The most a refit may add to the search's training time under ``export.refit =
+#: "auto"``: the refit scales with the search, so this bounds the export's share of the
+#: whole job; the caps tried are in ``benchmarks/README.md`` ("Time at size").
+REFIT_MAX_SHARE = 0.5
+
+
+def refit_cost_share(tuner: keras_tuner.Tuner, chosen: Ensemble, *, rows_ratio: float) -> float:
+    """The refit's expected training time over the search's: each member's seconds per
+    epoch in its trial, times its refit epochs and the share of rows the refit adds
+    (`rows_ratio`: training + validation rows over training rows). Trials without
+    timings count as free."""
+    table = trial_table(tuner).set_index("trial_id")
+    searched = float(table["seconds"].fillna(0.0).sum())
+    refit = 0.0
+    for trial in chosen.members:
+        seconds, epochs = table.loc[trial.trial_id, ["seconds", "epochs"]]
+        if not pd.isna(seconds) and not pd.isna(epochs) and epochs:
+            refit += float(seconds) / float(epochs) * refit_epochs(trial)
+    return refit * rows_ratio / searched if searched else 0.0
+
+
+def refit_epochs(trial: keras_tuner.engine.trial.Trial) -> int:
+    """Epochs from scratch to the trial's best score: a Hyperband promotion starts at
+    its parent's last epoch (``tuner/initial_epoch``), and KerasTuner counts the best
+    step within the trial's own run."""
+    return int(trial.hyperparameters.values.get("tuner/initial_epoch", 0)) + trial.best_step + 1
+
+
+def refit_members(
+    config: PipelineConfig,
+    tuner: keras_tuner.Tuner,
+    prepared: Prepared,
+    chosen: Ensemble,
+    *,
+    with_test: bool = False,
+) -> tuple[keras.Model, dict[str, Any]]:
+    """The chosen members trained again on the training and validation rows (and the
+    test rows `with_test`; ``export.refit``), averaged with the same weights, and what
+    the card records."""
+    splits = prepared.splits
+    parts = [splits.train, splits.validation, *([splits.test] if with_test else [])]
+    frame = pd.concat([part.frame for part in parts], ignore_index=True)
+    y = np.concatenate([part.y for part in parts])
+    others = [prepared.inputs(part) for part in parts[1:]] if prepared.train_codes else []
+    codes = {  # out-of-fold codes for the training rows, fitted codes for the others
+        name: np.concatenate([values, *(x[name + TARGET_SUFFIX].numpy() for x in others)])
+        for name, values in prepared.train_codes.items()
+    }
+    x = model_inputs(prepared.schema, frame, target_codes=codes)
+    hypermodel = copy.copy(tuner.hypermodel)
+    if hasattr(hypermodel, "train_size"):  # the schedule spans the refit's steps
+        hypermodel.train_size = len(y)
+    strategy = tuner.distribution_strategy
+    models, epochs = [], {}
+    for trial in chosen.members:
+        hp = trial.hyperparameters.copy()
+        if "early_stopping_patience" in hp.values:  # no validation rows to stop on
+            hp.values["early_stopping_patience"] = 0
+        epochs[trial.trial_id] = refit_epochs(trial)
+        keras.utils.set_random_seed(trial_seed(config.runtime.seed, trial.trial_id))
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model = hypermodel.build(hp)
+            hypermodel.fit(hp, model, x, y, epochs=epochs[trial.trial_id], verbose=0)
+        models.append(model)
+    log.info("refit %d model(s) on %d rows (export.refit)", len(models), len(y))
+    averaged = ensemble_lib.average_models(
+        models, inputs=build_inputs(prepared.schema), weights=chosen.weights
+    )
+    return averaged, {"rows": len(y), "epochs": epochs}
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """What `export_best` published."""
+
+    directory: Path
+    # Measured on the reloaded SavedModel; under a time split with a refit, on the model
+    # before the test rows joined it (`export_best`).
+    test_scores: dict[str, float]
+    trial_ids: list[str]  # the trials whose models the export averages
+    refit: str = ""  # the export.refit mode the export took, or "" (none ran)
+
+
+def export_best(
+    config: PipelineConfig,
+    *,
+    tuner: keras_tuner.Tuner | None = None,
+    prepared: Prepared | None = None,
+) -> Exported | None:
+    """Exports the search's model (the best trial's, or the average of the best
+    ``export.ensemble`` distinct configurations') and scores the test split on the
+    reloaded export.
+
+    Under a time split (``data.split = time:...``) with a refit, the test rows are the
+    latest, the likest to those the model will serve: their score is measured on the
+    refitted model, and then the members are trained again with them, and that model
+    is exported (the card's ``refit.test_rows_included``).
+
+    With no tuner given, the experiment in ``runtime.experiment_dir`` is reloaded.
+
+    Returns:
+        The export, or None when no trial completed.
+    """
+    prepared = prepared or prepare_data(config)
+    tuner = tuner or reload_tuner(config, prepared)
+    chosen = select_ensemble(config, tuner, prepared)
+    if chosen is None:
+        return None
+    best = ensemble_lib.distinct_best_trials(tuner.oracle, count=1)[0]
+    members, model = chosen.members, chosen.model
+    refit: dict[str, Any] = {}
+    mode = config.export.refit
+    if mode != "off" and config.tuner.time_budget:
+        log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
+        mode = "off"
+    if mode == "auto" and not refit_for(len(prepared.splits.train.y)):
+        log.info(
+            "export.refit (auto) is skipped: %d training rows, more than a refit pays for "
+            "(kt_pipeline.sizing.refit_for)", len(prepared.splits.train.y),
+        )  # fmt: skip
+        mode = "off"
+    if mode == "auto":
+        splits = prepared.splits
+        rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
+        share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
+        # Under a time split the searched models know only the oldest rows: blended in,
+        # they would pull the served model back in time.
+        refit_as = "replace" if splits.spec.kind == splits_lib.TIME else "blend"
+        mode = "off" if share > REFIT_MAX_SHARE else refit_as
+        log.info(
+            "export.refit (auto) is %s: it adds about %.0f%% to the search's training "
+            "time (at most %.0f%%)",
+            {"off": "skipped", "blend": "blended", "replace": "served alone (a time split)"}[mode],
+            100 * share, 100 * REFIT_MAX_SHARE,
+        )  # fmt: skip
+    dataset = prepared.dataset
+    test = prepared.splits.test
+    held_out: dict[str, float] = {}  # measured before the test rows joined the model
+
+    def refitted(*, with_test: bool) -> tuple[keras.Model, dict[str, Any]]:
+        refit_model, record = refit_members(config, tuner, prepared, chosen, with_test=with_test)
+        if mode == "replace":
+            return refit_model, {**record, "mode": mode}
+        inputs = build_inputs(prepared.schema)
+        return ensemble_lib.average_models([chosen.model, refit_model], inputs=inputs), {
+            **record,
+            "mode": mode,
+        }
+
+    if mode != "off":
+        model, refit = refitted(with_test=False)
+        if prepared.splits.spec.kind == splits_lib.TIME:
+            # The latest rows are the likest to those the model will serve: score the
+            # held-out rows first, then train the members again with them.
+            outputs = model_outputs(
+                model,
+                raw_rows(prepared.schema, test.frame),
+                schema=prepared.schema,
+                task=dataset.task,
+                class_names=dataset.class_names,
+            )
+            held_out = score_predictions(outputs, test.y, task=dataset.task)
+            model, refit = refitted(with_test=True)
+            log.info(
+                "export: held-out score measured, then the members trained again with the "
+                "latest (test) rows too, %d rows in all (data.split = %s)",
+                refit["rows"],
+                prepared.splits.spec,
+            )
+            refit["test_rows_included"] = True
+    test_scores: dict[str, float] = {}
+
+    def score(outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        test_scores.update(held_out or score_predictions(outputs, test.y, task=dataset.task))
+        return test_scores
+
+    metrics = {
+        name: best.metrics.get_last_value(name)
+        for name in best.metrics.metrics
+        if name.startswith("val_")
+    }
+    # The held-out score comes from the reloaded SavedModel, verified against the
+    # in-memory model: exactly what is served.
+    export_dir = export_model(
+        model,
+        export_root=Path(config.runtime.experiment_dir) / EXPORT_DIR,
+        task=dataset.task,
+        schema=prepared.schema,
+        class_names=dataset.class_names,
+        version=config.export.version,
+        info={
+            "trial_id": best.trial_id,
+            "objective": tuner.oracle.objective.name,
+            "validation_score": best.score,
+            "data": dataset.name,
+            "hyperparameters": best.hyperparameters.values,
+            "ensemble": [trial.trial_id for trial in members],
+            "ensemble_weights": chosen.weights,
+        },
+        verify_rows=raw_rows(prepared.schema, test.frame),
+        card=build_card(
+            hyperparameters=dict(best.hyperparameters.values),
+            objective=tuner.oracle.objective.name,
+            validation_score=best.score,
+            validation_metrics={k: float(v) for k, v in metrics.items() if v is not None},
+            data_source=dataset.name,
+            task=dataset.task,
+            class_names=[str(c) for c in dataset.class_names],
+            schema=prepared.schema,
+            seed=config.runtime.seed,
+            trial_id=best.trial_id,
+            ensemble=[
+                {
+                    "trial_id": trial.trial_id,
+                    "validation_score": trial.score,
+                    "weight": weight,
+                    "hyperparameters": dict(trial.hyperparameters.values),
+                }
+                for trial, weight in zip(members, chosen.weights, strict=True)
+            ],
+            ensemble_validation={
+                "selected": chosen.validation_score,
+                "best_single": chosen.best_single_score,
+            },
+            refit=refit,
+            config=config_to_dict(config),
+            split=prepared.splits.to_json(),
+        ),
+        score=score,
+        fresh_process=config.export.verify_in_fresh_process,
+    )
+    return Exported(
+        export_dir,
+        dict(test_scores),
+        [trial.trial_id for trial in members],
+        refit=refit.get("mode", ""),
+    )

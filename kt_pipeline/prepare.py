@@ -1,0 +1,108 @@
+"""The data prepared once for a job: loaded, split, its schema and out-of-fold codes
+fitted on the training rows, and the config's data-sized defaults resolved for it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from hypermodels import TabularSchema, fit_schema
+from hypermodels.features import (
+    fit_row_codes,
+    fit_target_codes,
+    level_shares,
+    model_inputs,
+    screen_identifiers,
+)
+from kt_pipeline import data as data_lib
+from kt_pipeline import splits as splits_lib
+from kt_pipeline.config import PipelineConfig
+from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for
+
+__all__ = ["Prepared", "prepare_data", "sized_for_data"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """The data, split and fitted once, in the forms the search and the export need."""
+
+    dataset: data_lib.Dataset
+    splits: splits_lib.Splits
+    schema: TabularSchema
+    #: The training rows' out-of-fold target encodings (`fit_target_codes`), if any.
+    train_codes: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    #: `level_shares` of the high-cardinality columns, on the split's folds.
+    level_shares: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def leak_check(self) -> splits_lib.LeakCheck:
+        """What the split may let the search learn that deployment will not give."""
+        frame, kinds = self.dataset.frame, self.dataset.kinds
+        time_columns = tuple(splits_lib.time_like_columns(frame, kinds))
+        return splits_lib.LeakCheck(self.splits.spec, self.schema, time_columns, self.level_shares)
+
+    def inputs(self, part: splits_lib.Split) -> Any:
+        codes = self.train_codes if part is self.splits.train else None
+        return model_inputs(self.schema, part.frame, target_codes=codes)
+
+
+def prepare_data(config: PipelineConfig) -> Prepared:
+    dataset = data_lib.load_dataset(
+        config.data.source,
+        label=config.data.label,
+        task=config.data.task,
+        categorical=config.data.categorical,
+        numeric=config.data.numeric,
+    )
+    splits = splits_lib.split_dataset(
+        dataset,
+        split=config.data.split,
+        validation_fraction=config.data.validation_fraction,
+        test_fraction=config.data.test_fraction,
+        seed=config.runtime.seed,
+    )
+    # Statistics come from the training split only.
+    schema = fit_schema(splits.train.frame, dataset.kinds, min_frequency=config.data.min_frequency)
+    codes: dict[str, np.ndarray] = {}
+    train, task, seed = splits.train, dataset.task, config.runtime.seed
+    # Out-of-fold fits cut the training rows as the split cuts the table.
+    shares: dict[str, float] = {}
+    if config.data.screen_identifiers or splits.spec.kind == splits_lib.RANDOM:
+        shares = level_shares(
+            schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
+        )
+    if config.data.screen_identifiers:
+        schema = screen_identifiers(schema, shares)
+    if "target" in config.search.high_cardinality:
+        schema, codes = fit_target_codes(
+            schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
+        )
+    if True in config.search.row_target_encoding:
+        schema, row_codes = fit_row_codes(
+            schema, train.frame, train.y, task=task, seed=seed, folds=splits.folds
+        )
+        codes.update(row_codes)
+    return Prepared(
+        dataset=dataset, splits=splits, schema=schema, train_codes=codes, level_shares=shares
+    )
+
+
+def sized_for_data(config: PipelineConfig, prepared: Prepared) -> PipelineConfig:
+    """The config with its data-sized defaults resolved for the training split
+    (`kt_pipeline.sizing`): the batch sizes with ``search.batch_sizes_auto``, the
+    members with ``search.members_auto``, the epoch budget when ``tuner.max_epochs`` is
+    0. Every path that builds the tuner or the hypermodel goes through here, so a
+    search, its plan and its re-export agree."""
+    rows = len(prepared.splits.train)
+    if config.search.batch_sizes_auto:
+        search = dataclasses.replace(config.search, batch_sizes=batch_sizes_for(rows))
+        config = dataclasses.replace(config, search=search)
+    if config.search.members_auto:
+        search = dataclasses.replace(config.search, members=members_for(rows))
+        config = dataclasses.replace(config, search=search)
+    if not config.tuner.max_epochs:
+        tuner = dataclasses.replace(config.tuner, max_epochs=max_epochs_for(rows))
+        config = dataclasses.replace(config, tuner=tuner)
+    return config
