@@ -18,6 +18,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
+from hypermodels.domains import BOOLEAN, CHOICE, FIXED, FLOAT, domain
 from hypermodels.features import (
     TabularSchema,
     build_preprocessing,
@@ -279,23 +280,21 @@ def _option(hp: keras_tuner.HyperParameters, name: str, values: Sequence[Any]) -
 
 def _starting_value(hp: Any) -> Any:
     """One hyperparameter's value at `STARTING_POINT`, kept within what it allows."""
-    hp_types = keras_tuner.engine.hyperparameters
+    values = domain(hp)
     preferred = STARTING_POINT.get(hp.name)
-    if isinstance(hp, hp_types.Fixed):
+    if values.kind == FIXED:
         return hp.value
-    if isinstance(hp, hp_types.Float) and hp.name.endswith("learning_rate"):
-        return float(math.sqrt(hp.min_value * hp.max_value))
+    if values.kind == FLOAT and hp.name.endswith("learning_rate"):
+        return float(math.sqrt(values.low * values.high))
     if hp.name.startswith("units_"):
         preferred = STARTING_POINT["units"]
     if preferred is None:
         return hp.default
-    if isinstance(hp, hp_types.Boolean):
+    if values.kind == BOOLEAN:
         return bool(preferred)
-    if isinstance(hp, hp_types.Choice):
-        return preferred if preferred in hp.values else hp.default
-    if isinstance(hp, hp_types.Int | hp_types.Float):
-        return type(hp.default)(min(max(preferred, hp.min_value), hp.max_value))
-    return hp.default
+    if values.kind == CHOICE:
+        return preferred if preferred in values.choices else hp.default
+    return type(hp.default)(min(max(preferred, values.low), values.high))
 
 
 class MLPHyperModel(keras_tuner.HyperModel):

@@ -37,7 +37,6 @@ from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.distribute import oracle_chief, oracle_client
 from keras_tuner.src.distribute import utils as dist_utils
 from keras_tuner.src.engine import conditions as conditions_module
-from keras_tuner.src.engine import hyperparameters as hp_module
 from keras_tuner.src.engine import oracle as oracle_module
 from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine import tuner_utils
@@ -54,7 +53,6 @@ __all__ = [
     "check_versions",
     "dist_utils",
     "gradient_registry",
-    "hp_module",
     "hyperband_brackets",
     "locked",
     "oracle_chief",

@@ -47,7 +47,7 @@ from typing import Any
 import keras_tuner
 import numpy as np
 
-from kt_pipeline._compat import hp_module
+from hypermodels.domains import FIXED, INT, domain
 
 __all__ = ["BOHB", "MODELS", "BOHBOracle"]
 
@@ -202,7 +202,7 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
                 )
             )
         asked = study.ask(distributions).params
-        hps = hp_module.HyperParameters()
+        hps = keras_tuner.HyperParameters()
         for hp in self.hyperparameters.space:
             hps.merge([hp])
             if not hps.is_active(hp):
@@ -217,7 +217,7 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
         return [
             hp
             for hp in self.hyperparameters.space
-            if not isinstance(hp, hp_module.Fixed) and not hp.name.startswith("tuner/")
+            if domain(hp).kind != FIXED and not hp.name.startswith("tuner/")
         ]
 
     def _to_unit(self, values: dict[str, Any]) -> dict[str, float]:
@@ -234,13 +234,13 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
         bad: list[dict[str, float]],
     ) -> tuple[dict[str, Any], float]:
         """One configuration drawn from the widened good density, and its log l/g."""
-        hps = hp_module.HyperParameters()
+        hps = keras_tuner.HyperParameters()
         score = 0.0
         for hp in self.hyperparameters.space:
             hps.merge([hp])
             if not hps.is_active(hp):
                 continue
-            if isinstance(hp, hp_module.Fixed) or hp.name.startswith("tuner/"):
+            if domain(hp).kind == FIXED or hp.name.startswith("tuner/"):
                 hps.values[hp.name] = hp.value
                 continue
             good_x = np.array([p[hp.name] for p in good if hp.name in p])
@@ -290,19 +290,16 @@ def _distribution(hp: Any) -> Any:
     """The Optuna distribution of one KerasTuner hyperparameter."""
     import optuna
 
-    if isinstance(hp, hp_module.Choice):
-        return optuna.distributions.CategoricalDistribution(list(hp.values))
-    if isinstance(hp, hp_module.Boolean):
-        return optuna.distributions.CategoricalDistribution([False, True])
-    log = hp.sampling == "log"
-    if isinstance(hp, hp_module.Int):
-        int_step = 1 if log or not hp.step else int(hp.step)
-        return optuna.distributions.IntDistribution(
-            hp.min_value, hp.max_value, log=log, step=int_step
-        )
-    float_step = None if log or not hp.step else float(hp.step)
+    values = domain(hp)
+    if values.discrete:
+        return optuna.distributions.CategoricalDistribution(list(values.choices))
+    log = values.log
+    if values.kind == INT:
+        int_step = 1 if log or not values.step else int(values.step)
+        return optuna.distributions.IntDistribution(values.low, values.high, log=log, step=int_step)
+    float_step = None if log or not values.step else float(values.step)
     return optuna.distributions.FloatDistribution(
-        float(hp.min_value), float(hp.max_value), log=log, step=float_step
+        float(values.low), float(values.high), log=log, step=float_step
     )
 
 

@@ -45,6 +45,7 @@ import keras_tuner
 import numpy as np
 
 from hypermodels import TabularSchema
+from hypermodels.domains import FIXED, domain
 from hypermodels.features import (
     LEVEL_MIN_SHARE,
     RARE_BELOW,
@@ -211,22 +212,8 @@ def format_duration(seconds: float) -> str:
 # The space ------------------------------------------------------------------------
 
 
-def _possible_values(hp: Any) -> list[Any] | None:
-    """Every value a hyperparameter can take, or None for a continuous one."""
-    hp_types = keras_tuner.engine.hyperparameters
-    if isinstance(hp, hp_types.Fixed):
-        return [hp.value]
-    if isinstance(hp, hp_types.Boolean):
-        return [False, True]
-    if isinstance(hp, hp_types.Choice):
-        return list(hp.values)
-    if isinstance(hp, hp_types.Int):
-        return list(range(hp.min_value, hp.max_value + 1, hp.step or 1))
-    return None
-
-
 def _bounds(hp: Any) -> tuple[Any, Any]:
-    values = _possible_values(hp)
+    values = domain(hp).values()
     if values is None:
         return hp.min_value, hp.max_value
     numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
@@ -245,15 +232,14 @@ def describe_space(hyperparameters: keras_tuner.HyperParameters) -> list[Hyperpa
     for hp in hyperparameters.space:
         if hp.name.startswith("tuner/"):
             continue
-        kind = type(hp).__name__
-        values = _possible_values(hp)
-        if isinstance(hp, keras_tuner.engine.hyperparameters.Fixed):
+        kind, values = type(hp).__name__, domain(hp)
+        if values.kind == FIXED:
             text, scale = repr(hp.value), "fixed"
-        elif isinstance(hp, keras_tuner.engine.hyperparameters.Choice | bool) or kind == "Boolean":
-            text, scale = str(values), "choice"
+        elif values.discrete:
+            text, scale = str(values.values()), "choice"
         else:
-            step = f" step {hp.step}" if getattr(hp, "step", None) else ""
-            text, scale = f"[{hp.min_value}, {hp.max_value}]{step}", hp.sampling or "linear"
+            step = f" step {values.step}" if values.step else ""
+            text, scale = f"[{values.low}, {values.high}]{step}", values.sampling
         infos.append(HyperparameterInfo(hp.name, kind, text, scale, _conditions(hp)))
     return infos
 
@@ -272,7 +258,7 @@ def _never_active(hyperparameters: keras_tuner.HyperParameters) -> list[str]:
             elif parent.name in dead:
                 dead[hp.name] = f"its parent {parent.name!r} is never active"
             else:
-                possible = _possible_values(parent)
+                possible = domain(parent).values()
                 if possible is not None and not set(map(str, wanted)) & set(map(str, possible)):
                     dead[hp.name] = f"it needs {parent.name} in {wanted}, which can be {possible}"
             if hp.name in dead:
@@ -292,8 +278,8 @@ def space_warnings(hyperparameters: keras_tuner.HyperParameters, *, train_rows: 
             continue
         if (
             "learning_rate" in name
-            and getattr(hp, "sampling", None) in (None, "linear")
-            and not isinstance(hp, keras_tuner.engine.hyperparameters.Fixed)
+            and domain(hp).kind != FIXED
+            and domain(hp).sampling == "linear"  # a choice counts as linear
             and (low <= 0 or high / low >= _DECADES_RATIO)
         ):
             decades = "from 0" if low <= 0 else f"over {math.log10(high / low):.0f} decades"
@@ -360,9 +346,7 @@ def _extreme_values(
         hp.ensure_active_values()
     switches = ("batch_norm", "value_embedding", "row_target_encoding")
     for param in hp.space:
-        if param.name in switches and not isinstance(
-            param, keras_tuner.engine.hyperparameters.Fixed
-        ):
+        if param.name in switches and domain(param).kind != FIXED:
             hp.values[param.name] = largest
         if param.name == "optimizer" and optimizer is not None:
             hp.values["optimizer"] = optimizer
@@ -416,7 +400,7 @@ def _size(
 def _choices(space: keras_tuner.HyperParameters, name: str) -> list[Any]:
     for hp in space.space:
         if hp.name == name:
-            return _possible_values(hp) or []
+            return domain(hp).values() or []
     return []
 
 

@@ -25,6 +25,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from hypermodels.domains import FIXED, domain
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.importance import hyperparameter_importance
 from kt_pipeline.results import load_trials, search_objective, search_split, write_results
@@ -96,17 +97,16 @@ def _end_order(project: Path, table: pd.DataFrame) -> list[str]:
 def _encode(hp: Any, column: pd.Series) -> np.ndarray | None:
     """A numeric column for the importance forest: category codes, log10 of log-scale
     values, and a sentinel below the range for inactive (conditional) values."""
-    hp_types = keras_tuner.engine.hyperparameters
-    if isinstance(hp, hp_types.Fixed):
+    values = domain(hp)
+    if values.kind == FIXED:
         return None
-    if isinstance(hp, hp_types.Boolean | hp_types.Choice):
-        values = [False, True] if isinstance(hp, hp_types.Boolean) else list(hp.values)
-        codes = {value: float(index) for index, value in enumerate(values)}
+    if values.discrete:
+        codes = {value: float(index) for index, value in enumerate(values.choices)}
         encoded = np.array([codes.get(v, -1.0) if not _missing(v) else -1.0 for v in column])
         active = encoded[encoded >= 0]
     else:
         numbers = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
-        if getattr(hp, "sampling", "linear") == "log" and hp.min_value > 0:
+        if values.log and values.low > 0:
             numbers = np.log10(numbers)
         seen = numbers[np.isfinite(numbers)]
         if not len(seen):
@@ -207,14 +207,11 @@ def _plot_against(completed: pd.DataFrame, hp: Any, objective: str, path: Path) 
     figure, axis = plt.subplots(figsize=(6, 4))
     column = completed[hp.name]
     active = column.map(lambda v: not _missing(v))
-    hp_types = keras_tuner.engine.hyperparameters
-    numeric = isinstance(hp, hp_types.Int | hp_types.Float) or (
-        isinstance(hp, hp_types.Choice)
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in hp.values)
-    )
+    values = domain(hp)
+    numeric = values.numeric
     x = pd.to_numeric(column[active]) if numeric else column[active].astype(str)
     axis.scatter(x, completed.loc[active, "objective"].astype(float), s=22)
-    if numeric and getattr(hp, "sampling", "linear") == "log" and hp.min_value > 0:
+    if numeric and values.log and values.low > 0:
         axis.set_xscale("log")
     axis.set_xlabel(hp.name)
     axis.set_ylabel(objective)

@@ -35,6 +35,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams import summary as hparams_summary
 
+from hypermodels.domains import INT, domain
 from kt_pipeline import parallel
 from kt_pipeline._compat import tuner_utils
 
@@ -65,19 +66,14 @@ _CONFIG_SUFFIX = ".hparams_config"
 def _domain(hp: Any) -> Any:
     """The HParams domain of one KerasTuner hyperparameter, as KerasTuner's own
     session data declares it (a stepped range is a discrete set)."""
-    if isinstance(hp, keras_tuner.engine.hyperparameters.Boolean):
-        return hparams_api.Discrete([False, True])
-    if isinstance(hp, keras_tuner.engine.hyperparameters.Fixed):
-        return hparams_api.Discrete([hp.value])
-    if isinstance(hp, keras_tuner.engine.hyperparameters.Choice):
-        return hparams_api.Discrete(list(hp.values))
-    if isinstance(hp, keras_tuner.engine.hyperparameters.Int):
-        if hp.step not in (None, 1):
-            return hparams_api.Discrete(list(range(hp.min_value, hp.max_value + 1, hp.step)))
-        return hparams_api.IntInterval(int(hp.min_value), int(hp.max_value))
-    if isinstance(hp, keras_tuner.engine.hyperparameters.Float):
-        return hparams_api.RealInterval(float(hp.min_value), float(hp.max_value))
-    return None
+    values = domain(hp)
+    if values.discrete:
+        return hparams_api.Discrete(list(values.choices))
+    if values.kind == INT:
+        if values.step not in (None, 1):
+            return hparams_api.Discrete(values.values())
+        return hparams_api.IntInterval(int(values.low), int(values.high))
+    return hparams_api.RealInterval(float(values.low), float(values.high))
 
 
 def hparams_from_space(space: list[Any], *, hyperband: bool = False) -> list[hparams_api.HParam]:
