@@ -41,6 +41,7 @@ __all__ = [
     "refit_cost_share",
     "refit_epochs",
     "refit_members",
+    "refit_mode",
     "select_ensemble",
 ]
 
@@ -233,78 +234,15 @@ def export_best(
     if chosen is None:
         return None
     best = ensemble_lib.distinct_best_trials(tuner.oracle, count=1)[0]
-    members, model = chosen.members, chosen.model
-    refit: dict[str, Any] = {}
-    mode = config.export.refit
-    if mode != "off" and config.tuner.time_budget:
-        log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
-        mode = "off"
-    if mode == "auto" and not refit_for(len(prepared.splits.train.y)):
-        log.info(
-            "export.refit (auto) is skipped: %d training rows, more than a refit pays for "
-            "(kt_pipeline.sizing.refit_for)", len(prepared.splits.train.y),
-        )  # fmt: skip
-        mode = "off"
-    if mode == "auto":
-        splits = prepared.splits
-        rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
-        share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
-        # Under a time split the searched models know only the oldest rows: blended in,
-        # they would pull the served model back in time.
-        refit_as = "replace" if splits.spec.kind == splits_lib.TIME else "blend"
-        mode = "off" if share > REFIT_MAX_SHARE else refit_as
-        log.info(
-            "export.refit (auto) is %s: it adds about %.0f%% to the search's training "
-            "time (at most %.0f%%)",
-            {"off": "skipped", "blend": "blended", "replace": "served alone (a time split)"}[mode],
-            100 * share, 100 * REFIT_MAX_SHARE,
-        )  # fmt: skip
-    dataset = prepared.dataset
-    test = prepared.splits.test
-    held_out: dict[str, float] = {}  # measured before the test rows joined the model
-
-    def refitted(*, with_test: bool) -> tuple[keras.Model, dict[str, Any]]:
-        refit_model, record = refit_members(config, tuner, prepared, chosen, with_test=with_test)
-        if mode == "replace":
-            return refit_model, {**record, "mode": mode}
-        inputs = build_inputs(prepared.schema)
-        return ensemble_lib.average_models([chosen.model, refit_model], inputs=inputs), {
-            **record,
-            "mode": mode,
-        }
-
-    if mode != "off":
-        model, refit = refitted(with_test=False)
-        if prepared.splits.spec.kind == splits_lib.TIME:
-            # The latest rows are the likest to those the model will serve: score the
-            # held-out rows first, then train the members again with them.
-            outputs = model_outputs(
-                model,
-                raw_rows(prepared.schema, test.frame),
-                schema=prepared.schema,
-                task=dataset.task,
-                class_names=dataset.class_names,
-            )
-            held_out = score_predictions(outputs, test.y, task=dataset.task)
-            model, refit = refitted(with_test=True)
-            log.info(
-                "export: held-out score measured, then the members trained again with the "
-                "latest (test) rows too, %d rows in all (data.split = %s)",
-                refit["rows"],
-                prepared.splits.spec,
-            )
-            refit["test_rows_included"] = True
+    mode = refit_mode(config, tuner, prepared, chosen)
+    model, refit, held_out = _served_model(config, tuner, prepared, chosen, mode=mode)
+    dataset, test = prepared.dataset, prepared.splits.test
     test_scores: dict[str, float] = {}
 
     def score(outputs: dict[str, np.ndarray]) -> dict[str, float]:
         test_scores.update(held_out or score_predictions(outputs, test.y, task=dataset.task))
         return test_scores
 
-    metrics = {
-        name: best.metrics.get_last_value(name)
-        for name in best.metrics.metrics
-        if name.startswith("val_")
-    }
     # The held-out score comes from the reloaded SavedModel, verified against the
     # in-memory model: exactly what is served.
     export_dir = export_model(
@@ -320,44 +258,143 @@ def export_best(
             "validation_score": best.score,
             "data": dataset.name,
             "hyperparameters": best.hyperparameters.values,
-            "ensemble": [trial.trial_id for trial in members],
+            "ensemble": [trial.trial_id for trial in chosen.members],
             "ensemble_weights": chosen.weights,
         },
         verify_rows=raw_rows(prepared.schema, test.frame),
-        card=build_card(
-            hyperparameters=dict(best.hyperparameters.values),
-            objective=tuner.oracle.objective.name,
-            validation_score=best.score,
-            validation_metrics={k: float(v) for k, v in metrics.items() if v is not None},
-            data_source=dataset.name,
-            task=dataset.task,
-            class_names=[str(c) for c in dataset.class_names],
-            schema=prepared.schema,
-            seed=config.runtime.seed,
-            trial_id=best.trial_id,
-            ensemble=[
-                {
-                    "trial_id": trial.trial_id,
-                    "validation_score": trial.score,
-                    "weight": weight,
-                    "hyperparameters": dict(trial.hyperparameters.values),
-                }
-                for trial, weight in zip(members, chosen.weights, strict=True)
-            ],
-            ensemble_validation={
-                "selected": chosen.validation_score,
-                "best_single": chosen.best_single_score,
-            },
-            refit=refit,
-            config=config_to_dict(config),
-            split=prepared.splits.to_json(),
-        ),
+        card=_card(config, tuner, prepared, chosen, best=best, refit=refit),
         score=score,
         fresh_process=config.export.verify_in_fresh_process,
     )
     return Exported(
         export_dir,
         dict(test_scores),
-        [trial.trial_id for trial in members],
+        [trial.trial_id for trial in chosen.members],
         refit=refit.get("mode", ""),
+    )
+
+
+def refit_mode(
+    config: PipelineConfig, tuner: keras_tuner.Tuner, prepared: Prepared, chosen: Ensemble
+) -> str:
+    """``export.refit`` resolved for this search: ``off``, ``blend`` or ``replace``
+    (``auto`` weighs the refit's cost, `REFIT_MAX_SHARE`, and the split)."""
+    mode = config.export.refit
+    if mode != "off" and config.tuner.time_budget:
+        log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
+        return "off"
+    if mode == "auto" and not refit_for(len(prepared.splits.train.y)):
+        log.info(
+            "export.refit (auto) is skipped: %d training rows, more than a refit pays for "
+            "(kt_pipeline.sizing.refit_for)", len(prepared.splits.train.y),
+        )  # fmt: skip
+        return "off"
+    if mode == "auto":
+        splits = prepared.splits
+        rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
+        share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
+        # Under a time split the searched models know only the oldest rows: blended in,
+        # they would pull the served model back in time.
+        refit_as = "replace" if splits.spec.kind == splits_lib.TIME else "blend"
+        mode = "off" if share > REFIT_MAX_SHARE else refit_as
+        log.info(
+            "export.refit (auto) is %s: it adds about %.0f%% to the search's training "
+            "time (at most %.0f%%)",
+            {"off": "skipped", "blend": "blended", "replace": "served alone (a time split)"}[mode],
+            100 * share, 100 * REFIT_MAX_SHARE,
+        )  # fmt: skip
+    return mode
+
+
+def _served_model(
+    config: PipelineConfig,
+    tuner: keras_tuner.Tuner,
+    prepared: Prepared,
+    chosen: Ensemble,
+    *,
+    mode: str,
+) -> tuple[keras.Model, dict[str, Any], dict[str, float]]:
+    """The model to export, the card's refit record, and the held-out scores where
+    they were measured before the test rows joined the model (a time split), else {}."""
+    if mode == "off":
+        return chosen.model, {}, {}
+
+    def refitted(*, with_test: bool) -> tuple[keras.Model, dict[str, Any]]:
+        refit_model, record = refit_members(config, tuner, prepared, chosen, with_test=with_test)
+        if mode == "replace":
+            return refit_model, {**record, "mode": mode}
+        inputs = build_inputs(prepared.schema)
+        return ensemble_lib.average_models([chosen.model, refit_model], inputs=inputs), {
+            **record,
+            "mode": mode,
+        }
+
+    model, refit = refitted(with_test=False)
+    if prepared.splits.spec.kind != splits_lib.TIME:
+        return model, refit, {}
+    # The latest rows are the likest to those the model will serve: score the held-out
+    # rows first, then train the members again with them.
+    dataset, test = prepared.dataset, prepared.splits.test
+    outputs = model_outputs(
+        model,
+        raw_rows(prepared.schema, test.frame),
+        schema=prepared.schema,
+        task=dataset.task,
+        class_names=dataset.class_names,
+    )
+    held_out = score_predictions(outputs, test.y, task=dataset.task)
+    model, refit = refitted(with_test=True)
+    log.info(
+        "export: held-out score measured, then the members trained again with the "
+        "latest (test) rows too, %d rows in all (data.split = %s)",
+        refit["rows"],
+        prepared.splits.spec,
+    )
+    refit["test_rows_included"] = True
+    return model, refit, held_out
+
+
+def _card(
+    config: PipelineConfig,
+    tuner: keras_tuner.Tuner,
+    prepared: Prepared,
+    chosen: Ensemble,
+    *,
+    best: keras_tuner.engine.trial.Trial,
+    refit: dict[str, Any],
+) -> dict[str, Any]:
+    """The model card of the export (`model_card.build_card`)."""
+    dataset = prepared.dataset
+    metrics = {
+        name: best.metrics.get_last_value(name)
+        for name in best.metrics.metrics
+        if name.startswith("val_")
+    }
+    return build_card(
+        hyperparameters=dict(best.hyperparameters.values),
+        objective=tuner.oracle.objective.name,
+        validation_score=best.score,
+        validation_metrics={k: float(v) for k, v in metrics.items() if v is not None},
+        data_source=dataset.name,
+        task=dataset.task,
+        class_names=[str(c) for c in dataset.class_names],
+        schema=prepared.schema,
+        seed=config.runtime.seed,
+        trial_id=best.trial_id,
+        ensemble=[
+            {
+                "trial_id": trial.trial_id,
+                "validation_score": trial.score,
+                "weight": weight,
+                "hyperparameters": dict(trial.hyperparameters.values),
+            }
+            for trial, weight in zip(chosen.members, chosen.weights, strict=True)
+        ],
+        ensemble_validation={
+            "selected": chosen.validation_score,
+            "best_single": chosen.best_single_score,
+        },
+        refit=refit,
+        config=config_to_dict(config),
+        split=prepared.splits.to_json(),
     )
