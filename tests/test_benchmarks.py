@@ -709,3 +709,13 @@ def test_own_split_gap_scores_lightgbm_on_its_own_latest_rows_and_the_next() -> 
     own, held_out = gap.gap("penn_savings@time", 0)
     assert np.isfinite(own) and np.isfinite(held_out) and own != held_out
     assert gap.gap("penn_savings@time", 1) == (own, held_out)  # a time split has no seed
+
+
+def test_identifier_screen_leaves_out_the_noise_id_and_nothing_of_the_real_table() -> None:
+    screen = _module("identifier_screen")
+    rows = [screen.screened("fair_noise", 0), screen.screened("fair", 0)]
+    assert rows[0]["dropped"] == [screen.NOISE] and rows[1]["dropped"] == []
+    assert abs(rows[0]["shares"][screen.NOISE]) < 0.005 and rows[1]["shares"] == {}
+    text = screen.summarise(rows, command="c", code={"commit": "abc1234", "dirty": False})
+    assert "| fair_noise | 1 |" in text and f"{screen.NOISE} (1/1)" in text
+    assert text.splitlines()[-1].endswith("| - | nothing |")  # fair: no identifier at all
