@@ -200,35 +200,13 @@ def _prepare_job(
     config for it, takes the experiment's lock (into `held`, for the job's life) and
     runs the learning-rate range test; nothing is written to the experiment directory
     before the input is known to be good."""
-    budget = (
-        TimeBudget(config.tuner.time_budget, started=started) if config.tuner.time_budget else None
-    )
+    seconds = config.tuner.time_budget
+    budget = TimeBudget(seconds, started=started) if seconds else None
     hypermodel_class(config.search.hypermodel)  # fail on a bad path before writing
-    configure_devices(
-        memory_growth=config.runtime.memory_growth,
-        mixed_precision=config.runtime.mixed_precision,
-    )
-    # Also before any function runs: TensorFlow fixes the option on the first call.
-    set_graph_optimizer(config.runtime.graph_optimizer)
-    # Before any other TensorFlow work: a multi-worker strategy configures the runtime.
-    strategy = make_strategy(config.runtime.strategy, devices=config.runtime.devices)
-    if not is_multi_worker_chief(strategy):
-        # The other tasks of a multi-worker trial compute with the chief but keep their
-        # files apart; only the chief's experiment is the result, and its export.
-        task = json.loads(os.environ["TF_CONFIG"])["task"]
-        scratch = (
-            Path(config.runtime.experiment_dir)
-            / "multi_worker"
-            / (f"{task['type']}_{task['index']}")
-        )
-        config = dataclasses.replace(
-            config,
-            runtime=dataclasses.replace(config.runtime, experiment_dir=str(scratch)),
-            export=dataclasses.replace(config.export, enabled=False),
-        )
+    config, strategy = _set_up_devices(config)
     prepared = prepare_data(config)
     config = sized_for_data(config, prepared)
-    dataset, splits = prepared.dataset, prepared.splits
+    dataset = prepared.dataset
     experiment = Path(config.runtime.experiment_dir)
     prepare_experiment_dir(experiment)
     if role != "worker":  # workers write through the chief's oracle
@@ -246,6 +224,42 @@ def _prepare_job(
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.runtime.seed)
+    _log_data(prepared, min_frequency=config.data.min_frequency)
+    if range_test:
+        config = auto_learning_rate(config, prepared, save=role != "worker")
+    return _Job(config, prepared, strategy, budget, experiment)
+
+
+def _set_up_devices(config: PipelineConfig) -> tuple[PipelineConfig, tf.distribute.Strategy]:
+    """The devices, the graph options and the strategy, before any other TensorFlow
+    work; the other tasks of a multi-worker trial get an experiment of their own."""
+    configure_devices(
+        memory_growth=config.runtime.memory_growth,
+        mixed_precision=config.runtime.mixed_precision,
+    )
+    # Also before any function runs: TensorFlow fixes the option on the first call.
+    set_graph_optimizer(config.runtime.graph_optimizer)
+    # Before any other TensorFlow work: a multi-worker strategy configures the runtime.
+    strategy = make_strategy(config.runtime.strategy, devices=config.runtime.devices)
+    if is_multi_worker_chief(strategy):
+        return config, strategy
+    # The other tasks of a multi-worker trial compute with the chief but keep their files
+    # apart; only the chief's experiment is the result, and its export.
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    scratch = (
+        Path(config.runtime.experiment_dir) / "multi_worker" / f"{task['type']}_{task['index']}"
+    )
+    config = dataclasses.replace(
+        config,
+        runtime=dataclasses.replace(config.runtime, experiment_dir=str(scratch)),
+        export=dataclasses.replace(config.export, enabled=False),
+    )
+    return config, strategy
+
+
+def _log_data(prepared: Prepared, *, min_frequency: int) -> None:
+    """The rows, the split and what the data decided, in the search log."""
+    dataset, splits = prepared.dataset, prepared.splits
     kinds = collections.Counter(dataset.kinds.values())
     log.info(
         "data %s: %s task, %d train / %d validation / %d test rows, columns: %s",
@@ -260,13 +274,10 @@ def _prepare_job(
         log.info("split: %s", note)
     for warning in prepared.leak_check().warnings():
         log.warning("split: %s", warning)
-    for note in rare_level_notes(prepared.schema, min_frequency=config.data.min_frequency):
+    for note in rare_level_notes(prepared.schema, min_frequency=min_frequency):
         log.info("data: %s", note)
     for note in identifier_notes(prepared.schema, prepared.level_shares):
         log.info("data: %s", note)
-    if range_test:
-        config = auto_learning_rate(config, prepared, save=role != "worker")
-    return _Job(config, prepared, strategy, budget, experiment)
 
 
 def _search(job: _Job, *, overwrite: bool, role: str) -> keras_tuner.Tuner:
