@@ -323,3 +323,20 @@ def test_an_identifier_that_carries_nothing_costs_exactly_nothing(tmp_path: Path
     assert "ticket" not in {c["name"] for c in load_card(without_id.export_dir)["data"]["schema"]}
     served = with_id.predict(frame.head(20))  # still served with every column
     assert np.array_equal(served, without_id.predict(frame.head(20).drop(columns="ticket")))
+
+
+def test_plan_says_which_identifier_it_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frame, y = _noise_and_signal(600, levels=40)
+    frame.assign(label=y).to_csv(tmp_path / "ids.csv", index=False)
+    args = ["plan", "--data", str(tmp_path / "ids.csv"), "--label", "label"]
+    args += ["--calibration-epochs", "0", "--experiment-dir", str(tmp_path / "exp")]
+    assert main(args) == 0
+    notes = capsys.readouterr().out.split("Warnings:")[0]
+    ticket = next(line for line in notes.splitlines() if "column 'ticket': its levels" in line)
+    assert "left out of the network (data.screen_identifiers)" in ticket
+    shop = next(line for line in notes.splitlines() if "column 'shop': its levels" in line)
+    assert "the search decides how it enters" in shop
+    assert main([*args, "--set", "data.screen_identifiers=false"]) == 0
+    assert "left out of the network" not in capsys.readouterr().out  # every id searched
