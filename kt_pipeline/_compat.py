@@ -56,6 +56,7 @@ __all__ = [
     "hyperband_brackets",
     "locked",
     "oracle_chief",
+    "oracle_client",
     "oracle_lock",
     "patch_keras_multi_worker",
     "protos",
@@ -88,10 +89,14 @@ def check_versions(installed: dict[str, str] | None = None) -> None:
             )
 
 
-def apply() -> None:
+def apply(*, worker_stub: Callable[[str], Any] | None = None) -> None:
     """Checks the versions and installs the global fixes, once per process: KerasTuner's
-    `Parent.to_proto` without its stray print, and its state files written whole."""
-    global _applied
+    `Parent.to_proto` without its stray print, and its state files written whole.
+    `worker_stub` (`kt_pipeline.parallel.worker_stub`) makes the channel a worker's
+    `OracleClient` calls the chief through."""
+    global _applied, _worker_stub
+    if worker_stub is not None:
+        _worker_stub = worker_stub
     if _applied:
         return
     check_versions()
@@ -139,25 +144,18 @@ _original_update_trial = oracle_client.OracleClient.update_trial
 _original_end_trial = oracle_client.OracleClient.end_trial
 
 
-def _client_that_names_itself(self: Any, oracle: Any) -> None:
-    """KerasTuner's worker-side `OracleClient`, whose calls carry the search's token
-    (`kt_pipeline.parallel.TOKEN_ENV`) and the worker's id, over TLS when the search
-    has a CA (`kt_pipeline.parallel.TLS_ENV`); KerasTuner's own channel sends neither
-    and is always in clear. It first waits for the chief (`parallel.wait_for_chief`), so
-    a refused token or TLS handshake is one line, not an hour's silent wait."""
-    from kt_pipeline import parallel
+# The channel a worker's `OracleClient` calls the chief through (`apply`).
+_worker_stub: Callable[[str], Any] | None = None
 
+
+def _client_that_names_itself(self: Any, oracle: Any) -> None:
+    """KerasTuner's worker-side `OracleClient`, on the channel `apply` was given
+    (`kt_pipeline.parallel.worker_stub`: the search's token and the worker's id on every
+    call, TLS where the search has a CA); KerasTuner's own channel sends neither and is
+    always in clear."""
     _original_client_init(self, oracle)
-    address = parallel.join_address(
-        os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
-    )
-    self.stub = parallel.oracle_stub(
-        address,
-        os.environ.get(parallel.TOKEN_ENV) or None,
-        worker=self.tuner_id,
-        tls_ca=parallel.oracle_tls(ca=os.environ.get(parallel.TLS_ENV["ca"], "")).get("ca"),
-    )
-    parallel.wait_for_chief(self.stub, address, seconds=oracle_client.TIMEOUT)
+    if _worker_stub is not None:
+        self.stub = _worker_stub(self.tuner_id)
 
 
 def _taken_back(error: Exception) -> bool:

@@ -41,6 +41,7 @@ from kt_pipeline._compat import (
     dist_utils,
     locked,
     oracle_chief,
+    oracle_client,
     oracle_lock,
     protos,
     retry_queue,
@@ -70,6 +71,7 @@ __all__ = [
     "serve_oracle",
     "split_address",
     "wait_for_chief",
+    "worker_stub",
 ]
 
 log = logging.getLogger("kt_pipeline")
@@ -523,6 +525,19 @@ def oracle_stub(
 # Answers in a row of a chief that closes the connection before a worker may say the
 # chief serves TLS and the worker does not.
 _CLOSED_ANSWERS = 10
+
+
+def worker_stub(worker: str) -> Any:
+    """The stub a worker's KerasTuner `OracleClient` calls the chief through
+    (`_compat.apply` installs it): the search's token (`TOKEN_ENV`) and the worker's id
+    on every call, over TLS when the search has a CA (`TLS_ENV`). It returns once the
+    chief answers (`wait_for_chief`), so a refused token or TLS handshake is one line,
+    not an hour's silent wait."""
+    address = join_address(os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"])
+    tls_ca = oracle_tls(ca=os.environ.get(TLS_ENV["ca"], "")).get("ca")
+    stub = oracle_stub(address, os.environ.get(TOKEN_ENV) or None, worker=worker, tls_ca=tls_ca)
+    wait_for_chief(stub, address, seconds=oracle_client.TIMEOUT)
+    return stub
 
 
 def wait_for_chief(stub: Any, address: str, *, seconds: float) -> None:

@@ -586,7 +586,7 @@ def build_tuner(
         time_budget: Stops the search when the time left cannot fit the next trial
             (`kt_pipeline.time_budget`); None runs every planned trial.
     """
-    apply()  # our fixes to KerasTuner's globals, once per process
+    apply(worker_stub=parallel.worker_stub)  # our fixes to KerasTuner's globals, once
     if first_trial not in FIRST_TRIALS:
         raise ValueError(
             f"Argument `first_trial` must be one of {FIRST_TRIALS}. "
