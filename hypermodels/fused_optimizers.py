@@ -20,10 +20,13 @@ update runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import tensorflow as tf
+
+from kt_pipeline._compat import OptimizerHooks
 
 __all__ = [
     "FUSED",
@@ -55,7 +58,7 @@ class _StepScalars:
         self.by_dtype: dict[Any, tuple[Any, ...]] = {}
 
 
-class _FusedUpdate:
+class _FusedUpdate(OptimizerHooks):
     """Keras's `update_step`, replaced by `_fused_update` where it applies.
 
     Sparse gradients (`tf.IndexedSlices`, which the dense kernels reject) and options
@@ -80,17 +83,13 @@ class _FusedUpdate:
             self._scalars.by_dtype[dtype] = self._compute_step_scalars(dtype)
         return self._scalars.by_dtype[dtype]
 
-    def _backend_update_step(
-        self, grads: Any, trainable_variables: Any, learning_rate: Any
-    ) -> None:
+    def update_all(self, run: Callable[[], None]) -> None:
         # Keras updates every weight from here (Nadam first advances its momentum
         # schedule); the scalars are dropped before and after, so no tensor outlives
         # the function being traced.
         self._scalars.by_dtype.clear()
         try:
-            super()._backend_update_step(  # type: ignore[misc]
-                grads, trainable_variables, learning_rate
-            )
+            run()
         finally:
             self._scalars.by_dtype.clear()
 

@@ -31,6 +31,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kt_pipeline._compat import symbolic_build
+
 __all__ = ["prepare_step_functions"]
 
 
@@ -68,7 +70,7 @@ def _build_training_state(model: keras.Model, element_spec: Any) -> None:
         lambda spec: keras.KerasTensor(spec.shape, spec.dtype.name), element_spec
     )
     with model.distribute_strategy.scope():
-        model._symbolic_build(data_batch=batch)
+        symbolic_build(model, batch)
 
 
 def _step_loop(model: keras.Model, step: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -48,6 +48,9 @@ from kt_pipeline.errors import UserInputError
 __all__ = [
     "WRITTEN_FOR",
     "KerasTunerFixes",
+    "OptimizerHooks",
+    "OracleHooks",
+    "TunerHooks",
     "answer_first_draw",
     "apply",
     "check_versions",
@@ -62,6 +65,7 @@ __all__ = [
     "protos",
     "reseed_oracle",
     "retry_queue",
+    "symbolic_build",
     "trial_module",
     "tuner_utils",
 ]
@@ -274,6 +278,80 @@ def _quiet_parent_to_proto(self: Any) -> Any:
     else:
         values = [proto.Value(float_value=v) for v in self.values]
     return proto.Condition(parent=proto.Condition.Parent(name=self.name, values=values))
+
+
+class TunerHooks:
+    """KerasTuner's private `Tuner` steps that our tuners extend, each handed on under a
+    name of ours: mixed in right before the search algorithm's class, each runs our hook
+    with KerasTuner's own step as `run`, so no other module names KerasTuner's privates.
+
+    * `guard_trial`: around ``_try_run_and_update_trial`` (crash counting, disk full);
+    * `record_trial`: around ``_run_and_update_trial`` (a failed trial's reason);
+    * `before_build`: before ``_build_hypermodel`` (the trial's seed, after KerasTuner's
+      ``clear_session()``);
+    * `configure_trial_logs`: around ``_configure_tensorboard_dir`` (TensorBoard).
+    """
+
+    def _try_run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> None:
+        step = super()._try_run_and_update_trial  # type: ignore[misc]
+        self.guard_trial(trial, functools.partial(step, trial, *args, **kwargs))
+
+    def guard_trial(self, trial: Any, run: Callable[[], None]) -> None:
+        run()
+
+    def _run_and_update_trial(self, trial: Any, *args: Any, **kwargs: Any) -> None:
+        step = super()._run_and_update_trial  # type: ignore[misc]
+        self.record_trial(trial, functools.partial(step, trial, *args, **kwargs))
+
+    def record_trial(self, trial: Any, run: Callable[[], None]) -> None:
+        run()
+
+    def _build_hypermodel(self, hp: Any) -> Any:
+        self.before_build(hp)
+        return super()._build_hypermodel(hp)  # type: ignore[misc]
+
+    def before_build(self, hp: Any) -> None:
+        return None
+
+    def _configure_tensorboard_dir(self, callbacks: Any, trial: Any, execution: int = 0) -> None:
+        step = super()._configure_tensorboard_dir  # type: ignore[misc]
+        self.configure_trial_logs(
+            callbacks, trial, functools.partial(step, callbacks, trial, execution)
+        )
+
+    def configure_trial_logs(self, callbacks: Any, trial: Any, run: Callable[[], None]) -> None:
+        run()
+
+
+class OracleHooks:
+    """KerasTuner's private `Oracle` step that BOHB extends, under a name of ours:
+    `propose` is given ``_random_values`` as `random` (KerasTuner's own draw)."""
+
+    def _random_values(self) -> dict[str, Any] | None:
+        return self.propose(super()._random_values)  # type: ignore[misc]
+
+    def propose(self, random: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        return random()
+
+
+class OptimizerHooks:
+    """Keras's private `Optimizer._backend_update_step`, where Keras updates every
+    weight of a step, handed on as `update_all` (`hypermodels.fused_optimizers`)."""
+
+    def _backend_update_step(
+        self, grads: Any, trainable_variables: Any, learning_rate: Any
+    ) -> None:
+        step = super()._backend_update_step  # type: ignore[misc]
+        self.update_all(functools.partial(step, grads, trainable_variables, learning_rate))
+
+    def update_all(self, run: Callable[[], None]) -> None:
+        run()
+
+
+def symbolic_build(model: Any, batch: Any) -> None:
+    """Keras's own build of a model's training state from symbolic tensors of a batch
+    (``Model._symbolic_build``; it also builds the optimizer)."""
+    model._symbolic_build(data_batch=batch)
 
 
 class KerasTunerFixes(keras_tuner.Tuner):

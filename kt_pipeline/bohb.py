@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import keras_tuner
 import numpy as np
 
 from hypermodels.domains import FIXED, INT, domain
+from kt_pipeline._compat import OracleHooks
 
 __all__ = ["BOHB", "MODELS", "BOHBOracle"]
 
@@ -56,7 +58,7 @@ _MIN_BANDWIDTH = 1e-3
 MODELS = ("kde", "optuna_tpe")
 
 
-class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
+class BOHBOracle(OracleHooks, keras_tuner.oracles.HyperbandOracle):
     """A `HyperbandOracle` whose first-round configurations come from a TPE model.
 
     Args:
@@ -123,19 +125,19 @@ class BOHBOracle(keras_tuner.oracles.HyperbandOracle):
         self._seed_state += 1
         return np.random.default_rng([int(self.seed or 0), int(self._seed_state)])
 
-    def _random_values(self) -> dict[str, Any] | None:
+    def propose(self, random: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
         rng = self._rng()
         trials = self._modelled_trials()
         if trials is None or rng.random() < self.random_fraction:
             self.proposals.append("random")
-            return super()._random_values()
+            return random()
         if self.model == "optuna_tpe":
             best = self._tpe_proposal(trials, seed=int(rng.integers(2**31)))
         else:
             best = self._kde_proposal(trials, rng)
         if best is None:  # every candidate was tried already
             self.proposals.append("random")
-            return super()._random_values()
+            return random()
         self.proposals.append("model")
         return best
 

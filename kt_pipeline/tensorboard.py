@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -186,14 +187,14 @@ class TensorBoardTunerMixin(TunerMixinBase):
         self._tb_rows = _rows(args[0] if args else kwargs.get("x"))
         return super().run_trial(trial, *args, **kwargs)
 
-    def _configure_tensorboard_dir(
-        self, callbacks: list[Any], trial: keras_tuner.engine.trial.Trial, execution: int = 0
+    def configure_trial_logs(
+        self, callbacks: list[Any], trial: keras_tuner.engine.trial.Trial, run: Callable[[], None]
     ) -> None:
         boards = [c for c in callbacks if isinstance(c, keras.callbacks.TensorBoard)]
         if not boards:
             return
         self._tb_root = str(boards[0].log_dir)
-        super()._configure_tensorboard_dir(callbacks, trial, execution)
+        run()
         log_dir = str(boards[0].log_dir)
         self._tb_trial_dirs[trial.trial_id] = log_dir
         extras = _hyperband_values(trial.hyperparameters.values)

@@ -50,6 +50,7 @@ import os
 import time
 import traceback
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -59,6 +60,7 @@ import numpy as np
 from kt_pipeline import parallel
 from kt_pipeline._compat import (
     KerasTunerFixes,
+    TunerHooks,
     answer_first_draw,
     apply,
     reseed_oracle,
@@ -328,9 +330,7 @@ class _PipelineTunerMixin(TunerMixinBase):
     def _trial_file(self, trial_id: str, name: str) -> str:
         return os.path.join(self.get_trial_dir(trial_id), name)
 
-    def _try_run_and_update_trial(
-        self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any
-    ) -> None:
+    def guard_trial(self, trial: keras_tuner.engine.trial.Trial, run: Callable[[], None]) -> None:
         crashes_file = self._trial_file(trial.trial_id, CRASHES_FILE)
         crashes = _read_crashes(crashes_file)
         if crashes >= self._max_crashes:
@@ -341,7 +341,7 @@ class _PipelineTunerMixin(TunerMixinBase):
         _write_crashes(crashes_file, crashes + 1)  # stays if the process dies in the trial
         try:
             with released_custom_gradients():  # else every trial's graphs stay in memory
-                super()._try_run_and_update_trial(trial, *args, **kwargs)
+                run()
         except _DiskFull as full:  # the trial stays RUNNING, so a resume runs it again
             _write_crashes(crashes_file, crashes)
             raise DiskFullError(
@@ -358,11 +358,9 @@ class _PipelineTunerMixin(TunerMixinBase):
             with open(self._trial_file(trial.trial_id, ERROR_FILE), "w", encoding="utf-8") as f:
                 f.write(details)
 
-    def _run_and_update_trial(
-        self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any
-    ) -> None:
+    def record_trial(self, trial: keras_tuner.engine.trial.Trial, run: Callable[[], None]) -> None:
         try:
-            super()._run_and_update_trial(trial, *args, **kwargs)
+            run()
         except Exception as error:
             if is_disk_full(error):  # not the trial's fault: stop, and run it again later
                 raise _DiskFull(error) from error
@@ -410,11 +408,10 @@ class _PipelineTunerMixin(TunerMixinBase):
             raise keras_tuner.errors.FailedTrialError(DIVERGED)
         return histories
 
-    def _build_hypermodel(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+    def before_build(self, hp: keras_tuner.HyperParameters) -> None:
         # Runs after KerasTuner's `clear_session()`, which would wipe an earlier seed.
         if self._current_trial_id is not None:
             keras.utils.set_random_seed(trial_seed(self._experiment_seed, self._current_trial_id))
-        return super()._build_hypermodel(hp)
 
     def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
         heartbeat, self._heartbeat = self._heartbeat, None
@@ -498,13 +495,13 @@ def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:
 
 
 class HyperbandTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.Hyperband, KerasTunerFixes
+    _PipelineTunerMixin, TensorBoardTunerMixin, TunerHooks, keras_tuner.Hyperband, KerasTunerFixes
 ):
     """KerasTuner's Hyperband with the pipeline's seeding, accounting and promotions
     that keep their optimizer state."""
 
 
-class BOHBTuner(_PipelineTunerMixin, TensorBoardTunerMixin, BOHB, KerasTunerFixes):
+class BOHBTuner(_PipelineTunerMixin, TensorBoardTunerMixin, TunerHooks, BOHB, KerasTunerFixes):
     """BOHB (`kt_pipeline.bohb`): Hyperband's schedule with TPE proposals, plus the
     pipeline's seeding, accounting and optimizer-state promotions."""
 
@@ -512,6 +509,7 @@ class BOHBTuner(_PipelineTunerMixin, TensorBoardTunerMixin, BOHB, KerasTunerFixe
 class BayesianTuner(
     _PipelineTunerMixin,
     TensorBoardTunerMixin,
+    TunerHooks,
     keras_tuner.BayesianOptimization,
     KerasTunerFixes,
 ):
@@ -519,13 +517,17 @@ class BayesianTuner(
 
 
 class RandomTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.RandomSearch, KerasTunerFixes
+    _PipelineTunerMixin,
+    TensorBoardTunerMixin,
+    TunerHooks,
+    keras_tuner.RandomSearch,
+    KerasTunerFixes,
 ):
     """KerasTuner's random search with the pipeline's seeding and accounting."""
 
 
 class GridTuner(
-    _PipelineTunerMixin, TensorBoardTunerMixin, keras_tuner.GridSearch, KerasTunerFixes
+    _PipelineTunerMixin, TensorBoardTunerMixin, TunerHooks, keras_tuner.GridSearch, KerasTunerFixes
 ):
     """KerasTuner's grid search (every combination of the space's values, in order)
     with the pipeline's seeding and accounting."""

@@ -3,7 +3,10 @@ each fix does what it says, and the versions they were written for are checked."
 
 from __future__ import annotations
 
+import ast
 import errno
+import importlib
+import inspect
 import json
 from pathlib import Path
 
@@ -164,3 +167,58 @@ def test_the_oracle_lock_is_released_when_the_block_raises() -> None:
     assert oracle_module.LOCKS[oracle].locked()  # the defect this lock works around
     oracle_module.THREADS[oracle] = None
     oracle_module.LOCKS[oracle].release()
+
+
+_OURS = ("kt_pipeline", "hypermodels")
+ROOT = Path(__file__).parents[1]
+
+#: Underscored names read outside `_compat.py` that are public all the same.
+_PUBLIC_UNDERSCORES = {"os._exit", "details._replace"}  # a namedtuple's own method
+
+
+def _modules() -> list[str]:
+    names = [
+        f"{package}.{path.stem}" if path.stem != "__init__" else package
+        for package in _OURS
+        for path in sorted((ROOT / package).glob("*.py"))
+    ]
+    return [n for n in names if n not in ("kt_pipeline._compat", "kt_pipeline.__main__")]
+
+
+def test_no_private_method_of_keras_tuner_keras_or_tensorflow_is_overridden_elsewhere() -> None:
+    """Our classes extend KerasTuner's and Keras's private steps only through
+    `_compat`'s hooks (`TunerHooks`, `OracleHooks`, `OptimizerHooks`)."""
+    overridden = set()
+    for name in _modules():
+        for cls in vars(importlib.import_module(name)).values():
+            if not inspect.isclass(cls) or not cls.__module__.startswith(_OURS):
+                continue
+            foreign = [b for b in cls.__mro__ if not b.__module__.startswith(_OURS)]
+            for ours in cls.__mro__:
+                if not ours.__module__.startswith(_OURS) or ours.__module__.endswith("_compat"):
+                    continue
+                overridden |= {
+                    f"{ours.__module__}.{ours.__qualname__}.{attr}"
+                    for attr in vars(ours)
+                    if attr.startswith("_")
+                    and not attr.startswith("__")
+                    and attr != "_abc_impl"
+                    and any(attr in vars(base) for base in foreign)
+                }
+    assert not overridden, sorted(overridden)
+
+
+def test_no_private_attribute_of_another_object_is_read_elsewhere() -> None:
+    read = set()
+    for name in _modules():
+        path = ROOT / (name.replace(".", "/") + ("/__init__.py" if "." not in name else ".py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+                continue
+            owner = node.value
+            if node.attr.startswith("__") or (
+                isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+            ):
+                continue
+            read.add(ast.unparse(node))
+    assert read == _PUBLIC_UNDERSCORES, sorted(read - _PUBLIC_UNDERSCORES)
