@@ -10,8 +10,8 @@ Until a budget has ``min_points_in_model`` completed trials, and for a
 ``random_fraction`` of proposals always, it samples at random as Hyperband does, which
 keeps the search from collapsing onto a wrong model.
 
-It is built as a `keras_tuner.oracles.HyperbandOracle` subclass that overrides only the
-sampling of new values (`_random_values`, which `HyperbandOracle._random_trial` calls),
+It is built as a `keras_tuner.oracles.HyperbandOracle` subclass that replaces only the
+sampling of new values (`propose`, the hook `_compat.OracleHooks` gives it there),
 so brackets, promotions, checkpoint reuse, resume (`get_state`/`set_state`, and the
 model is refitted from the saved trials), chief/worker search and TensorBoard logging
 all stay KerasTuner's.
