@@ -685,7 +685,7 @@ def _sample(
 #: other columns' main effects leave (`level_shares`) is left out by
 #: `screen_identifiers`: an identifier of pure noise scores within the out-of-fold
 #: estimate's own noise of zero, while one whose levels carry an effect scores above it
-#: (the design tables' figures are in `benchmarks/README.md`).
+#: (every benchmark table's figures: `benchmarks/results/identifier_screen.md`).
 LEVEL_MIN_SHARE = 0.005
 
 
