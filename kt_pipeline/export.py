@@ -144,8 +144,6 @@ def export_model(
     export_root = Path(export_root)
     export_root.mkdir(parents=True, exist_ok=True)
     version = version or _next_version(export_root)
-    target = export_root / str(version)
-
     encoder = ServingEncoder(schema)
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -175,13 +173,7 @@ def export_model(
             expected = _in_memory_outputs(
                 model, verify_rows, encoder=encoder, task=task, class_names=class_names
             )
-            if fresh_process:
-                served = _fresh_process_outputs(staging, verify_rows)
-            else:
-                served = _reloaded_outputs(staging, verify_rows)
-            rows = len(next(iter(verify_rows.values())))
-            verification = compare_outputs(expected, served, rows=rows)
-            verification["fresh_process"] = fresh_process
+            verification, served = _verify(staging, expected, verify_rows, fresh=fresh_process)
             failure = None if verification["verified"] else verification["message"]
             if card is not None:
                 card = {**card, "verification": verification}
@@ -189,25 +181,52 @@ def export_model(
                     card["test_metrics"] = score(served)
         if card is not None:
             write_card(staging, {**card, "version": version})
-        if failure is not None:
-            rejected = export_root / f"rejected-{version}"
-            shutil.rmtree(rejected, ignore_errors=True)
-            staging.rename(rejected)
-            raise ExportVerificationError(
-                f"export {version} rejected: {failure}; kept for inspection in {rejected}"
-            )
-        if verify_rows is not None:
-            (staging / GOOD_MARKER).write_text("verified\n", encoding="utf-8")
-        if target.exists():  # an explicit version that already exists: swap it out
-            retired = export_root / f".retired-{version}"
-            shutil.rmtree(retired, ignore_errors=True)
-            target.rename(retired)
-            staging.rename(target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(target)
+        return _publish(
+            staging, export_root, version, failure=failure, verified=verify_rows is not None
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _verify(
+    staging: Path,
+    expected: dict[str, np.ndarray],
+    rows: dict[str, np.ndarray],
+    *,
+    fresh: bool,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The staged export's outputs on `rows`, reloaded here or in a fresh interpreter,
+    compared with the in-memory model's (`compare_outputs`)."""
+    served = _fresh_process_outputs(staging, rows) if fresh else _reloaded_outputs(staging, rows)
+    verification = compare_outputs(expected, served, rows=len(next(iter(rows.values()))))
+    verification["fresh_process"] = fresh
+    return verification, served
+
+
+def _publish(
+    staging: Path, export_root: Path, version: int, *, failure: str | None, verified: bool
+) -> Path:
+    """Renames the staged export into ``export_root/<version>`` (or, when it failed its
+    verification, into ``rejected-<version>`` and raises), swapping out an existing
+    version only once the new one is whole."""
+    target = export_root / str(version)
+    if failure is not None:
+        rejected = export_root / f"rejected-{version}"
+        shutil.rmtree(rejected, ignore_errors=True)
+        staging.rename(rejected)
+        raise ExportVerificationError(
+            f"export {version} rejected: {failure}; kept for inspection in {rejected}"
+        )
+    if verified:
+        (staging / GOOD_MARKER).write_text("verified\n", encoding="utf-8")
+    if target.exists():  # an explicit version that already exists: swap it out
+        retired = export_root / f".retired-{version}"
+        shutil.rmtree(retired, ignore_errors=True)
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        staging.rename(target)
     return target
 
 
