@@ -1014,78 +1014,22 @@ def build_preprocessing(
         ``(inputs, encoded)``: a single `keras.Input` or a dict of them, and the float
         tensor that the rest of the network consumes.
     """
-    parts = []
     raw_inputs = _raw_inputs(schema)
-    numeric = schema.numeric
-    if numeric:
-        raw = raw_inputs[NUMERIC_INPUT]
-        # Preprocessing computes in float32 whatever the global mixed-precision policy:
-        # raw values such as 1000.3 do not survive a bfloat16/float16 normalisation.
-        filled = FillMissing([c.mean for c in numeric], dtype="float32", name="fill_missing")(raw)
-        if embedding is not None and getattr(embedding, "takes_raw_values", False):
-            parts.append(embedding(filled))
-        else:
-            scaled = _scaled(numeric, filled, scaling)
-            parts.append(scaled if embedding is None else embedding(scaled))
-        chosen = value_columns(schema) if value_embedding else []
-        if chosen:
-            # Raw values in float32: a gap (NaN) matches nothing, and the input is not
-            # rounded to a mixed-precision policy's 16 bits before the exact match.
-            ids = ValueIds(
-                chosen, [numeric[i].values for i in chosen], dtype="float32", name="value_ids"
-            )
-            embedded = keras.layers.Embedding(ids.size, VALUE_EMBEDDING_DIM, name="value_embed")(
-                ids(raw)
-            )
-            parts.append(keras.layers.Flatten(name="flatten_values")(embedded))
-        missing = [i for i, c in enumerate(numeric) if c.has_missing]
-        if missing:
-            parts.append(MissingIndicator(missing, dtype="float32", name="missing_indicator")(raw))
+    parts = []
+    if schema.numeric:
+        parts += _numeric_parts(
+            schema,
+            raw_inputs[NUMERIC_INPUT],
+            scaling=scaling,
+            embedding=embedding,
+            value_embedding=value_embedding,
+        )
     if high_cardinality == "drop" and len(high_cardinality_columns(schema)) == len(schema.columns):
         high_cardinality = "frequency"  # dropping every column would leave no features
     for column in schema.categorical:
-        ids = raw_inputs[column.name]
-        size = len(column.vocabulary) + 1  # one out-of-vocabulary slot
-        safe = re.sub(r"[^A-Za-z0-9_]", "_", column.name)
-        treatment = column.treatment or high_cardinality
-        if size <= _MAX_ONE_HOT:
-            encoded = keras.layers.CategoryEncoding(
-                num_tokens=size, output_mode="one_hot", name=f"one_hot_{safe}"
-            )(ids)
-        elif treatment == "drop":
-            continue
-        elif treatment == "target":
-            if not column.target_codes:
-                raise ValueError(
-                    f"column {column.name!r} has no target codes: fit them with "
-                    "`fit_target_codes` before building a model that target-encodes"
-                )
-            encoded = raw_inputs[column.name + TARGET_SUFFIX]
-        elif treatment == "frequency":
-            encoded = keras.layers.Flatten(name=f"flatten_{safe}")(
-                keras.layers.Embedding(
-                    size,
-                    1,
-                    embeddings_initializer=keras.initializers.Constant(_log_frequency(column)),
-                    trainable=False,
-                    name=f"frequency_{safe}",
-                )(ids)
-            )
-        elif treatment == "hashing":
-            buckets = hashing_buckets(size)
-            hashed = HashBuckets(buckets, name=f"hash_{safe}")(ids)
-            embedded = keras.layers.Embedding(
-                buckets, _embedding_size(buckets), name=f"hashed_embed_{safe}"
-            )(hashed)
-            encoded = keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
-        elif treatment == "embedding":
-            embedded = keras.layers.Embedding(size, _embedding_size(size), name=f"embed_{safe}")(
-                ids
-            )
-            encoded = keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
-        else:
-            raise ValueError(f"unknown high-cardinality treatment {treatment!r}")
-        parts.append(encoded)
+        encoded = _categorical_part(column, raw_inputs, column.treatment or high_cardinality)
+        if encoded is not None:
+            parts.append(encoded)
     if row_codes and schema.rows is not None:
         parts.append(raw_inputs[ROW_CODES + TARGET_SUFFIX])
     features = (
@@ -1094,6 +1038,80 @@ def build_preprocessing(
         else keras.layers.Concatenate(dtype="float32", name="features")(parts)
     )
     return _input_layout(schema, raw_inputs), features
+
+
+def _numeric_parts(
+    schema: TabularSchema, raw: Any, *, scaling: str, embedding: Any, value_embedding: bool
+) -> list[Any]:
+    """The numeric matrix's features: scaled (or embedded), the repeated values'
+    embeddings, and the gaps' indicators."""
+    numeric = schema.numeric
+    parts = []
+    # Preprocessing computes in float32 whatever the global mixed-precision policy:
+    # raw values such as 1000.3 do not survive a bfloat16/float16 normalisation.
+    filled = FillMissing([c.mean for c in numeric], dtype="float32", name="fill_missing")(raw)
+    if embedding is not None and getattr(embedding, "takes_raw_values", False):
+        parts.append(embedding(filled))
+    else:
+        scaled = _scaled(numeric, filled, scaling)
+        parts.append(scaled if embedding is None else embedding(scaled))
+    chosen = value_columns(schema) if value_embedding else []
+    if chosen:
+        # Raw values in float32: a gap (NaN) matches nothing, and the input is not
+        # rounded to a mixed-precision policy's 16 bits before the exact match.
+        ids = ValueIds(
+            chosen, [numeric[i].values for i in chosen], dtype="float32", name="value_ids"
+        )
+        embedded = keras.layers.Embedding(ids.size, VALUE_EMBEDDING_DIM, name="value_embed")(
+            ids(raw)
+        )
+        parts.append(keras.layers.Flatten(name="flatten_values")(embedded))
+    missing = [i for i, c in enumerate(numeric) if c.has_missing]
+    if missing:
+        parts.append(MissingIndicator(missing, dtype="float32", name="missing_indicator")(raw))
+    return parts
+
+
+def _categorical_part(column: Column, raw_inputs: Mapping[str, Any], treatment: str) -> Any:
+    """One categorical column's features: one-hot where it has few values, else as
+    `treatment` says (`HIGH_CARDINALITY`); None for ``drop``."""
+    ids = raw_inputs[column.name]
+    size = len(column.vocabulary) + 1  # one out-of-vocabulary slot
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", column.name)
+    if size <= _MAX_ONE_HOT:
+        return keras.layers.CategoryEncoding(
+            num_tokens=size, output_mode="one_hot", name=f"one_hot_{safe}"
+        )(ids)
+    if treatment == "drop":
+        return None
+    if treatment == "target":
+        if not column.target_codes:
+            raise ValueError(
+                f"column {column.name!r} has no target codes: fit them with "
+                "`fit_target_codes` before building a model that target-encodes"
+            )
+        return raw_inputs[column.name + TARGET_SUFFIX]
+    if treatment == "frequency":
+        return keras.layers.Flatten(name=f"flatten_{safe}")(
+            keras.layers.Embedding(
+                size,
+                1,
+                embeddings_initializer=keras.initializers.Constant(_log_frequency(column)),
+                trainable=False,
+                name=f"frequency_{safe}",
+            )(ids)
+        )
+    if treatment == "hashing":
+        buckets = hashing_buckets(size)
+        hashed = HashBuckets(buckets, name=f"hash_{safe}")(ids)
+        embedded = keras.layers.Embedding(
+            buckets, _embedding_size(buckets), name=f"hashed_embed_{safe}"
+        )(hashed)
+        return keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
+    if treatment == "embedding":
+        embedded = keras.layers.Embedding(size, _embedding_size(size), name=f"embed_{safe}")(ids)
+        return keras.layers.Flatten(name=f"flatten_{safe}")(embedded)
+    raise ValueError(f"unknown high-cardinality treatment {treatment!r}")
 
 
 def _log_frequency(column: Column) -> np.ndarray:
