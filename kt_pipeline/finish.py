@@ -258,20 +258,23 @@ def export_best(
             "validation_score": best.score,
             "data": dataset.name,
             "hyperparameters": best.hyperparameters.values,
-            "ensemble": [trial.trial_id for trial in chosen.members],
-            "ensemble_weights": chosen.weights,
+            **_members(chosen),
         },
         verify_rows=raw_rows(prepared.schema, test.frame),
         card=_card(config, tuner, prepared, chosen, best=best, refit=refit),
         score=score,
         fresh_process=config.export.verify_in_fresh_process,
     )
-    return Exported(
-        export_dir,
-        dict(test_scores),
-        [trial.trial_id for trial in chosen.members],
-        refit=refit.get("mode", ""),
-    )
+    trial_ids = _members(chosen)["ensemble"]
+    return Exported(export_dir, dict(test_scores), trial_ids, refit=refit.get("mode", ""))
+
+
+def _members(chosen: Ensemble) -> dict[str, Any]:
+    """The export's members and their weights, as its metadata records them."""
+    return {
+        "ensemble": [trial.trial_id for trial in chosen.members],
+        "ensemble_weights": chosen.weights,
+    }
 
 
 def refit_mode(
