@@ -691,13 +691,15 @@ def identifier_notes(schema: TabularSchema, shares: Mapping[str, float]) -> list
 def _rare_level_warnings(schema: TabularSchema, *, treatments: Sequence[str]) -> list[str]:
     """A mostly-rare column whose embedding is wider than all other inputs together:
     the first layer sees more of it than of everything else (unless the search never
-    embeds it, `search.high_cardinality`)."""
+    embeds it, `search.high_cardinality`, or the screening left it out)."""
     if "embedding" not in treatments:
         return []
-    widths = {c.name: embedding_width(c) for c in schema.categorical}
+    widths = {c.name: embedding_width(c) for c in schema.categorical if c.treatment != "drop"}
     others = len(schema.numeric) + sum(c.has_missing for c in schema.numeric)
     warnings = []
     for column in rare_level_columns(schema):
+        if column.name not in widths:  # left out of the network
+            continue
         rest = others + sum(w for name, w in widths.items() if name != column.name)
         if widths[column.name] > rest:
             warnings.append(

@@ -340,3 +340,16 @@ def test_plan_says_which_identifier_it_leaves_out(
     assert "the search decides how it enters" in shop
     assert main([*args, "--set", "data.screen_identifiers=false"]) == 0
     assert "left out of the network" not in capsys.readouterr().out  # every id searched
+
+
+def test_plan_warns_of_no_embedding_for_a_column_the_screening_left_out() -> None:
+    from hypermodels.features import screen_identifiers
+    from kt_pipeline.plan import _rare_level_warnings
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"code": rng.integers(0, 500, 600).astype(str), "x": rng.normal(size=600)})
+    schema = fit_schema(frame, {"code": "string_categorical", "x": "numeric"})
+    (warning,) = _rare_level_warnings(schema, treatments=["embedding"])
+    assert "column 'code' (mostly rare levels) gets a" in warning
+    screened = screen_identifiers(schema, {"code": 0.0})
+    assert _rare_level_warnings(screened, treatments=["embedding"]) == []
