@@ -296,6 +296,14 @@ def _run_pipeline(
         # The pipeline's own held-out score, on its own test rows (the latest or unseen
         # groups' share of the 80 % under a deployment split): what it tells its user.
         "reported": 100.0 * float(summary["test_scores"][table.metric]),
+        # Its 95 % bootstrap interval (`kt_pipeline.held_out`), where it gave one.
+        "reported_interval": [
+            100.0 * bound
+            for bound in (summary.get("test_intervals") or {})
+            .get("metrics", {})
+            .get(table.metric, [])
+        ]
+        or None,
         "config": tomllib.loads((experiment / "config.toml").read_text(encoding="utf-8")),
     }
 
@@ -1107,15 +1115,18 @@ def summarise(
             "",
             "The default's own held-out score (its test rows: the latest or unseen groups'",
             "share of the 80 % under a deployment split) minus its score on the benchmark's",
-            "20 %, mean and largest gap over the seeds, in points.",
+            "20 %, mean and largest gap over the seeds, in points; and on how many of the",
+            "seeds that reported a 95 % interval the 20 %'s score fell inside it.",
             "",
-            "| table | reported | held-out 20 % | reported - held out | largest gap (seeds) |",
-            "|---|---|---|---|---|",
+            "| table | reported | held-out 20 % | reported - held out | largest gap (seeds) "
+            "| inside the interval |",
+            "|---|---|---|---|---|---|",
         ]
-        for table, row in reported.items():
+        for table, gap in reported.items():
+            inside = f"{gap['inside']}/{gap['intervals']}" if gap["intervals"] else "-"
             lines.append(
-                f"| {table} | {row['reported']:.2f} | {row['score']:.2f} | "
-                f"{row['gap']:+.2f} | {row['largest_gap']:+.2f} ({row['seeds']}) |"
+                f"| {table} | {gap['reported']:.2f} | {gap['score']:.2f} | "
+                f"{gap['gap']:+.2f} | {gap['largest_gap']:+.2f} ({gap['seeds']}) | {inside} |"
             )
     anytime = _anytime(runs, methods, tables)
     if anytime:
@@ -1219,7 +1230,18 @@ def _reported(frame: pd.DataFrame, tables: list[str]) -> dict[str, dict[str, Any
         if rows.empty:
             continue
         gaps = rows["reported"] - rows["score"]
+        bounds = [
+            (b, score)
+            for b, score in zip(
+                rows.get("reported_interval", pd.Series([None] * len(rows))),
+                rows["score"],
+                strict=True,
+            )
+            if isinstance(b, list) and b
+        ]
         found[table] = {
+            "intervals": len(bounds),
+            "inside": sum(low <= score <= high for (low, high), score in bounds),
             "reported": round(float(rows["reported"].mean()), 2),
             "score": round(float(rows["score"].mean()), 2),
             "gap": round(float(gaps.mean()), 2),

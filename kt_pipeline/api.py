@@ -64,6 +64,8 @@ class SearchResult:
         best_score: Its validation score.
         best_hyperparameters: Its active hyperparameter values.
         test_scores: The export's held-out scores, measured on the reloaded SavedModel.
+        test_intervals: Their bootstrap intervals (`kt_pipeline.held_out`): ``level``,
+            ``resampled`` (rows or groups) and ``metrics`` ({name: [low, high]}).
         finished: Whether the search ran to its end (else it was interrupted).
     """
 
@@ -76,6 +78,7 @@ class SearchResult:
     best_hyperparameters: dict[str, Any]
     test_scores: dict[str, float]
     finished: bool
+    test_intervals: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def results(self) -> pd.DataFrame:
@@ -267,6 +270,7 @@ def load(experiment_dir: str | os.PathLike[str]) -> SearchResult:
         ),
         test_scores=dict(card.get("test_metrics") or {}),
         finished=summary_file.is_file(),
+        test_intervals=dict(card.get("test_intervals") or {}),
     )
 
 

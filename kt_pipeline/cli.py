@@ -438,6 +438,7 @@ def _export(args: argparse.Namespace) -> int:
     from kt_pipeline.config import load_config
     from kt_pipeline.experiment_files import CONFIG_FILE
     from kt_pipeline.finish import export_best
+    from kt_pipeline.held_out import format_scores
     from kt_pipeline.lock import experiment_lock
 
     if args.describe:
@@ -459,7 +460,8 @@ def _export(args: argparse.Namespace) -> int:
             f"experiment {config.runtime.experiment_dir!r} has no completed trial to export"
         )
     print(f"SavedModel: {exported.directory}")
-    print(f"Held-out test (reloaded SavedModel): {_format_scores(exported.test_scores)}")
+    scores = format_scores(exported.test_scores, exported.test_intervals)
+    print(f"Held-out test (reloaded SavedModel): {scores}")
     return 0
 
 
@@ -522,11 +524,8 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _format_scores(scores: dict[str, float]) -> str:
-    return ", ".join(f"{name} {value:.4f}" for name, value in scores.items()) or "n/a"
-
-
 def _print_summary(summary: object) -> None:
+    from kt_pipeline.held_out import format_scores
     from kt_pipeline.pipeline import SearchSummary
 
     assert isinstance(summary, SearchSummary)
@@ -555,7 +554,8 @@ def _print_summary(summary: object) -> None:
                 f"Exported model {served} the same configurations trained again on the "
                 "training and validation rows (export.refit)"
             )
-        print(f"Held-out test (reloaded SavedModel): {_format_scores(summary.test_scores)}")
+        scores = format_scores(summary.test_scores, summary.test_intervals)
+        print(f"Held-out test (reloaded SavedModel): {scores}")
     if summary.stopped_by_time_budget:
         print("The time budget (tuner.time_budget) ended the search; resume with more time")
         print("to run the remaining trials.")

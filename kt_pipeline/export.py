@@ -1,4 +1,4 @@
-"""SavedModel export of a trained model, and scoring of what was exported.
+"""SavedModel export of a trained model, verified on reload before it is published.
 
 The export is a Keras `ExportArchive` with one ``serve`` endpoint (also the
 ``serving_default`` signature) that takes one raw input per column (float32 with NaN
@@ -50,7 +50,6 @@ __all__ = [
     "model_outputs",
     "predict_saved_model",
     "prediction_table",
-    "score_predictions",
 ]
 
 #: Metadata beside the SavedModel (`assets.extra/` is where TF Serving allows extras).
@@ -110,7 +109,7 @@ def export_model(
     info: dict[str, Any] | None = None,
     verify_rows: dict[str, np.ndarray] | None = None,
     card: dict[str, Any] | None = None,
-    score: Callable[[dict[str, np.ndarray]], dict[str, float]] | None = None,
+    score: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None,
     fresh_process: bool = False,
 ) -> Path:
     """Exports `model` as a SavedModel under ``export_root/<version>``.
@@ -132,7 +131,8 @@ def export_model(
         verify_rows: Held-out rows (per-column arrays keyed by input name, see
             `features.raw_rows`) to verify the reloaded export on.
         card: The model card's fields (hyperparameters, metrics, data, seed, ...).
-        score: Metrics of the reloaded export's outputs on `verify_rows`, for the card.
+        score: The card's fields measured on the reloaded export's outputs on
+            `verify_rows` (``test_metrics``, ...).
         fresh_process: Verify in a new interpreter that imports none of our packages.
 
     Returns:
@@ -178,7 +178,7 @@ def export_model(
             if card is not None:
                 card = {**card, "verification": verification}
                 if score is not None and failure is None:
-                    card["test_metrics"] = score(served)
+                    card.update(score(served))
         if card is not None:
             write_card(staging, {**card, "version": version})
         return _publish(
@@ -361,22 +361,3 @@ def prediction_table(
     for index, name in enumerate(info["class_names"]):
         columns[f"probability_{name}"] = outputs["probabilities"][:, index]
     return pd.DataFrame(columns)
-
-
-def score_predictions(
-    outputs: dict[str, np.ndarray], y_true: np.ndarray, *, task: str
-) -> dict[str, float]:
-    """Test metrics from an export's outputs: accuracy (and AUC) or MSE, MAE, R²."""
-    from sklearn import metrics
-
-    if task == "regression":
-        predicted = outputs["value"]
-        return {
-            "mse": float(metrics.mean_squared_error(y_true, predicted)),
-            "mae": float(metrics.mean_absolute_error(y_true, predicted)),
-            "r2": float(metrics.r2_score(y_true, predicted)),
-        }
-    scores = {"accuracy": float(np.mean(outputs["class_id"] == y_true))}
-    if task == "binary":
-        scores["auc"] = float(metrics.roc_auc_score(y_true, outputs["probabilities"][:, 1]))
-    return scores

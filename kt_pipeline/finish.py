@@ -24,7 +24,8 @@ from kt_pipeline import splits as splits_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.experiment_files import EXPORT_DIR
-from kt_pipeline.export import export_model, model_outputs, score_predictions
+from kt_pipeline.export import export_model, model_outputs
+from kt_pipeline.held_out import score_intervals, score_predictions
 from kt_pipeline.model_card import build_card
 from kt_pipeline.prepare import Prepared, prepare_data
 from kt_pipeline.results import trial_table
@@ -205,6 +206,9 @@ class Exported:
     # before the test rows joined it (`export_best`).
     test_scores: dict[str, float]
     trial_ids: list[str]  # the trials whose models the export averages
+    # `held_out.score_intervals` of `test_scores`: how far another draw of such rows
+    # would move them.
+    test_intervals: dict[str, Any] = dataclasses.field(default_factory=dict)
     refit: str = ""  # the export.refit mode the export took, or "" (none ran)
 
 
@@ -237,11 +241,11 @@ def export_best(
     mode = refit_mode(config, tuner, prepared, chosen)
     model, refit, held_out = _served_model(config, tuner, prepared, chosen, mode=mode)
     dataset, test = prepared.dataset, prepared.splits.test
-    test_scores: dict[str, float] = {}
+    measured: dict[str, Any] = {}
 
-    def score(outputs: dict[str, np.ndarray]) -> dict[str, float]:
-        test_scores.update(held_out or score_predictions(outputs, test.y, task=dataset.task))
-        return test_scores
+    def score(outputs: dict[str, np.ndarray]) -> dict[str, Any]:
+        measured.update(held_out or _held_out(outputs, prepared, seed=config.runtime.seed))
+        return measured
 
     # The held-out score comes from the reloaded SavedModel, verified against the
     # in-memory model: exactly what is served.
@@ -265,8 +269,24 @@ def export_best(
         score=score,
         fresh_process=config.export.verify_in_fresh_process,
     )
-    trial_ids = _members(chosen)["ensemble"]
-    return Exported(export_dir, dict(test_scores), trial_ids, refit=refit.get("mode", ""))
+    return Exported(
+        export_dir,
+        dict(measured.get("test_metrics") or {}),
+        _members(chosen)["ensemble"],
+        refit=refit.get("mode", ""),
+        test_intervals=dict(measured.get("test_intervals") or {}),
+    )
+
+
+def _held_out(outputs: dict[str, np.ndarray], prepared: Prepared, *, seed: int) -> dict[str, Any]:
+    """The card's held-out fields: the test rows' scores and their intervals."""
+    test, task = prepared.splits.test, prepared.dataset.task
+    return {
+        "test_metrics": score_predictions(outputs, test.y, task=task),
+        "test_intervals": score_intervals(
+            outputs, test.y, task=task, groups=test.groups, seed=seed
+        ),
+    }
 
 
 def _members(chosen: Ensemble) -> dict[str, Any]:
@@ -316,9 +336,10 @@ def _served_model(
     chosen: Ensemble,
     *,
     mode: str,
-) -> tuple[keras.Model, dict[str, Any], dict[str, float]]:
-    """The model to export, the card's refit record, and the held-out scores where
-    they were measured before the test rows joined the model (a time split), else {}."""
+) -> tuple[keras.Model, dict[str, Any], dict[str, Any]]:
+    """The model to export, the card's refit record, and the held-out fields
+    (`_held_out`) where they were measured before the test rows joined the model (a
+    time split), else {}."""
     if mode == "off":
         return chosen.model, {}, {}
 
@@ -345,7 +366,7 @@ def _served_model(
         task=dataset.task,
         class_names=dataset.class_names,
     )
-    held_out = score_predictions(outputs, test.y, task=dataset.task)
+    held_out = _held_out(outputs, prepared, seed=config.runtime.seed)
     model, refit = refitted(with_test=True)
     log.info(
         "export: held-out score measured, then the members trained again with the "

@@ -9,7 +9,8 @@ separated from the model it describes. Fields:
 * ``validation_metrics``: the best trial's last logged metrics (``val_*``), and
   ``objective`` / ``validation_score``;
 * ``test_metrics``: held-out test metrics of the reloaded export, computed on the
-  predictions of the verification (exactly what is served);
+  predictions of the verification (exactly what is served), and ``test_intervals``,
+  how far they would move on another draw of such rows (`kt_pipeline.held_out`);
 * ``data``: source, task, class names, ``split`` (how rows were cut into train,
   validation and test, so what the scores measure), and ``schema``: each column's
   name, serving input name, kind and dtype, with the categories seen in training;
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from hypermodels.features import DATETIME, INTEGER_CATEGORICAL, NUMERIC, TabularSchema
+from kt_pipeline.held_out import format_scores
 
 __all__ = [
     "GOOD_MARKER",
@@ -194,6 +196,7 @@ def format_card(card: dict[str, Any], *, good: bool) -> str:
         )
     else:
         status = f"NOT VERIFIED: {verification.get('message', 'no verification recorded')}"
+    tested = format_scores(card.get("test_metrics") or {}, card.get("test_intervals"))
     lines = [
         f"Model card (export version {card.get('version')}, created {card.get('created')})",
         f"  status:       {status}",
@@ -202,7 +205,7 @@ def format_card(card: dict[str, Any], *, good: bool) -> str:
         f"{card.get('validation_score')}",
         f"  validation:   {_metrics(card.get('validation_metrics'))}",
         f"  served model: {_served(card.get('ensemble') or [])}",
-        f"  test:         {_metrics(card.get('test_metrics'))}",
+        f"  test:         {tested}",
         f"  split:        {(data.get('split') or {}).get('description', 'random rows')}",
         f"  seed:         {card.get('seed')}",
         f"  command:      {card.get('command')}",

@@ -75,6 +75,7 @@ class SearchSummary:
     seconds: float
     stopped_by_time_budget: bool = False
     exported_refit: str = ""  # the export.refit mode the export took, or "" (none ran)
+    test_intervals: dict[str, Any] = dataclasses.field(default_factory=dict)  # held_out
 
     def to_json(self) -> dict[str, Any]:
         plain = dataclasses.asdict(self)
@@ -339,6 +340,7 @@ def _finish(job: _Job, tuner: keras_tuner.Tuner, *, started: float) -> SearchSum
         export_dir=exported.directory if exported else None,
         exported_trial_ids=exported.trial_ids if exported else [],
         exported_refit=exported.refit if exported else "",
+        test_intervals=exported.test_intervals if exported else {},
         results_file=results_file,
         tensorboard_dir=experiment / TENSORBOARD_DIR,
         trials=len(table),

@@ -92,6 +92,9 @@ class Split:
 
     frame: pd.DataFrame
     y: np.ndarray
+    #: Each row's group under a ``group:`` split (the held-out score's interval draws
+    #: whole groups), else None.
+    groups: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -169,8 +172,14 @@ def split_dataset(
             f"{', '.join(map(repr, dropped))} cannot be features under it"
         )
 
+    groups = _group_keys(dataset.frame, spec.columns) if spec.kind == GROUP else None
+
     def part(idx: np.ndarray) -> Split:
-        return Split(frame=frame.iloc[idx].reset_index(drop=True), y=dataset.y[idx])
+        return Split(
+            frame=frame.iloc[idx].reset_index(drop=True),
+            y=dataset.y[idx],
+            groups=None if groups is None else groups[idx],
+        )
 
     folds = training_folds(dataset.frame.iloc[train], spec, seed=seed)
     return Splits(

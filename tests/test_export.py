@@ -16,7 +16,8 @@ from conftest import make_mixed_frame
 
 from hypermodels import MLPHyperModel, SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import ServingEncoder, model_inputs, raw_rows
-from kt_pipeline.export import export_model, load_model_info, predict_saved_model, score_predictions
+from kt_pipeline.export import export_model, load_model_info, predict_saved_model
+from kt_pipeline.held_out import score_predictions
 
 
 def _rows(schema: TabularSchema, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -259,7 +260,7 @@ def test_verified_export_carries_its_card_and_is_marked_good(
         class_names=("a", "b", "c"),
         verify_rows=_rows(hypermodel.schema, x),
         card=_card_fields(hypermodel),
-        score=lambda outputs: score_predictions(outputs, y, task="multiclass"),
+        score=lambda outputs: {"test_metrics": score_predictions(outputs, y, task="multiclass")},
     )
     assert (export_dir / GOOD_MARKER).is_file()
     card = load_card(export_dir)

@@ -253,6 +253,9 @@ def test_a_grouped_search_says_its_split_and_serves_no_group_id(tmp_path: Path) 
     assert set(pd.read_csv(tmp_path / "results.csv")["split"]) == {"group:person"}
     records = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert records[0]["split"] == "group:person" and "split" not in records[0]["hyperparameters"]
+    # Six test groups are too few for an interval drawn by group, and rows are not
+    # independent draws here: none is given.
+    assert card["test_intervals"] == {} and result.test_intervals == {}
 
 
 def test_plan_and_the_command_line_take_the_split(
@@ -381,6 +384,12 @@ def test_under_a_time_split_the_export_learns_the_latest_rows_after_scoring_them
     assert card["refit"]["test_rows_included"] and card["refit"]["rows"] == len(frame)
     assert set(card["test_metrics"]) == {"accuracy", "auc"}
     assert card["verification"]["verified"]
+    # Scored before the refit: the interval is that of the reported scores.
+    intervals = result.test_intervals
+    tested = card["verification"]["rows"]
+    assert intervals == card["test_intervals"] and intervals["resampled"] == f"{tested} rows"
+    for name, (low, high) in intervals["metrics"].items():
+        assert low <= card["test_metrics"][name] <= high
 
 
 def test_a_date_column_is_time_like_whatever_its_name() -> None:
