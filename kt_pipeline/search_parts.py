@@ -21,7 +21,7 @@ from kt_pipeline.prepare import Prepared, sized_for_data
 from kt_pipeline.strategy import make_strategy
 from kt_pipeline.tensorboard import EpochTimer
 from kt_pipeline.time_budget import TimeBudget
-from kt_pipeline.tuners import build_tuner
+from kt_pipeline.tuners import TunerSpec, build_tuner
 
 __all__ = [
     "callbacks",
@@ -102,29 +102,27 @@ def make_tuner(
     time_budget: TimeBudget | None = None,
 ) -> keras_tuner.Tuner:
     config = sized_for_data(config, prepared)
-    tuner_cfg = config.tuner
     objective = objective_for(config, prepared.dataset.task)
+    given: dict[str, Any] = {
+        "objective": objective,
+        "directory": config.runtime.experiment_dir,
+        "project_name": PROJECT_NAME,
+        "seed": config.runtime.seed,
+        "overwrite": overwrite,
+        "worker_lease_seconds": config.runtime.worker_lease_seconds,
+    }
+    # The rest are the tuner section's settings of the same names.
+    settings = {
+        field.name: getattr(config.tuner, field.name)
+        for field in dataclasses.fields(TunerSpec)
+        if field.name not in given
+    }
+    spec = TunerSpec(**given, **settings)
+    strategy = strategy or make_strategy(config.runtime.strategy, devices=config.runtime.devices)
     return build_tuner(
         make_hypermodel(config, prepared, objective),
-        algorithm=tuner_cfg.algorithm,
-        objective=objective,
-        directory=config.runtime.experiment_dir,
-        project_name=PROJECT_NAME,
-        seed=config.runtime.seed,
-        max_trials=tuner_cfg.max_trials,
-        max_epochs=tuner_cfg.max_epochs,
-        factor=tuner_cfg.factor,
-        hyperband_iterations=tuner_cfg.hyperband_iterations,
-        executions_per_trial=tuner_cfg.executions_per_trial,
-        max_consecutive_failed_trials=tuner_cfg.max_consecutive_failed_trials,
-        max_crashes_per_trial=tuner_cfg.max_crashes_per_trial,
-        distribution_strategy=strategy
-        or make_strategy(config.runtime.strategy, devices=config.runtime.devices),
-        overwrite=overwrite,
-        worker_lease_seconds=config.runtime.worker_lease_seconds,
-        bohb_min_points=tuner_cfg.bohb_min_points,
-        bohb_model=tuner_cfg.bohb_model,
-        first_trial=tuner_cfg.first_trial,
+        spec,
+        distribution_strategy=strategy,
         time_budget=time_budget,
     )
 

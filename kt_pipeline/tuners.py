@@ -43,6 +43,7 @@ RandomSearch:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -82,6 +83,7 @@ __all__ = [
     "FIRST_TRIALS",
     "TRIAL_STATS_FILE",
     "SearchAbortedError",
+    "TunerSpec",
     "best_trial",
     "build_tuner",
     "completed_trials",
@@ -533,107 +535,105 @@ class GridTuner(
     with the pipeline's seeding and accounting."""
 
 
+@dataclasses.dataclass(frozen=True)
+class TunerSpec:
+    """The tuner `build_tuner` builds: its algorithm and settings, each documented
+    where users set it (`kt_pipeline.config.TunerConfig`, and the runtime's
+    ``worker_lease_seconds``), its objective, seed and folder.
+
+    ``max_trials = 0`` lets Hyperband run its schedule, grid search its whole grid, and
+    gives the other algorithms `DEFAULT_MAX_TRIALS`; a positive value caps them all.
+    """
+
+    objective: keras_tuner.Objective
+    directory: str
+    algorithm: str = "hyperband"
+    project_name: str = "search"
+    seed: int = 0
+    max_trials: int = 0
+    max_epochs: int = 20
+    factor: int = 3
+    hyperband_iterations: int = 1
+    executions_per_trial: int = 1
+    max_consecutive_failed_trials: int = 3
+    max_crashes_per_trial: int = 2
+    overwrite: bool = False
+    worker_lease_seconds: float = 60.0
+    bohb_min_points: int = 0
+    bohb_model: str = "kde"
+    first_trial: str = "recommended"
+
+    def __post_init__(self) -> None:
+        if self.first_trial not in FIRST_TRIALS:
+            raise ValueError(
+                f"Argument `first_trial` must be one of {FIRST_TRIALS}. "
+                f"Received: first_trial={self.first_trial!r}"
+            )
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"Argument `algorithm` must be one of {ALGORITHMS}. "
+                f"Received: algorithm={self.algorithm!r}"
+            )
+
+
 def build_tuner(
     hypermodel: keras_tuner.HyperModel,
+    spec: TunerSpec,
     *,
-    algorithm: str,
-    objective: keras_tuner.Objective,
-    directory: str,
-    project_name: str = "search",
-    seed: int = 0,
-    max_trials: int = 0,
-    max_epochs: int = 20,
-    factor: int = 3,
-    hyperband_iterations: int = 1,
-    executions_per_trial: int = 1,
-    max_consecutive_failed_trials: int = 3,
-    max_crashes_per_trial: int = 2,
     distribution_strategy: Any = None,
-    overwrite: bool = False,
-    worker_lease_seconds: float = 60.0,
-    bohb_min_points: int = 0,
-    bohb_model: str = "kde",
-    first_trial: str = "recommended",
     time_budget: TimeBudget | None = None,
 ) -> keras_tuner.Tuner:
-    """Builds the named tuner around a hypermodel.
+    """Builds `spec`'s tuner around a hypermodel.
 
     Args:
         hypermodel: A `keras_tuner.HyperModel`.
-        algorithm: ``hyperband``, ``bohb``, ``bayesian``, ``random`` or ``grid``.
-        objective: The metric and its direction.
-        directory: Folder that holds the tuner's project.
-        project_name: Subfolder of `directory` for the trials.
-        seed: Search seed; 0 is a seed like any other.
-        max_trials: 0 lets Hyperband run its schedule, grid search its whole grid, and
-            gives the other algorithms `DEFAULT_MAX_TRIALS`; a positive value caps
-            them all.
-        max_epochs: Hyperband's (and BOHB's) longest round.
-        factor: Hyperband's reduction factor.
-        hyperband_iterations: Hyperband's schedule repeats.
-        executions_per_trial: Models trained per trial.
-        max_consecutive_failed_trials: The search stops (`SearchAbortedError`) after this
-            many trials in a row fail with an error; diverged trials do not count.
-        max_crashes_per_trial: A trial whose attempts killed the process this many
-            times is recorded as FAILED on the next resume instead of running again.
+        spec: The algorithm, its settings, the objective and the folder.
         distribution_strategy: A `tf.distribute.Strategy` for each trial, or None.
-        overwrite: Discard an existing project in `directory`.
-        worker_lease_seconds: In a parallel search, how long the chief waits for a
-            silent worker before handing its trial to another (`kt_pipeline.parallel`).
-        bohb_min_points: BOHB's `min_points_in_model` (0: hyperparameters + 1).
-        bohb_model: BOHB's density model (`kt_pipeline.bohb.MODELS`).
-        first_trial: ``recommended``: a fresh search's first trial is the hypermodel's
-            known-good configuration (its `starting_values`, when it has them), then
-            the algorithm samples; ``random``: the algorithm picks every trial.
         time_budget: Stops the search when the time left cannot fit the next trial
             (`kt_pipeline.time_budget`); None runs every planned trial.
     """
     apply(worker_stub=parallel.worker_stub)  # our fixes to KerasTuner's globals, once
-    if first_trial not in FIRST_TRIALS:
-        raise ValueError(
-            f"Argument `first_trial` must be one of {FIRST_TRIALS}. "
-            f"Received: first_trial={first_trial!r}"
-        )
     common: dict[str, Any] = {
         "hypermodel": hypermodel,
-        "objective": objective,
-        "seed": seed,
-        "directory": directory,
-        "project_name": project_name,
-        "overwrite": overwrite,
-        "executions_per_trial": executions_per_trial,
-        "max_consecutive_failed_trials": max_consecutive_failed_trials,
-        "max_crashes_per_trial": max_crashes_per_trial,
         "distribution_strategy": distribution_strategy,
-        "worker_lease_seconds": worker_lease_seconds,
-        "first_trial": first_trial,
         "time_budget": time_budget,
+        **{
+            name: getattr(spec, name)
+            for name in (
+                "objective",
+                "seed",
+                "directory",
+                "project_name",
+                "overwrite",
+                "executions_per_trial",
+                "max_consecutive_failed_trials",
+                "max_crashes_per_trial",
+                "worker_lease_seconds",
+                "first_trial",
+            )
+        },
     }
     tuner: keras_tuner.Tuner
-    if algorithm in ("hyperband", "bohb"):
+    if spec.algorithm in ("hyperband", "bohb"):
         extra: dict[str, Any] = (
-            {"min_points_in_model": bohb_min_points, "model": bohb_model}
-            if algorithm == "bohb"
+            {"min_points_in_model": spec.bohb_min_points, "model": spec.bohb_model}
+            if spec.algorithm == "bohb"
             else {}
         )
-        tuner_class = HyperbandTuner if algorithm == "hyperband" else BOHBTuner
+        tuner_class = HyperbandTuner if spec.algorithm == "hyperband" else BOHBTuner
         tuner = tuner_class(
-            max_epochs=max_epochs,
-            factor=factor,
-            hyperband_iterations=hyperband_iterations,
+            max_epochs=spec.max_epochs,
+            factor=spec.factor,
+            hyperband_iterations=spec.hyperband_iterations,
             **common,
             **extra,
         )
         # HyperbandOracle takes no max_trials, but its base Oracle honours one.
-        tuner.oracle.max_trials = max_trials or None
-    elif algorithm == "bayesian":
-        tuner = BayesianTuner(max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
-    elif algorithm == "random":
-        tuner = RandomTuner(max_trials=max_trials or DEFAULT_MAX_TRIALS, **common)
-    elif algorithm == "grid":
-        tuner = GridTuner(max_trials=max_trials or None, **common)
+        tuner.oracle.max_trials = spec.max_trials or None
+    elif spec.algorithm == "bayesian":
+        tuner = BayesianTuner(max_trials=spec.max_trials or DEFAULT_MAX_TRIALS, **common)
+    elif spec.algorithm == "random":
+        tuner = RandomTuner(max_trials=spec.max_trials or DEFAULT_MAX_TRIALS, **common)
     else:
-        raise ValueError(
-            f"Argument `algorithm` must be one of {ALGORITHMS}. Received: algorithm={algorithm!r}"
-        )
+        tuner = GridTuner(max_trials=spec.max_trials or None, **common)
     return tuner

@@ -17,7 +17,7 @@ from kt_pipeline.config import load_config
 from kt_pipeline.finish import REFIT_MAX_SHARE
 from kt_pipeline.plan import describe_space, model_sizes, plan_search, space_warnings
 from kt_pipeline.schedule import grid_size, schedule
-from kt_pipeline.tuners import build_tuner
+from kt_pipeline.tuners import TunerSpec, build_tuner
 
 OBJECTIVE = keras_tuner.Objective("loss", "min")
 
@@ -163,11 +163,13 @@ def test_hyperband_schedule_matches_a_real_tiny_search(tmp_path: Path) -> None:
     y = (x[:, 0] > 0).astype("int32")
     tuner = build_tuner(
         _hypermodel(),
-        algorithm="hyperband",
-        objective=keras_tuner.Objective("val_loss", "min"),
-        directory=str(tmp_path),
-        max_epochs=3,
-        factor=3,
+        TunerSpec(
+            algorithm="hyperband",
+            objective=keras_tuner.Objective("val_loss", "min"),
+            directory=str(tmp_path),
+            max_epochs=3,
+            factor=3,
+        ),
     )
     planned = schedule(tuner.oracle, max_epochs=3)
     tuner.search(x, y, validation_data=(x, y), epochs=3, verbose=0)
@@ -182,10 +184,7 @@ def test_hyperband_schedule_matches_a_real_tiny_search(tmp_path: Path) -> None:
 def test_random_search_schedule_is_trials_times_epochs(tmp_path: Path) -> None:
     tuner = build_tuner(
         _hypermodel(),
-        algorithm="random",
-        objective=OBJECTIVE,
-        directory=str(tmp_path),
-        max_trials=7,
+        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), max_trials=7),
     )
     planned = schedule(tuner.oracle, max_epochs=9)
     assert (planned.trials, planned.epochs, planned.brackets) == (7, 63, ())
@@ -194,9 +193,7 @@ def test_random_search_schedule_is_trials_times_epochs(tmp_path: Path) -> None:
 def test_smallest_and_largest_models_are_built_for_real(tmp_path: Path) -> None:
     tuner = build_tuner(
         _hypermodel(per_layer_units=True, optimizers=("sgd", "adam")),
-        algorithm="random",
-        objective=OBJECTIVE,
-        directory=str(tmp_path),
+        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path)),
     )
     smallest, largest = model_sizes(tuner.hypermodel, tuner.oracle.get_space(), replicas=2)
     features = 3
@@ -224,9 +221,7 @@ def test_the_largest_model_takes_the_largest_numeric_embedding(tmp_path: Path) -
     embeddings = ("none", "periodic", "piecewise_linear")
     tuner = build_tuner(
         _hypermodel(numeric_embeddings=embeddings, periodic_frequencies=(4, 8)),
-        algorithm="random",
-        objective=OBJECTIVE,
-        directory=str(tmp_path),
+        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path)),
     )
     smallest, largest = model_sizes(tuner.hypermodel, tuner.oracle.get_space())
     assert smallest.hyperparameters["numeric_embedding"] == "none"
@@ -235,7 +230,8 @@ def test_the_largest_model_takes_the_largest_numeric_embedding(tmp_path: Path) -
         assert largest.hyperparameters["periodic_frequencies"] == 8
     assert largest.hyperparameters["embedding_dim"] == 32  # the default space's largest
     plain = build_tuner(
-        _hypermodel(), algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "p")
+        _hypermodel(),
+        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "p")),
     )
     _, plain_largest = model_sizes(plain.hypermodel, plain.oracle.get_space())
     assert largest.trainable_parameters > plain_largest.trainable_parameters

@@ -13,7 +13,13 @@ import pytest
 
 from hypermodels import MLPHyperModel
 from kt_pipeline.errors import UserInputError
-from kt_pipeline.tuners import DEFAULT_MAX_TRIALS, build_tuner, sampling_start, trial_seed
+from kt_pipeline.tuners import (
+    DEFAULT_MAX_TRIALS,
+    TunerSpec,
+    build_tuner,
+    sampling_start,
+    trial_seed,
+)
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", "max")
 
@@ -34,7 +40,8 @@ def _hypermodel() -> MLPHyperModel:
 @pytest.mark.parametrize("algorithm", ["hyperband", "bayesian", "random", "bohb"])
 def test_seed_zero_is_honoured(tmp_path: Path, algorithm: str) -> None:
     tuner = build_tuner(
-        _hypermodel(), algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=0
+        _hypermodel(),
+        TunerSpec(algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=0),
     )
     assert tuner.oracle.seed == 0
 
@@ -47,10 +54,9 @@ def test_bohb_min_points_reaches_the_oracle(tmp_path: Path) -> None:
         load_config(None, ["tuner.bohb_min_points=2"])
     tuner = build_tuner(
         _hypermodel(),
-        algorithm="bohb",
-        objective=OBJECTIVE,
-        directory=str(tmp_path),
-        bohb_min_points=10,
+        TunerSpec(
+            algorithm="bohb", objective=OBJECTIVE, directory=str(tmp_path), bohb_min_points=10
+        ),
     )
     assert tuner.oracle.min_points_in_model == 10
 
@@ -59,11 +65,13 @@ def test_same_seed_samples_the_same_trials(tmp_path: Path) -> None:
     def sampled(directory: Path, seed: int) -> list[dict[str, object]]:
         tuner = build_tuner(
             _hypermodel(),
-            algorithm="random",
-            objective=OBJECTIVE,
-            directory=str(directory),
-            seed=seed,
-            max_trials=3,
+            TunerSpec(
+                algorithm="random",
+                objective=OBJECTIVE,
+                directory=str(directory),
+                seed=seed,
+                max_trials=3,
+            ),
         )
         return [tuner.oracle.populate_space(str(i))["values"] for i in range(3)]
 
@@ -111,11 +119,13 @@ def test_consecutive_seeds_sample_independent_searches(tmp_path: Path, algorithm
     def draws(seed: int) -> set[float]:
         tuner = build_tuner(
             _FourUniforms(),
-            algorithm=algorithm,
-            objective=OBJECTIVE,
-            directory=str(tmp_path / str(seed)),
-            seed=seed,
-            max_trials=10,
+            TunerSpec(
+                algorithm=algorithm,
+                objective=OBJECTIVE,
+                directory=str(tmp_path / str(seed)),
+                seed=seed,
+                max_trials=10,
+            ),
         )
         return _draws(tuner.oracle, 5)
 
@@ -139,17 +149,18 @@ def test_trial_seed_is_stable_and_distinct() -> None:
 
 def test_default_budgets(tmp_path: Path) -> None:
     random = build_tuner(
-        _hypermodel(), algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "r")
+        _hypermodel(),
+        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "r")),
     )
     hyperband = build_tuner(
-        _hypermodel(), algorithm="hyperband", objective=OBJECTIVE, directory=str(tmp_path / "h")
+        _hypermodel(),
+        TunerSpec(algorithm="hyperband", objective=OBJECTIVE, directory=str(tmp_path / "h")),
     )
     capped = build_tuner(
         _hypermodel(),
-        algorithm="hyperband",
-        objective=OBJECTIVE,
-        directory=str(tmp_path / "c"),
-        max_trials=4,
+        TunerSpec(
+            algorithm="hyperband", objective=OBJECTIVE, directory=str(tmp_path / "c"), max_trials=4
+        ),
     )
     assert random.oracle.max_trials == DEFAULT_MAX_TRIALS
     assert hyperband.oracle.max_trials is None
@@ -162,11 +173,13 @@ def test_trials_record_time_and_epochs_and_reproduce_weights(tmp_path: Path) -> 
     def run(directory: Path) -> tuple[keras_tuner.Tuner, list[np.ndarray]]:
         tuner = build_tuner(
             _hypermodel(),
-            algorithm="random",
-            objective=OBJECTIVE,
-            directory=str(directory),
-            seed=5,
-            max_trials=2,
+            TunerSpec(
+                algorithm="random",
+                objective=OBJECTIVE,
+                directory=str(directory),
+                seed=5,
+                max_trials=2,
+            ),
         )
         tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
         best = tuner.oracle.get_best_trials(1)[0]
@@ -187,11 +200,9 @@ def test_conditional_hyperparameters_are_in_the_space_before_any_trial(tmp_path:
     hypermodel = MLPHyperModel.from_arrays(x, y, task="binary", optimizers=("adam", "sgd", "adamw"))
     tuner = build_tuner(
         hypermodel,
-        algorithm="random",
-        objective=OBJECTIVE,
-        directory=str(tmp_path),
-        seed=3,
-        max_trials=40,
+        TunerSpec(
+            algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=3, max_trials=40
+        ),
     )
     names = {hp.name for hp in tuner.oracle.hyperparameters.space}
     assert {"sgd_momentum", "adamw_weight_decay"} <= names
@@ -248,12 +259,14 @@ def test_hyperband_promotions_continue_their_schedule_and_optimizer(tmp_path: Pa
     )
     tuner = build_tuner(
         hypermodel,
-        algorithm="hyperband",
-        objective=OBJECTIVE,
-        directory=str(tmp_path),
-        seed=2,
-        max_epochs=2,
-        factor=2,
+        TunerSpec(
+            algorithm="hyperband",
+            objective=OBJECTIVE,
+            directory=str(tmp_path),
+            seed=2,
+            max_epochs=2,
+            factor=2,
+        ),
     )
     _FirstStep.seen.clear()
     tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[_FirstStep()])
@@ -279,13 +292,15 @@ def test_bohb_runs_a_real_search_and_resumes(tmp_path: Path) -> None:
     def tuner() -> keras_tuner.Tuner:
         return build_tuner(
             _hypermodel(),
-            algorithm="bohb",
-            objective=OBJECTIVE,
-            directory=str(tmp_path),
-            seed=3,
-            max_epochs=2,
-            factor=2,
-            max_trials=3,
+            TunerSpec(
+                algorithm="bohb",
+                objective=OBJECTIVE,
+                directory=str(tmp_path),
+                seed=3,
+                max_epochs=2,
+                factor=2,
+                max_trials=3,
+            ),
         )
 
     first = tuner()
@@ -303,7 +318,8 @@ def test_bohb_runs_a_real_search_and_resumes(tmp_path: Path) -> None:
 def test_the_first_trial_is_the_recommended_configuration(tmp_path: Path, algorithm: str) -> None:
     hypermodel = _hypermodel()
     tuner = build_tuner(
-        hypermodel, algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=4
+        hypermodel,
+        TunerSpec(algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=4),
     )
 
     def sampled(trial: keras_tuner.engine.trial.Trial) -> dict[str, object]:
@@ -321,12 +337,14 @@ def test_a_random_first_trial_and_a_resumed_search_are_left_alone(tmp_path: Path
     def tuner(directory: Path, first_trial: str, max_trials: int = 2) -> keras_tuner.Tuner:
         return build_tuner(
             _hypermodel(),
-            algorithm="random",
-            objective=OBJECTIVE,
-            directory=str(directory),
-            seed=4,
-            max_trials=max_trials,
-            first_trial=first_trial,
+            TunerSpec(
+                algorithm="random",
+                objective=OBJECTIVE,
+                directory=str(directory),
+                seed=4,
+                max_trials=max_trials,
+                first_trial=first_trial,
+            ),
         )
 
     random_first = tuner(tmp_path / "a", "random")
@@ -356,7 +374,8 @@ def test_a_reloaded_search_breaks_score_ties_as_the_live_one_did(
 
     def tuner() -> keras_tuner.Tuner:
         return build_tuner(
-            _hypermodel(), algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=1
+            _hypermodel(),
+            TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=1),
         )
 
     live = tuner()
@@ -399,10 +418,9 @@ def test_the_space_is_found_without_building_a_model(
     monkeypatch.setattr(hypermodel, "build", lambda hp: builds.append(1) or original(hp))
     ours = build_tuner(
         hypermodel,
-        algorithm="random",
-        objective=OBJECTIVE,
-        directory=str(tmp_path / "ours"),
-        seed=0,
+        TunerSpec(
+            algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "ours"), seed=0
+        ),
     )
     assert not builds
 
@@ -420,7 +438,8 @@ def test_a_trial_build_collects_no_garbage(tmp_path: Path, monkeypatch: pytest.M
     import gc
 
     tuner = build_tuner(
-        _hypermodel(), algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=0
+        _hypermodel(),
+        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=0),
     )
     collections: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda *args: collections.append(1) or 0)
