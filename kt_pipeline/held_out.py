@@ -79,14 +79,8 @@ def score_intervals(
     from scipy import stats
 
     keys = [k for k in ("value", "class_id", "probabilities") if k in outputs]
-    if groups is None:
-        members = None
-        units = len(y_true)
-    else:
-        _, unit_of_row = np.unique(groups, return_inverse=True)
-        order = np.argsort(unit_of_row, kind="stable")
-        members = np.split(order, np.cumsum(np.bincount(unit_of_row))[:-1])
-        units = len(members)
+    members = None if groups is None else _rows_of_each_group(groups)
+    units = len(y_true) if members is None else len(members)
     if units < MIN_UNITS:
         return {}
     names = list(score_predictions(outputs, y_true, task=task))
@@ -117,10 +111,7 @@ def score_intervals(
             method="percentile",
             rng=np.random.default_rng(seed),
         )
-    low, high = (
-        np.atleast_1d(result.confidence_interval.low),
-        np.atleast_1d(result.confidence_interval.high),
-    )
+    low, high = map(np.atleast_1d, result.confidence_interval)
     return {
         "level": level,
         "resampled": f"{units} {'rows' if members is None else 'groups'}",
@@ -130,6 +121,13 @@ def score_intervals(
             if np.isfinite(lo) and np.isfinite(hi)
         },
     }
+
+
+def _rows_of_each_group(groups: np.ndarray) -> list[np.ndarray]:
+    """The row indices of each group, one array per group."""
+    _, group_of_row = np.unique(groups, return_inverse=True)
+    order = np.argsort(group_of_row, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(group_of_row))[:-1])
 
 
 def format_scores(scores: dict[str, float], intervals: dict[str, Any] | None = None) -> str:
