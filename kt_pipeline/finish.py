@@ -26,7 +26,7 @@ from kt_pipeline.errors import UserInputError
 from kt_pipeline.experiment_files import EXPORT_DIR
 from kt_pipeline.export import export_model, model_outputs
 from kt_pipeline.held_out import score_intervals, score_predictions
-from kt_pipeline.model_card import build_card
+from kt_pipeline.model_card import ModelCard
 from kt_pipeline.prepare import Prepared, prepare_data
 from kt_pipeline.results import trial_table
 from kt_pipeline.search_parts import reload_tuner
@@ -387,14 +387,14 @@ def _card(
     best: keras_tuner.engine.trial.Trial,
     refit: dict[str, Any],
 ) -> dict[str, Any]:
-    """The model card of the export (`model_card.build_card`)."""
+    """The model card of the export (`model_card.ModelCard`)."""
     dataset = prepared.dataset
     metrics = {
         name: best.metrics.get_last_value(name)
         for name in best.metrics.metrics
         if name.startswith("val_")
     }
-    return build_card(
+    return ModelCard(
         hyperparameters=dict(best.hyperparameters.values),
         objective=tuner.oracle.objective.name,
         validation_score=best.score,
@@ -421,4 +421,4 @@ def _card(
         refit=refit,
         config=config_to_dict(config),
         split=prepared.splits.to_json(),
-    )
+    ).to_json()

@@ -26,6 +26,7 @@ separated from the model it describes. Fields:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -42,7 +43,7 @@ from kt_pipeline.held_out import format_scores
 __all__ = [
     "GOOD_MARKER",
     "MODEL_CARD_FILE",
-    "build_card",
+    "ModelCard",
     "format_card",
     "load_card",
     "package_versions",
@@ -91,26 +92,10 @@ def _schema(schema: TabularSchema) -> list[dict[str, Any]]:
     return columns
 
 
-def build_card(
-    *,
-    hyperparameters: dict[str, Any],
-    objective: str,
-    validation_score: float | None,
-    validation_metrics: dict[str, float],
-    data_source: str,
-    task: str,
-    class_names: list[str],
-    schema: TabularSchema,
-    seed: int,
-    trial_id: str,
-    ensemble: list[dict[str, Any]] | None = None,
-    ensemble_validation: dict[str, float] | None = None,
-    refit: dict[str, Any] | None = None,
-    config: dict[str, Any] | None = None,
-    split: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
     """The card's fields known before export; the export adds verification and test
-    metrics.
+    metrics (`to_json`).
 
     ``trial_id``, ``validation_score`` and ``hyperparameters`` describe the best trial;
     ``ensemble`` lists every trial whose model the export averages (trial id,
@@ -122,28 +107,47 @@ def build_card(
     rows were cut (``data.split``: its spec, a description and the columns it kept out
     of the features), which says what the validation and test scores measure.
     """
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "trial_id": trial_id,
-        "ensemble": ensemble or [],
-        "ensemble_validation": ensemble_validation or {},
-        "refit": refit or {},
-        "objective": objective,
-        "validation_score": validation_score,
-        "validation_metrics": validation_metrics,
-        "hyperparameters": hyperparameters,
-        "data": {
-            "source": data_source,
-            "task": task,
-            "class_names": class_names,
-            "schema": _schema(schema),
-            "split": split or {"spec": "random"},
-        },
-        "seed": seed,
-        "packages": package_versions(),
-        "command": shlex.join(sys.orig_argv),
-        "config": config or {},
-    }
+
+    hyperparameters: dict[str, Any]
+    objective: str
+    validation_score: float | None
+    validation_metrics: dict[str, float]
+    data_source: str
+    task: str
+    class_names: list[str]
+    schema: TabularSchema
+    seed: int
+    trial_id: str
+    ensemble: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    ensemble_validation: dict[str, float] = dataclasses.field(default_factory=dict)
+    refit: dict[str, Any] = dataclasses.field(default_factory=dict)
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    split: dict[str, Any] = dataclasses.field(default_factory=lambda: {"spec": "random"})
+
+    def to_json(self) -> dict[str, Any]:
+        """The card as written, stamped with the time, packages and command line."""
+        return {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "trial_id": self.trial_id,
+            "ensemble": self.ensemble,
+            "ensemble_validation": self.ensemble_validation,
+            "refit": self.refit,
+            "objective": self.objective,
+            "validation_score": self.validation_score,
+            "validation_metrics": self.validation_metrics,
+            "hyperparameters": self.hyperparameters,
+            "data": {
+                "source": self.data_source,
+                "task": self.task,
+                "class_names": self.class_names,
+                "schema": _schema(self.schema),
+                "split": self.split,
+            },
+            "seed": self.seed,
+            "packages": package_versions(),
+            "command": shlex.join(sys.orig_argv),
+            "config": self.config,
+        }
 
 
 def write_card(export_dir: str | Path, card: dict[str, Any]) -> Path:

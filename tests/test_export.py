@@ -206,9 +206,9 @@ def test_a_crash_during_export_leaves_the_previous_export_loadable(
 
 
 def _card_fields(hypermodel: MLPHyperModel) -> dict[str, Any]:
-    from kt_pipeline.model_card import build_card
+    from kt_pipeline.model_card import ModelCard
 
-    return build_card(
+    return ModelCard(
         hyperparameters={"units": 8},
         objective="val_accuracy",
         validation_score=0.9,
@@ -219,7 +219,7 @@ def _card_fields(hypermodel: MLPHyperModel) -> dict[str, Any]:
         schema=hypermodel.schema,
         seed=5,
         trial_id="0001",
-    )
+    ).to_json()
 
 
 def test_an_export_under_a_relative_folder_is_verified(
