@@ -22,6 +22,7 @@ with its card saying why, and `ExportVerificationError` is raised.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -44,6 +45,7 @@ from kt_pipeline.model_card import GOOD_MARKER, write_card
 __all__ = [
     "MODEL_INFO_FILE",
     "VERIFY_TOLERANCE",
+    "Verification",
     "compare_outputs",
     "export_model",
     "load_model_info",
@@ -98,6 +100,27 @@ def _serving_fn(
     return serve
 
 
+@dataclasses.dataclass(frozen=True)
+class Verification:
+    """What the staged export must reproduce before it is published, and the model
+    card that records the outcome (`kt_pipeline.model_card`).
+
+    Attributes:
+        rows: Held-out rows (per-column arrays keyed by input name, see
+            `features.raw_rows`) to verify the reloaded export on.
+        card: The model card's fields (hyperparameters, metrics, data, seed, ...),
+            completed with the verification result.
+        score: The card's fields measured on the reloaded export's outputs on `rows`
+            (``test_metrics``, ...): the held-out metrics of exactly what is served.
+        fresh: Verify in a new interpreter that imports none of our packages.
+    """
+
+    rows: dict[str, np.ndarray]
+    card: dict[str, Any] | None = None
+    score: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None
+    fresh: bool = False
+
+
 def export_model(
     model: keras.Model,
     *,
@@ -107,18 +130,12 @@ def export_model(
     class_names: Sequence[str] = (),
     version: int = 0,
     info: dict[str, Any] | None = None,
-    verify_rows: dict[str, np.ndarray] | None = None,
-    card: dict[str, Any] | None = None,
-    score: Callable[[dict[str, np.ndarray]], dict[str, Any]] | None = None,
-    fresh_process: bool = False,
+    verify: Verification | None = None,
 ) -> Path:
     """Exports `model` as a SavedModel under ``export_root/<version>``.
 
-    With `verify_rows`, the export is reloaded and verified before it is published
-    (module docstring); with `card`, a model card is written into
-    ``assets.extra/model_card.json`` (see `kt_pipeline.model_card`), completed with
-    the verification result and `score` of the reloaded export's outputs (the
-    held-out metrics of exactly what is served).
+    With `verify`, the export is reloaded and verified before it is published (module
+    docstring), and its card is written into ``assets.extra/model_card.json``.
 
     Args:
         model: A trained Keras model built on `schema`'s preprocessing.
@@ -128,12 +145,7 @@ def export_model(
         class_names: Original label of each class id.
         version: Folder number; 0 picks the next free number.
         info: Extra metadata to store in ``assets.extra/model_info.json``.
-        verify_rows: Held-out rows (per-column arrays keyed by input name, see
-            `features.raw_rows`) to verify the reloaded export on.
-        card: The model card's fields (hyperparameters, metrics, data, seed, ...).
-        score: The card's fields measured on the reloaded export's outputs on
-            `verify_rows` (``test_metrics``, ...).
-        fresh_process: Verify in a new interpreter that imports none of our packages.
+        verify: The rows to verify the reloaded export on, and its card.
 
     Returns:
         The version folder.
@@ -169,21 +181,18 @@ def export_model(
         (staging / MODEL_INFO_FILE).parent.mkdir(exist_ok=True)
         (staging / MODEL_INFO_FILE).write_text(json.dumps(metadata, indent=2), encoding="utf-8")
         failure = None
-        if verify_rows is not None:
+        if verify is not None:
             expected = _in_memory_outputs(
-                model, verify_rows, encoder=encoder, task=task, class_names=class_names
+                model, verify.rows, encoder=encoder, task=task, class_names=class_names
             )
-            verification, served = _verify(staging, expected, verify_rows, fresh=fresh_process)
+            verification, served = _verify(staging, expected, verify.rows, fresh=verify.fresh)
             failure = None if verification["verified"] else verification["message"]
-            if card is not None:
-                card = {**card, "verification": verification}
-                if score is not None and failure is None:
-                    card.update(score(served))
-        if card is not None:
-            write_card(staging, {**card, "version": version})
-        return _publish(
-            staging, export_root, version, failure=failure, verified=verify_rows is not None
-        )
+            if verify.card is not None:
+                card = {**verify.card, "verification": verification, "version": version}
+                if verify.score is not None and failure is None:
+                    card.update(verify.score(served))
+                write_card(staging, card)
+        return _publish(staging, export_root, version, failure=failure, verified=verify is not None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

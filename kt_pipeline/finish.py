@@ -24,7 +24,7 @@ from kt_pipeline import splits as splits_lib
 from kt_pipeline.config import PipelineConfig, config_to_dict
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.experiment_files import EXPORT_DIR
-from kt_pipeline.export import export_model, model_outputs
+from kt_pipeline.export import Verification, export_model, model_outputs
 from kt_pipeline.held_out import score_intervals, score_predictions
 from kt_pipeline.model_card import ModelCard
 from kt_pipeline.prepare import Prepared, prepare_data
@@ -264,10 +264,12 @@ def export_best(
             "hyperparameters": best.hyperparameters.values,
             **_members(chosen),
         },
-        verify_rows=raw_rows(prepared.schema, test.frame),
-        card=_card(config, tuner, prepared, chosen, best=best, refit=refit),
-        score=score,
-        fresh_process=config.export.verify_in_fresh_process,
+        verify=Verification(
+            rows=raw_rows(prepared.schema, test.frame),
+            card=_card(config, tuner, prepared, chosen, best=best, refit=refit),
+            score=score,
+            fresh=config.export.verify_in_fresh_process,
+        ),
     )
     return Exported(
         export_dir,

@@ -16,7 +16,7 @@ from conftest import make_mixed_frame
 
 from hypermodels import MLPHyperModel, SearchSpace, TabularSchema, fit_schema
 from hypermodels.features import ServingEncoder, model_inputs, raw_rows
-from kt_pipeline.export import export_model, load_model_info, predict_saved_model
+from kt_pipeline.export import Verification, export_model, load_model_info, predict_saved_model
 from kt_pipeline.held_out import score_predictions
 
 
@@ -237,9 +237,7 @@ def test_an_export_under_a_relative_folder_is_verified(
         task="binary",
         schema=hypermodel.schema,
         class_names=("no", "yes"),
-        verify_rows=_rows(hypermodel.schema, x),
-        card=_card_fields(hypermodel),
-        fresh_process=True,
+        verify=Verification(_rows(hypermodel.schema, x), _card_fields(hypermodel), fresh=True),
     )
     assert not export_dir.is_absolute()
     assert (tmp_path / export_dir / GOOD_MARKER).is_file()
@@ -258,9 +256,11 @@ def test_verified_export_carries_its_card_and_is_marked_good(
         task="multiclass",
         schema=hypermodel.schema,
         class_names=("a", "b", "c"),
-        verify_rows=_rows(hypermodel.schema, x),
-        card=_card_fields(hypermodel),
-        score=lambda outputs: {"test_metrics": score_predictions(outputs, y, task="multiclass")},
+        verify=Verification(
+            _rows(hypermodel.schema, x),
+            _card_fields(hypermodel),
+            score=lambda served: {"test_metrics": score_predictions(served, y, task="multiclass")},
+        ),
     )
     assert (export_dir / GOOD_MARKER).is_file()
     card = load_card(export_dir)
@@ -309,9 +309,9 @@ def test_an_export_that_predicts_differently_is_rejected(
             task="multiclass",
             schema=hypermodel.schema,
             class_names=("a", "b", "c"),
-            verify_rows=_rows(hypermodel.schema, x),
-            card=_card_fields(hypermodel),
-            fresh_process=fresh_process,
+            verify=Verification(
+                _rows(hypermodel.schema, x), _card_fields(hypermodel), fresh=fresh_process
+            ),
         )
     assert not (tmp_path / "1").exists()  # nothing published as a version
     rejected = tmp_path / "rejected-1"
