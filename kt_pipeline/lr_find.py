@@ -57,6 +57,7 @@ __all__ = [
     "RANGE_TEST_STEPS",
     "LRFindResult",
     "LearningRates",
+    "Sweep",
     "auto_learning_rate",
     "find_learning_rates",
     "found_learning_rates",
@@ -99,26 +100,43 @@ class LRFindResult:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """The rates a range test walks through, and when it stops.
+
+    Attributes:
+        min_lr: First learning rate.
+        max_lr: Last learning rate (the test usually stops earlier, on divergence).
+        num_steps: Optimizer steps from `min_lr` to `max_lr`, geometrically spaced.
+        smoothing: Factor of the loss's exponential moving average.
+        divergence: Stop once the smoothed loss exceeds this multiple of its minimum.
+    """
+
+    min_lr: float = 1e-7
+    max_lr: float = 10.0
+    num_steps: int = RANGE_TEST_STEPS
+    smoothing: float = 0.98
+    divergence: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_lr < self.max_lr:
+            raise ValueError(
+                f"Arguments must satisfy 0 < min_lr < max_lr. Received: "
+                f"min_lr={self.min_lr}, max_lr={self.max_lr}"
+            )
+
+
 class _RangeTest(keras.callbacks.Callback):
     """Raises the learning rate every batch and records the loss on the probe rows after
     each step; stops on divergence."""
 
-    def __init__(
-        self,
-        *,
-        probe: tuple[Any, Any],
-        min_lr: float,
-        max_lr: float,
-        num_steps: int,
-        smoothing: float,
-        divergence: float,
-    ) -> None:
+    def __init__(self, *, probe: tuple[Any, Any], sweep: Sweep) -> None:
         super().__init__()
         self.probe = probe
         self._probe_loss: Any = None
-        self.rates = np.geomspace(min_lr, max_lr, num_steps)
-        self.smoothing = smoothing
-        self.divergence = divergence
+        self.rates = np.geomspace(sweep.min_lr, sweep.max_lr, sweep.num_steps)
+        self.smoothing = sweep.smoothing
+        self.divergence = sweep.divergence
         self.step = 0
         self.average = 0.0
         self.best = math.inf
@@ -213,11 +231,7 @@ def lr_range_test(
     *,
     optimizer: str | None = None,
     batch_size: int | None = None,
-    min_lr: float = 1e-7,
-    max_lr: float = 10.0,
-    num_steps: int = RANGE_TEST_STEPS,
-    smoothing: float = 0.98,
-    divergence: float = 4.0,
+    sweep: Sweep = Sweep(),
     seed: int = 0,
 ) -> LRFindResult:
     """Runs the range test on the hypermodel's default model.
@@ -229,23 +243,14 @@ def lr_range_test(
         y: Training targets.
         optimizer: Optimizer name to test; None keeps the space's default.
         batch_size: Batch size; None takes the ``batch_size`` hyperparameter's default.
-        min_lr: First learning rate.
-        max_lr: Last learning rate (the test usually stops earlier, on divergence).
-        num_steps: Optimizer steps from `min_lr` to `max_lr`.
-        smoothing: Factor of the loss's exponential moving average.
-        divergence: Stop once the smoothed loss exceeds this multiple of its minimum.
+        sweep: The rates tried, and when the test stops.
         seed: Seeds the model's initial weights and the batch order.
 
     Returns:
         The curve and the suggested range.
     """
-    if not 0 < min_lr < max_lr:
-        raise ValueError(
-            f"Arguments must satisfy 0 < min_lr < max_lr. Received: min_lr={min_lr}, "
-            f"max_lr={max_lr}"
-        )
     keras.utils.set_random_seed(seed)
-    model, hp = _representative_model(hypermodel, optimizer=optimizer, learning_rate=min_lr)
+    model, hp = _representative_model(hypermodel, optimizer=optimizer, learning_rate=sweep.min_lr)
     # The rate changes every step from a batch callback, which Keras calls once per
     # execution: one step per execution, or the rate would move in jumps.
     model.steps_per_execution = 1
@@ -256,19 +261,12 @@ def lr_range_test(
     probe = tf.nest.map_structure(
         lambda a: a[picked] if isinstance(a, np.ndarray) else tf.gather(a, picked), (x, y)
     )
-    test = _RangeTest(
-        probe=probe,
-        min_lr=min_lr,
-        max_lr=max_lr,
-        num_steps=num_steps,
-        smoothing=smoothing,
-        divergence=divergence,
-    )
+    test = _RangeTest(probe=probe, sweep=sweep)
     model.fit(
         x,
         y,
         batch_size=batch_size,
-        epochs=math.ceil(num_steps / steps_per_epoch),
+        epochs=math.ceil(sweep.num_steps / steps_per_epoch),
         callbacks=[test],
         verbose=0,
     )

@@ -17,7 +17,7 @@ from kt_pipeline import lr_find
 from kt_pipeline.cli import main
 from kt_pipeline.config import load_config, save_config
 from kt_pipeline.errors import UserInputError
-from kt_pipeline.lr_find import lr_range_test, plot_lr_find, suggest_range
+from kt_pipeline.lr_find import Sweep, lr_range_test, plot_lr_find, suggest_range
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -54,7 +54,7 @@ def _losses(hypermodel: MLPHyperModel, x: np.ndarray, y: np.ndarray, rate: float
 
 def test_suggested_range_brackets_a_good_rate_and_excludes_a_diverging_one() -> None:
     x, y, hypermodel = _regression()
-    result = lr_range_test(hypermodel, x, y, num_steps=120)
+    result = lr_range_test(hypermodel, x, y, sweep=Sweep(num_steps=120))
     low, high = result.suggested
     # Ground truth, measured here rather than assumed: 3e-3 trains, 1.0 diverges.
     good = _losses(hypermodel, x, y, 3e-3)
@@ -75,7 +75,7 @@ def test_every_step_is_scored_on_the_same_rows() -> None:
     # Rates too small to move the weights: every step scores the same model on the same
     # probe rows (here all 256), so the curve is flat at the loss on all the data. Each
     # batch's own loss would scatter around it.
-    result = lr_range_test(hypermodel, x, y, min_lr=1e-12, max_lr=2e-12, num_steps=8)
+    result = lr_range_test(hypermodel, x, y, sweep=Sweep(min_lr=1e-12, max_lr=2e-12, num_steps=8))
     hp = keras_tuner.HyperParameters()
     hp.Fixed("lr_schedule", "constant")
     keras.utils.set_random_seed(0)
@@ -134,7 +134,7 @@ def test_the_plot_is_a_valid_png(tmp_path: Path) -> None:
     from matplotlib import image
 
     x, y, hypermodel = _regression()
-    result = lr_range_test(hypermodel, x, y, num_steps=60)
+    result = lr_range_test(hypermodel, x, y, sweep=Sweep(num_steps=60))
     path = plot_lr_find([result], tmp_path / "plots" / "lr.png")
     assert path.read_bytes()[:8] == _PNG_SIGNATURE
     pixels = image.imread(path)
@@ -235,3 +235,8 @@ def test_auto_sets_the_bounds_the_search_uses_and_keeps_them_on_resume(
     ranges = load_config(overrides=[setting]).search.optimizer_learning_rates
     assert set(ranges) == {"adam", "sgd"}
     assert all(0 < low < high for low, high in ranges.values())
+
+
+def test_a_sweep_that_does_not_rise_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"min_lr=1\.0, max_lr=0\.1"):
+        Sweep(min_lr=1.0, max_lr=0.1)
