@@ -54,7 +54,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from hypermodels import MLPHyperModel, SearchSpace
+from hypermodels import Execution, MLPHyperModel, SearchSpace, Target
 from hypermodels.features import TabularSchema, model_inputs
 from kt_pipeline.data import load_dataset
 from kt_pipeline.splits import split_dataset
@@ -106,13 +106,15 @@ def _hypermodel(
     return MLPHyperModel(
         schema=schema,
         task="multiclass",
-        num_classes=classes,
+        target=Target(num_classes=classes),
         train_size=len(y),
         max_epochs=epochs,
         space=space,
-        steps_per_execution=1 if plain else 0,
-        input_pipeline="numpy" if plain else "tf_data",
-        fused_optimizers=fused and not plain,
+        execution=Execution(
+            steps_per_execution=1 if plain else 0,
+            input_pipeline="numpy" if plain else "tf_data",
+            fused_optimizers=fused and not plain,
+        ),
     )
 
 
@@ -137,7 +139,7 @@ def run_one(
     keras.utils.set_random_seed(seed)
     started = time.perf_counter()
     model = hypermodel.build(hp)
-    if hypermodel.input_pipeline == "tf_data":
+    if hypermodel.execution.input_pipeline == "tf_data":
         # The pipeline's tuners build the optimizer before training (`kt_pipeline.tuners`),
         # so its cost falls here as in a search; a plain script leaves it to the first step.
         model.optimizer.build(model.trainable_variables)

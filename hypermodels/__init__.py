@@ -12,8 +12,10 @@ from hypermodels.mlp import (
     INITIALIZERS,
     REGRESSION_LOSSES,
     TASKS,
+    Execution,
     MLPHyperModel,
     SearchSpace,
+    Target,
 )
 from hypermodels.optimizers import CLIPPING, OPTIMIZERS, build_optimizer
 from hypermodels.schedules import SCHEDULES, build_schedule, schedule_callbacks
@@ -29,9 +31,11 @@ __all__ = [
     "SCHEDULES",
     "TASKS",
     "Column",
+    "Execution",
     "MLPHyperModel",
     "SearchSpace",
     "TabularSchema",
+    "Target",
     "build_optimizer",
     "build_schedule",
     "fit_schema",

@@ -41,8 +41,10 @@ __all__ = [
     "REGRESSION_LOSSES",
     "STARTING_POINT",
     "TASKS",
+    "Execution",
     "MLPHyperModel",
     "SearchSpace",
+    "Target",
 ]
 
 #: Hidden-layer activations a search space may name (Keras activation names).
@@ -297,6 +299,66 @@ def _starting_value(hp: Any) -> Any:
     return type(hp.default)(min(max(preferred, values.low), values.high))
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What the head needs to know of the training labels beyond the task.
+
+    Attributes:
+        num_classes: Classes of a multiclass task.
+        mean: Regression only: the output is rescaled to this mean, so the network
+            learns a standardised target.
+        std: Regression only: the output's scale (0 is taken as 1).
+    """
+
+    num_classes: int = 0
+    mean: float = 0.0
+    std: float = 1.0
+
+    @classmethod
+    def of(cls, y: np.ndarray, *, task: str, num_classes: int | None = None) -> Target:
+        """The target of training labels `y`: class ids 0..k-1, where `num_classes`
+        (the data's, when a class may be missing from these rows) defaults to k."""
+        y = np.asarray(y)
+        if task == "regression":
+            return cls(mean=float(y.mean()), std=float(y.std()))
+        return cls(num_classes=int(y.max()) + 1 if num_classes is None else num_classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How a trial's training runs, whatever the model: none of it changes what the
+    search finds, only how fast and on which devices.
+
+    Attributes:
+        steps_per_execution: Training steps per call into the compiled function; 0
+            picks ``min(32, steps per epoch)``, which removes most per-step Python
+            overhead on CPU. Under a multi-replica strategy it is always 1, since
+            Keras's multi-step loop fails there in TF 2.21.
+        jit_compile: Compile with XLA. Off by default: on CPU it made short trials
+            slower; worth trying on GPU.
+        fused_optimizers: Optimizers update with TensorFlow's fused kernels (Adam, AdamW,
+            SGD, RMSprop) or plain TensorFlow ops (Adagrad, Nadam), which trace and
+            step faster (`hypermodels.fused_optimizers`); off, Keras's own classes.
+        input_pipeline: ``tf_data`` (tensors converted once, index-shuffled batches,
+            see `hypermodels.inputs`) or ``numpy`` (plain `fit` on arrays).
+        per_replica_batch: The searched ``batch_size`` is per replica: one step takes
+            ``batch_size x replicas`` rows. Schedules count steps of that global batch.
+    """
+
+    steps_per_execution: int = 0
+    jit_compile: bool = False
+    fused_optimizers: bool = True
+    input_pipeline: str = "tf_data"
+    per_replica_batch: bool = False
+
+    def __post_init__(self) -> None:
+        if self.input_pipeline not in INPUT_PIPELINES:
+            raise ValueError(
+                f"Argument `input_pipeline` must be one of {INPUT_PIPELINES}. "
+                f"Received: input_pipeline={self.input_pipeline!r}"
+            )
+
+
 class MLPHyperModel(keras_tuner.HyperModel):
     """A Dense stack whose depth, widths, activation, dropout, batch normalisation,
     initializer, weight penalties, optimizer (and its own settings), learning rate,
@@ -318,27 +380,14 @@ class MLPHyperModel(keras_tuner.HyperModel):
     Args:
         schema: The feature columns and their training statistics.
         task: ``binary``, ``multiclass`` or ``regression``.
-        num_classes: Classes of a multiclass task.
-        target_mean: Regression only: the output is rescaled to this mean, so the
-            network learns a standardised target.
-        target_std: Regression only: the output's scale.
+        target: The classes of a multiclass task, a regression target's mean and scale.
         train_size: Training rows, to turn epochs into schedule steps.
         max_epochs: Epochs of the longest trial; schedules run over them.
         space: The search space.
         objective: Metric early stopping watches (``val_loss`` unless told).
-        steps_per_execution: Training steps per call into the compiled function; 0
-            picks ``min(32, steps per epoch)``, which removes most per-step Python
-            overhead on CPU. Under a multi-replica strategy it is always 1, since
-            Keras's multi-step loop fails there in TF 2.21.
-        jit_compile: Compile with XLA. Off by default: on CPU it made short trials
-            slower; worth trying on GPU.
-        fused_optimizers: Optimizers update with TensorFlow's fused kernels (Adam, AdamW,
-            SGD, RMSprop) or plain TensorFlow ops (Adagrad, Nadam), which trace and
-            step faster (`hypermodels.fused_optimizers`); off, Keras's own classes.
-        input_pipeline: ``tf_data`` (tensors converted once, index-shuffled batches,
-            see `hypermodels.inputs`) or ``numpy`` (plain `fit` on arrays).
-        per_replica_batch: The searched ``batch_size`` is per replica: one step takes
-            ``batch_size x replicas`` rows. Schedules count steps of that global batch.
+        execution: How trials train: steps per execution, XLA, fused optimizers, the
+            input pipeline, and whether the batch size is per replica.
+        **kwargs: `keras_tuner.HyperModel`'s ``name`` and ``tunable``.
     """
 
     def __init__(
@@ -346,49 +395,31 @@ class MLPHyperModel(keras_tuner.HyperModel):
         *,
         schema: TabularSchema,
         task: str,
-        num_classes: int = 0,
-        target_mean: float = 0.0,
-        target_std: float = 1.0,
+        target: Target = Target(),
         train_size: int = 1000,
         max_epochs: int = 20,
         space: SearchSpace = DEFAULT_SPACE,
         objective: keras_tuner.Objective | None = None,
-        steps_per_execution: int = 0,
-        jit_compile: bool = False,
-        fused_optimizers: bool = True,
-        input_pipeline: str = "tf_data",
-        per_replica_batch: bool = False,
-        name: str | None = None,
-        tunable: bool = True,
+        execution: Execution = Execution(),
+        **kwargs: Any,
     ) -> None:
-        super().__init__(name=name, tunable=tunable)
+        super().__init__(**kwargs)
         if task not in TASKS:
             raise ValueError(f"Argument `task` must be one of {TASKS}. Received: task={task!r}")
-        if task == "multiclass" and num_classes < 2:
+        if task == "multiclass" and target.num_classes < 2:
             raise ValueError(
                 f"Argument `num_classes` must be >= 2 for a multiclass task. "
-                f"Received: num_classes={num_classes}"
+                f"Received: num_classes={target.num_classes}"
             )
         self.schema = schema
         self.task = task
-        self.num_classes = int(num_classes)
-        self.target_mean = float(target_mean)
-        self.target_std = float(target_std) or 1.0
+        self.target = target
         self.train_size = int(train_size)
         self.max_epochs = int(max_epochs)
         self.space = space
         self.objective = objective or keras_tuner.Objective("val_loss", "min")
-        if input_pipeline not in INPUT_PIPELINES:
-            raise ValueError(
-                f"Argument `input_pipeline` must be one of {INPUT_PIPELINES}. "
-                f"Received: input_pipeline={input_pipeline!r}"
-            )
-        self.steps_per_execution = int(steps_per_execution)
-        self.jit_compile = bool(jit_compile)
-        self.fused_optimizers = bool(fused_optimizers)
-        self.input_pipeline = input_pipeline
+        self.execution = execution
         self._inputs = InputCache()
-        self.per_replica_batch = bool(per_replica_batch)
 
     @classmethod
     def from_arrays(
@@ -402,13 +433,10 @@ class MLPHyperModel(keras_tuner.HyperModel):
     ) -> MLPHyperModel:
         """Builds a hypermodel for a float feature matrix; `space` overrides fields of
         `DEFAULT_SPACE` (``units=(8, 16)``, ...)."""
-        y_train = np.asarray(y_train)
         return cls(
             schema=TabularSchema.numeric_matrix(x_train),
             task=task,
-            num_classes=int(y_train.max()) + 1 if task == "multiclass" else 0,
-            target_mean=float(y_train.mean()) if task == "regression" else 0.0,
-            target_std=float(y_train.std()) if task == "regression" else 1.0,
+            target=Target.of(y_train, task=task),
             train_size=len(y_train),
             max_epochs=max_epochs,
             space=dataclasses.replace(DEFAULT_SPACE, **space),
@@ -438,7 +466,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
 
     def global_batch_size(self, batch_size: int, replicas: int) -> int:
         """Rows per optimizer step under a strategy with `replicas` replicas."""
-        return batch_size * replicas if self.per_replica_batch else batch_size
+        return batch_size * replicas if self.execution.per_replica_batch else batch_size
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         choices = self.declare(hp)
@@ -472,7 +500,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             model: keras.Model = MemberAverage(inputs, self._head(x, members), name="mlp")
         else:
             model = keras.Model(inputs, self._head(x), name="mlp")
-        steps = self.steps_per_execution or min(
+        steps = self.execution.steps_per_execution or min(
             _MAX_STEPS_PER_EXECUTION, self.steps_per_epoch(choices["batch_size"])
         )
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
@@ -482,7 +510,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         model.compile(
             optimizer=choices["optimizer"],
             steps_per_execution=steps,
-            jit_compile=self.jit_compile,
+            jit_compile=self.execution.jit_compile,
             **self._loss_and_metrics(choices["label_smoothing"]),
         )
         return model
@@ -531,7 +559,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             choices=space.optimizers,
             clipping=space.gradient_clipping,
             clip_norm=space.clip_norm,
-            fused=self.fused_optimizers,
+            fused=self.execution.fused_optimizers,
             adam_beta2=space.adam_beta2,
         )
         _int_range(hp, "early_stopping_patience", space.early_stopping_patience)
@@ -645,7 +673,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         initial_epoch = int(kwargs.get("initial_epoch") or 0)
         if initial_epoch:
             self._continue_schedule(model, initial_epoch * self.steps_per_epoch(batch_size))
-        if self.input_pipeline == "numpy" or len(args) != 2:
+        if self.execution.input_pipeline == "numpy" or len(args) != 2:
             return model.fit(*args, batch_size=batch_size, callbacks=callbacks, **kwargs)
         x, y = args
         shuffle = bool(kwargs.pop("shuffle", True))
@@ -686,7 +714,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
 
     def _head(self, x: Any, members: int = 1) -> Any:
         # The head stays float32 so a mixed-precision body still gives stable losses.
-        outputs = self.num_classes if self.task == "multiclass" else 1
+        outputs = self.target.num_classes if self.task == "multiclass" else 1
         if members > 1:
             x = member_heads(members, outputs, name="member_heads")(x)
             if self.task == "regression":
@@ -697,14 +725,14 @@ class MLPHyperModel(keras_tuner.HyperModel):
             return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="output")(x)
         if self.task == "multiclass":
             return keras.layers.Dense(
-                self.num_classes, activation="softmax", dtype="float32", name="output"
+                self.target.num_classes, activation="softmax", dtype="float32", name="output"
             )(x)
         return self._rescale(keras.layers.Dense(1, dtype="float32", name="output_standardised")(x))
 
     def _rescale(self, x: Any) -> Any:
         """Standardised predictions back to the label's units."""
         return keras.layers.Rescaling(
-            scale=self.target_std, offset=self.target_mean, dtype="float32", name="output"
+            scale=self.target.std or 1.0, offset=self.target.mean, dtype="float32", name="output"
         )(x)
 
     def _loss_and_metrics(self, label_smoothing: float = 0.0) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import keras
 import keras_tuner
 import tensorflow as tf
 
-from hypermodels import SearchSpace
+from hypermodels import Execution, SearchSpace, Target
 from kt_pipeline.config import PipelineConfig
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.experiment_files import PROJECT_NAME, TENSORBOARD_DIR
@@ -68,24 +68,23 @@ def make_hypermodel(
 ) -> keras_tuner.HyperModel:
     config = sized_for_data(config, prepared)
     y = prepared.splits.train.y
-    regression = prepared.dataset.task == "regression"
     space_fields = {f.name for f in dataclasses.fields(SearchSpace)}
     space = SearchSpace(**{k: v for k, v in vars(config.search).items() if k in space_fields})
+    runtime = config.runtime
     return hypermodel_class(config.search.hypermodel)(
         schema=prepared.schema,
         task=prepared.dataset.task,
-        num_classes=prepared.dataset.num_classes,
-        target_mean=float(y.mean()) if regression else 0.0,
-        target_std=float(y.std()) if regression else 1.0,
+        target=Target.of(y, task=prepared.dataset.task, num_classes=prepared.dataset.num_classes),
         train_size=len(y),
         max_epochs=config.tuner.max_epochs,
         space=space,
         objective=objective,
-        steps_per_execution=config.runtime.steps_per_execution,
-        jit_compile=config.runtime.jit_compile,
-        # Only passed when asked for, so HyperModels without the arguments keep working.
-        **({"per_replica_batch": True} if config.runtime.batch_size_is == "per_replica" else {}),
-        **({} if config.runtime.fused_optimizers else {"fused_optimizers": False}),
+        execution=Execution(
+            steps_per_execution=runtime.steps_per_execution,
+            jit_compile=runtime.jit_compile,
+            fused_optimizers=runtime.fused_optimizers,
+            per_replica_batch=runtime.batch_size_is == "per_replica",
+        ),
     )
 
 

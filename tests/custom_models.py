@@ -11,16 +11,17 @@ from typing import Any
 import keras
 import keras_tuner
 
-from hypermodels import MLPHyperModel
+from hypermodels import MLPHyperModel, Target
 from hypermodels.features import build_preprocessing
 
 
 class LinearHyperModel(keras_tuner.HyperModel):
     """A linear model whose only hyperparameter is the learning rate."""
 
-    def __init__(self, *, schema: Any, task: str, num_classes: int = 0, **_: Any) -> None:
+    def __init__(self, *, schema: Any, task: str, target: Target | None = None, **_: Any) -> None:
         super().__init__()
-        self.schema, self.task, self.num_classes = schema, task, num_classes
+        self.schema, self.task = schema, task
+        self.num_classes = target.num_classes if target else 0
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         inputs, features = build_preprocessing(self.schema)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_step_functions import count_traces
 
-from hypermodels import ACTIVATIONS, OPTIMIZERS, SCHEDULES, MLPHyperModel
+from hypermodels import ACTIVATIONS, OPTIMIZERS, SCHEDULES, Execution, MLPHyperModel, Target
 from hypermodels.fused_optimizers import FUSED
 from kt_pipeline.config import load_config
 
@@ -127,7 +127,7 @@ def test_each_optimizer_and_its_own_settings_reach_the_model(name: str) -> None:
 
 def test_fused_optimizers_can_be_turned_off() -> None:
     hypermodel = _hypermodel(optimizers=("adam",))
-    hypermodel.fused_optimizers = False
+    hypermodel.execution = Execution(fused_optimizers=False)
     assert type(hypermodel.build(keras_tuner.HyperParameters()).optimizer) is keras.optimizers.Adam
 
 
@@ -353,7 +353,7 @@ def test_invalid_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="Received: task='ranking'"):
         MLPHyperModel(schema=schema, task="ranking")
     with pytest.raises(ValueError, match="num_classes=1"):
-        MLPHyperModel(schema=schema, task="multiclass", num_classes=1)
+        MLPHyperModel(schema=schema, task="multiclass", target=Target(num_classes=1))
 
 
 def test_fit_from_a_later_epoch_continues_the_schedule_there() -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import make_mixed_frame, random_search_args
 
-from hypermodels import MLPHyperModel, SearchSpace, fit_schema
+from hypermodels import MLPHyperModel, SearchSpace, Target, fit_schema
 from hypermodels.features import model_inputs, raw_rows
 from hypermodels.members import MemberAverage, RandomSigns, member_adapter, member_heads
 from kt_pipeline.cli import main
@@ -99,10 +99,10 @@ def test_the_hypermodel_searches_members_and_the_export_serves_their_mean(
         y, names = (signal > 0.5).astype("int32"), ("no", "yes")
     elif task == "multiclass":
         y, names = np.digitize(signal, [0.0, 1.0]).astype("int32"), ("lo", "mid", "hi")
-        options = {"num_classes": 3}
+        options = {"target": Target(num_classes=3)}
     else:
         y, names = 3.0 * signal + 10.0, ()
-        options = {"target_mean": float(y.mean()), "target_std": float(y.std())}
+        options = {"target": Target.of(y, task="regression")}
     schema = fit_schema(frame, _KINDS)
     space = SearchSpace(
         members=(1, 8),

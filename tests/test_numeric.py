@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.preprocessing import QuantileTransformer
 
-from hypermodels import MLPHyperModel, SearchSpace, fit_schema
+from hypermodels import MLPHyperModel, SearchSpace, Target, fit_schema
 from hypermodels.features import (
     ValueIds,
     build_preprocessing,
@@ -231,7 +231,7 @@ def test_value_embeddings_learn_each_values_effect_and_are_served_on_raw_columns
     )
     hypermodel = MLPHyperModel(
         schema=schema, task="regression", train_size=len(y), space=space,
-        target_mean=float(y.mean()), target_std=float(y.std()),
+        target=Target.of(y, task="regression"),
     )  # fmt: skip
     final_loss = {}
     for on in (False, True):

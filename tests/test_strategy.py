@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from conftest import make_frame, tiny_search_args
 
-from hypermodels import MLPHyperModel, fit_schema
+from hypermodels import Execution, MLPHyperModel, fit_schema
 from hypermodels.features import build_preprocessing, model_inputs
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.launcher import free_loopback_address
@@ -111,7 +111,7 @@ def _fixed_mlp(x: np.ndarray, y: np.ndarray, *, per_replica_batch: bool, batch: 
         gradient_clipping=("none",),
         early_stopping_patience=(0, 0),
     )
-    hypermodel.per_replica_batch = per_replica_batch
+    hypermodel.execution = Execution(per_replica_batch=per_replica_batch)
     return hypermodel
 
 
