@@ -523,9 +523,24 @@ class MLPHyperModel(keras_tuner.HyperModel):
         once per condition (`KerasTunerFixes` in `kt_pipeline._compat` calls this
         instead): a model with its preprocessing costs tens of milliseconds to build.
         """
+        choices = self._declare_network(hp)
+        choices["optimizer"] = self._declare_optimizer(hp, batch_size=choices["batch_size"])
+        _int_range(hp, "early_stopping_patience", self.space.early_stopping_patience)
+        choices.update(self._declare_numeric(hp))
+        choices.update(self._declare_other_columns(hp))
+        choices["members"] = _option(hp, "members", self.space.members)
+        choices["label_smoothing"] = (
+            _option(hp, "label_smoothing", self.space.label_smoothing)
+            if self.task != "regression"
+            else 0.0
+        )
+        return choices
+
+    def _declare_network(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """The hidden layers, their regularisation, and the batch size."""
         space = self.space
         num_layers = _int_range(hp, "num_layers", space.num_layers)
-        choices: dict[str, Any] = {
+        return {
             "widths": self._units(hp, num_layers),
             "activation": _choice(hp, "activation", space.activations),
             "dropout": _float_range(hp, "dropout", space.dropout),
@@ -535,25 +550,28 @@ class MLPHyperModel(keras_tuner.HyperModel):
             "l2": _penalty(hp, "l2", space.l2),
             "batch_size": _choice(hp, "batch_size", space.batch_sizes),
         }
+
+    def _declare_optimizer(
+        self, hp: keras_tuner.HyperParameters, *, batch_size: int
+    ) -> keras.optimizers.Optimizer:
+        """The optimizer with its learning rate, schedule and clipping."""
+        space = self.space
         learning_rate = choose_learning_rate(
             hp,
             bounds=space.learning_rate,
             choices=space.optimizers,
             by_optimizer=space.optimizer_learning_rates,
         )
+        # The tuner builds inside the strategy's scope, so this is the trial's strategy.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        steps = self.steps_per_epoch(self.global_batch_size(batch_size, replicas))
         schedule = build_schedule(
             hp,
             learning_rate=learning_rate,
-            # The tuner builds inside the strategy's scope, so this is the trial's strategy.
-            decay_steps=self.steps_per_epoch(
-                self.global_batch_size(
-                    choices["batch_size"], tf.distribute.get_strategy().num_replicas_in_sync
-                )
-            )
-            * self._schedule_epochs(hp),
+            decay_steps=steps * self._schedule_epochs(hp),
             choices=space.schedules,
         )
-        choices["optimizer"] = build_optimizer(
+        return build_optimizer(
             hp,
             learning_rate=schedule,
             choices=space.optimizers,
@@ -562,30 +580,28 @@ class MLPHyperModel(keras_tuner.HyperModel):
             fused=self.execution.fused_optimizers,
             adam_beta2=space.adam_beta2,
         )
-        _int_range(hp, "early_stopping_patience", space.early_stopping_patience)
-        choices.update(self._declare_numeric(hp))
-        choices["high_cardinality"] = (
-            _option(hp, "high_cardinality", space.high_cardinality)
-            if high_cardinality_columns(self.schema)
-            else "embedding"
-        )
-        choices["value_embedding"] = (
-            _option(hp, "value_embedding", space.value_embeddings)
-            if value_columns(self.schema)
-            else False
-        )
-        choices["row_target_encoding"] = (
-            _option(hp, "row_target_encoding", space.row_target_encoding)
-            if self.schema.rows is not None
-            else False
-        )
-        choices["members"] = _option(hp, "members", space.members)
-        choices["label_smoothing"] = (
-            _option(hp, "label_smoothing", space.label_smoothing)
-            if self.task != "regression"
-            else 0.0
-        )
-        return choices
+
+    def _declare_other_columns(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+        """How high-cardinality columns, repeated numeric values and repeated rows
+        enter, each declared only where the table has such columns."""
+        space, schema = self.space, self.schema
+        return {
+            "high_cardinality": (
+                _option(hp, "high_cardinality", space.high_cardinality)
+                if high_cardinality_columns(schema)
+                else "embedding"
+            ),
+            "value_embedding": (
+                _option(hp, "value_embedding", space.value_embeddings)
+                if value_columns(schema)
+                else False
+            ),
+            "row_target_encoding": (
+                _option(hp, "row_target_encoding", space.row_target_encoding)
+                if schema.rows is not None
+                else False
+            ),
+        }
 
     def _declare_numeric(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
         """The numeric embedding, the scaling and the embedding's sizes (conditional on
