@@ -103,9 +103,6 @@ class _FusedUpdate(OptimizerHooks):
         dtype = tf.as_dtype(variable.dtype)
         self._fused_update(tf.cast(gradient, dtype), variable, tf.cast(learning_rate, dtype), dtype)
 
-    def _index(self, variable: Any) -> int:
-        return int(self._get_variable_index(variable))  # type: ignore[attr-defined]
-
 
 class _FusedAdamUpdate(_FusedUpdate):
     """The update of Adam and AdamW (whose decay Keras applies before it)."""
@@ -115,8 +112,6 @@ class _FusedAdamUpdate(_FusedUpdate):
     epsilon: float
     amsgrad: bool
     iterations: Any
-    _momentums: list[Any]
-    _velocities: list[Any]
 
     def _fusable(self) -> bool:
         return not self.amsgrad
@@ -128,12 +123,11 @@ class _FusedAdamUpdate(_FusedUpdate):
         return beta_1, beta_2, tf.pow(beta_1, step), tf.pow(beta_2, step)
 
     def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
-        index = self._index(variable)
         beta_1, beta_2, beta_1_power, beta_2_power = self._step_scalars(dtype)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable),
-            m=_handle(self._momentums[index]),
-            v=_handle(self._velocities[index]),
+            m=_handle(self.slot("momentums", variable)),
+            v=_handle(self.slot("velocities", variable)),
             beta1_power=beta_1_power,
             beta2_power=beta_2_power,
             lr=lr,
@@ -167,7 +161,7 @@ class FusedSGD(_FusedUpdate, keras.optimizers.SGD):
             return
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=_handle(variable),
-            accum=_handle(self.momentums[self._index(variable)]),
+            accum=_handle(self.slot("momentums", variable)),
             lr=lr,
             grad=grad,
             momentum=tf.cast(self.momentum, dtype),
@@ -190,17 +184,16 @@ class FusedRMSprop(_FusedUpdate, keras.optimizers.RMSprop):
             return
         super().build(var_list)
         if not self.momentum > 0 and not self.centered:
-            self._momentums = self.add_optimizer_variables(var_list, "momentum")
+            self.add_slots("momentums", var_list, "momentum")
 
     def _fusable(self) -> bool:
         return not self.centered
 
     def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
-        index = self._index(variable)
         tf.raw_ops.ResourceApplyRMSProp(
             var=_handle(variable),
-            ms=_handle(self._velocities[index]),
-            mom=_handle(self._momentums[index]),
+            ms=_handle(self.slot("velocities", variable)),
+            mom=_handle(self.slot("momentums", variable)),
             lr=lr,
             rho=tf.cast(self.rho, dtype),
             momentum=tf.cast(self.momentum, dtype),
@@ -214,7 +207,7 @@ class FusedAdagrad(_FusedUpdate, keras.optimizers.Adagrad):
     """`keras.optimizers.Adagrad` with its update in plain TensorFlow ops."""
 
     def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
-        accumulator = _handle(self._accumulators[self._index(variable)])
+        accumulator = _handle(self.slot("accumulators", variable))
         tf.raw_ops.AssignAddVariableOp(resource=accumulator, value=tf.square(grad))
         step = lr * grad / tf.sqrt(_read(accumulator, dtype) + self.epsilon)
         tf.raw_ops.AssignSubVariableOp(resource=_handle(variable), value=step)
@@ -231,7 +224,7 @@ class FusedNadam(_FusedUpdate, keras.optimizers.Nadam):
         decay = tf.cast(0.96, dtype)
         u_t = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step))
         u_t_1 = beta_1 * (1.0 - 0.5 * tf.pow(decay, local_step + 1.0))
-        u_product_t = tf.cast(self._u_product, dtype)
+        u_product_t = tf.cast(self.state("u_product"), dtype)
         return (
             u_t_1 / (1.0 - u_product_t * u_t_1),  # multiplies m in m_hat
             (1.0 - u_t) / (1.0 - u_product_t),  # multiplies the gradient in m_hat
@@ -240,9 +233,8 @@ class FusedNadam(_FusedUpdate, keras.optimizers.Nadam):
 
     def _fused_update(self, grad: Any, variable: Any, lr: Any, dtype: Any) -> None:
         momentum_scale, gradient_scale, velocity_correction = self._step_scalars(dtype)
-        index = self._index(variable)
-        m = _handle(self._momentums[index])
-        v = _handle(self._velocities[index])
+        m = _handle(self.slot("momentums", variable))
+        v = _handle(self.slot("velocities", variable))
         tf.raw_ops.AssignAddVariableOp(
             resource=m, value=(grad - _read(m, dtype)) * (1.0 - tf.cast(self.beta_1, dtype))
         )

@@ -55,6 +55,7 @@ __all__ = [
     "apply",
     "check_versions",
     "dist_utils",
+    "forget_worker",
     "gradient_registry",
     "hyperband_brackets",
     "locked",
@@ -333,6 +334,22 @@ class OracleHooks:
     def propose(self, random: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
         return random()
 
+    def next_seed(self) -> int:
+        """A new seed from the oracle's saved draw counter (``_seed_state``), which
+        KerasTuner's own draws advance too: a resumed search draws as an uninterrupted
+        one would."""
+        self._seed_state: int
+        self._seed_state += 1
+        return int(self._seed_state)
+
+    def seed_counter(self) -> int:
+        """The draw counter as it stands, without advancing it."""
+        return int(self._seed_state)
+
+    def tried(self, values: dict[str, Any]) -> bool:
+        """Whether a trial already ran these values (KerasTuner's ``_duplicate``)."""
+        return bool(self._duplicate(values))  # type: ignore[attr-defined]
+
 
 class OptimizerHooks:
     """Keras's private `Optimizer._backend_update_step`, where Keras updates every
@@ -346,6 +363,23 @@ class OptimizerHooks:
 
     def update_all(self, run: Callable[[], None]) -> None:
         run()
+
+    def slot(self, name: str, variable: Any) -> Any:
+        """The optimizer's `name` state of `variable` (``momentums``, ``velocities``,
+        ``accumulators``): Keras keeps each in a private list, in the order of
+        ``_get_variable_index``."""
+        index = self._get_variable_index(variable)  # type: ignore[attr-defined]
+        slots = getattr(self, f"_{name}", None)
+        return (slots if slots is not None else getattr(self, name))[index]  # SGD's: public
+
+    def add_slots(self, name: str, var_list: list[Any], prefix: str) -> None:
+        """Creates `name` state for every variable, where Keras's `slot` reads it."""
+        slots = self.add_optimizer_variables(var_list, prefix)  # type: ignore[attr-defined]
+        setattr(self, f"_{name}", slots)
+
+    def state(self, name: str) -> Any:
+        """Keras's private step state ``_<name>`` (Nadam's ``u_product``)."""
+        return getattr(self, f"_{name}")
 
 
 def symbolic_build(model: Any, batch: Any) -> None:
@@ -372,7 +406,16 @@ class KerasTunerFixes(keras_tuner.Tuner):
     * Finding the conditional hyperparameters builds the whole model once per condition
       (about 20 builds for the default space); a hypermodel with a ``declare(hp)``
       method (`MLPHyperModel.declare`) only declares them.
+    * A reloaded oracle holds its trials in file-listing order, so score ties broke
+      differently on every reload (`_order_trials`), and a process killed between
+      KerasTuner's two state files left a trial neither queued nor ended
+      (`_repair_interrupted`).
     """
+
+    def reload(self) -> None:
+        super().reload()
+        _order_trials(self.oracle)
+        _repair_interrupted(self.oracle)
 
     def _activate_all_conditions(self) -> None:
         declare = getattr(self.hypermodel, "declare", None)
@@ -506,6 +549,18 @@ def retry_queue(oracle: keras_tuner.Oracle) -> list[str]:
     return queue
 
 
+def forget_worker(oracle: keras_tuner.Oracle, tuner_id: str) -> str | None:
+    """Drops a worker from the oracle and queues its running trial to run again
+    (`Oracle.create_trial` hands out the retry queue first, hyperparameters and all);
+    returns that trial's id, or None when it held none."""
+    oracle.tuner_ids.discard(tuner_id)
+    trial = oracle.ongoing_trials.pop(tuner_id, None)
+    if trial is None:
+        return None
+    retry_queue(oracle).append(trial.trial_id)
+    return str(trial.trial_id)
+
+
 def reseed_oracle(oracle: keras_tuner.Oracle, *, seed: int, start: int) -> None:
     """Gives a fresh oracle `seed` and starts its draw counter at `start`; the
     Bayesian oracle's random state and Gaussian process are rebuilt from the seed."""
@@ -532,3 +587,40 @@ def gradient_registry() -> dict[str, Any]:
     if the private attribute moves."""
     registry = getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", None)
     return registry if isinstance(registry, dict) else {}
+
+
+def _order_trials(oracle: keras_tuner.Oracle) -> None:
+    """Puts a reloaded oracle's trials in the order they were created (ids count up),
+    the order a live search holds them in, so score ties break the same way."""
+    oracle.trials = dict(sorted(oracle.trials.items(), key=lambda item: (len(item[0]), item[0])))
+
+
+_ENDED = (
+    trial_module.TrialStatus.COMPLETED,
+    trial_module.TrialStatus.FAILED,
+    trial_module.TrialStatus.INVALID,
+)
+
+
+def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:
+    """Makes a reloaded oracle agree with the trial files a killed process left.
+
+    KerasTuner writes ``trial.json`` and then ``oracle.json``. Killed between the two
+    when a trial starts, the trial stays RUNNING but is not queued to run again (and
+    counts towards `max_trials`), so it is queued here. Killed between the two when a
+    trial ends, the finished trial is queued to run again, so it is taken off the
+    queue and its end recorded. A trial that runs again starts without the metrics an
+    interrupted attempt may have reported (KerasTuner would keep them as its result).
+    Runs after `_order_trials`, so the trials are visited oldest first.
+    """
+    queued = retry_queue(oracle)
+    for trial_id, trial in oracle.trials.items():
+        if trial.status == trial_module.TrialStatus.RUNNING and trial_id not in queued:
+            queued.insert(0, trial_id)  # the queue pops from its end: oldest runs last
+        elif trial.status in _ENDED and trial_id in queued:
+            queued.remove(trial_id)
+            if trial_id not in oracle.end_order:
+                oracle.end_order.append(trial_id)
+        if trial_id in queued:
+            trial.metrics = type(trial.metrics)()  # a fresh MetricsTracker
+            trial.score = trial.best_step = None

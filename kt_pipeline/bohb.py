@@ -122,8 +122,7 @@ class BOHBOracle(OracleHooks, keras_tuner.oracles.HyperbandOracle):
     def _rng(self) -> np.random.Generator:
         # Derived from the seed and the oracle's saved counter: a resumed search draws
         # what an uninterrupted one would have drawn.
-        self._seed_state += 1
-        return np.random.default_rng([int(self.seed or 0), int(self._seed_state)])
+        return np.random.default_rng([int(self.seed or 0), self.next_seed()])
 
     def propose(self, random: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
         rng = self._rng()
@@ -172,7 +171,7 @@ class BOHBOracle(OracleHooks, keras_tuner.oracles.HyperbandOracle):
         best_score = -math.inf
         for _ in range(self.num_samples):
             values, score = self._sample_candidate(rng, good, bad)
-            if score > best_score and not self._duplicate(values):
+            if score > best_score and not self.tried(values):
                 best, best_score = values, score
         return best
 
@@ -212,8 +211,8 @@ class BOHBOracle(OracleHooks, keras_tuner.oracles.HyperbandOracle):
             if hp.name in asked:  # snapped to KerasTuner's grid (steps, choices)
                 hps.values[hp.name] = hp.prob_to_value(hp.value_to_prob(asked[hp.name]))
             else:
-                hps.values[hp.name] = hp.random_sample(self._seed_state)
-        return None if self._duplicate(hps.values) else hps.values
+                hps.values[hp.name] = hp.random_sample(self.seed_counter())
+        return None if self.tried(hps.values) else hps.values
 
     def _tunable(self) -> list[Any]:
         return [

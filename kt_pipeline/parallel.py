@@ -39,6 +39,7 @@ import keras_tuner
 
 from kt_pipeline._compat import (
     dist_utils,
+    forget_worker,
     locked,
     oracle_chief,
     oracle_client,
@@ -389,12 +390,9 @@ def _reap(
     for tuner_id in sorted(oracle.tuner_ids):
         if last_seen.get(tuner_id, cutoff) >= cutoff:
             continue
-        oracle.tuner_ids.discard(tuner_id)
-        trial = oracle.ongoing_trials.pop(tuner_id, None)
-        if trial is not None:
-            # Oracle.create_trial hands out the retry queue first, hyperparameters and all.
-            retry_queue(oracle).append(trial.trial_id)
-            taken.append((trial.trial_id, tuner_id))
+        trial_id = forget_worker(oracle, tuner_id)
+        if trial_id is not None:
+            taken.append((trial_id, tuner_id))
     if taken:
         oracle.save()
     return taken

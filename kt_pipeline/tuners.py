@@ -65,7 +65,6 @@ from kt_pipeline._compat import (
     answer_first_draw,
     apply,
     reseed_oracle,
-    retry_queue,
 )
 from kt_pipeline.bohb import BOHB
 from kt_pipeline.errors import DiskFullError, SearchAbortedError, is_disk_full
@@ -110,8 +109,6 @@ DIVERGED = "diverged"
 
 _COMPLETED = keras_tuner.engine.trial.TrialStatus.COMPLETED
 _FAILED = keras_tuner.engine.trial.TrialStatus.FAILED
-_RUNNING = keras_tuner.engine.trial.TrialStatus.RUNNING
-_ENDED = (_COMPLETED, _FAILED, keras_tuner.engine.trial.TrialStatus.INVALID)
 
 
 def completed_trials(oracle: keras_tuner.Oracle) -> list[keras_tuner.engine.trial.Trial]:
@@ -324,11 +321,6 @@ class _PipelineTunerMixin(TunerMixinBase):
         super().on_search_end()
         self._progress.close()
 
-    def reload(self) -> None:
-        super().reload()
-        _order_trials(self.oracle)
-        _repair_interrupted(self.oracle)
-
     def _trial_file(self, trial_id: str, name: str) -> str:
         return os.path.join(self.get_trial_dir(trial_id), name)
 
@@ -464,36 +456,6 @@ class _PipelineTunerMixin(TunerMixinBase):
                 f"(tuner.max_consecutive_failed_trials = {self._max_failures}); "
                 f"last reason: {errors[-1].message}"
             )
-
-
-def _order_trials(oracle: keras_tuner.Oracle) -> None:
-    """Puts a reloaded oracle's trials in the order they were created (ids count up),
-    the order a live search holds them in, so score ties break the same way."""
-    oracle.trials = dict(sorted(oracle.trials.items(), key=lambda item: (len(item[0]), item[0])))
-
-
-def _repair_interrupted(oracle: keras_tuner.Oracle) -> None:
-    """Makes a reloaded oracle agree with the trial files a killed process left.
-
-    KerasTuner writes ``trial.json`` and then ``oracle.json``. Killed between the two
-    when a trial starts, the trial stays RUNNING but is not queued to run again (and
-    counts towards `max_trials`), so it is queued here. Killed between the two when a
-    trial ends, the finished trial is queued to run again, so it is taken off the
-    queue and its end recorded. A trial that runs again starts without the metrics an
-    interrupted attempt may have reported (KerasTuner would keep them as its result).
-    Runs after `_order_trials`, so the trials are visited oldest first.
-    """
-    queued = retry_queue(oracle)
-    for trial_id, trial in oracle.trials.items():
-        if trial.status == _RUNNING and trial_id not in queued:
-            queued.insert(0, trial_id)  # the queue pops from its end: oldest runs last
-        elif trial.status in _ENDED and trial_id in queued:
-            queued.remove(trial_id)
-            if trial_id not in oracle.end_order:
-                oracle.end_order.append(trial_id)
-        if trial_id in queued:
-            trial.metrics = type(trial.metrics)()  # a fresh MetricsTracker
-            trial.score = trial.best_step = None
 
 
 class HyperbandTuner(

@@ -4,10 +4,13 @@ each fix does what it says, and the versions they were written for are checked."
 from __future__ import annotations
 
 import ast
+import contextlib
 import errno
 import importlib
 import inspect
 import json
+import re
+import textwrap
 from pathlib import Path
 
 import keras_tuner
@@ -222,3 +225,46 @@ def test_no_private_attribute_of_another_object_is_read_elsewhere() -> None:
                 continue
             read.add(ast.unparse(node))
     assert read == _PUBLIC_UNDERSCORES, sorted(read - _PUBLIC_UNDERSCORES)
+
+
+def _foreign_sources(classes: list[type]) -> dict[type, str]:
+    """Each of our classes, with the source of every KerasTuner, Keras or TensorFlow
+    class above it, or above any class that mixes it in."""
+    sources: dict[type, str] = {}
+    for cls in classes:
+        foreign = [b for b in cls.__mro__ if not b.__module__.startswith(_OURS) and b is not object]
+        text = ""
+        for base in foreign:
+            with contextlib.suppress(OSError, TypeError):
+                text += inspect.getsource(base)
+        for ours in cls.__mro__:
+            if ours.__module__.startswith(_OURS):
+                sources[ours] = sources.get(ours, "") + text
+    return sources
+
+
+def test_no_private_state_of_keras_tuner_or_keras_is_used_through_self_elsewhere() -> None:
+    """A subclass that reads or writes ``self._x``, where ``_x`` is KerasTuner's or
+    Keras's own state (an oracle's draw counter, an optimizer's slot lists), goes
+    through `_compat` (`OracleHooks.next_seed`, `OptimizerHooks.slot`, ...)."""
+    classes = [
+        cls
+        for name in _modules()
+        for cls in vars(importlib.import_module(name)).values()
+        if inspect.isclass(cls) and cls.__module__ == name
+    ]
+    sources = _foreign_sources(classes)
+    used = set()
+    for cls in classes:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and re.search(rf"self\.{node.attr}\b", sources.get(cls, ""))
+            ):
+                used.add(f"{cls.__module__}.{cls.__qualname__}: self.{node.attr}")
+    assert not used, sorted(used)
