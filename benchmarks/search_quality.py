@@ -29,8 +29,8 @@ model it picks:
   distinct configurations' models, see ``kt_pipeline.ensemble``).
 * ``pipeline_random_first``: the pipeline with ``tuner.first_trial = "random"``: no
   known-good first trial, every trial sampled.
-* ``pipeline_trial_schedule``: the pipeline with ``search.schedule_horizon =
-  "trial"``: each Hyperband round's schedule decays over that round's epochs.
+* ``pipeline_trial_schedule`` (recorded: its setting was removed): the pipeline with
+  each Hyperband round's schedule decaying over that round's epochs.
 * ``pipeline_shared_lr``: the pipeline without the range test, one learning-rate range
   (1e-4 to 1e-2) for every optimizer (``search.optimizer_learning_rates = {}``);
   ``pipeline_own_lr``: without the range test, plain SGD and Adagrad searching 1e-3 to
@@ -111,14 +111,18 @@ VARIANTS = (
     "pipeline_bohb_10_range",
     "pipeline_bayesian",
 )
+#: Variants whose setting was removed (`search.schedule_horizon`): their recorded runs
+#: stay in the summary, and nothing runs them again.
+RECORDED = ("pipeline_trial_schedule",)
 #: Rows read from another method's runs instead of searching again: the pipeline's
 #: searches scored by their best trial's model alone (``export.ensemble = 1``).
 DERIVED = ("pipeline_single_model",)
-SEARCHES = BASELINES + REFERENCES + VARIANTS  # the methods with runs of their own
+# The methods with runs of their own.
+SEARCHES = BASELINES + REFERENCES + tuple(v for v in VARIANTS if v not in RECORDED)
 #: What ``--tiny`` runs unless ``--methods`` says otherwise: every code path once (the
 #: variants are the pipeline's with other settings, which a fast test loads).
 TINY_METHODS = BASELINES + REFERENCES
-METHODS = SEARCHES + DERIVED
+METHODS = BASELINES + REFERENCES + VARIANTS + DERIVED
 DATASETS = ("digits", "breast_cancer", "generated")
 
 GENERATED_ROWS = 20_000
@@ -361,8 +365,6 @@ def pipeline_overrides(
     own = "search.optimizer_learning_rates={sgd=[0.001, 0.1], adagrad=[0.001, 0.1]}"
     if method == "pipeline_random_first":
         overrides.append("tuner.first_trial='random'")
-    elif method == "pipeline_trial_schedule":
-        overrides.append("search.schedule_horizon='trial'")
     elif method == "pipeline_shared_lr":
         overrides.append(shared)
     elif method == "pipeline_own_lr":
@@ -851,7 +853,8 @@ def _plot(runs: list[dict[str, Any]], dataset: str, path: Path) -> None:
     grid = np.arange(1, budget + 1)
     figure, axes = plt.subplots(figsize=(8, 5))
     shown: list[float] = []
-    for colour, method in enumerate(SEARCHES):  # a derived row has its source's curve
+    # A derived row has its source's curve.
+    for colour, method in enumerate(BASELINES + REFERENCES + VARIANTS):
         curves = [r["curve"] for r in runs if r["method"] == method and r["dataset"] == dataset]
         if not curves:
             continue

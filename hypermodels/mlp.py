@@ -66,9 +66,6 @@ TASKS = ("binary", "multiclass", "regression")
 #: Losses for a regression head.
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 
-#: How many epochs a decaying learning-rate schedule spans (`SearchSpace.schedule_horizon`).
-SCHEDULE_HORIZONS = ("max_epochs", "trial")
-
 #: Ways `fit` can feed the data.
 INPUT_PIPELINES = ("tf_data", "numpy")
 
@@ -115,12 +112,6 @@ class SearchSpace:
         early_stopping_patience: Epochs without improvement of the objective before a
             trial stops; 0 turns early stopping off.
         regression_loss: ``mse``, ``mae`` or ``huber`` (fixed: losses are not comparable).
-        schedule_horizon: Epochs a decaying schedule spans. ``max_epochs``: every
-            trial follows the schedule of a full-length trial, so a short Hyperband
-            round stops partway down it, before the rate has decayed. ``trial``: each
-            round decays over its own epochs (``tuner/epochs``), so short rounds are
-            ranked on annealed weights; a promoted trial continues at its parent's step
-            count, where its longer schedule sets the rate higher again.
         numeric_scalings: How numeric columns are scaled (`numeric.NUMERIC_SCALINGS`:
             ``standardize``, ``quantile`` to a normal, ``robust`` with smooth clipping).
         numeric_embeddings: How each numeric column is embedded
@@ -177,7 +168,6 @@ class SearchSpace:
     clip_norm: tuple[float, float] = (0.5, 5.0)
     early_stopping_patience: tuple[int, int] = (5, 5)
     regression_loss: str = "mse"
-    schedule_horizon: str = "max_epochs"
     numeric_scalings: tuple[str, ...] = ("standardize", "quantile", "robust")
     numeric_embeddings: tuple[str, ...] = ("none", "periodic", "piecewise_linear")
     embedding_dims: tuple[int, ...] = (8, 16, 32)
@@ -568,7 +558,9 @@ class MLPHyperModel(keras_tuner.HyperModel):
         schedule = build_schedule(
             hp,
             learning_rate=learning_rate,
-            decay_steps=steps * self._schedule_epochs(hp),
+            # Every trial follows the schedule of a full-length one: a short Hyperband
+            # round stops partway down it.
+            decay_steps=steps * self.max_epochs,
             choices=space.schedules,
         )
         return build_optimizer(
@@ -657,13 +649,6 @@ class MLPHyperModel(keras_tuner.HyperModel):
         return PiecewiseLinearEmbedding(
             edges, choices["embedding_dim"], name="piecewise_linear_embedding"
         )
-
-    def _schedule_epochs(self, hp: keras_tuner.HyperParameters) -> int:
-        """Epochs a decaying schedule spans: `max_epochs`, or with ``schedule_horizon =
-        "trial"`` the epochs Hyperband gives this round (``tuner/epochs``)."""
-        if self.space.schedule_horizon == "trial":
-            return int(hp.values.get("tuner/epochs", self.max_epochs))
-        return self.max_epochs
 
     def fit(
         self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any

@@ -72,8 +72,9 @@ def test_saved_config_reads_back_unchanged(tmp_path: Path) -> None:
         ("search.optimizers=['adma']", "Received: 'adma' (did you mean 'adam'?)"),
         ("search.schedules=['linear']", "`search.schedules` must be one of"),
         (
-            "search.schedule_horizon='epoch'",
-            "`search.schedule_horizon` must be one of max_epochs, trial. Received: 'epoch'",
+            "search.schedule_horizon='trial'",
+            "`search.schedule_horizon` must be absent (the setting was removed; every search "
+            "now does 'max_epochs'). Received: 'trial'",
         ),
         ("search.activations=[]", "`search.activations` must be a non-empty list"),
         ("search.units=[0, 8]", "`search.units` must be a non-empty list of integers >= 1"),
@@ -109,6 +110,14 @@ def test_refit_takes_its_modes_and_the_booleans_of_configs_saved_before_them(
 ) -> None:
     assert load_config(None).export.refit == "auto"
     assert load_config(None, [f"export.refit={value}"]).export.refit == mode
+
+
+def test_a_config_saved_with_a_removed_setting_at_its_default_still_loads(
+    tmp_path: Path,
+) -> None:
+    saved = tmp_path / "config.toml"
+    saved.write_text('[search]\nschedule_horizon = "max_epochs"\nunits = [8]\n')
+    assert load_config(saved).search.units == (8,)
 
 
 def test_unreadable_and_malformed_files(tmp_path: Path) -> None:

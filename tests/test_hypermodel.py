@@ -170,19 +170,13 @@ def test_each_schedule_gives_the_expected_rate_at_step_k(name: str, k: int) -> N
     assert rate == pytest.approx(expected, rel=1e-4, abs=1e-7)
 
 
-@pytest.mark.parametrize(("horizon", "expected_epochs"), [("max_epochs", 10), ("trial", 3)])
-def test_the_schedule_spans_the_horizon_it_is_given(horizon: str, expected_epochs: int) -> None:
-    """With ``schedule_horizon = "trial"`` a Hyperband round of 3 epochs decays to 0
-    over those 3; by default it follows the 10-epoch schedule of a full trial."""
-    hypermodel = _hypermodel(
-        schedules=("cosine",),
-        learning_rate=(0.1, 0.1),
-        batch_sizes=(10,),
-        schedule_horizon=horizon,
-    )
+def test_a_short_hyperband_round_follows_the_schedule_of_a_full_trial() -> None:
+    """A Hyperband round of 3 epochs follows the 10-epoch schedule of a full trial, so
+    it stops partway down it instead of decaying to 0 over its own 3."""
+    hypermodel = _hypermodel(schedules=("cosine",), learning_rate=(0.1, 0.1), batch_sizes=(10,))
     hp = _fixed(**{"tuner/epochs": 3, "tuner/initial_epoch": 0})
     model = hypermodel.build(hp)
-    steps = hypermodel.steps_per_epoch(10) * expected_epochs
+    steps = hypermodel.steps_per_epoch(10) * 10
     for k, fraction in ((0, 1.0), (steps // 2, 0.5), (steps, 0.0)):
         model.optimizer.iterations.assign(k)
         assert float(model.optimizer.learning_rate) == pytest.approx(0.1 * fraction, abs=1e-6)
