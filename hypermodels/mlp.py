@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from hypermodels.domains import BOOLEAN, CHOICE, FIXED, FLOAT, domain
 from hypermodels.features import (
+    HIGH_CARDINALITY,
     TabularSchema,
     build_preprocessing,
     high_cardinality_columns,
@@ -27,9 +28,20 @@ from hypermodels.features import (
 )
 from hypermodels.inputs import InputCache
 from hypermodels.members import MemberAverage, member_adapter, member_heads
-from hypermodels.numeric import PeriodicEmbedding, PiecewiseLinearEmbedding, bin_edges
-from hypermodels.optimizers import OPTIMIZERS, build_optimizer, choose_learning_rate
-from hypermodels.schedules import DEFAULT_SCHEDULES, build_schedule, schedule_callbacks
+from hypermodels.numeric import (
+    NUMERIC_EMBEDDINGS,
+    NUMERIC_SCALINGS,
+    PeriodicEmbedding,
+    PiecewiseLinearEmbedding,
+    bin_edges,
+)
+from hypermodels.optimizers import CLIPPING, OPTIMIZERS, build_optimizer, choose_learning_rate
+from hypermodels.schedules import (
+    DEFAULT_SCHEDULES,
+    SCHEDULES,
+    build_schedule,
+    schedule_callbacks,
+)
 from hypermodels.step_functions import prepare_step_functions
 
 __all__ = [
@@ -78,6 +90,22 @@ EVALUATION_BATCH_SIZE = 2048
 # A weight-penalty range that starts at 0 means "off, or log-uniform over this many
 # decades below the upper bound".
 _PENALTY_DECADES = 4
+
+
+def _setting(default: Any, **rules: Any) -> Any:
+    """A `SearchSpace` field and the rules its value must keep, which the pipeline's
+    config checks (`kt_pipeline.config`) and its resume reads, so that a new option is
+    declared here alone:
+
+    * ``range=(low, high)`` (with ``log=True``: searched on a log scale): a
+      ``(min, max)`` range within those bounds;
+    * ``choices=ALLOWED``: a non-empty list of allowed names; ``choice=ALLOWED``: one;
+    * ``flags``, ``fractions``, ``counts``: a non-empty list of true/false, of values
+      in [0, 1), of integers >= 1;
+    * ``before=VALUE``: an option added after experiments were first saved, with the
+      value that runs such an experiment as it ran (`kt_pipeline.resume`).
+    """
+    return dataclasses.field(default=default, metadata=rules)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,38 +176,45 @@ class SearchSpace:
     alone (`benchmarks/README.md`, *Numeric preprocessing*).
     """
 
-    num_layers: tuple[int, int] = (1, 3)
-    units: tuple[int, ...] = (64, 128, 256, 512)
+    num_layers: tuple[int, int] = _setting((1, 3), range=(0, 64))
+    units: tuple[int, ...] = _setting((64, 128, 256, 512), counts=True)
     per_layer_units: bool = False
-    activations: tuple[str, ...] = ("relu", "gelu", "tanh", "swish")
-    dropout: tuple[float, float] = (0.0, 0.5)
-    batch_norm: tuple[bool, ...] = (False, True)
-    kernel_initializers: tuple[str, ...] = ("glorot_uniform", "he_normal")
-    l1: tuple[float, float] = (0.0, 0.0)
-    l2: tuple[float, float] = (0.0, 1e-3)
-    optimizers: tuple[str, ...] = OPTIMIZERS
-    learning_rate: tuple[float, float] = (1e-4, 1e-2)
+    activations: tuple[str, ...] = _setting(("relu", "gelu", "tanh", "swish"), choices=ACTIVATIONS)
+    dropout: tuple[float, float] = _setting((0.0, 0.5), range=(0.0, 0.95))
+    batch_norm: tuple[bool, ...] = _setting((False, True), flags=True)
+    kernel_initializers: tuple[str, ...] = _setting(
+        ("glorot_uniform", "he_normal"), choices=INITIALIZERS
+    )
+    # A penalty's range may start at 0: "off, or log-uniform".
+    l1: tuple[float, float] = _setting((0.0, 0.0), range=(0.0, 10.0))
+    l2: tuple[float, float] = _setting((0.0, 1e-3), range=(0.0, 10.0))
+    optimizers: tuple[str, ...] = _setting(OPTIMIZERS, choices=OPTIMIZERS)
+    learning_rate: tuple[float, float] = _setting((1e-4, 1e-2), range=(0.0, 10.0), log=True)
     optimizer_learning_rates: Mapping[str, tuple[float, float]] = dataclasses.field(
         default_factory=dict
     )
-    schedules: tuple[str, ...] = DEFAULT_SCHEDULES
-    batch_sizes: tuple[int, ...] = (32, 64, 128)
-    gradient_clipping: tuple[str, ...] = ("none", "global_norm")
-    clip_norm: tuple[float, float] = (0.5, 5.0)
-    early_stopping_patience: tuple[int, int] = (5, 5)
-    regression_loss: str = "mse"
-    numeric_scalings: tuple[str, ...] = ("standardize", "quantile", "robust")
-    numeric_embeddings: tuple[str, ...] = ("none", "periodic", "piecewise_linear")
-    embedding_dims: tuple[int, ...] = (8, 16, 32)
-    periodic_frequencies: tuple[int, ...] = (16, 32, 64)
-    periodic_sigma: tuple[float, float] = (0.01, 10.0)
-    piecewise_bins: tuple[int, ...] = (8, 16, 32)
-    adam_beta2: tuple[float, ...] = (0.999,)
-    label_smoothing: tuple[float, ...] = (0.0,)
-    high_cardinality: tuple[str, ...] = ("embedding",)
-    value_embeddings: tuple[bool, ...] = (False,)
-    row_target_encoding: tuple[bool, ...] = (False, True)
-    members: tuple[int, ...] = (1,)
+    schedules: tuple[str, ...] = _setting(DEFAULT_SCHEDULES, choices=SCHEDULES)
+    batch_sizes: tuple[int, ...] = _setting((32, 64, 128), counts=True)
+    gradient_clipping: tuple[str, ...] = _setting(("none", "global_norm"), choices=CLIPPING)
+    clip_norm: tuple[float, float] = _setting((0.5, 5.0), range=(0.0, 1e6), log=True)
+    early_stopping_patience: tuple[int, int] = _setting((5, 5), range=(0, 10_000))
+    regression_loss: str = _setting("mse", choice=REGRESSION_LOSSES)
+    numeric_scalings: tuple[str, ...] = _setting(
+        ("standardize", "quantile", "robust"), choices=NUMERIC_SCALINGS
+    )
+    numeric_embeddings: tuple[str, ...] = _setting(
+        ("none", "periodic", "piecewise_linear"), choices=NUMERIC_EMBEDDINGS
+    )
+    embedding_dims: tuple[int, ...] = _setting((8, 16, 32), counts=True)
+    periodic_frequencies: tuple[int, ...] = _setting((16, 32, 64), counts=True)
+    periodic_sigma: tuple[float, float] = _setting((0.01, 10.0), range=(0.0, 1e4), log=True)
+    piecewise_bins: tuple[int, ...] = _setting((8, 16, 32), counts=True)
+    adam_beta2: tuple[float, ...] = _setting((0.999,), fractions=True)
+    label_smoothing: tuple[float, ...] = _setting((0.0,), fractions=True)
+    high_cardinality: tuple[str, ...] = _setting(("embedding",), choices=HIGH_CARDINALITY)
+    value_embeddings: tuple[bool, ...] = _setting((False,), flags=True, before=(False,))
+    row_target_encoding: tuple[bool, ...] = _setting((False, True), flags=True, before=(False,))
+    members: tuple[int, ...] = _setting((1,), counts=True, before=(1,))
 
 
 #: The default search space; the pipeline's config starts from the same values.

@@ -20,17 +20,11 @@ from typing import Any
 
 import tomli_w
 
-from hypermodels.features import HIGH_CARDINALITY
+from hypermodels.mlp import TASKS as MODEL_TASKS
 from hypermodels.mlp import (
-    ACTIVATIONS,
-    INITIALIZERS,
-    REGRESSION_LOSSES,
     SearchSpace,
 )
-from hypermodels.mlp import TASKS as MODEL_TASKS
-from hypermodels.numeric import NUMERIC_EMBEDDINGS, NUMERIC_SCALINGS
-from hypermodels.optimizers import CLIPPING, OPTIMIZERS
-from hypermodels.schedules import SCHEDULES
+from hypermodels.optimizers import OPTIMIZERS
 from kt_pipeline.bohb import MODELS as BOHB_MODELS
 from kt_pipeline.ensemble import MAX_ENSEMBLE
 from kt_pipeline.errors import UserInputError
@@ -86,6 +80,29 @@ def _check_range(
         raise _fail(field, f"within [{low}, {high}]", list(bounds))
     if log and lo <= 0:
         raise _fail(field, "> 0 at both ends (it is searched on a log scale)", list(bounds))
+
+
+def _check_setting(field: str, value: Any, rules: Mapping[str, Any]) -> None:
+    """Checks a search-space value against the rules its field declares
+    (`hypermodels.mlp.SearchSpace`)."""
+    if "range" in rules:
+        low, high = rules["range"]
+        _check_range(field, value, low=low, high=high, log=rules.get("log", False))
+    elif "choice" in rules:
+        _check_choice(field, value, rules["choice"])
+    elif "choices" in rules:
+        if not value:
+            raise _fail(field, "a non-empty list", list(value))
+        for one in value:
+            _check_choice(field, one, rules["choices"])
+    elif rules.get("flags"):
+        if not value or any(not isinstance(v, bool) for v in value):
+            raise _fail(field, "a non-empty list of true/false", list(value))
+    elif rules.get("fractions"):
+        if not value or any(not 0.0 <= v < 1.0 for v in value):
+            raise _fail(field, "a non-empty list of values in [0, 1)", list(value))
+    elif rules.get("counts") and (not value or any(v < 1 for v in value)):
+        raise _fail(field, "a non-empty list of integers >= 1", list(value))
 
 
 def _check_positive(field: str, value: float, *, allow_zero: bool = False) -> None:
@@ -161,7 +178,8 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig(SearchSpace):
-    """The search space (every field of `hypermodels.SearchSpace`) and the HyperModel.
+    """The search space (every field of `hypermodels.SearchSpace`, checked against the
+    rules each declares) and the HyperModel.
 
     A ``[min, max]`` range with min == max (or a single value) fixes a hyperparameter;
     a one-element list of choices fixes a choice.
@@ -169,8 +187,7 @@ class SearchConfig(SearchSpace):
     Attributes:
         hypermodel: Import path ``module:ClassName`` of the HyperModel to tune. It is
             built with the keyword arguments `MLPHyperModel` takes (schema, task,
-            num_classes, target_mean, target_std, train_size, max_epochs, space,
-            objective, steps_per_execution, jit_compile).
+            target, train_size, max_epochs, space, objective, execution).
         learning_rate_auto: Before the search, run the learning-rate range test
             (`kt_pipeline.lr_find`) for every optimizer of the space and give each
             optimizer its suggested range in `optimizer_learning_rates` (and
@@ -194,55 +211,12 @@ class SearchConfig(SearchSpace):
     members_auto: bool = False
 
     def __post_init__(self) -> None:
-        _check_range("search.num_layers", self.num_layers, low=0, high=64)
-        _check_range("search.dropout", self.dropout, low=0.0, high=0.95)
-        _check_range("search.learning_rate", self.learning_rate, low=0.0, high=10.0, log=True)
+        for field in dataclasses.fields(SearchSpace):
+            _check_setting(f"search.{field.name}", getattr(self, field.name), field.metadata)
         for name, bounds in self.optimizer_learning_rates.items():
-            field = f"search.optimizer_learning_rates.{name}"
-            _check_choice(field, name, OPTIMIZERS)
-            _check_range(field, bounds, low=0.0, high=10.0, log=True)
-        _check_range("search.clip_norm", self.clip_norm, low=0.0, high=1e6, log=True)
-        _check_range(
-            "search.early_stopping_patience", self.early_stopping_patience, low=0, high=10_000
-        )
-        for name in ("l1", "l2"):  # a range may start at 0: "off, or log-uniform"
-            _check_range(f"search.{name}", getattr(self, name), low=0.0, high=10.0)
-        for name, allowed in (
-            ("activations", ACTIVATIONS),
-            ("optimizers", OPTIMIZERS),
-            ("schedules", SCHEDULES),
-            ("kernel_initializers", INITIALIZERS),
-            ("gradient_clipping", CLIPPING),
-            ("numeric_scalings", NUMERIC_SCALINGS),
-            ("numeric_embeddings", NUMERIC_EMBEDDINGS),
-            ("high_cardinality", HIGH_CARDINALITY),
-        ):
-            values = getattr(self, name)
-            if not values:
-                raise _fail(f"search.{name}", "a non-empty list", list(values))
-            for value in values:
-                _check_choice(f"search.{name}", value, allowed)
-        for name in ("batch_norm", "value_embeddings", "row_target_encoding"):
-            values = getattr(self, name)
-            if not values or any(not isinstance(v, bool) for v in values):
-                raise _fail(f"search.{name}", "a non-empty list of true/false", list(values))
-        _check_range("search.periodic_sigma", self.periodic_sigma, low=0.0, high=1e4, log=True)
-        for name in ("adam_beta2", "label_smoothing"):
-            values = getattr(self, name)
-            if not values or any(not 0.0 <= v < 1.0 for v in values):
-                raise _fail(f"search.{name}", "a non-empty list of values in [0, 1)", list(values))
-        for name in (
-            "units",
-            "batch_sizes",
-            "embedding_dims",
-            "periodic_frequencies",
-            "piecewise_bins",
-            "members",
-        ):
-            values = getattr(self, name)
-            if not values or any(v < 1 for v in values):
-                raise _fail(f"search.{name}", "a non-empty list of integers >= 1", list(values))
-        _check_choice("search.regression_loss", self.regression_loss, REGRESSION_LOSSES)
+            field_name = f"search.optimizer_learning_rates.{name}"
+            _check_choice(field_name, name, OPTIMIZERS)
+            _check_range(field_name, bounds, low=0.0, high=10.0, log=True)
         module, sep, attribute = self.hypermodel.partition(":")
         if not sep or not module or not attribute:
             raise _fail("search.hypermodel", "an import path 'module:ClassName'", self.hypermodel)

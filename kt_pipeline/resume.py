@@ -9,12 +9,14 @@ and runtime settings may change between runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hypermodels.mlp import SearchSpace
 from kt_pipeline import data as data_lib
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.experiment_files import FINGERPRINT_FILE
@@ -66,14 +68,17 @@ RESUMABLE_CHANGES = frozenset(
 
 #: Search settings added after experiments were first saved, with the value that runs
 #: such an experiment as it ran: a saved config without the key is compared as if it
-#: held this value, so a newer default cannot widen an old search unnoticed.
+#: held this value, so a newer default cannot widen an old search unnoticed. The search
+#: space's own come from its fields (``before`` in `hypermodels.mlp.SearchSpace`).
 ADDED_SETTINGS: Mapping[str, Any] = {
     "data.split": "random",
     "data.screen_identifiers": False,
-    "search.value_embeddings": [False],
-    "search.row_target_encoding": [False],
-    "search.members": [1],
     "search.members_auto": False,
+    **{
+        f"search.{field.name}": list(field.metadata["before"])
+        for field in dataclasses.fields(SearchSpace)
+        if "before" in field.metadata
+    },
 }
 
 
