@@ -169,6 +169,10 @@ class SearchSpace:
             (`hypermodels.members`, TabM-mini): 1 is a plain MLP; k > 1 trains k
             members that share the hidden layers and serves their mean, for about k
             times a plain step's arithmetic after the first layer.
+        residual: Whether each hidden layer after the first adds its input to its output
+            where the widths match (a skip connection, as in the ResNet-like MLP of
+            Gorishniy et al., 2021), so deeper stacks train like shallow ones;
+            ``(False, True)`` searches both.
 
     The numeric options are declared as hyperparameters only where the space searches
     them (more than one value) and the table has numeric columns. The default searches
@@ -215,6 +219,7 @@ class SearchSpace:
     value_embeddings: tuple[bool, ...] = _setting((False,), flags=True, before=(False,))
     row_target_encoding: tuple[bool, ...] = _setting((False, True), flags=True, before=(False,))
     members: tuple[int, ...] = _setting((1,), counts=True, before=(1,))
+    residual: tuple[bool, ...] = _setting((False,), flags=True, before=(False,))
 
 
 #: The default search space; the pipeline's config starts from the same values.
@@ -509,6 +514,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         l1, l2 = choices["l1"], choices["l2"]
         regularizer = keras.regularizers.L1L2(l1=l1, l2=l2) if (l1 or l2) else None
         for index, width in enumerate(choices["widths"]):
+            block_input = x
             x = keras.layers.Dense(
                 width,
                 use_bias=not choices["batch_norm"],
@@ -521,6 +527,8 @@ class MLPHyperModel(keras_tuner.HyperModel):
             x = keras.layers.Activation(choices["activation"], name=f"activation_{index}")(x)
             if choices["dropout"] > 0:
                 x = keras.layers.Dropout(choices["dropout"], name=f"dropout_{index}")(x)
+            if choices["residual"] and index > 0 and block_input.shape[-1] == width:
+                x = keras.layers.Add(name=f"residual_{index}")([block_input, x])
         if members > 1:
             model: keras.Model = MemberAverage(inputs, self._head(x, members), name="mlp")
         else:
@@ -559,6 +567,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
             if self.task != "regression"
             else 0.0
         )
+        choices["residual"] = _option(hp, "residual", self.space.residual)
         return choices
 
     def _declare_network(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:

@@ -421,3 +421,47 @@ def test_starting_values_stay_within_a_narrower_space() -> None:
     assert values["optimizer"] == "adam"
     assert values["adam_learning_rate"] == pytest.approx(1e-2)
     assert "learning_rate" not in values and "sgd_momentum" not in values  # sgd's only
+
+
+def test_a_residual_stack_adds_each_layers_input_where_the_widths_match() -> None:
+    hp = _fixed(num_layers=3, units_0=16, units_1=16, units_2=8, dropout=0.0)
+    model = _build(hp, residual=(True,), per_layer_units=True, units=(8, 16), num_layers=(3, 3))
+    skips = [layer.name for layer in model.layers if layer.name.startswith("residual_")]
+    assert skips == ["residual_1"]  # 16 -> 16 adds; the first layer and 16 -> 8 cannot
+    dense_1 = model.get_layer("dense_1")
+    activation_1 = model.get_layer("activation_1")
+    probe = keras.Model(
+        model.inputs, [dense_1.input, activation_1.output, model.get_layer("residual_1").output]
+    )
+    block_input, block, added = probe.predict(np.zeros((2, 4), "float32") + 1.0, verbose=0)
+    np.testing.assert_allclose(added, block_input + block, rtol=1e-5, atol=1e-6)
+
+
+def test_residual_is_declared_only_where_it_is_searched() -> None:
+    plain = keras_tuner.HyperParameters()
+    _hypermodel().declare(plain)
+    assert "residual" not in plain.values and not any(
+        layer.name.startswith("residual_") for layer in _build(units=(16,)).layers
+    )
+    searched = keras_tuner.HyperParameters()
+    _hypermodel(residual=(False, True)).declare(searched)
+    assert searched.values["residual"] is False  # a Boolean, False first
+
+
+def test_residual_is_a_checked_setting_and_old_experiments_compare_without_it() -> None:
+    from kt_pipeline.config import load_config
+    from kt_pipeline.errors import UserInputError
+    from kt_pipeline.resume import search_differences
+
+    assert load_config(None, ["search.residual=[false, true]"]).search.residual == (False, True)
+    with pytest.raises(UserInputError, match=r"`search.residual` must be true or false"):
+        load_config(None, ["search.residual=[1]"])
+    with pytest.raises(
+        UserInputError, match=r"`search.residual` must be a non-empty list of true/false"
+    ):
+        load_config(None, ["search.residual=[]"])
+    saved = {"search": {"units": [8]}}  # saved before the option existed
+    assert search_differences(saved, {"search": {"units": [8], "residual": [False]}}) == []
+    assert search_differences(saved, {"search": {"units": [8], "residual": [False, True]}}) == [
+        "search.residual [False] -> [False, True]"
+    ]
