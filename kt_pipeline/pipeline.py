@@ -5,12 +5,10 @@ held-out score). Each step calls the module that owns its concern: `prepare`,
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -35,18 +33,12 @@ from kt_pipeline.finish import export_best
 from kt_pipeline.lock import experiment_lock
 from kt_pipeline.lr_find import auto_learning_rate, found_learning_rates
 from kt_pipeline.parallel import TOKEN_ENV, is_loopback, oracle_role, oracle_tls, oracle_token
-from kt_pipeline.plan import identifier_notes, rare_level_notes
-from kt_pipeline.prepare import Prepared, prepare_data, sized_for_data
+from kt_pipeline.plan import log_data_notes
+from kt_pipeline.prepare import Prepared, prepare_data, set_up_devices, sized_for_data
 from kt_pipeline.results import write_results
 from kt_pipeline.resume import check_fingerprint, check_resumable, check_search_files
 from kt_pipeline.search_parts import callbacks, hypermodel_class, make_tuner
-from kt_pipeline.strategy import (
-    configure_devices,
-    is_multi_worker,
-    is_multi_worker_chief,
-    make_strategy,
-    set_graph_optimizer,
-)
+from kt_pipeline.strategy import is_multi_worker
 from kt_pipeline.time_budget import TimeBudget
 from kt_pipeline.tuners import best_trial
 
@@ -204,7 +196,7 @@ def _prepare_job(
     seconds = config.tuner.time_budget
     budget = TimeBudget(seconds, started=started) if seconds else None
     hypermodel_class(config.search.hypermodel)  # fail on a bad path before writing
-    config, strategy = _set_up_devices(config)
+    config, strategy = set_up_devices(config)
     prepared = prepare_data(config)
     config = sized_for_data(config, prepared)
     dataset = prepared.dataset
@@ -225,60 +217,10 @@ def _prepare_job(
     if config.runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.runtime.seed)
-    _log_data(prepared, min_frequency=config.data.min_frequency)
+    log_data_notes(prepared, min_frequency=config.data.min_frequency)
     if range_test:
         config = auto_learning_rate(config, prepared, save=role != "worker")
     return _Job(config, prepared, strategy, budget, experiment)
-
-
-def _set_up_devices(config: PipelineConfig) -> tuple[PipelineConfig, tf.distribute.Strategy]:
-    """The devices, the graph options and the strategy, before any other TensorFlow
-    work; the other tasks of a multi-worker trial get an experiment of their own."""
-    configure_devices(
-        memory_growth=config.runtime.memory_growth,
-        mixed_precision=config.runtime.mixed_precision,
-    )
-    # Also before any function runs: TensorFlow fixes the option on the first call.
-    set_graph_optimizer(config.runtime.graph_optimizer)
-    # Before any other TensorFlow work: a multi-worker strategy configures the runtime.
-    strategy = make_strategy(config.runtime.strategy, devices=config.runtime.devices)
-    if is_multi_worker_chief(strategy):
-        return config, strategy
-    # The other tasks of a multi-worker trial compute with the chief but keep their files
-    # apart; only the chief's experiment is the result, and its export.
-    task = json.loads(os.environ["TF_CONFIG"])["task"]
-    scratch = (
-        Path(config.runtime.experiment_dir) / "multi_worker" / f"{task['type']}_{task['index']}"
-    )
-    config = dataclasses.replace(
-        config,
-        runtime=dataclasses.replace(config.runtime, experiment_dir=str(scratch)),
-        export=dataclasses.replace(config.export, enabled=False),
-    )
-    return config, strategy
-
-
-def _log_data(prepared: Prepared, *, min_frequency: int) -> None:
-    """The rows, the split and what the data decided, in the search log."""
-    dataset, splits = prepared.dataset, prepared.splits
-    kinds = collections.Counter(dataset.kinds.values())
-    log.info(
-        "data %s: %s task, %d train / %d validation / %d test rows, columns: %s",
-        dataset.name,
-        dataset.task,
-        len(splits.train),
-        len(splits.validation),
-        len(splits.test),
-        ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
-    )
-    for note in splits.notes():
-        log.info("split: %s", note)
-    for warning in prepared.leak_check().warnings():
-        log.warning("split: %s", warning)
-    for note in rare_level_notes(prepared.schema, min_frequency=min_frequency):
-        log.info("data: %s", note)
-    for note in identifier_notes(prepared.schema, prepared.level_shares):
-        log.info("data: %s", note)
 
 
 def _search(job: _Job, *, overwrite: bool, role: str) -> keras_tuner.Tuner:

@@ -32,7 +32,9 @@ Early stopping can only shorten trials, so it is an upper bound in that respect.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import logging
 import math
 import statistics
 import tempfile
@@ -56,7 +58,7 @@ from hypermodels.features import (
 from kt_pipeline.config import PipelineConfig
 from kt_pipeline.finish import REFIT_MAX_SHARE
 from kt_pipeline.lr_find import RANGE_TEST_SHARE, RANGE_TEST_STEPS, range_test_plan
-from kt_pipeline.prepare import prepare_data, sized_for_data
+from kt_pipeline.prepare import Prepared, prepare_data, sized_for_data
 from kt_pipeline.schedule import Schedule, schedule
 from kt_pipeline.search_parts import make_tuner
 from kt_pipeline.sizing import refit_for
@@ -72,11 +74,14 @@ __all__ = [
     "estimate_seconds",
     "format_duration",
     "identifier_notes",
+    "log_data_notes",
     "model_sizes",
     "plan_search",
     "rare_level_notes",
     "space_warnings",
 ]
+
+log = logging.getLogger("kt_pipeline")
 
 _FLOAT_BYTES = 4
 # Linear sampling over at least this ratio of max/min is "several decades".
@@ -725,3 +730,26 @@ def _time_warnings(estimated: float, *, budget: float) -> list[str]:
             "it, or lower tuner.max_epochs"
         ]
     return []
+
+
+def log_data_notes(prepared: Prepared, *, min_frequency: int) -> None:
+    """The rows, the split and what the data decided, in the search log."""
+    dataset, splits = prepared.dataset, prepared.splits
+    kinds = collections.Counter(dataset.kinds.values())
+    log.info(
+        "data %s: %s task, %d train / %d validation / %d test rows, columns: %s",
+        dataset.name,
+        dataset.task,
+        len(splits.train),
+        len(splits.validation),
+        len(splits.test),
+        ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items())),
+    )
+    for note in splits.notes():
+        log.info("split: %s", note)
+    for warning in prepared.leak_check().warnings():
+        log.warning("split: %s", warning)
+    for note in rare_level_notes(prepared.schema, min_frequency=min_frequency):
+        log.info("data: %s", note)
+    for note in identifier_notes(prepared.schema, prepared.level_shares):
+        log.info("data: %s", note)

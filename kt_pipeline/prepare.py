@@ -4,8 +4,11 @@ fitted on the training rows, and the config's data-sized defaults resolved for i
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,8 +24,17 @@ from kt_pipeline import data as data_lib
 from kt_pipeline import splits as splits_lib
 from kt_pipeline.config import PipelineConfig
 from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for
+from kt_pipeline.strategy import (
+    configure_devices,
+    is_multi_worker_chief,
+    make_strategy,
+    set_graph_optimizer,
+)
 
-__all__ = ["Prepared", "prepare_data", "sized_for_data"]
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+__all__ = ["Prepared", "prepare_data", "set_up_devices", "sized_for_data"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +118,30 @@ def sized_for_data(config: PipelineConfig, prepared: Prepared) -> PipelineConfig
         tuner = dataclasses.replace(config.tuner, max_epochs=max_epochs_for(rows))
         config = dataclasses.replace(config, tuner=tuner)
     return config
+
+
+def set_up_devices(config: PipelineConfig) -> tuple[PipelineConfig, tf.distribute.Strategy]:
+    """The devices, the graph options and the strategy, before any other TensorFlow
+    work; the other tasks of a multi-worker trial get an experiment of their own."""
+    configure_devices(
+        memory_growth=config.runtime.memory_growth,
+        mixed_precision=config.runtime.mixed_precision,
+    )
+    # Also before any function runs: TensorFlow fixes the option on the first call.
+    set_graph_optimizer(config.runtime.graph_optimizer)
+    # Before any other TensorFlow work: a multi-worker strategy configures the runtime.
+    strategy = make_strategy(config.runtime.strategy, devices=config.runtime.devices)
+    if is_multi_worker_chief(strategy):
+        return config, strategy
+    # The other tasks of a multi-worker trial compute with the chief but keep their files
+    # apart; only the chief's experiment is the result, and its export.
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    scratch = (
+        Path(config.runtime.experiment_dir) / "multi_worker" / f"{task['type']}_{task['index']}"
+    )
+    config = dataclasses.replace(
+        config,
+        runtime=dataclasses.replace(config.runtime, experiment_dir=str(scratch)),
+        export=dataclasses.replace(config.export, enabled=False),
+    )
+    return config, strategy
