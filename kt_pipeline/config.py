@@ -31,7 +31,7 @@ from kt_pipeline.errors import UserInputError
 from kt_pipeline.splits import SplitSpec
 from kt_pipeline.strategy import MIXED_PRECISION, STRATEGIES
 from kt_pipeline.tuners import ALGORITHMS as TUNERS
-from kt_pipeline.tuners import FIRST_TRIALS
+from kt_pipeline.tuners import FIRST_TRIALS, TunerSettings
 
 __all__ = [
     "DataConfig",
@@ -223,7 +223,7 @@ class SearchConfig(SearchSpace):
 
 
 @dataclasses.dataclass(frozen=True)
-class TunerConfig:
+class TunerConfig(TunerSettings):
     """The search algorithm and its budget.
 
     Attributes:
@@ -261,20 +261,9 @@ class TunerConfig:
             the algorithm's.
     """
 
-    algorithm: str = "hyperband"
     objective: str = "auto"
     direction: str = "auto"
-    max_trials: int = 0
-    max_epochs: int = 0
-    factor: int = 3
-    hyperband_iterations: int = 1
-    executions_per_trial: int = 1
-    max_consecutive_failed_trials: int = 3
-    max_crashes_per_trial: int = 2
-    bohb_min_points: int = 0
-    bohb_model: str = "kde"
     time_budget: float = 0.0
-    first_trial: str = "recommended"
 
     def __post_init__(self) -> None:
         _check_choice("tuner.algorithm", self.algorithm, TUNERS)

@@ -102,21 +102,15 @@ def make_tuner(
 ) -> keras_tuner.Tuner:
     config = sized_for_data(config, prepared)
     objective = objective_for(config, prepared.dataset.task)
-    given: dict[str, Any] = {
-        "objective": objective,
-        "directory": config.runtime.experiment_dir,
-        "project_name": PROJECT_NAME,
-        "seed": config.runtime.seed,
-        "overwrite": overwrite,
-        "worker_lease_seconds": config.runtime.worker_lease_seconds,
-    }
-    # The rest are the tuner section's settings of the same names.
-    settings = {
-        field.name: getattr(config.tuner, field.name)
-        for field in dataclasses.fields(TunerSpec)
-        if field.name not in given
-    }
-    spec = TunerSpec(**given, **settings)
+    spec = TunerSpec(
+        objective=objective,
+        directory=config.runtime.experiment_dir,
+        settings=config.tuner,
+        project_name=PROJECT_NAME,
+        seed=config.runtime.seed,
+        overwrite=overwrite,
+        worker_lease_seconds=config.runtime.worker_lease_seconds,
+    )
     strategy = strategy or make_strategy(config.runtime.strategy, devices=config.runtime.devices)
     return build_tuner(
         make_hypermodel(config, prepared, objective),

@@ -76,12 +76,14 @@ from kt_pipeline.time_budget import TimeBudget, TimeBudgetSpent
 __all__ = [
     "ALGORITHMS",
     "CRASHES_FILE",
+    "DEFAULT_MAX_EPOCHS",
     "DEFAULT_MAX_TRIALS",
     "DIVERGED",
     "ERROR_FILE",
     "FIRST_TRIALS",
     "TRIAL_STATS_FILE",
     "SearchAbortedError",
+    "TunerSettings",
     "TunerSpec",
     "best_trial",
     "build_tuner",
@@ -94,6 +96,9 @@ ALGORITHMS = ("hyperband", "bayesian", "random", "bohb", "grid")
 
 #: Trials for random and Bayesian search when the config leaves `max_trials` at 0.
 DEFAULT_MAX_TRIALS = 20
+
+#: Hyperband's longest round when `build_tuner` is given none (``max_epochs = 0``).
+DEFAULT_MAX_EPOCHS = 20
 
 #: Per-trial file with wall time and epochs.
 TRIAL_STATS_FILE = "stats.json"
@@ -498,29 +503,23 @@ class GridTuner(
 
 
 @dataclasses.dataclass(frozen=True)
-class TunerSpec:
-    """The tuner `build_tuner` builds: its algorithm and settings, each documented
-    where users set it (`kt_pipeline.config.TunerConfig`, and the runtime's
-    ``worker_lease_seconds``), its objective, seed and folder.
+class TunerSettings:
+    """The search algorithm and its budget, as users set them: each is documented in
+    `kt_pipeline.config.TunerConfig`, which adds the objective and the time budget.
 
     ``max_trials = 0`` lets Hyperband run its schedule, grid search its whole grid, and
-    gives the other algorithms `DEFAULT_MAX_TRIALS`; a positive value caps them all.
+    gives the other algorithms `DEFAULT_MAX_TRIALS`; ``max_epochs = 0`` is
+    `DEFAULT_MAX_EPOCHS` here (the pipeline sizes it for the training rows first).
     """
 
-    objective: keras_tuner.Objective
-    directory: str
     algorithm: str = "hyperband"
-    project_name: str = "search"
-    seed: int = 0
     max_trials: int = 0
-    max_epochs: int = 20
+    max_epochs: int = 0
     factor: int = 3
     hyperband_iterations: int = 1
     executions_per_trial: int = 1
     max_consecutive_failed_trials: int = 3
     max_crashes_per_trial: int = 2
-    overwrite: bool = False
-    worker_lease_seconds: float = 60.0
     bohb_min_points: int = 0
     bohb_model: str = "kde"
     first_trial: str = "recommended"
@@ -536,6 +535,21 @@ class TunerSpec:
                 f"Argument `algorithm` must be one of {ALGORITHMS}. "
                 f"Received: algorithm={self.algorithm!r}"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class TunerSpec:
+    """The tuner `build_tuner` builds: its settings, objective, seed and folder, and
+    how long a parallel search waits for a silent worker (the runtime's
+    ``worker_lease_seconds``)."""
+
+    objective: keras_tuner.Objective
+    directory: str
+    settings: TunerSettings = TunerSettings()
+    project_name: str = "search"
+    seed: int = 0
+    overwrite: bool = False
+    worker_lease_seconds: float = 60.0
 
 
 def build_tuner(
@@ -555,47 +569,43 @@ def build_tuner(
             (`kt_pipeline.time_budget`); None runs every planned trial.
     """
     apply(worker_stub=parallel.worker_stub)  # our fixes to KerasTuner's globals, once
+    settings = spec.settings
     common: dict[str, Any] = {
         "hypermodel": hypermodel,
         "distribution_strategy": distribution_strategy,
         "time_budget": time_budget,
-        **{
-            name: getattr(spec, name)
-            for name in (
-                "objective",
-                "seed",
-                "directory",
-                "project_name",
-                "overwrite",
-                "executions_per_trial",
-                "max_consecutive_failed_trials",
-                "max_crashes_per_trial",
-                "worker_lease_seconds",
-                "first_trial",
-            )
-        },
+        "objective": spec.objective,
+        "seed": spec.seed,
+        "directory": spec.directory,
+        "project_name": spec.project_name,
+        "overwrite": spec.overwrite,
+        "worker_lease_seconds": spec.worker_lease_seconds,
+        "executions_per_trial": settings.executions_per_trial,
+        "max_consecutive_failed_trials": settings.max_consecutive_failed_trials,
+        "max_crashes_per_trial": settings.max_crashes_per_trial,
+        "first_trial": settings.first_trial,
     }
     tuner: keras_tuner.Tuner
-    if spec.algorithm in ("hyperband", "bohb"):
+    if settings.algorithm in ("hyperband", "bohb"):
         extra: dict[str, Any] = (
-            {"min_points_in_model": spec.bohb_min_points, "model": spec.bohb_model}
-            if spec.algorithm == "bohb"
+            {"min_points_in_model": settings.bohb_min_points, "model": settings.bohb_model}
+            if settings.algorithm == "bohb"
             else {}
         )
-        tuner_class = HyperbandTuner if spec.algorithm == "hyperband" else BOHBTuner
+        tuner_class = HyperbandTuner if settings.algorithm == "hyperband" else BOHBTuner
         tuner = tuner_class(
-            max_epochs=spec.max_epochs,
-            factor=spec.factor,
-            hyperband_iterations=spec.hyperband_iterations,
+            max_epochs=settings.max_epochs or DEFAULT_MAX_EPOCHS,
+            factor=settings.factor,
+            hyperband_iterations=settings.hyperband_iterations,
             **common,
             **extra,
         )
         # HyperbandOracle takes no max_trials, but its base Oracle honours one.
-        tuner.oracle.max_trials = spec.max_trials or None
-    elif spec.algorithm == "bayesian":
-        tuner = BayesianTuner(max_trials=spec.max_trials or DEFAULT_MAX_TRIALS, **common)
-    elif spec.algorithm == "random":
-        tuner = RandomTuner(max_trials=spec.max_trials or DEFAULT_MAX_TRIALS, **common)
+        tuner.oracle.max_trials = settings.max_trials or None
+    elif settings.algorithm == "bayesian":
+        tuner = BayesianTuner(max_trials=settings.max_trials or DEFAULT_MAX_TRIALS, **common)
+    elif settings.algorithm == "random":
+        tuner = RandomTuner(max_trials=settings.max_trials or DEFAULT_MAX_TRIALS, **common)
     else:
-        tuner = GridTuner(max_trials=spec.max_trials or None, **common)
+        tuner = GridTuner(max_trials=settings.max_trials or None, **common)
     return tuner

@@ -18,6 +18,7 @@ from kt_pipeline.tuners import (
     DIVERGED,
     ERROR_FILE,
     SearchAbortedError,
+    TunerSettings,
     TunerSpec,
     best_trial,
     build_tuner,
@@ -75,10 +76,10 @@ class _ModeHyperModel(keras_tuner.HyperModel):
 
 
 def _tuner(directory: Path, hypermodel: keras_tuner.HyperModel, **kwargs: Any) -> Any:
-    options: dict[str, Any] = {"seed": 3, "max_trials": 3} | kwargs
+    settings = TunerSettings(**({"algorithm": "random", "max_trials": 3} | kwargs))
     return build_tuner(
         hypermodel,
-        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(directory), **options),
+        TunerSpec(objective=OBJECTIVE, directory=str(directory), seed=3, settings=settings),
     )
 
 

@@ -13,7 +13,7 @@ from tensorflow.python.framework import func_graph
 
 from hypermodels import MLPHyperModel
 from kt_pipeline.graph_memory import custom_gradient_count, released_custom_gradients
-from kt_pipeline.tuners import TunerSpec, build_tuner
+from kt_pipeline.tuners import TunerSettings, TunerSpec, build_tuner
 
 
 def _live_graphs() -> int:
@@ -62,11 +62,10 @@ def test_a_search_leaves_no_trial_graph_behind(tmp_path: Path) -> None:
     tuner = build_tuner(
         hypermodel,
         TunerSpec(
-            algorithm="random",
             objective=keras_tuner.Objective("val_accuracy", "max"),
             directory=str(tmp_path),
             seed=0,
-            max_trials=3,
+            settings=TunerSettings(algorithm="random", max_trials=3),
         ),
     )
     graphs, gradients = _live_graphs(), custom_gradient_count()

@@ -17,7 +17,7 @@ from kt_pipeline.config import load_config
 from kt_pipeline.finish import REFIT_MAX_SHARE
 from kt_pipeline.plan import describe_space, model_sizes, plan_search, space_warnings
 from kt_pipeline.schedule import grid_size, schedule
-from kt_pipeline.tuners import TunerSpec, build_tuner
+from kt_pipeline.tuners import TunerSettings, TunerSpec, build_tuner
 
 OBJECTIVE = keras_tuner.Objective("loss", "min")
 
@@ -164,11 +164,9 @@ def test_hyperband_schedule_matches_a_real_tiny_search(tmp_path: Path) -> None:
     tuner = build_tuner(
         _hypermodel(),
         TunerSpec(
-            algorithm="hyperband",
             objective=keras_tuner.Objective("val_loss", "min"),
             directory=str(tmp_path),
-            max_epochs=3,
-            factor=3,
+            settings=TunerSettings(algorithm="hyperband", max_epochs=3, factor=3),
         ),
     )
     planned = schedule(tuner.oracle, max_epochs=3)
@@ -184,7 +182,11 @@ def test_hyperband_schedule_matches_a_real_tiny_search(tmp_path: Path) -> None:
 def test_random_search_schedule_is_trials_times_epochs(tmp_path: Path) -> None:
     tuner = build_tuner(
         _hypermodel(),
-        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), max_trials=7),
+        TunerSpec(
+            objective=OBJECTIVE,
+            directory=str(tmp_path),
+            settings=TunerSettings(algorithm="random", max_trials=7),
+        ),
     )
     planned = schedule(tuner.oracle, max_epochs=9)
     assert (planned.trials, planned.epochs, planned.brackets) == (7, 63, ())
@@ -193,7 +195,9 @@ def test_random_search_schedule_is_trials_times_epochs(tmp_path: Path) -> None:
 def test_smallest_and_largest_models_are_built_for_real(tmp_path: Path) -> None:
     tuner = build_tuner(
         _hypermodel(per_layer_units=True, optimizers=("sgd", "adam")),
-        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path)),
+        TunerSpec(
+            objective=OBJECTIVE, directory=str(tmp_path), settings=TunerSettings(algorithm="random")
+        ),
     )
     smallest, largest = model_sizes(tuner.hypermodel, tuner.oracle.get_space(), replicas=2)
     features = 3
@@ -221,7 +225,9 @@ def test_the_largest_model_takes_the_largest_numeric_embedding(tmp_path: Path) -
     embeddings = ("none", "periodic", "piecewise_linear")
     tuner = build_tuner(
         _hypermodel(numeric_embeddings=embeddings, periodic_frequencies=(4, 8)),
-        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path)),
+        TunerSpec(
+            objective=OBJECTIVE, directory=str(tmp_path), settings=TunerSettings(algorithm="random")
+        ),
     )
     smallest, largest = model_sizes(tuner.hypermodel, tuner.oracle.get_space())
     assert smallest.hyperparameters["numeric_embedding"] == "none"
@@ -231,7 +237,11 @@ def test_the_largest_model_takes_the_largest_numeric_embedding(tmp_path: Path) -
     assert largest.hyperparameters["embedding_dim"] == 32  # the default space's largest
     plain = build_tuner(
         _hypermodel(),
-        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "p")),
+        TunerSpec(
+            objective=OBJECTIVE,
+            directory=str(tmp_path / "p"),
+            settings=TunerSettings(algorithm="random"),
+        ),
     )
     _, plain_largest = model_sizes(plain.hypermodel, plain.oracle.get_space())
     assert largest.trainable_parameters > plain_largest.trainable_parameters

@@ -20,7 +20,7 @@ from hypermodels.features import build_preprocessing, model_inputs
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.launcher import free_loopback_address
 from kt_pipeline.strategy import configure_devices, make_strategy
-from kt_pipeline.tuners import TunerSpec, build_tuner
+from kt_pipeline.tuners import TunerSettings, TunerSpec, build_tuner
 
 
 def test_two_logical_cpus_are_configured() -> None:
@@ -76,10 +76,9 @@ def test_a_real_trial_runs_with_mirrored_variables(tmp_path: Path) -> None:
     tuner = build_tuner(
         hypermodel,
         TunerSpec(
-            algorithm="random",
             objective=keras_tuner.Objective("val_accuracy", "max"),
             directory=str(tmp_path),
-            max_trials=1,
+            settings=TunerSettings(algorithm="random", max_trials=1),
         ),
         distribution_strategy=make_strategy("mirrored"),
     )

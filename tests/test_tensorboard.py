@@ -266,7 +266,7 @@ def test_hyperband_promotions_log_their_parent_and_continue_its_epochs(tmp_path:
     import numpy as np
 
     from hypermodels import MLPHyperModel
-    from kt_pipeline.tuners import TunerSpec, build_tuner
+    from kt_pipeline.tuners import TunerSettings, TunerSpec, build_tuner
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(48, 3)).astype("float32")
@@ -277,12 +277,9 @@ def test_hyperband_promotions_log_their_parent_and_continue_its_epochs(tmp_path:
     tuner = build_tuner(
         hypermodel,
         TunerSpec(
-            algorithm="hyperband",
             objective=keras_tuner.Objective("val_accuracy", "max"),
             directory=str(tmp_path),
-            max_epochs=3,
-            factor=3,
-            max_trials=4,
+            settings=TunerSettings(algorithm="hyperband", max_epochs=3, factor=3, max_trials=4),
         ),
     )
     root = tmp_path / "tensorboard"

@@ -15,6 +15,7 @@ from hypermodels import MLPHyperModel
 from kt_pipeline.errors import UserInputError
 from kt_pipeline.tuners import (
     DEFAULT_MAX_TRIALS,
+    TunerSettings,
     TunerSpec,
     build_tuner,
     sampling_start,
@@ -41,7 +42,12 @@ def _hypermodel() -> MLPHyperModel:
 def test_seed_zero_is_honoured(tmp_path: Path, algorithm: str) -> None:
     tuner = build_tuner(
         _hypermodel(),
-        TunerSpec(algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=0),
+        TunerSpec(
+            objective=OBJECTIVE,
+            directory=str(tmp_path),
+            seed=0,
+            settings=TunerSettings(algorithm=algorithm),
+        ),
     )
     assert tuner.oracle.seed == 0
 
@@ -55,7 +61,9 @@ def test_bohb_min_points_reaches_the_oracle(tmp_path: Path) -> None:
     tuner = build_tuner(
         _hypermodel(),
         TunerSpec(
-            algorithm="bohb", objective=OBJECTIVE, directory=str(tmp_path), bohb_min_points=10
+            objective=OBJECTIVE,
+            directory=str(tmp_path),
+            settings=TunerSettings(algorithm="bohb", bohb_min_points=10),
         ),
     )
     assert tuner.oracle.min_points_in_model == 10
@@ -66,11 +74,10 @@ def test_same_seed_samples_the_same_trials(tmp_path: Path) -> None:
         tuner = build_tuner(
             _hypermodel(),
             TunerSpec(
-                algorithm="random",
                 objective=OBJECTIVE,
                 directory=str(directory),
                 seed=seed,
-                max_trials=3,
+                settings=TunerSettings(algorithm="random", max_trials=3),
             ),
         )
         return [tuner.oracle.populate_space(str(i))["values"] for i in range(3)]
@@ -120,11 +127,10 @@ def test_consecutive_seeds_sample_independent_searches(tmp_path: Path, algorithm
         tuner = build_tuner(
             _FourUniforms(),
             TunerSpec(
-                algorithm=algorithm,
                 objective=OBJECTIVE,
                 directory=str(tmp_path / str(seed)),
                 seed=seed,
-                max_trials=10,
+                settings=TunerSettings(algorithm=algorithm, max_trials=10),
             ),
         )
         return _draws(tuner.oracle, 5)
@@ -150,16 +156,26 @@ def test_trial_seed_is_stable_and_distinct() -> None:
 def test_default_budgets(tmp_path: Path) -> None:
     random = build_tuner(
         _hypermodel(),
-        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "r")),
+        TunerSpec(
+            objective=OBJECTIVE,
+            directory=str(tmp_path / "r"),
+            settings=TunerSettings(algorithm="random"),
+        ),
     )
     hyperband = build_tuner(
         _hypermodel(),
-        TunerSpec(algorithm="hyperband", objective=OBJECTIVE, directory=str(tmp_path / "h")),
+        TunerSpec(
+            objective=OBJECTIVE,
+            directory=str(tmp_path / "h"),
+            settings=TunerSettings(algorithm="hyperband"),
+        ),
     )
     capped = build_tuner(
         _hypermodel(),
         TunerSpec(
-            algorithm="hyperband", objective=OBJECTIVE, directory=str(tmp_path / "c"), max_trials=4
+            objective=OBJECTIVE,
+            directory=str(tmp_path / "c"),
+            settings=TunerSettings(algorithm="hyperband", max_trials=4),
         ),
     )
     assert random.oracle.max_trials == DEFAULT_MAX_TRIALS
@@ -174,11 +190,10 @@ def test_trials_record_time_and_epochs_and_reproduce_weights(tmp_path: Path) -> 
         tuner = build_tuner(
             _hypermodel(),
             TunerSpec(
-                algorithm="random",
                 objective=OBJECTIVE,
                 directory=str(directory),
                 seed=5,
-                max_trials=2,
+                settings=TunerSettings(algorithm="random", max_trials=2),
             ),
         )
         tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
@@ -201,7 +216,10 @@ def test_conditional_hyperparameters_are_in_the_space_before_any_trial(tmp_path:
     tuner = build_tuner(
         hypermodel,
         TunerSpec(
-            algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=3, max_trials=40
+            objective=OBJECTIVE,
+            directory=str(tmp_path),
+            seed=3,
+            settings=TunerSettings(algorithm="random", max_trials=40),
         ),
     )
     names = {hp.name for hp in tuner.oracle.hyperparameters.space}
@@ -260,12 +278,10 @@ def test_hyperband_promotions_continue_their_schedule_and_optimizer(tmp_path: Pa
     tuner = build_tuner(
         hypermodel,
         TunerSpec(
-            algorithm="hyperband",
             objective=OBJECTIVE,
             directory=str(tmp_path),
             seed=2,
-            max_epochs=2,
-            factor=2,
+            settings=TunerSettings(algorithm="hyperband", max_epochs=2, factor=2),
         ),
     )
     _FirstStep.seen.clear()
@@ -293,13 +309,10 @@ def test_bohb_runs_a_real_search_and_resumes(tmp_path: Path) -> None:
         return build_tuner(
             _hypermodel(),
             TunerSpec(
-                algorithm="bohb",
                 objective=OBJECTIVE,
                 directory=str(tmp_path),
                 seed=3,
-                max_epochs=2,
-                factor=2,
-                max_trials=3,
+                settings=TunerSettings(algorithm="bohb", max_epochs=2, factor=2, max_trials=3),
             ),
         )
 
@@ -319,7 +332,12 @@ def test_the_first_trial_is_the_recommended_configuration(tmp_path: Path, algori
     hypermodel = _hypermodel()
     tuner = build_tuner(
         hypermodel,
-        TunerSpec(algorithm=algorithm, objective=OBJECTIVE, directory=str(tmp_path), seed=4),
+        TunerSpec(
+            objective=OBJECTIVE,
+            directory=str(tmp_path),
+            seed=4,
+            settings=TunerSettings(algorithm=algorithm),
+        ),
     )
 
     def sampled(trial: keras_tuner.engine.trial.Trial) -> dict[str, object]:
@@ -338,12 +356,12 @@ def test_a_random_first_trial_and_a_resumed_search_are_left_alone(tmp_path: Path
         return build_tuner(
             _hypermodel(),
             TunerSpec(
-                algorithm="random",
                 objective=OBJECTIVE,
                 directory=str(directory),
                 seed=4,
-                max_trials=max_trials,
-                first_trial=first_trial,
+                settings=TunerSettings(
+                    algorithm="random", max_trials=max_trials, first_trial=first_trial
+                ),
             ),
         )
 
@@ -375,7 +393,12 @@ def test_a_reloaded_search_breaks_score_ties_as_the_live_one_did(
     def tuner() -> keras_tuner.Tuner:
         return build_tuner(
             _hypermodel(),
-            TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=1),
+            TunerSpec(
+                objective=OBJECTIVE,
+                directory=str(tmp_path),
+                seed=1,
+                settings=TunerSettings(algorithm="random"),
+            ),
         )
 
     live = tuner()
@@ -419,7 +442,10 @@ def test_the_space_is_found_without_building_a_model(
     ours = build_tuner(
         hypermodel,
         TunerSpec(
-            algorithm="random", objective=OBJECTIVE, directory=str(tmp_path / "ours"), seed=0
+            objective=OBJECTIVE,
+            directory=str(tmp_path / "ours"),
+            seed=0,
+            settings=TunerSettings(algorithm="random"),
         ),
     )
     assert not builds
@@ -439,7 +465,12 @@ def test_a_trial_build_collects_no_garbage(tmp_path: Path, monkeypatch: pytest.M
 
     tuner = build_tuner(
         _hypermodel(),
-        TunerSpec(algorithm="random", objective=OBJECTIVE, directory=str(tmp_path), seed=0),
+        TunerSpec(
+            objective=OBJECTIVE,
+            directory=str(tmp_path),
+            seed=0,
+            settings=TunerSettings(algorithm="random"),
+        ),
     )
     collections: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda *args: collections.append(1) or 0)
