@@ -660,7 +660,8 @@ def _row_code_notes(schema: TabularSchema, *, choices: Sequence[bool]) -> list[s
 
 
 def rare_level_notes(schema: TabularSchema, *, min_frequency: int) -> list[str]:
-    """Categorical columns whose training rows are mostly in rare values."""
+    """Categorical columns whose training rows are mostly in rare values, but for those
+    the screening left out of the network."""
     return [
         f"column {c.name!r}: {c.levels:,} levels, {c.rare_share:.0%} of training rows in "
         f"levels seen fewer than {RARE_BELOW} times; "
@@ -670,6 +671,7 @@ def rare_level_notes(schema: TabularSchema, *, min_frequency: int) -> list[str]:
             else "each keeps its own value (data.min_frequency = 1)"
         )
         for c in rare_level_columns(schema)
+        if c.treatment != "drop"  # left out: `identifier_notes` says so
     ]
 
 

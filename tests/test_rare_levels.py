@@ -353,3 +353,17 @@ def test_plan_warns_of_no_embedding_for_a_column_the_screening_left_out() -> Non
     assert "column 'code' (mostly rare levels) gets a" in warning
     screened = screen_identifiers(schema, {"code": 0.0})
     assert _rare_level_warnings(screened, treatments=["embedding"]) == []
+
+
+def test_a_column_the_screening_left_out_gets_no_rare_level_note() -> None:
+    """Its levels no longer enter the network, so "each keeps its own value" would be
+    wrong; the identifier note says it was left out."""
+    from hypermodels.features import screen_identifiers
+    from kt_pipeline.plan import rare_level_notes
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"code": rng.integers(0, 500, 600).astype(str), "x": rng.normal(size=600)})
+    schema = fit_schema(frame, {"code": "string_categorical", "x": "numeric"})
+    (note,) = rare_level_notes(schema, min_frequency=1)
+    assert note.startswith("column 'code'") and "each keeps its own value" in note
+    assert rare_level_notes(screen_identifiers(schema, {"code": 0.0}), min_frequency=1) == []
