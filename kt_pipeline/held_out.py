@@ -141,8 +141,9 @@ def format_scores(scores: dict[str, float], intervals: dict[str, Any] | None = N
     if not text:
         return "n/a"
     if bounds and intervals:
+        caveat = f"; {intervals['caveat']}" if intervals.get("caveat") else ""
         text += (
             f" ({intervals['level']:.0%} bootstrap intervals, drawing the "
-            f"{intervals['resampled']} again)"
+            f"{intervals['resampled']} again{caveat})"
         )
     return text

@@ -82,6 +82,16 @@ def test_a_metric_some_draws_leave_undefined_has_no_interval() -> None:
             {"level": 0.95, "resampled": "13 groups", "metrics": {"r2": [0.25, 0.75]}},
             "r2 0.5000 [0.2500, 0.7500] (95% bootstrap intervals, drawing the 13 groups again)",
         ),
+        (
+            {
+                "level": 0.95,
+                "resampled": "40 rows",
+                "metrics": {"r2": [0.25, 0.75]},
+                "caveat": "a later period may fall outside them",
+            },
+            "r2 0.5000 [0.2500, 0.7500] (95% bootstrap intervals, drawing the 40 rows again; "
+            "a later period may fall outside them)",
+        ),
     ],
 )
 def test_scores_print_with_their_intervals(intervals: dict | None, expected: str) -> None:  # type: ignore[type-arg]

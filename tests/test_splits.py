@@ -390,6 +390,7 @@ def test_under_a_time_split_the_export_learns_the_latest_rows_after_scoring_them
     assert intervals == card["test_intervals"] and intervals["resampled"] == f"{tested} rows"
     for name, (low, high) in intervals["metrics"].items():
         assert low <= card["test_metrics"][name] <= high
+    assert intervals["caveat"] == "a later period may fall outside them"
 
 
 def test_a_date_column_is_time_like_whatever_its_name() -> None:
