@@ -38,17 +38,24 @@ def _hypermodel() -> MLPHyperModel:
     )
 
 
-@pytest.mark.parametrize("algorithm", ["hyperband", "bayesian", "random", "bohb"])
-def test_seed_zero_is_honoured(tmp_path: Path, algorithm: str) -> None:
-    tuner = build_tuner(
-        _hypermodel(),
+def _tuner(
+    hypermodel: keras_tuner.HyperModel, directory: Path, *, seed: int = 0, **settings: Any
+) -> keras_tuner.Tuner:
+    """`build_tuner` with the tests' objective: `settings` are `TunerSettings` fields."""
+    return build_tuner(
+        hypermodel,
         TunerSpec(
             objective=OBJECTIVE,
-            directory=str(tmp_path),
-            seed=0,
-            settings=TunerSettings(algorithm=algorithm),
+            directory=str(directory),
+            seed=seed,
+            settings=TunerSettings(**settings),
         ),
     )
+
+
+@pytest.mark.parametrize("algorithm", ["hyperband", "bayesian", "random", "bohb"])
+def test_seed_zero_is_honoured(tmp_path: Path, algorithm: str) -> None:
+    tuner = _tuner(_hypermodel(), tmp_path, seed=0, algorithm=algorithm)
     assert tuner.oracle.seed == 0
 
 
@@ -58,28 +65,13 @@ def test_bohb_min_points_reaches_the_oracle(tmp_path: Path) -> None:
     assert load_config(None, ["tuner.bohb_min_points=10"]).tuner.bohb_min_points == 10
     with pytest.raises(UserInputError, match=r"tuner\.bohb_min_points"):
         load_config(None, ["tuner.bohb_min_points=2"])
-    tuner = build_tuner(
-        _hypermodel(),
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path),
-            settings=TunerSettings(algorithm="bohb", bohb_min_points=10),
-        ),
-    )
+    tuner = _tuner(_hypermodel(), tmp_path, algorithm="bohb", bohb_min_points=10)
     assert tuner.oracle.min_points_in_model == 10
 
 
 def test_same_seed_samples_the_same_trials(tmp_path: Path) -> None:
     def sampled(directory: Path, seed: int) -> list[dict[str, object]]:
-        tuner = build_tuner(
-            _hypermodel(),
-            TunerSpec(
-                objective=OBJECTIVE,
-                directory=str(directory),
-                seed=seed,
-                settings=TunerSettings(algorithm="random", max_trials=3),
-            ),
-        )
+        tuner = _tuner(_hypermodel(), directory, seed=seed, algorithm="random", max_trials=3)
         return [tuner.oracle.populate_space(str(i))["values"] for i in range(3)]
 
     first = sampled(tmp_path / "a", 0)
@@ -124,14 +116,8 @@ def test_keras_tuner_consecutive_seeds_replay_each_others_draws() -> None:
 @pytest.mark.parametrize("algorithm", ["hyperband", "bayesian", "random", "bohb"])
 def test_consecutive_seeds_sample_independent_searches(tmp_path: Path, algorithm: str) -> None:
     def draws(seed: int) -> set[float]:
-        tuner = build_tuner(
-            _FourUniforms(),
-            TunerSpec(
-                objective=OBJECTIVE,
-                directory=str(tmp_path / str(seed)),
-                seed=seed,
-                settings=TunerSettings(algorithm=algorithm, max_trials=10),
-            ),
+        tuner = _tuner(
+            _FourUniforms(), tmp_path / str(seed), seed=seed, algorithm=algorithm, max_trials=10
         )
         return _draws(tuner.oracle, 5)
 
@@ -154,30 +140,9 @@ def test_trial_seed_is_stable_and_distinct() -> None:
 
 
 def test_default_budgets(tmp_path: Path) -> None:
-    random = build_tuner(
-        _hypermodel(),
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path / "r"),
-            settings=TunerSettings(algorithm="random"),
-        ),
-    )
-    hyperband = build_tuner(
-        _hypermodel(),
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path / "h"),
-            settings=TunerSettings(algorithm="hyperband"),
-        ),
-    )
-    capped = build_tuner(
-        _hypermodel(),
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path / "c"),
-            settings=TunerSettings(algorithm="hyperband", max_trials=4),
-        ),
-    )
+    random = _tuner(_hypermodel(), tmp_path / "r", algorithm="random")
+    hyperband = _tuner(_hypermodel(), tmp_path / "h", algorithm="hyperband")
+    capped = _tuner(_hypermodel(), tmp_path / "c", algorithm="hyperband", max_trials=4)
     assert random.oracle.max_trials == DEFAULT_MAX_TRIALS
     assert hyperband.oracle.max_trials is None
     assert capped.oracle.max_trials == 4
@@ -187,15 +152,7 @@ def test_trials_record_time_and_epochs_and_reproduce_weights(tmp_path: Path) -> 
     x, y = _data()
 
     def run(directory: Path) -> tuple[keras_tuner.Tuner, list[np.ndarray]]:
-        tuner = build_tuner(
-            _hypermodel(),
-            TunerSpec(
-                objective=OBJECTIVE,
-                directory=str(directory),
-                seed=5,
-                settings=TunerSettings(algorithm="random", max_trials=2),
-            ),
-        )
+        tuner = _tuner(_hypermodel(), directory, seed=5, algorithm="random", max_trials=2)
         tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0)
         best = tuner.oracle.get_best_trials(1)[0]
         return tuner, tuner.load_model(best).get_weights()
@@ -213,15 +170,7 @@ def test_trials_record_time_and_epochs_and_reproduce_weights(tmp_path: Path) -> 
 def test_conditional_hyperparameters_are_in_the_space_before_any_trial(tmp_path: Path) -> None:
     x, y = _data()
     hypermodel = MLPHyperModel.from_arrays(x, y, task="binary", optimizers=("adam", "sgd", "adamw"))
-    tuner = build_tuner(
-        hypermodel,
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path),
-            seed=3,
-            settings=TunerSettings(algorithm="random", max_trials=40),
-        ),
-    )
+    tuner = _tuner(hypermodel, tmp_path, seed=3, algorithm="random", max_trials=40)
     names = {hp.name for hp in tuner.oracle.hyperparameters.space}
     assert {"sgd_momentum", "adamw_weight_decay"} <= names
     # So the first trial that picks SGD gets a sampled momentum, not the default 0.0.
@@ -275,15 +224,7 @@ def test_hyperband_promotions_continue_their_schedule_and_optimizer(tmp_path: Pa
         early_stopping_patience=(0, 0),
         gradient_clipping=("none",),
     )
-    tuner = build_tuner(
-        hypermodel,
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path),
-            seed=2,
-            settings=TunerSettings(algorithm="hyperband", max_epochs=2, factor=2),
-        ),
-    )
+    tuner = _tuner(hypermodel, tmp_path, seed=2, algorithm="hyperband", max_epochs=2, factor=2)
     _FirstStep.seen.clear()
     tuner.search(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[_FirstStep()])
     steps, total = 3, 3 * 2
@@ -306,14 +247,8 @@ def test_bohb_runs_a_real_search_and_resumes(tmp_path: Path) -> None:
     x, y = _data()
 
     def tuner() -> keras_tuner.Tuner:
-        return build_tuner(
-            _hypermodel(),
-            TunerSpec(
-                objective=OBJECTIVE,
-                directory=str(tmp_path),
-                seed=3,
-                settings=TunerSettings(algorithm="bohb", max_epochs=2, factor=2, max_trials=3),
-            ),
+        return _tuner(
+            _hypermodel(), tmp_path, seed=3, algorithm="bohb", max_epochs=2, factor=2, max_trials=3
         )
 
     first = tuner()
@@ -330,15 +265,7 @@ def test_bohb_runs_a_real_search_and_resumes(tmp_path: Path) -> None:
 @pytest.mark.parametrize("algorithm", ["hyperband", "bayesian", "random", "bohb"])
 def test_the_first_trial_is_the_recommended_configuration(tmp_path: Path, algorithm: str) -> None:
     hypermodel = _hypermodel()
-    tuner = build_tuner(
-        hypermodel,
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path),
-            seed=4,
-            settings=TunerSettings(algorithm=algorithm),
-        ),
-    )
+    tuner = _tuner(hypermodel, tmp_path, seed=4, algorithm=algorithm)
 
     def sampled(trial: keras_tuner.engine.trial.Trial) -> dict[str, object]:
         return {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
@@ -353,16 +280,13 @@ def test_the_first_trial_is_the_recommended_configuration(tmp_path: Path, algori
 
 def test_a_random_first_trial_and_a_resumed_search_are_left_alone(tmp_path: Path) -> None:
     def tuner(directory: Path, first_trial: str, max_trials: int = 2) -> keras_tuner.Tuner:
-        return build_tuner(
+        return _tuner(
             _hypermodel(),
-            TunerSpec(
-                objective=OBJECTIVE,
-                directory=str(directory),
-                seed=4,
-                settings=TunerSettings(
-                    algorithm="random", max_trials=max_trials, first_trial=first_trial
-                ),
-            ),
+            directory,
+            seed=4,
+            algorithm="random",
+            max_trials=max_trials,
+            first_trial=first_trial,
         )
 
     random_first = tuner(tmp_path / "a", "random")
@@ -391,15 +315,7 @@ def test_a_reloaded_search_breaks_score_ties_as_the_live_one_did(
     from kt_pipeline.tuners import best_trial
 
     def tuner() -> keras_tuner.Tuner:
-        return build_tuner(
-            _hypermodel(),
-            TunerSpec(
-                objective=OBJECTIVE,
-                directory=str(tmp_path),
-                seed=1,
-                settings=TunerSettings(algorithm="random"),
-            ),
-        )
+        return _tuner(_hypermodel(), tmp_path, seed=1, algorithm="random")
 
     live = tuner()
     for _ in range(4):  # four trials, all with the same score
@@ -439,15 +355,7 @@ def test_the_space_is_found_without_building_a_model(
     builds: list[int] = []
     original = hypermodel.build
     monkeypatch.setattr(hypermodel, "build", lambda hp: builds.append(1) or original(hp))
-    ours = build_tuner(
-        hypermodel,
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path / "ours"),
-            seed=0,
-            settings=TunerSettings(algorithm="random"),
-        ),
-    )
+    ours = _tuner(hypermodel, tmp_path / "ours", seed=0, algorithm="random")
     assert not builds
 
     def described(tuner: Any) -> list[tuple[str, str]]:
@@ -463,15 +371,7 @@ def test_a_trial_build_collects_no_garbage(tmp_path: Path, monkeypatch: pytest.M
     each in a process holding TensorFlow); ours leaves it to Python's collector."""
     import gc
 
-    tuner = build_tuner(
-        _hypermodel(),
-        TunerSpec(
-            objective=OBJECTIVE,
-            directory=str(tmp_path),
-            seed=0,
-            settings=TunerSettings(algorithm="random"),
-        ),
-    )
+    tuner = _tuner(_hypermodel(), tmp_path, seed=0, algorithm="random")
     collections: list[int] = []
     monkeypatch.setattr(gc, "collect", lambda *args: collections.append(1) or 0)
     model = tuner._try_build(tuner.oracle.get_space())
