@@ -268,13 +268,15 @@ class TabularSchema:
 
     def input_names(self) -> dict[str, str]:
         """SavedModel input name for each column: the column name made signature-safe
-        (letters, digits and ``_``), unique within the schema."""
+        (letters, digits and ``_``, starting with a letter: TensorFlow renames inputs that
+        start with ``_`` or a digit, and refuses to save two of them), unique within
+        the schema."""
         names: dict[str, str] = {}
         used: set[str] = set()
         for column in self.columns:
             base = re.sub(r"[^A-Za-z0-9_]", "_", column.name) or "column"
-            if base[0].isdigit():
-                base = f"_{base}"
+            if not base[0].isalpha():
+                base = f"column{base}" if base[0] == "_" else f"column_{base}"
             if base in _RESERVED_INPUT_NAMES:  # TensorFlow passes inputs as keywords
                 base = f"{base}_"
             name, suffix = base, 1
@@ -488,7 +490,9 @@ def _target_encode(
 
     regression = task == "regression"
     target = _target_matrix(y, task)[:, 0] if regression else np.asarray(y)
-    cv = _cross_folds(folds, seed=seed, stratified=not regression)
+    # A class with fewer rows than folds cannot be in every fold: shuffle instead.
+    stratified = not regression and np.unique(target, return_counts=True)[1].min() >= _TARGET_FOLDS
+    cv = _cross_folds(folds, seed=seed, stratified=stratified)
     target_type = "continuous" if regression else task
     encoder = TargetEncoder(target_type=target_type, smooth=smooth, cv=cv)
     out_of_fold = encoder.fit_transform(ids.reshape(-1, 1), target).astype("float32")

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,23 @@ class SearchResult:
         )
         return prediction_table(export, frame, loaded=self.model)
 
+    def best_models(self, n: int = 1) -> list[Any]:
+        """The `n` best trials' trained Keras models, best first, ready to fine-tune or
+        inspect: KerasTuner's ``get_best_models``, each taking the raw columns as the
+        export does (``{input name: 1-D array}``, names in the model card) with the
+        lookups in front. They are the searched models, before any ensemble or refit.
+
+        Raises:
+            UserInputError: the folder's search cannot be read back.
+        """
+        from kt_pipeline.config import load_config
+        from kt_pipeline.experiment_files import CONFIG_FILE
+        from kt_pipeline.finish import trial_models
+
+        here = {"runtime.experiment_dir": str(self.experiment_dir)}  # wherever it now is
+        config = load_config(self.experiment_dir / CONFIG_FILE, settings=here)
+        return trial_models(config, count=n)
+
     def report(self, *, top_k: int = 10) -> Any:
         """Writes ``results.csv``, the plots and ``report/report.md``, and returns the
         `kt_pipeline.report.Report` (its ``to_text()`` is what ``kt-pipeline report``
@@ -150,6 +167,7 @@ def search(
     config: str | os.PathLike[str] | None = None,
     settings: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    callbacks: Sequence[Any] | None = None,
     verbose: bool = True,
 ) -> SearchResult:
     """Runs a search, exports its best model and returns what it found.
@@ -183,6 +201,8 @@ def search(
         settings: Any other setting as ``{"section.key": value}``, e.g.
             ``{"export.refit": "off"}``; the same keys as ``--set``.
         overwrite: Discard a search already in `experiment_dir` instead of resuming it.
+        callbacks: Keras callbacks for every trial's `fit`, as KerasTuner's
+            ``tuner.search(callbacks=...)`` takes them (each trial gets its own copy).
         verbose: Log each trial's line to stderr when the ``kt_pipeline`` logger has
             no handler of its own.
 
@@ -221,7 +241,7 @@ def search(
     try:
         resolved = load_config(config_file, settings=values)
         with _logging(verbose):
-            run_search(resolved, overwrite=overwrite)
+            run_search(resolved, overwrite=overwrite, callbacks=callbacks or ())
     except UserInputError:
         if stored is not None and stored.created:  # bad input leaves the folder as it was
             stored.path.unlink(missing_ok=True)

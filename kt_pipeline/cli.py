@@ -29,6 +29,7 @@ from kt_pipeline.errors import (
     UserInputError,
     is_disk_full,
 )
+from kt_pipeline.quiet_start import start_tensorflow
 
 __all__ = ["main"]
 
@@ -566,26 +567,6 @@ def _print_summary(summary: object) -> None:
     print(f"Report:           kt-pipeline report {summary.experiment_dir}")
 
 
-def _start_tensorflow_quietly() -> None:
-    """Imports TensorFlow and lets it probe its devices with the process's native stderr
-    pointed at /dev/null. Its C++ start-up lines (oneDNN, "failed call to cuInit" on a
-    host without GPUs) come before its log level is read, so the level cannot hide
-    them, and a new user reads the CUDA line as an error. `--verbose` and `--debug`
-    keep them."""
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()
-    os.dup2(null, 2)
-    try:
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM (``docker stop``, Kubernetes), raised as the interrupt a search already
     stops on cleanly: the running trial is left to run again on resume."""
@@ -646,8 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else {}
     )
     try:
-        if not (getattr(args, "debug", False) or getattr(args, "verbose", False)):
-            _start_tensorflow_quietly()
+        loud = getattr(args, "debug", False) or getattr(args, "verbose", False)
+        start_tensorflow(show_native=True if loud else None)
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except UserInputError as error:

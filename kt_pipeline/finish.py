@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from hypermodels import TabularSchema
-from hypermodels.features import TARGET_SUFFIX, build_inputs, model_inputs, raw_rows
+from hypermodels.features import (
+    TARGET_SUFFIX,
+    ServingEncoder,
+    build_inputs,
+    model_inputs,
+    raw_rows,
+    serving_signature,
+)
 from hypermodels.mlp import EVALUATION_BATCH_SIZE
 from kt_pipeline import ensemble as ensemble_lib
 from kt_pipeline import splits as splits_lib
@@ -44,6 +52,7 @@ __all__ = [
     "refit_members",
     "refit_mode",
     "select_ensemble",
+    "trial_models",
 ]
 
 log = logging.getLogger("kt_pipeline")
@@ -70,6 +79,30 @@ def load_best_model(
     if chosen is None:
         raise UserInputError(f"experiment {config.runtime.experiment_dir!r} has no completed trial")
     return chosen.model, prepared.schema
+
+
+def trial_models(config: PipelineConfig, *, count: int) -> list[keras.Model]:
+    """The `count` best completed trials' trained models, best first, each taking the
+    raw columns as the export does (one 1-D input per column, named as
+    `TabularSchema.input_names` names them), with the lookups the export carries in
+    front: KerasTuner's ``get_best_models`` for models a user can feed a table.
+
+    Raises:
+        UserInputError: the experiment holds no search.
+    """
+    prepared = prepare_data(config)
+    with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner"
+        tuner = reload_tuner(config, prepared)
+    encoder = ServingEncoder(prepared.schema)
+    models = []
+    for trial in tuner.oracle.get_best_trials(count):
+        inputs = {
+            name: keras.Input(shape=(), dtype=spec.dtype.name, name=name)
+            for name, spec in serving_signature(prepared.schema).items()
+        }
+        trained = tuner.load_model(trial)
+        models.append(keras.Model(inputs, trained(encoder(inputs)), name=f"trial_{trial.trial_id}"))
+    return models
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from kt_pipeline.plan import log_data_notes
 from kt_pipeline.prepare import Prepared, prepare_data, set_up_devices, sized_for_data
 from kt_pipeline.results import write_results
 from kt_pipeline.resume import check_fingerprint, check_resumable, check_search_files
-from kt_pipeline.search_parts import callbacks, hypermodel_class, make_tuner
+from kt_pipeline.search_parts import hypermodel_class, make_tuner, trial_callbacks
 from kt_pipeline.strategy import is_multi_worker
 from kt_pipeline.time_budget import TimeBudget
 from kt_pipeline.tuners import best_trial
@@ -102,6 +103,7 @@ def run_search(
     role: str = "standalone",
     worker_id: str = "worker0",
     started: float | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> SearchSummary:
     """Runs the whole job described by `config`.
 
@@ -118,6 +120,7 @@ def run_search(
         started: When the job started (`time.monotonic`), which ``tuner.time_budget``
             counts from: the CLI passes its own start, before TensorFlow's import.
             None: now.
+        callbacks: The caller's Keras callbacks, for every trial's `fit`.
     """
     started = time.monotonic() if started is None else started
     policy = keras.mixed_precision.global_policy()
@@ -128,7 +131,9 @@ def run_search(
         )
     try:
         if role == "standalone":
-            return _run_search(config, overwrite=overwrite, role=role, started=started)
+            return _run_search(
+                config, overwrite=overwrite, role=role, started=started, callbacks=callbacks
+            )
         runtime = config.runtime
         address = (runtime.oracle_bind if role == "chief" else "") or runtime.oracle_address
         token = oracle_token(runtime.oracle_token_file)
@@ -151,7 +156,9 @@ def run_search(
             token=token,
             tls_files=tls_files,
         ):
-            return _run_search(config, overwrite=overwrite, role=role, started=started)
+            return _run_search(
+                config, overwrite=overwrite, role=role, started=started, callbacks=callbacks
+            )
     finally:  # `runtime.mixed_precision` is for this job, not for the caller's process
         keras.mixed_precision.set_global_policy(policy)
 
@@ -168,13 +175,18 @@ class _Job:
 
 
 def _run_search(
-    config: PipelineConfig, *, overwrite: bool, role: str, started: float
+    config: PipelineConfig,
+    *,
+    overwrite: bool,
+    role: str,
+    started: float,
+    callbacks: Sequence[keras.callbacks.Callback],
 ) -> SearchSummary:
     """The job as three steps: prepare the data and the config, search, then write the
     results and the export."""
     with contextlib.ExitStack() as held:
         job = _prepare_job(config, overwrite=overwrite, role=role, started=started, held=held)
-        tuner = _search(job, overwrite=overwrite, role=role)
+        tuner = _search(job, overwrite=overwrite, role=role, callbacks=callbacks)
         if role == "worker":  # the chief writes the results and the export
             objective = tuner.oracle.objective
             return _worker_summary(job.experiment, job.prepared.dataset.task, objective, started)
@@ -223,7 +235,9 @@ def _prepare_job(
     return _Job(config, prepared, strategy, budget, experiment)
 
 
-def _search(job: _Job, *, overwrite: bool, role: str) -> keras_tuner.Tuner:
+def _search(
+    job: _Job, *, overwrite: bool, role: str, callbacks: Sequence[keras.callbacks.Callback]
+) -> keras_tuner.Tuner:
     """Builds the tuner, saves the config beside it and runs the trials."""
     config, prepared, splits = job.config, job.prepared, job.prepared.splits
     tuner = make_tuner(
@@ -237,7 +251,7 @@ def _search(job: _Job, *, overwrite: bool, role: str) -> keras_tuner.Tuner:
             splits.train.y,
             validation_data=(prepared.inputs(splits.validation), splits.validation.y),
             epochs=config.tuner.max_epochs,
-            callbacks=callbacks(config),
+            callbacks=[*trial_callbacks(config), *callbacks],
             verbose=1 if config.runtime.verbose else 0,
         )
     except SearchAbortedError:

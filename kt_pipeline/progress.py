@@ -53,11 +53,15 @@ def format_eta(seconds: float) -> str:
 class SearchProgress:
     """Reports each finished trial; draws a bar for the whole search on a terminal."""
 
-    def __init__(self, oracle: keras_tuner.Oracle, *, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, oracle: keras_tuner.Oracle, *, stream: TextIO | None = None, bar: bool = True
+    ) -> None:
+        """`bar`: draw the bar where it can be seen; off for a tuner that is only read
+        back (an export, ``best_models``), which runs no search."""
         self.oracle = oracle
         self.total = planned_trials(oracle)
         self.stream = stream if stream is not None else sys.stderr
-        self.bar = self.total is not None and (_isatty(self.stream) or _in_notebook())
+        self.bar = bar and self.total is not None and (_isatty(self.stream) or _in_notebook())
         self._bar = tqdm(
             total=self.total,
             initial=len(getattr(oracle, "end_order", None) or ()),

@@ -24,13 +24,13 @@ from kt_pipeline.time_budget import TimeBudget
 from kt_pipeline.tuners import TunerSpec, build_tuner
 
 __all__ = [
-    "callbacks",
     "hypermodel_class",
     "make_hypermodel",
     "make_tuner",
     "objective_for",
     "reload_tuner",
     "resolve_objective",
+    "trial_callbacks",
 ]
 
 _DEFAULT_OBJECTIVES = {"binary": "val_auc", "multiclass": "val_accuracy", "regression": "val_loss"}
@@ -120,7 +120,7 @@ def make_tuner(
     )
 
 
-def callbacks(config: PipelineConfig) -> list[Any]:
+def trial_callbacks(config: PipelineConfig) -> list[Any]:
     experiment = Path(config.runtime.experiment_dir)
     # KerasTuner moves this callback into one folder per trial and adds HParams data;
     # our tuners add the experiment summary, epoch timing and a search-level run.

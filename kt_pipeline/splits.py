@@ -22,6 +22,7 @@ training rows the same way, so that they too score what a later or unseen row ge
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -238,7 +239,7 @@ def split_indices(
 def _random_parts(
     dataset: Dataset, validation_fraction: float, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded rows, stratified by class for classification."""
+    """Seeded rows, stratified by class for classification (`_strata`)."""
     from sklearn.model_selection import train_test_split
 
     rows = len(dataset.y)
@@ -250,21 +251,32 @@ def _random_parts(
         )
 
     def cut(idx: np.ndarray, fraction: float, seed_offset: int) -> tuple[np.ndarray, np.ndarray]:
-        stratify = dataset.y[idx] if classify else None
-        try:
-            first, second = train_test_split(
-                idx, test_size=fraction, random_state=seed + seed_offset, stratify=stratify
-            )
-        except ValueError as error:
-            raise UserInputError(
-                f"data source {dataset.name!r} cannot be split with every class in every "
-                f"part: {error}"
-            ) from error
+        stratify = _strata(dataset.y[idx], fraction) if classify else None
+        first, second = train_test_split(
+            idx, test_size=fraction, random_state=seed + seed_offset, stratify=stratify
+        )
         return np.sort(first), np.sort(second)
 
     rest, test = cut(np.arange(rows), test_fraction, 0)
     train, validation = cut(rest, validation_fraction / (1 - test_fraction), 1)
     return train, validation, test
+
+
+def _strata(labels: np.ndarray, fraction: float) -> np.ndarray | None:
+    """The classes to stratify a cut on. A class with one row cannot be on both sides,
+    so such classes share a stratum (joined to the largest class while that stratum
+    is still one row); a cut smaller than the strata is not stratified. Rare classes
+    then fall where the seed puts them instead of refusing the table."""
+    _, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    rare = counts[codes] < 2
+    strata = np.where(rare, -1, codes)
+    if 0 < rare.sum() < 2:
+        strata[rare] = int(np.argmax(counts))
+    count = len(np.unique(strata))
+    smaller_part = min(
+        math.ceil(fraction * len(labels)), len(labels) - math.ceil(fraction * len(labels))
+    )
+    return strata if count > 1 and smaller_part >= count else None
 
 
 def _column_parts(series: pd.Series, spec: SplitSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -284,7 +284,7 @@ class _PipelineTunerMixin(TunerMixinBase):
         _honour_seed(oracle, seed)
         if first_trial == "recommended":
             _start_from_recommended(oracle, self.hypermodel)
-        self._progress = SearchProgress(self.oracle)
+        self._progress = SearchProgress(self.oracle, bar=False)  # `search` draws one
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
         """Runs the search; in a parallel search's chief, serves the oracle with worker

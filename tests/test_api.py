@@ -65,6 +65,44 @@ def test_a_dataframe_search_returns_a_result_that_serves_raw_rows(tmp_path: Path
     assert report.trials == 2 and (tmp_path / "report" / "report.md").is_file()
 
 
+def test_best_models_are_the_trials_models_and_give_their_validation_scores(
+    tmp_path: Path,
+) -> None:
+    import keras
+
+    from hypermodels.features import raw_rows
+    from kt_pipeline.config import load_config
+    from kt_pipeline.prepare import prepare_data
+
+    result = ktp.search(
+        make_mixed_frame(300),
+        label="label",
+        experiment_dir=tmp_path,
+        tuner="random",
+        max_trials=3,
+        max_epochs=3,
+        settings=QUICK,
+    )
+    models = result.best_models(3)
+    recorded = result.results.set_index("trial_id")["objective"]
+    assert [m.name for m in models] == [
+        f"trial_{t}" for t in recorded.sort_values(ascending=False).index
+    ]
+    prepared = prepare_data(load_config(tmp_path / "config.toml"))  # the search's own split
+    validation = prepared.splits.validation
+    # The raw columns as Keras takes them: strings as Python objects.
+    rows = {
+        name: values.astype(object) if values.dtype.kind == "U" else values
+        for name, values in raw_rows(prepared.schema, validation.frame).items()
+    }
+    for model in models:
+        assert isinstance(model, keras.Model)
+        auc = keras.metrics.AUC()
+        auc.update_state(validation.y, model.predict(rows, verbose=0))
+        trial = model.name.removeprefix("trial_")
+        assert float(auc.result()) == pytest.approx(recorded[trial], abs=1e-6)
+
+
 def test_array_search_resumes_on_the_same_rows_and_refuses_others(tmp_path: Path) -> None:
     frame = make_frame(150, task="multiclass")
     x, y = frame[["a", "b", "c"]].to_numpy(), frame["label"].to_numpy()

@@ -36,3 +36,21 @@ def test_the_quickstart_notebook_runs_in_a_fresh_kernel(tmp_path: Path) -> None:
     )
     assert "'auc'" in scores["data"]["text/plain"]
     assert (tmp_path / "experiments" / "notebook" / "export" / "1" / "saved_model.pb").is_file()
+
+
+def test_the_estimators_notebook_runs_in_a_fresh_kernel(tmp_path: Path) -> None:
+    notebook = nbformat.read(EXAMPLES / "estimators.ipynb", as_version=4)
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "searched MLP:" in printed and "HistGB:" in printed and "held-out accuracy:" in printed
+    # Nothing from TensorFlow's native or Python logging reaches the notebook.
+    assert "cuda" not in printed.lower() and "tensorflow" not in printed.lower()
+    assert (tmp_path / "chile.joblib").is_file()
+    assert not (tmp_path / "experiments").exists()  # no experiment_dir: nothing written here

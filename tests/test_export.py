@@ -350,12 +350,22 @@ def test_the_export_looks_values_up_to_the_ids_the_model_trained_on() -> None:
     assert trained["code"].numpy()[:, 0].tolist() == [2, 0, 1, 0]
 
 
-def test_columns_named_like_python_words_are_exported_and_served(tmp_path: Path) -> None:
+def test_columns_named_like_python_words_or_numbers_are_exported_and_served(
+    tmp_path: Path,
+) -> None:
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(60, 3)).astype("float32")
-    names = ["self", "class", "x"]  # TensorFlow takes inputs as keywords when it saves
+    x = rng.normal(size=(60, 5)).astype("float32")
+    # TensorFlow takes inputs as keywords when it saves, and renames (then refuses)
+    # inputs that start with "_" or a digit: a DataFrame's default column names.
+    names = ["self", "class", "x", "0", "_1"]
     hypermodel = MLPHyperModel(schema=TabularSchema.numeric_matrix(x, names), task="binary")
-    assert hypermodel.schema.input_names() == {"self": "self_", "class": "class_", "x": "x"}
+    assert hypermodel.schema.input_names() == {
+        "self": "self_",
+        "class": "class_",
+        "x": "x",
+        "0": "column_0",
+        "_1": "column_1",
+    }
     model = hypermodel.build(keras_tuner.HyperParameters())
     export_dir = export_model(
         model, export_root=tmp_path, task="binary", schema=hypermodel.schema, class_names="ny"

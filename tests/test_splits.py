@@ -170,6 +170,17 @@ def test_a_split_that_leaves_validation_one_class_is_refused() -> None:
         _cut(_dataset(frame, y, task="binary"), "time:day")
 
 
+def test_a_random_split_stratifies_the_classes_it_can_and_places_rare_ones_anyway() -> None:
+    y = np.array([0] * 30 + [1] * 30 + [2] * 2 + [3]).astype("int32")
+    frame = pd.DataFrame({"x": np.arange(len(y), dtype="float64")})
+    dataset = Dataset("test", frame, y, {"x": NUMERIC}, "multiclass", ("a", "b", "c", "d"))
+    splits = _cut(dataset, "random")
+    for part in (splits.train, splits.validation, splits.test):
+        assert {0, 1} <= set(part.y)  # the common classes are in every part
+    placed = np.concatenate([splits.train.y, splits.validation.y, splits.test.y])
+    assert sorted(placed) == sorted(y)  # the rare ones are somewhere, not refused
+
+
 def test_training_folds_are_whole_periods_and_whole_groups() -> None:
     rng = np.random.default_rng(3)
     frame = pd.DataFrame(
