@@ -24,7 +24,7 @@ import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -58,8 +58,6 @@ _NOT_IN_DIGEST = ("callbacks", "experiment_dir", "verbose")
 
 class _SearchEstimator(BaseEstimator):
     """The fit, prediction and shipping shared by the classifier and the regressor."""
-
-    _task: ClassVar[str]
 
     def __init__(
         self,
@@ -128,7 +126,7 @@ class _SearchEstimator(BaseEstimator):
                 max_epochs=self.max_epochs,
                 time_budget=self.time_budget,
                 seed=_seed(self.random_state),
-                settings={"data.task": self._task_for(labels), **dict(self.settings or {})},
+                settings={"data.task": self._task(), **dict(self.settings or {})},
                 hypermodel=self.hypermodel,
                 config=self.config,
                 callbacks=self.callbacks,
@@ -147,8 +145,9 @@ class _SearchEstimator(BaseEstimator):
         self._served = _Served(result.export_dir, keep=keep)
         return self
 
-    def _task_for(self, labels: np.ndarray) -> str:
-        return self._task
+    def _task(self) -> str:
+        """``data.task``: set, so that integer labels are never taken for the other task."""
+        raise NotImplementedError
 
     def _labels(self, y: Any, *, rows: int) -> np.ndarray:
         labels = column_or_1d(y, warn=True)
@@ -233,9 +232,7 @@ class SearchClassifier(ClassifierMixin, _SearchEstimator):
         export_dir_: The SavedModel the estimator predicts with.
     """
 
-    _task = "classification"
-
-    def _task_for(self, labels: np.ndarray) -> str:
+    def _task(self) -> str:
         return "binary" if len(self.classes_) == 2 else "multiclass"
 
     def _labels(self, y: Any, *, rows: int) -> np.ndarray:
@@ -276,7 +273,8 @@ class SearchRegressor(RegressorMixin, _SearchEstimator):
     Its parameters and attributes are `SearchClassifier`'s, without ``classes_``.
     """
 
-    _task = "regression"
+    def _task(self) -> str:
+        return "regression"
 
     def _labels(self, y: Any, *, rows: int) -> np.ndarray:
         labels = super()._labels(y, rows=rows)

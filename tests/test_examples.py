@@ -1,9 +1,10 @@
-"""The examples run as they are: the quick-start notebook is executed cell by cell in a
-fresh kernel (its budget is tiny by design)."""
+"""The examples run as they are: the notebooks are executed cell by cell in a fresh
+kernel (their budgets are tiny by design)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -14,14 +15,20 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 pytestmark = pytest.mark.slow
 
 
-def test_the_quickstart_notebook_runs_in_a_fresh_kernel(tmp_path: Path) -> None:
-    notebook = nbformat.read(EXAMPLES / "quickstart.ipynb", as_version=4)
+def _executed(name: str, folder: Path) -> Any:
+    """The notebook `name` of `examples/`, run cell by cell in a fresh kernel in `folder`."""
+    notebook = nbformat.read(EXAMPLES / name, as_version=4)
     NotebookClient(
         notebook,
         timeout=600,
         kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
+        resources={"metadata": {"path": str(folder)}},
     ).execute()
+    return notebook
+
+
+def test_the_quickstart_notebook_runs_in_a_fresh_kernel(tmp_path: Path) -> None:
+    notebook = _executed("quickstart.ipynb", tmp_path)
     outputs = {
         "".join(cell.source): cell.outputs for cell in notebook.cells if cell.cell_type == "code"
     }
@@ -39,13 +46,7 @@ def test_the_quickstart_notebook_runs_in_a_fresh_kernel(tmp_path: Path) -> None:
 
 
 def test_the_estimators_notebook_runs_in_a_fresh_kernel(tmp_path: Path) -> None:
-    notebook = nbformat.read(EXAMPLES / "estimators.ipynb", as_version=4)
-    NotebookClient(
-        notebook,
-        timeout=600,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    ).execute()
+    notebook = _executed("estimators.ipynb", tmp_path)
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
