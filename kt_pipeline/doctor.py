@@ -3,8 +3,10 @@
 A GPU host can look ready and still train on the CPU: a TensorFlow built for another
 CUDA or cuDNN, or a container that does not see the driver, leaves TensorFlow with no
 GPU and no error. The doctor reports the versions that matter, the CUDA and cuDNN
-TensorFlow was built with, every device TensorFlow sees (each GPU runs a small matmul),
-and the GPUs the NVIDIA driver reports next to them, and says plainly when they differ.
+TensorFlow was built with and the CUDA and cuDNN wheels its ``and-cuda`` extra installs
+(so an image can be checked on a host without a GPU), every device TensorFlow sees (each
+GPU runs a small matmul), and the GPUs the NVIDIA driver reports next to them, and says
+plainly when they differ.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import platform
 import shutil
 import subprocess
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Diagnosis", "diagnose", "driver_gpus"]
+__all__ = ["Diagnosis", "cuda_libraries", "diagnose", "driver_gpus"]
 
 _SMI_TIMEOUT = 20.0
 
@@ -29,6 +32,7 @@ class Diagnosis:
     build: dict[str, Any]  # CUDA and cuDNN TensorFlow was built with
     devices: list[dict[str, Any]]  # name, type, and for GPUs whether a matmul ran
     driver_gpus: list[str] | None  # None: no NVIDIA driver tool on this host
+    cuda_libraries: list[dict[str, Any]]  # `cuda_libraries`
     warnings: list[str]
     problems: list[str]  # what makes the host unusable
 
@@ -39,13 +43,24 @@ class Diagnosis:
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "usable": self.usable}
 
+    def _wheels(self) -> str:
+        installed = [w for w in self.cuda_libraries if w["installed"]]
+        if not installed:
+            return "none installed"
+        good = sum(w["matches"] and bool(w["libraries"]) for w in self.cuda_libraries)
+        cudnn = [w for w in installed if w["package"].startswith("nvidia-cudnn")]
+        shown = f", cuDNN {cudnn[0]['installed']}" if cudnn else ""
+        return f"{good} of {len(self.cuda_libraries)} installed as TensorFlow needs{shown}"
+
     def format(self) -> str:
         """The report as text for a terminal."""
         lines = ["Versions:"]
         lines += [f"  {name:<12} {version}" for name, version in self.versions.items()]
         cuda = self.build.get("cuda_version") or "none"
         cudnn = self.build.get("cudnn_version") or "none"
-        lines += ["", f"TensorFlow built with CUDA {cuda}, cuDNN {cudnn}", "", "Devices:"]
+        lines += ["", f"TensorFlow built with CUDA {cuda}, cuDNN {cudnn}"]
+        lines.append(f"CUDA and cuDNN wheels (tensorflow[and-cuda]): {self._wheels()}")
+        lines += ["", "Devices:"]
         for device in self.devices:
             check = ""
             if device["type"] == "GPU":
@@ -88,6 +103,63 @@ def driver_gpus() -> list[str] | None:
     return [line.strip() for line in done.stdout.splitlines() if line.strip()]
 
 
+def cuda_libraries() -> list[dict[str, Any]]:
+    """The wheels TensorFlow's ``and-cuda`` extra asks for (CUDA's runtime and libraries,
+    cuDNN, NCCL), read from TensorFlow's own requirements: each one's ``package``,
+    ``required`` versions, ``installed`` version (None: absent), whether it ``matches``,
+    and the shared ``libraries`` it put on disk (``libcudnn.so.9``, ...)."""
+    from packaging.requirements import Requirement
+
+    wheels = []
+    for text in metadata.requires("tensorflow") or []:
+        requirement = Requirement(text)
+        marker = requirement.marker
+        if marker is None or not marker.evaluate({"extra": "and-cuda"}):
+            continue
+        if marker.evaluate({"extra": ""}):  # a plain requirement with another marker
+            continue
+        try:
+            wheel = metadata.distribution(requirement.name)
+        except metadata.PackageNotFoundError:
+            installed, libraries = None, []
+        else:
+            installed = wheel.version
+            libraries = sorted(
+                Path(str(f)).name
+                for f in wheel.files or []
+                if ".so" in Path(str(f)).name and Path(str(wheel.locate_file(f))).is_file()
+            )
+        wheels.append(
+            {
+                "package": requirement.name,
+                "required": str(requirement.specifier),
+                "installed": installed,
+                "matches": installed is not None
+                and requirement.specifier.contains(installed, prereleases=True),
+                "libraries": libraries,
+            }
+        )
+    return wheels
+
+
+def _wheel_problems(wheels: list[dict[str, Any]]) -> list[str]:
+    """Wheels that are there but not what TensorFlow needs; none at all is a CPU install."""
+    if not any(w["installed"] for w in wheels):
+        return []
+    problems = []
+    for wheel in wheels:
+        if not wheel["installed"]:
+            problems.append(f"{wheel['package']} is not installed ({wheel['required']} needed)")
+        elif not wheel["matches"]:
+            problems.append(
+                f"{wheel['package']} {wheel['installed']} is installed; TensorFlow needs "
+                f"{wheel['required']}"
+            )
+        elif not wheel["libraries"]:
+            problems.append(f"{wheel['package']} {wheel['installed']} ships no shared library")
+    return problems
+
+
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in ("kt-pipeline", "tensorflow", "keras", "keras-tuner"):
@@ -124,8 +196,9 @@ def diagnose() -> Diagnosis:
         for key, value in dict(tf.sysconfig.get_build_info()).items()
         if key in ("cuda_version", "cudnn_version", "is_cuda_build")
     }
+    wheels = cuda_libraries()
     warnings: list[str] = []
-    problems: list[str] = []
+    problems: list[str] = _wheel_problems(wheels)
     try:
         _compat.check_versions()
     except UserInputError as mismatch:
@@ -152,4 +225,4 @@ def diagnose() -> Diagnosis:
             "match."
         )
         problems.append("TensorFlow does not see every GPU the driver reports")
-    return Diagnosis(versions, build, devices, reported, warnings, problems)
+    return Diagnosis(versions, build, devices, reported, wheels, warnings, problems)

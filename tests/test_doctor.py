@@ -59,3 +59,32 @@ def test_driver_gpus_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monkey
     tool.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n", encoding="utf-8")
     assert doctor.driver_gpus() == []  # a tool that fails: a driver that reports none
     assert os.access(tool, os.X_OK)
+
+
+def _fake_wheel(site: Path, name: str, version: str, library: str) -> None:
+    """An installed distribution as pip leaves one: metadata, and a RECORD of its files."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n", encoding="utf-8"
+    )
+    (site / "nvidia" / "lib").mkdir(parents=True, exist_ok=True)
+    (site / "nvidia" / "lib" / library).write_bytes(b"\x7fELF")
+    (info / "RECORD").write_text(f"nvidia/lib/{library},,\n", encoding="utf-8")
+
+
+def test_the_cuda_wheels_are_checked_against_what_tensorflow_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheels = {w["package"]: w for w in doctor.cuda_libraries()}
+    assert "nvidia-cudnn-cu12" in wheels and "nvidia-cuda-runtime-cu12" in wheels
+    assert not any(w["installed"] for w in wheels.values())  # a CPU install: no problem
+    _fake_wheel(tmp_path, "nvidia-cudnn-cu12", "8.9.7.29", "libcudnn.so.8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cudnn = {w["package"]: w for w in doctor.cuda_libraries()}["nvidia-cudnn-cu12"]
+    assert cudnn["installed"] == "8.9.7.29" and not cudnn["matches"]
+    assert cudnn["libraries"] == ["libcudnn.so.8"]
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "Problem: nvidia-cudnn-cu12 8.9.7.29 is installed; TensorFlow needs" in out
+    assert "Problem: nvidia-cuda-runtime-cu12 is not installed" in out  # the set is partial
