@@ -48,8 +48,15 @@ class Diagnosis:
         if not installed:
             return "none installed"
         good = sum(w["matches"] and bool(w["libraries"]) for w in self.cuda_libraries)
-        cudnn = [w for w in installed if w["package"].startswith("nvidia-cudnn")]
-        shown = f", cuDNN {cudnn[0]['installed']}" if cudnn else ""
+        shown = "".join(
+            f", {name} {w['installed']} (built with {w['built_with']})"
+            for w in installed
+            for package, name in (
+                ("nvidia-cudnn-cu12", "cuDNN"),
+                ("nvidia-cuda-runtime-cu12", "CUDA runtime"),
+            )
+            if w["package"] == package and "built_with" in w
+        )
         return f"{good} of {len(self.cuda_libraries)} installed as TensorFlow needs{shown}"
 
     def format(self) -> str:
@@ -107,7 +114,8 @@ def cuda_libraries() -> list[dict[str, Any]]:
     """The wheels TensorFlow's ``and-cuda`` extra asks for (CUDA's runtime and libraries,
     cuDNN, NCCL), read from TensorFlow's own requirements: each one's ``package``,
     ``required`` versions, ``installed`` version (None: absent), whether it ``matches``,
-    and the shared ``libraries`` it put on disk (``libcudnn.so.9``, ...)."""
+    and the shared ``libraries`` it put on disk (``libcudnn.so.9``, ...). `diagnose` adds
+    ``built_with`` to cuDNN and the CUDA runtime: the version TensorFlow was built with."""
     from packaging.requirements import Requirement
 
     wheels = []
@@ -160,6 +168,32 @@ def _wheel_problems(wheels: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+#: The wheels whose versions TensorFlow's build info names: cuDNN must be the major
+#: version it was built with; the CUDA runtime the same major version, no older minor.
+_BUILT_WITH = {"nvidia-cudnn-cu12": "cudnn_version", "nvidia-cuda-runtime-cu12": "cuda_version"}
+
+
+def _build_problems(build: dict[str, Any], wheels: list[dict[str, Any]]) -> list[str]:
+    """The installed cuDNN and CUDA runtime wheels against `tf.sysconfig.get_build_info`."""
+    problems = []
+    for wheel in wheels:
+        key = _BUILT_WITH.get(wheel["package"])
+        built = str(build.get(key) or "") if key else ""
+        if not built or not wheel["installed"]:
+            continue
+        have = [int(part) for part in wheel["installed"].split(".")[:2] if part.isdigit()]
+        want = [int(part) for part in built.split(".")[:2] if part.isdigit()]
+        wheel["built_with"] = built
+        same_major = have[:1] == want[:1]
+        old_minor = len(want) > 1 and len(have) > 1 and have[1] < want[1]
+        if not same_major or old_minor:
+            problems.append(
+                f"{wheel['package']} {wheel['installed']} does not fit the {built} "
+                "TensorFlow was built with"
+            )
+    return problems
+
+
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in ("kt-pipeline", "tensorflow", "keras", "keras-tuner"):
@@ -198,7 +232,7 @@ def diagnose() -> Diagnosis:
     }
     wheels = cuda_libraries()
     warnings: list[str] = []
-    problems: list[str] = _wheel_problems(wheels)
+    problems: list[str] = _wheel_problems(wheels) + _build_problems(build, wheels)
     try:
         _compat.check_versions()
     except UserInputError as mismatch:

@@ -88,3 +88,19 @@ def test_the_cuda_wheels_are_checked_against_what_tensorflow_needs(
     out = capsys.readouterr().out
     assert "Problem: nvidia-cudnn-cu12 8.9.7.29 is installed; TensorFlow needs" in out
     assert "Problem: nvidia-cuda-runtime-cu12 is not installed" in out  # the set is partial
+    assert "Problem: nvidia-cudnn-cu12 8.9.7.29 does not fit the 9 TensorFlow was built with" in out
+
+
+def test_wheels_of_the_versions_tensorflow_was_built_with_pass_and_older_ones_fail() -> None:
+    build = {"cuda_version": "12.5.1", "cudnn_version": "9"}
+
+    def wheels(cuda: str, cudnn: str) -> list[dict[str, object]]:
+        return [
+            {"package": "nvidia-cuda-runtime-cu12", "installed": cuda},
+            {"package": "nvidia-cudnn-cu12", "installed": cudnn},
+        ]
+
+    assert doctor._build_problems(build, wheels("12.9.79", "9.28.0.42")) == []
+    assert doctor._build_problems(build, wheels("12.5.82", "9.3.0.75")) == []
+    problems = doctor._build_problems(build, wheels("12.4.127", "10.1.0"))
+    assert len(problems) == 2 and "12.4.127 does not fit the 12.5.1" in problems[0]

@@ -109,8 +109,13 @@ grep -q "No GPU" "$work/doctor.txt" || fail "doctor did not say 'No GPU'"
 "${podman[@]}" run --rm "${limits[@]}" "$image" doctor --json > "$work/doctor.json"
 python3 - "$work/doctor.json" << 'PY' || fail "the CUDA and cuDNN wheels"
 import json, sys
-wheels = json.load(open(sys.argv[1]))["cuda_libraries"]
-assert wheels and all(w["matches"] and w["libraries"] for w in wheels), wheels
+report = json.load(open(sys.argv[1]))
+wheels = report["cuda_libraries"]
+assert report["usable"] and wheels, report["problems"]
+assert all(w["matches"] and w["libraries"] for w in wheels), wheels
+built = [w for w in wheels if "built_with" in w]  # cuDNN and the CUDA runtime
+assert len(built) == 2, wheels
+print(report["build"])
 print("; ".join(f"{w['package']} {w['installed']} ({', '.join(w['libraries'])})" for w in wheels))
 PY
 
