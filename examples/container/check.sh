@@ -178,8 +178,8 @@ status=$(timeout 900 podman wait "${project}_chief_1") || fail "the chief did no
 podman logs "${project}_chief_1" > "$work/chief.log" 2>&1
 [[ "$status" == 0 ]] || { tail -n 20 "$work/chief.log" >&2; fail "the chief exited $status"; }
 grep -q "presumed dead" "$work/chief.log" || fail "the chief never took worker-1's trial back"
-volume=$(podman volume inspect "${project}_experiments" --format '{{.Mountpoint}}')
-python3 - "$volume/digits/results.csv" << 'PY' || fail "results.csv"
+shared=$(podman volume inspect "${project}_experiments" --format '{{.Mountpoint}}')
+python3 - "$shared/digits/results.csv" << 'PY' || fail "results.csv"
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 ids = [row["trial_id"] for row in rows]
@@ -187,7 +187,7 @@ assert len(rows) == 6 and len(set(ids)) == 6, ids  # every trial once
 assert all(row["status"] == "COMPLETED" for row in rows), [row["status"] for row in rows]
 print("results.csv: 6 trials, each completed once, by", sorted({row["worker"] for row in rows}))
 PY
-[[ -f "$volume/digits/export/1/saved_model.pb" ]] || fail "no export in the volume"
+[[ -f "$shared/digits/export/1/saved_model.pb" ]] || fail "no export in the volume"
 curl -fsS -o "$work/compose-board.html" http://127.0.0.1:6006/ || fail "compose's TensorBoard"
 "${compose[@]}" down -v > /dev/null 2>&1 || true
 
