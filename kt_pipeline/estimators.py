@@ -150,17 +150,8 @@ class _SearchEstimator(BaseEstimator):
         raise NotImplementedError
 
     def _labels(self, y: Any, *, rows: int) -> np.ndarray:
-        labels = column_or_1d(y, warn=True)
-        if rows < MIN_ROWS:
-            raise ValueError(
-                f"X has {rows} sample(s): a search needs at least {MIN_ROWS}, for its "
-                "training, validation and test rows"
-            )
-        if len(labels) != rows:
-            raise ValueError(
-                f"X and y have different numbers of rows. Received {rows} and {len(labels)}"
-            )
-        return labels
+        """`y` checked for the task, one label per row of `X`."""
+        raise NotImplementedError
 
     def _frame(self, X: Any, *, reset: bool) -> pd.DataFrame:
         """`X` as a DataFrame of string-named columns, checked as scikit-learn checks
@@ -236,7 +227,7 @@ class SearchClassifier(ClassifierMixin, _SearchEstimator):
         return "binary" if len(self.classes_) == 2 else "multiclass"
 
     def _labels(self, y: Any, *, rows: int) -> np.ndarray:
-        labels = super()._labels(y, rows=rows)
+        labels = _one_label_per_row(y, rows=rows)
         if pd.api.types.is_numeric_dtype(labels):
             _assert_all_finite(labels, input_name="y")
         elif pd.isna(labels).any():
@@ -277,7 +268,7 @@ class SearchRegressor(RegressorMixin, _SearchEstimator):
         return "regression"
 
     def _labels(self, y: Any, *, rows: int) -> np.ndarray:
-        labels = super()._labels(y, rows=rows)
+        labels = _one_label_per_row(y, rows=rows)
         try:
             labels = labels.astype("float64")
         except (TypeError, ValueError) as error:
@@ -362,6 +353,20 @@ class _Temporary:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+
+
+def _one_label_per_row(y: Any, *, rows: int) -> np.ndarray:
+    labels = column_or_1d(y, warn=True)
+    if rows < MIN_ROWS:
+        raise ValueError(
+            f"X has {rows} sample(s): a search needs at least {MIN_ROWS}, for its "
+            "training, validation and test rows"
+        )
+    if len(labels) != rows:
+        raise ValueError(
+            f"X and y have different numbers of rows. Received {rows} and {len(labels)}"
+        )
+    return labels
 
 
 def _finished(folder: Path) -> SearchResult | None:
