@@ -41,7 +41,7 @@ class InputCache:
     def __init__(self) -> None:
         # id(x) -> (x, feature tensors, label tensor, y); holding x keeps its id unique.
         self._tensors: dict[int, tuple[Any, Any, Any, Any]] = {}
-        self._validation: dict[tuple[int, int], tf.data.Dataset] = {}
+        self._validation: dict[tuple[int, int, int | None], tf.data.Dataset] = {}
 
     def _get(self, x: Any, y: Any) -> tuple[Any, Any]:
         key = id(x)
@@ -51,17 +51,28 @@ class InputCache:
             self._tensors[key] = cached
         return cached[1], cached[2]
 
-    def training(self, x: Any, y: Any, *, batch_size: int, shuffle: bool = True) -> tf.data.Dataset:
+    def training(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        batch_size: int,
+        shuffle: bool = True,
+        sample_weight: np.ndarray | None = None,
+    ) -> tf.data.Dataset:
         """Batches in a new random order each epoch (in row order with ``shuffle=False``).
         The order follows NumPy's global seed at the time of the call, which
         `keras.utils.set_random_seed` sets, so a seeded trial is reproducible."""
         features, labels = self._get(x, y)
+        weights = None if sample_weight is None else tf.convert_to_tensor(sample_weight)
         rows = _rows(features)
         seed = int(np.random.randint(2**31 - 1))
 
-        def gather(indices: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        def gather(indices: tf.Tensor) -> tuple[Any, ...]:
             picked = tf.nest.map_structure(lambda t: tf.gather(t, indices), features)
-            return picked, tf.gather(labels, indices)
+            if weights is None:
+                return picked, tf.gather(labels, indices)
+            return picked, tf.gather(labels, indices), tf.gather(weights, indices)
 
         indices = tf.data.Dataset.range(rows)
         if shuffle:
@@ -72,13 +83,18 @@ class InputCache:
             .prefetch(tf.data.AUTOTUNE)
         )
 
-    def evaluation(self, x: Any, y: Any, *, batch_size: int) -> tf.data.Dataset:
+    def evaluation(
+        self, x: Any, y: Any, *, batch_size: int, sample_weight: np.ndarray | None = None
+    ) -> tf.data.Dataset:
         """Fixed batches in row order, built once per batch size and cached."""
-        key = (id(x), batch_size)
+        key = (id(x), batch_size, None if sample_weight is None else id(sample_weight))
         if key not in self._validation:
             features, labels = self._get(x, y)
+            parts = (
+                (features, labels) if sample_weight is None else (features, labels, sample_weight)
+            )
             self._validation[key] = (
-                tf.data.Dataset.from_tensor_slices((features, labels))
+                tf.data.Dataset.from_tensor_slices(parts)
                 .batch(batch_size)
                 .cache()
                 .prefetch(tf.data.AUTOTUNE)

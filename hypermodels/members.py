@@ -6,6 +6,11 @@ Each member is trained on its own loss (the mean of the members' losses, as TabM
 training the mean prediction instead lets the members lean on each other), and the model
 is validated and served as the mean of the members' predictions, so everything
 downstream (the objective, the ensemble, the export) sees one ordinary prediction.
+
+The same model holds a cross-validated trial's fold models (``MLPHyperModel(folds=k)``):
+k networks that share nothing, each trained on the rows outside its fold (a sample
+weight per row and member) and validated on its fold alone (a one-hot weight per row),
+so the validation metrics are out of fold; the export serves their mean.
 """
 
 from __future__ import annotations
@@ -61,11 +66,35 @@ def member_heads(members: int, outputs: int, *, name: str) -> keras.layers.Layer
 class MemberAverage(keras.Model):
     """A functional model whose outputs are the members' predictions, ``(batch,
     members, outputs)``: trained on each member's loss, and called, evaluated and served
-    as the members' mean, ``(batch, outputs)``."""
+    as the members' mean, ``(batch, outputs)``.
+
+    Sample weights of shape ``(batch, members)`` weigh each member's loss on each row
+    in training (0: the member never learns from the row), and in evaluation pick, for
+    each row, the member whose prediction is scored (one-hot rows: its out-of-fold
+    prediction)."""
+
+    #: `test_step` returns what Keras's does (`hypermodels.step_functions` may loop it).
+    keras_step_results = True
 
     def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
         members = super().call(inputs, training=training, mask=mask)
-        return members if training else ops.mean(members, axis=1)
+        if training:
+            return members
+        scored = getattr(self, "_scored_members", None)
+        if scored is not None:  # `test_step` under one-hot weights: the chosen member's
+            return ops.sum(members * ops.expand_dims(ops.cast(scored, members.dtype), -1), 1)
+        return ops.mean(members, axis=1)
+
+    def test_step(self, data: Any) -> Any:
+        x, y, weights = keras.utils.unpack_x_y_sample_weight(data)
+        if weights is None or len(weights.shape) != 2:
+            return super().test_step(data)
+        # Read by `call` while this step is traced; the step itself scores unweighted.
+        self._scored_members = weights
+        try:
+            return super().test_step((x, y))
+        finally:
+            self._scored_members = None
 
     def compute_output_spec(
         self, inputs: Any, training: bool | None = None, mask: Any = None
@@ -88,7 +117,9 @@ class MemberAverage(keras.Model):
             y_pred = ops.reshape(y_pred, (-1, y_pred.shape[2]))
             # Each row's label once per member, in the order ``reshape`` lays them out.
             y = ops.repeat(y, members, axis=0)
-            if sample_weight is not None:
+            if sample_weight is not None and len(sample_weight.shape) == 2:  # per member
+                sample_weight = ops.reshape(sample_weight, (-1,))
+            elif sample_weight is not None:
                 sample_weight = ops.repeat(sample_weight, members, axis=0)
         return super().compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
@@ -97,4 +128,6 @@ class MemberAverage(keras.Model):
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         if len(y_pred.shape) == 3:  # a training step's members: metrics of their mean
             y_pred = ops.mean(y_pred, axis=1)
+        if sample_weight is not None and len(sample_weight.shape) == 2:  # members' weights
+            sample_weight = None
         return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)

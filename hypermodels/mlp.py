@@ -22,6 +22,7 @@ from hypermodels.domains import BOOLEAN, CHOICE, FIXED, FLOAT, domain
 from hypermodels.features import (
     HIGH_CARDINALITY,
     TabularSchema,
+    build_inputs,
     build_preprocessing,
     high_cardinality_columns,
     value_columns,
@@ -417,6 +418,11 @@ class MLPHyperModel(keras_tuner.HyperModel):
         objective: Metric early stopping watches (``val_loss`` unless told).
         execution: How trials train: steps per execution, XLA, fused optimizers, the
             input pipeline, and whether the batch size is per replica.
+        folds: Networks per model for a cross-validated trial: with k > 1 the model
+            holds k networks that share no weight (`MemberAverage`), which `fit`'s
+            ``sample_weight`` of shape ``(rows, k)`` trains each on its own rows and
+            whose validation data's one-hot ``(rows, k)`` weights score out of fold.
+            Needs ``members = 1``.
         **kwargs: `keras_tuner.HyperModel`'s ``name`` and ``tunable``.
     """
 
@@ -431,9 +437,15 @@ class MLPHyperModel(keras_tuner.HyperModel):
         space: SearchSpace = DEFAULT_SPACE,
         objective: keras_tuner.Objective | None = None,
         execution: Execution = Execution(),
+        folds: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if folds < 1 or (folds > 1 and tuple(space.members) != (1,)):
+            raise ValueError(
+                "Argument `folds` must be >= 1, and 1 unless `space.members` is (1,). "
+                f"Received: folds={folds}, members={space.members}"
+            )
         if task not in TASKS:
             raise ValueError(f"Argument `task` must be one of {TASKS}. Received: task={task!r}")
         if task == "multiclass" and target.num_classes < 2:
@@ -449,6 +461,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
         self.space = space
         self.objective = objective or keras_tuner.Objective("val_loss", "min")
         self.execution = execution
+        self.folds = int(folds)
         self._inputs = InputCache()
 
     @classmethod
@@ -500,6 +513,34 @@ class MLPHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         choices = self.declare(hp)
+        if self.folds > 1:  # networks that share nothing, so each fold's score is honest
+            networks = [
+                keras.Model(*self._network(choices), name=f"fold_{i}") for i in range(self.folds)
+            ]
+            inputs = build_inputs(self.schema)
+            outputs = keras.ops.stack([network(inputs) for network in networks], axis=1)
+            model: keras.Model = MemberAverage(inputs, outputs, name="mlp")
+        elif choices["members"] > 1:
+            model = MemberAverage(*self._network(choices), name="mlp")
+        else:
+            model = keras.Model(*self._network(choices), name="mlp")
+        steps = self.execution.steps_per_execution or min(
+            _MAX_STEPS_PER_EXECUTION, self.steps_per_epoch(choices["batch_size"])
+        )
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # Keras's multi-step loop fails under MirroredStrategy in TF 2.21 ("You must
+            # feed a value for placeholder tensor ... while/cond/Placeholder").
+            steps = 1
+        model.compile(
+            optimizer=choices["optimizer"],
+            steps_per_execution=steps,
+            jit_compile=self.execution.jit_compile,
+            **self._loss_and_metrics(choices["label_smoothing"]),
+        )
+        return model
+
+    def _network(self, choices: Mapping[str, Any]) -> tuple[Any, Any]:
+        """One network's inputs and outputs: preprocessing, hidden layers, head."""
         inputs, x = build_preprocessing(
             self.schema,
             scaling=choices["numeric_scaling"],
@@ -529,24 +570,7 @@ class MLPHyperModel(keras_tuner.HyperModel):
                 x = keras.layers.Dropout(choices["dropout"], name=f"dropout_{index}")(x)
             if choices["residual"] and index > 0 and block_input.shape[-1] == width:
                 x = keras.layers.Add(name=f"residual_{index}")([block_input, x])
-        if members > 1:
-            model: keras.Model = MemberAverage(inputs, self._head(x, members), name="mlp")
-        else:
-            model = keras.Model(inputs, self._head(x), name="mlp")
-        steps = self.execution.steps_per_execution or min(
-            _MAX_STEPS_PER_EXECUTION, self.steps_per_epoch(choices["batch_size"])
-        )
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # Keras's multi-step loop fails under MirroredStrategy in TF 2.21 ("You must
-            # feed a value for placeholder tensor ... while/cond/Placeholder").
-            steps = 1
-        model.compile(
-            optimizer=choices["optimizer"],
-            steps_per_execution=steps,
-            jit_compile=self.execution.jit_compile,
-            **self._loss_and_metrics(choices["label_smoothing"]),
-        )
-        return model
+        return inputs, self._head(x, members)
 
     def declare(self, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
         """Declares the trial's hyperparameters in `hp`, in `build`'s order, and returns
@@ -722,11 +746,19 @@ class MLPHyperModel(keras_tuner.HyperModel):
             return model.fit(*args, batch_size=batch_size, callbacks=callbacks, **kwargs)
         x, y = args
         shuffle = bool(kwargs.pop("shuffle", True))
-        train = self._inputs.training(x, y, batch_size=batch_size, shuffle=shuffle)
+        train = self._inputs.training(
+            x,
+            y,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sample_weight=kwargs.pop("sample_weight", None),
+        )
         validation = kwargs.pop("validation_data", None)
-        if isinstance(validation, tuple) and len(validation) == 2:
+        if isinstance(validation, tuple) and len(validation) in (2, 3):
             validation = self._inputs.evaluation(
-                *validation, batch_size=max(batch_size, EVALUATION_BATCH_SIZE)
+                *validation[:2],
+                batch_size=max(batch_size, EVALUATION_BATCH_SIZE),
+                sample_weight=validation[2] if len(validation) == 3 else None,
             )
         prepare_step_functions(model, element_spec=train.element_spec)
         kwargs["shuffle"] = False  # the dataset shuffles (or not) itself

@@ -41,6 +41,7 @@ _ARRAY_LABEL = "label"  # the label column of an (x, y) pair, in `SearchResult.p
 _KEYWORDS = {
     "label": "data.label",
     "split": "data.split",
+    "folds": "data.folds",
     "experiment_dir": "runtime.experiment_dir",
     "tuner": "tuner.algorithm",
     "max_trials": "tuner.max_trials",
@@ -157,6 +158,7 @@ def search(
     *,
     label: str | None = None,
     split: str | None = None,
+    folds: int | None = None,
     experiment_dir: str | os.PathLike[str] | None = None,
     hypermodel: type | str | None = None,
     tuner: str | None = None,
@@ -189,6 +191,8 @@ def search(
         split: How rows are cut into train, validation and test: ``"random"`` (the
             default), ``"time:COLUMN"``, ``"group:COLUMN[,COLUMN...]"`` or
             ``"column:COLUMN"`` (`kt_pipeline.splits`).
+        folds: Cross-validate each trial on this many folds of the training rows,
+            cut as `split` cuts them, and export the fold models (``data.folds``).
         experiment_dir: Where the search, its logs and its export go.
         hypermodel: A `keras_tuner.HyperModel` subclass taking our constructor
             arguments (see `hypermodels.MLPHyperModel`), or its ``"module:Class"`` path.
@@ -219,6 +223,7 @@ def search(
         settings,
         label=label,
         split=split,
+        folds=folds,
         experiment_dir=None if experiment_dir is None else str(experiment_dir),
         tuner=tuner,
         max_trials=max_trials,

@@ -40,6 +40,7 @@ _SHORTHANDS = (
     ("data", "data.source", True),
     ("label", "data.label", True),
     ("split", "data.split", True),
+    ("folds", "data.folds", False),
     ("tuner", "tuner.algorithm", True),
     ("max_trials", "tuner.max_trials", False),
     ("max_epochs", "tuner.max_epochs", False),
@@ -87,6 +88,13 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         help="data.split: random (default), time:COLUMN (the latest rows are held out), "
         "group:COLUMN[,COLUMN...] (no group in two parts) or column:COLUMN (it says "
         "train/validation/test); choose what matches later rows or new entities",
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="data.folds: cross-validate each trial on K folds of the training rows, cut "
+        "as --split cuts (1, the default: one validation part)",
     )
 
 
@@ -547,7 +555,7 @@ def _print_summary(summary: object) -> None:
             print(
                 f"Exported model: a weighted average of {len(summary.exported_trial_ids)} "
                 f"trials' models ({', '.join(summary.exported_trial_ids)}), chosen on the "
-                "validation split (export.ensemble)"
+                "rows the trials were scored on (export.ensemble)"
             )
         if summary.exported_refit:
             served = "averaged with" if summary.exported_refit == "blend" else "replaced by"

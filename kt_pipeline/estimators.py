@@ -67,6 +67,7 @@ class _SearchEstimator(BaseEstimator):
         max_epochs: int | None = None,
         time_budget: str | float | None = None,
         split: str | None = None,
+        folds: int | None = None,
         settings: Mapping[str, Any] | None = None,
         hypermodel: type | str | None = None,
         config: str | None = None,
@@ -80,6 +81,7 @@ class _SearchEstimator(BaseEstimator):
         self.max_epochs = max_epochs
         self.time_budget = time_budget
         self.split = split
+        self.folds = folds
         self.settings = settings
         self.hypermodel = hypermodel
         self.config = config
@@ -120,6 +122,7 @@ class _SearchEstimator(BaseEstimator):
                 frame,
                 label=label,
                 split=self.split,
+                folds=self.folds,
                 experiment_dir=folder,
                 tuner=self.tuner,
                 max_trials=self.max_trials,

@@ -123,23 +123,20 @@ def select_ensemble(
     *,
     max_members: int | None = None,
 ) -> Ensemble | None:
-    """Greedy selection on the validation split among the best distinct configurations
-    (None when no trial completed)."""
+    """Greedy selection among the best distinct configurations on the rows the trials
+    were scored on: the validation split, or out of fold (`_scored_predictions`); None
+    when no trial completed."""
     max_members = max_members or config.export.ensemble
     count = ensemble_lib.CANDIDATES if max_members > 1 else 1
     candidates = ensemble_lib.distinct_best_trials(tuner.oracle, count=count)
     if not candidates:
         return None
     models = [tuner.load_model(trial) for trial in candidates]
-    validation = prepared.splits.validation
-    x = prepared.inputs(validation)
-    predictions = [
-        np.asarray(m.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0)) for m in models
-    ]
+    predictions, y = _scored_predictions(models, prepared)
     score = ensemble_lib.validation_scorer(
         prepared.dataset.task,
         tuner.oracle.objective,
-        validation.y,
+        y,
         regression_loss=config.search.regression_loss,
     )
     counts = ensemble_lib.greedy_selection(predictions, score, max_members=max_members)
@@ -157,6 +154,28 @@ def select_ensemble(
         validation_score=score(mean)[0],
         best_single_score=max(score(p) for p in predictions)[0],
     )
+
+
+def _scored_predictions(
+    models: list[keras.Model], prepared: Prepared
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each model's predictions on the rows trials are scored on, and their labels: the
+    validation rows, or for cross-validated trials each scored row's out-of-fold
+    prediction (the fold model that never trained on it), as AutoGluon's weighted
+    ensemble selects on its bagged models' out-of-fold predictions."""
+    if prepared.splits.trial_folds is None:
+        validation = prepared.splits.validation
+        x = prepared.inputs(validation)
+        predicted = [m.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0) for m in models]
+        return [np.asarray(p) for p in predicted], validation.y
+    _, data_kwargs = prepared.search_data()
+    x, y, scored = data_kwargs["validation_data"]
+    predictions = []
+    for model in models:  # the fold models' own outputs, (rows, folds, outputs)
+        folds = keras.Model(model.inputs, model.outputs)
+        stacked = np.asarray(folds.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
+        predictions.append((stacked * scored[..., None]).sum(axis=1))
+    return predictions, y
 
 
 #: The most a refit may add to the search's training time under ``export.refit =
@@ -340,6 +359,14 @@ def refit_mode(
     """``export.refit`` resolved for this search: ``off``, ``blend`` or ``replace``
     (``auto`` weighs the refit's cost, `REFIT_MAX_SHARE`, and the split)."""
     mode = config.export.refit
+    splits = prepared.splits
+    if mode == "auto" and splits.trial_folds is not None and splits.spec.kind != splits_lib.TIME:
+        log.info(
+            "export.refit (auto) is skipped: the fold models, each trained on %d of %d "
+            "folds, are the model (data.folds)",
+            splits.trial_folds.count - 1, splits.trial_folds.count,
+        )  # fmt: skip
+        return "off"
     if mode != "off" and config.tuner.time_budget:
         log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
         return "off"
@@ -350,7 +377,6 @@ def refit_mode(
         )  # fmt: skip
         return "off"
     if mode == "auto":
-        splits = prepared.splits
         rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
         share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
         # Under a time split the searched models know only the oldest rows: blended in,

@@ -239,17 +239,17 @@ def _search(
     job: _Job, *, overwrite: bool, role: str, callbacks: Sequence[keras.callbacks.Callback]
 ) -> keras_tuner.Tuner:
     """Builds the tuner, saves the config beside it and runs the trials."""
-    config, prepared, splits = job.config, job.prepared, job.prepared.splits
+    config, prepared = job.config, job.prepared
     tuner = make_tuner(
         config, prepared, overwrite=overwrite, strategy=job.strategy, time_budget=job.budget
     )
     if role != "worker":
         save_config(config, job.experiment / CONFIG_FILE)
+    data, data_kwargs = prepared.search_data()
     try:
         tuner.search(
-            prepared.inputs(splits.train),
-            splits.train.y,
-            validation_data=(prepared.inputs(splits.validation), splits.validation.y),
+            *data,
+            **data_kwargs,
             epochs=config.tuner.max_epochs,
             callbacks=[*trial_callbacks(config), *callbacks],
             verbose=1 if config.runtime.verbose else 0,

@@ -455,14 +455,16 @@ def calibrate(
     *,
     x: Any,
     y: Any,
-    validation_data: tuple[Any, Any],
+    validation_data: tuple[Any, ...],
+    sample_weight: Any = None,
     epochs: int = 3,
     scratch_dir: str | None = None,
 ) -> Calibration:
     """Trains each of `models` (their hyperparameters) for `epochs` epochs with
-    validation and times them (see the module docstring). With `scratch_dir`, each
-    epoch also writes what a KerasTuner trial writes: a TensorBoard log and a
-    checkpoint of the best weights so far."""
+    validation and times them (see the module docstring), on a trial's data
+    (`Prepared.search_data`: its sample weights too, for fold models). With
+    `scratch_dir`, each epoch also writes what a KerasTuner trial writes: a TensorBoard
+    log and a checkpoint of the best weights so far."""
     batch_sizes = sorted(int(b) for b in _choices(space, "batch_size")) or [32]
     batch = batch_sizes[len(batch_sizes) // 2]
     rows = len(y)
@@ -494,6 +496,7 @@ def calibrate(
             y,
             batch_size=batch,
             epochs=epochs,
+            sample_weight=sample_weight,
             validation_data=validation_data,
             callbacks=[*callbacks, timer],
             verbose=0,
@@ -548,13 +551,14 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         notes += _row_code_notes(prepared.schema, choices=config.search.row_target_encoding)
         calibration = None
         if calibration_epochs:
+            (x, y), data_kwargs = prepared.search_data()
             calibration = calibrate(
                 tuner.hypermodel,
                 space,
                 [smallest, largest],
-                x=prepared.inputs(splits.train),
-                y=splits.train.y,
-                validation_data=(prepared.inputs(splits.validation), splits.validation.y),
+                x=x,
+                y=y,
+                **data_kwargs,
                 epochs=calibration_epochs,
                 scratch_dir=scratch,
             )

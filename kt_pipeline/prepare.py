@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import keras
 import numpy as np
 
 from hypermodels import TabularSchema, fit_schema
@@ -59,6 +60,25 @@ class Prepared:
         codes = self.train_codes if part is self.splits.train else None
         return model_inputs(self.schema, part.frame, target_codes=codes)
 
+    def search_data(self) -> tuple[tuple[Any, np.ndarray], dict[str, Any]]:
+        """A trial's `fit` arguments: ``(x, y)`` and the keywords, the validation data
+        (and, for cross-validated trials, each fold model's sample weights and the
+        one-hot choice of the model that scores each row: `splits_lib.TrialFolds`)."""
+        train, folds = self.splits.train, self.splits.trial_folds
+        x = self.inputs(train)
+        if folds is None:
+            validation = self.splits.validation
+            return (x, train.y), {"validation_data": (self.inputs(validation), validation.y)}
+        weights, scored = folds.weights()
+        rows = folds.scored_rows()
+        if len(rows) == len(train.y):
+            return (x, train.y), {"sample_weight": weights, "validation_data": (x, train.y, scored)}
+        scored_x = keras.tree.map_structure(lambda values: np.asarray(values)[rows], x)
+        return (x, train.y), {
+            "sample_weight": weights,
+            "validation_data": (scored_x, train.y[rows], scored[rows]),
+        }
+
 
 def prepare_data(config: PipelineConfig) -> Prepared:
     dataset = data_lib.load_dataset(
@@ -74,6 +94,7 @@ def prepare_data(config: PipelineConfig) -> Prepared:
         validation_fraction=config.data.validation_fraction,
         test_fraction=config.data.test_fraction,
         seed=config.runtime.seed,
+        folds=config.data.folds,
     )
     # Statistics come from the training split only.
     schema = fit_schema(splits.train.frame, dataset.kinds, min_frequency=config.data.min_frequency)
@@ -111,7 +132,7 @@ def sized_for_data(config: PipelineConfig, prepared: Prepared) -> PipelineConfig
     if config.search.batch_sizes_auto:
         search = dataclasses.replace(config.search, batch_sizes=batch_sizes_for(rows))
         config = dataclasses.replace(config, search=search)
-    if config.search.members_auto:
+    if config.search.members_auto and config.data.folds == 1:  # fold models are members
         search = dataclasses.replace(config.search, members=members_for(rows))
         config = dataclasses.replace(config, search=search)
     if not config.tuner.max_epochs:

@@ -71,7 +71,11 @@ def make_hypermodel(
     space_fields = {f.name for f in dataclasses.fields(SearchSpace)}
     space = SearchSpace(**{k: v for k, v in vars(config.search).items() if k in space_fields})
     runtime = config.runtime
+    folds = prepared.splits.trial_folds
+    # Only a cross-validated search asks the hypermodel for fold models.
+    fold_models = {"folds": folds.count} if folds is not None else {}
     return hypermodel_class(config.search.hypermodel)(
+        **fold_models,
         schema=prepared.schema,
         task=prepared.dataset.task,
         target=Target.of(y, task=prepared.dataset.task, num_classes=prepared.dataset.num_classes),

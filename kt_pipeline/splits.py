@@ -17,6 +17,11 @@ reported held-out score all reward memorising them. `data.split` says how to cut
 Steps that fit on the training rows out of fold (the target encodings and the choice
 of the rows' key, `hypermodels.features`) take `training_folds`, which cut the
 training rows the same way, so that they too score what a later or unseen row gets.
+
+With ``data.folds = k`` the validation rows join the training rows and each trial is
+cross-validated on `TrialFolds` of them, cut the same way again: shuffled (stratified)
+folds of a random split, whole groups of a group split, and forward-chaining periods of
+a time split (each fold's model trains on the periods before the one it is scored on).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ __all__ = [
     "Split",
     "SplitSpec",
     "Splits",
+    "TrialFolds",
     "split_dataset",
     "split_indices",
     "time_like_columns",
@@ -102,6 +108,43 @@ class Split:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrialFolds:
+    """The folds of a cross-validated trial (``data.folds``): one model per fold, each
+    trained on its own rows of the training part and scored on its fold's rows, so
+    every scored row's prediction is out of fold.
+
+    Attributes:
+        ids: Each training row's fold.
+        count: The fold models.
+        forward: Forward chaining (a time split): model j trains on folds 0..j and is
+            scored on fold j + 1, so fold 0 is never scored; else model j trains on
+            every fold but j and is scored on fold j.
+    """
+
+    ids: np.ndarray
+    count: int
+    forward: bool = False
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(train, scored)``, each ``(rows, count)`` float32: the sample weight of each
+        row in each model's loss (scaled so each model's loss is the mean over its own
+        rows), and a one-hot choice of the model that scores the row (none for the
+        rows no model is scored on)."""
+        models = np.arange(self.count)
+        if self.forward:
+            scored, trains = self.ids[:, None] == models + 1, self.ids[:, None] <= models
+        else:
+            scored = self.ids[:, None] == models
+            trains = ~scored
+        train = trains / trains.mean(axis=0)
+        return train.astype("float32"), scored.astype("float32")
+
+    def scored_rows(self) -> np.ndarray:
+        """The positions of the rows some model is scored on."""
+        return np.flatnonzero(self.ids >= 1) if self.forward else np.arange(len(self.ids))
+
+
+@dataclasses.dataclass(frozen=True)
 class Splits:
     """Train, validation and test parts (the search never sees `test`), how they were
     cut, and the columns left out of the features because of it.
@@ -113,6 +156,8 @@ class Splits:
             unseen group's value can teach the model nothing it could use).
         folds: `training_folds` of the training rows, or None for shuffled folds.
         description: One line for the log, `plan` and the model card.
+        trial_folds: The cross-validated trials' folds of the training rows
+            (``data.folds`` > 1; the validation part is then empty), or None.
     """
 
     train: Split
@@ -122,6 +167,7 @@ class Splits:
     dropped: tuple[str, ...] = ()
     folds: np.ndarray | None = None
     description: str = "random rows (data.split = random)"
+    trial_folds: TrialFolds | None = None
 
     def to_json(self) -> dict[str, Any]:
         """What the model card records of the split (`data.split` there)."""
@@ -129,18 +175,24 @@ class Splits:
             "spec": str(self.spec),
             "description": self.description,
             "not_features": list(self.dropped),
+            "trial_folds": self.trial_folds.count if self.trial_folds else 0,
         }
 
     def notes(self) -> list[str]:
-        """How the rows were cut and which columns that took out of the features, for
-        the log and `plan`."""
-        if not self.dropped:
-            return [self.description]
-        why = (
-            " (no value is shared by training and held-out rows)" if self.spec.kind == GROUP else ""
-        )
-        named = ", ".join(map(repr, self.dropped))
-        return [self.description, f"not a feature under this split: {named}{why}"]
+        """How the rows were cut, how trials are validated, and which columns that took
+        out of the features, for the log and `plan`."""
+        notes = [self.description]
+        if self.trial_folds is not None:
+            notes.append(_describe_folds(self.trial_folds, self.spec))
+        if self.dropped:
+            why = (
+                " (no value is shared by training and held-out rows)"
+                if self.spec.kind == GROUP
+                else ""
+            )
+            named = ", ".join(map(repr, self.dropped))
+            notes.append(f"not a feature under this split: {named}{why}")
+        return notes
 
 
 def split_dataset(
@@ -150,12 +202,15 @@ def split_dataset(
     validation_fraction: float,
     test_fraction: float,
     seed: int,
+    folds: int = 1,
 ) -> Splits:
-    """The train/validation/test parts of `dataset` under `split` (`split_indices`).
+    """The train/validation/test parts of `dataset` under `split` (`split_indices`);
+    with `folds` > 1 the validation rows join the training rows, which `trial_folds`
+    cuts for cross-validated trials.
 
     Raises:
-        UserInputError: too few rows, groups or times for the split, or a split column
-            that is missing or cannot order or group the rows.
+        UserInputError: too few rows, groups or times for the split or the folds, or a
+            split column that is missing or cannot order or group the rows.
     """
     spec = split if isinstance(split, SplitSpec) else SplitSpec.parse(split)
     train, validation, test = split_indices(
@@ -165,6 +220,8 @@ def split_dataset(
         test_fraction=test_fraction,
         seed=seed,
     )
+    if folds > 1:
+        train, validation = np.sort(np.concatenate([train, validation])), validation[:0]
     dropped = _not_features(dataset.frame, spec, train, np.concatenate([validation, test]))
     frame = dataset.frame.drop(columns=list(dropped))
     if frame.shape[1] == 0:
@@ -182,15 +239,20 @@ def split_dataset(
             groups=None if groups is None else groups[idx],
         )
 
-    folds = training_folds(dataset.frame.iloc[train], spec, seed=seed)
+    trained = dataset.frame.iloc[train]
     return Splits(
         train=part(train),
         validation=part(validation),
         test=part(test),
         spec=spec,
         dropped=dropped,
-        folds=folds,
+        folds=training_folds(trained, spec, seed=seed),
         description=_describe(dataset.frame, spec, (train, validation, test)),
+        trial_folds=(
+            trial_folds(trained, dataset.y[train], spec, folds=folds, seed=seed, task=dataset.task)
+            if folds > 1
+            else None
+        ),
     )
 
 
@@ -426,6 +488,62 @@ def training_folds(
     return used[inverse].astype("int64")
 
 
+def trial_folds(
+    frame: pd.DataFrame, y: np.ndarray, spec: SplitSpec, *, folds: int, seed: int, task: str
+) -> TrialFolds:
+    """`folds` folds of the training rows for cross-validated trials, cut as `spec`
+    cuts the table: `folds` + 1 periods chained forward under a time split (fewer where
+    the times have fewer values), whole groups under a group split, else seeded rows,
+    stratified by class where every class has a row in each fold.
+
+    Raises:
+        UserInputError: too few rows, groups or times for two folds.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if spec.kind in (TIME, GROUP):
+        forward = spec.kind == TIME
+        ids = training_folds(frame, spec, seed=seed, folds=folds + 1 if forward else folds)
+        count = 0 if ids is None else int(ids.max()) + (0 if forward else 1)
+        if ids is None or count < (1 if forward else 2):
+            what = "times" if forward else "groups"
+            raise UserInputError(
+                f"`data.folds` = {folds} needs the training rows to hold at least "
+                f"2 {what} of `data.split` {str(spec)!r}. Received: "
+                f"{0 if ids is None else int(ids.max()) + 1}"
+            )
+        return TrialFolds(ids, count=count, forward=forward)
+    if len(y) < 2 * folds:
+        raise UserInputError(
+            f"`data.folds` = {folds} needs at least {2 * folds} training rows. Received: {len(y)}"
+        )
+    counts = np.unique(y, return_counts=True)[1] if task != "regression" else np.array([0])
+    splitter: Any = (
+        StratifiedKFold(folds, shuffle=True, random_state=seed)
+        if task != "regression" and counts.min() >= folds
+        else KFold(folds, shuffle=True, random_state=seed)
+    )
+    ids = np.zeros(len(y), dtype="int64")
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(y)), y)):
+        ids[held] = fold
+    return TrialFolds(ids, count=folds)
+
+
+def _describe_folds(folds: TrialFolds, spec: SplitSpec) -> str:
+    """One line on how trials are validated (`Splits.notes`)."""
+    if folds.forward:
+        return (
+            f"trials are cross-validated on {folds.count} forward-chained periods "
+            f"(data.folds): each fold's model trains on the periods before the one it is "
+            f"scored on"
+        )
+    how = "whole groups" if spec.kind == GROUP else "shuffled rows"
+    return (
+        f"trials are cross-validated on {folds.count} folds of {how} (data.folds): each "
+        f"scored on its fold models' out-of-fold predictions"
+    )
+
+
 def _describe(
     frame: pd.DataFrame, spec: SplitSpec, parts: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> str:
@@ -442,12 +560,12 @@ def _describe(
     if spec.kind == COLUMN:
         return f"as column {spec.columns[0]!r} says (data.split = {spec})"
     series = frame[spec.columns[0]]
-    bounds = [(_shown(series.iloc[idx].min()), _shown(series.iloc[idx].max())) for idx in parts]
-    return (
-        f"by time of {spec.columns[0]!r} (data.split = {spec}): train {bounds[0][0]} to "
-        f"{bounds[0][1]}, validation {bounds[1][0]} to {bounds[1][1]}, test {bounds[2][0]} "
-        f"to {bounds[2][1]}"
-    )
+    spans = [
+        f"{name} {_shown(series.iloc[idx].min())} to {_shown(series.iloc[idx].max())}"
+        for name, idx in zip(PART_NAMES, parts, strict=True)
+        if len(idx)  # no validation part under data.folds
+    ]
+    return f"by time of {spec.columns[0]!r} (data.split = {spec}): {', '.join(spans)}"
 
 
 def _shown(value: object) -> str:
