@@ -504,15 +504,18 @@ def trial_folds(
     if spec.kind in (TIME, GROUP):
         forward = spec.kind == TIME
         ids = training_folds(frame, spec, seed=seed, folds=folds + 1 if forward else folds)
-        count = 0 if ids is None else int(ids.max()) + (0 if forward else 1)
-        if ids is None or count < (1 if forward else 2):
-            what = "times" if forward else "groups"
-            raise UserInputError(
-                f"`data.folds` = {folds} needs the training rows to hold at least "
-                f"2 {what} of `data.split` {str(spec)!r}. Received: "
-                f"{0 if ids is None else int(ids.max()) + 1}"
+        if ids is None:
+            order = (
+                _time_order(frame[spec.columns[0]], spec)
+                if forward
+                else _group_keys(frame, spec.columns)
             )
-        return TrialFolds(ids, count=count, forward=forward)
+            raise UserInputError(
+                f"`data.folds` = {folds} needs the training rows to hold at least 2 "
+                f"{'times' if forward else 'groups'} of `data.split` {str(spec)!r}. "
+                f"Received: {len(np.unique(order))}"
+            )
+        return TrialFolds(ids, count=int(ids.max()) + (0 if forward else 1), forward=forward)
     if len(y) < 2 * folds:
         raise UserInputError(
             f"`data.folds` = {folds} needs at least {2 * folds} training rows. Received: {len(y)}"

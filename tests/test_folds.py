@@ -1,0 +1,230 @@
+"""Cross-validated trials (`data.folds`): fold models that share nothing, trained on
+their own rows, scored out of fold, cut as the split cuts, and served averaged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import pandas as pd
+import pytest
+
+from hypermodels import MLPHyperModel
+from hypermodels.features import NUMERIC, STRING_CATEGORICAL
+from kt_pipeline.config import load_config
+from kt_pipeline.data import Dataset
+from kt_pipeline.errors import UserInputError
+from kt_pipeline.splits import SplitSpec, TrialFolds, split_dataset, trial_folds
+from tests.conftest import make_frame
+
+
+def _binary(rows: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 4)).astype("float32")
+    return x, (x[:, 0] + 0.5 * rng.normal(size=rows) > 0).astype("int64")
+
+
+def _hypermodel(x: np.ndarray, y: np.ndarray, folds: int) -> MLPHyperModel:
+    hypermodel = MLPHyperModel.from_arrays(x, y, task="binary", max_epochs=2, units=(16,))
+    hypermodel.folds = folds
+    hypermodel.objective = keras_tuner.Objective("val_loss", "min")
+    return hypermodel
+
+
+def test_fold_models_share_no_weight_and_a_model_never_learns_its_own_fold() -> None:
+    x, y = _binary()
+    plain = _hypermodel(x, y, 1).build(keras_tuner.HyperParameters())
+    hypermodel = _hypermodel(x, y, 3)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    assert model.count_params() == 3 * plain.count_params()
+    folds = TrialFolds(np.arange(len(y)) % 3, count=3)
+    weights, _ = folds.weights()
+    weights[:, 0] = 0.0  # model 0 trains on no row at all
+    before = [v.numpy().copy() for v in model.get_layer("fold_0").trainable_variables]
+    others = [v.numpy().copy() for v in model.get_layer("fold_1").trainable_variables]
+    hypermodel.fit(hp, model, x, y, sample_weight=weights, epochs=2, verbose=0)
+    after = model.get_layer("fold_0").trainable_variables
+    assert all(np.array_equal(b, a.numpy()) for b, a in zip(before, after, strict=True))
+    moved = model.get_layer("fold_1").trainable_variables
+    assert not all(np.array_equal(b, a.numpy()) for b, a in zip(others, moved, strict=True))
+
+
+def test_validation_metrics_are_the_out_of_fold_predictions_and_serving_is_their_mean() -> None:
+    x, y = _binary()
+    hypermodel = _hypermodel(x, y, 3)
+    hp = keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
+    folds = TrialFolds(np.arange(len(y)) % 3, count=3)
+    weights, scored = folds.weights()
+    history = hypermodel.fit(
+        hp, model, x, y, sample_weight=weights, validation_data=(x, y, scored), epochs=2, verbose=0
+    )
+    stacked = keras.Model(model.inputs, model.outputs).predict(x, verbose=0)[..., 0]
+    out_of_fold = (stacked * scored).sum(axis=1)
+    loss = keras.losses.binary_crossentropy(y[:, None].astype("float32"), out_of_fold[:, None])
+    assert history.history["val_loss"][-1] == pytest.approx(float(np.mean(loss)), abs=1e-5)
+    served = model.predict(x, verbose=0)[:, 0]
+    np.testing.assert_allclose(served, stacked.mean(axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_weights_train_each_model_on_its_rows_with_a_mean_loss() -> None:
+    weights, scored = TrialFolds(np.array([0, 1, 2, 0, 1, 2]), count=3).weights()
+    assert scored.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]] * 2
+    assert (weights[scored == 1] == 0).all() and np.allclose(weights.mean(axis=0), 1.0)
+    # Forward chaining: model j trains on periods 0..j and is scored on period j + 1.
+    chained = TrialFolds(np.array([0, 0, 1, 1, 2, 2]), count=2, forward=True)
+    weights, scored = chained.weights()
+    assert (weights > 0).tolist() == [[True, True]] * 2 + [[False, True]] * 2 + [[False, False]] * 2
+    assert scored.tolist() == [[0, 0]] * 2 + [[1, 0]] * 2 + [[0, 1]] * 2
+    assert chained.scored_rows().tolist() == [2, 3, 4, 5]
+
+
+def _dataset(frame: pd.DataFrame, y: np.ndarray, *, task: str = "binary") -> Dataset:
+    kinds = {c: NUMERIC if c != "person" else STRING_CATEGORICAL for c in frame.columns}
+    classes = ("no", "yes") if task == "binary" else ()
+    return Dataset("test", frame, y, kinds, task, classes)
+
+
+def _panel(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "day": rng.integers(0, 50, size=rows),
+            "person": np.char.add("p", rng.integers(0, 60, size=rows).astype(str)).astype(object),
+            "x": rng.normal(size=rows),
+        }
+    )
+    return frame, (frame["x"].to_numpy() > 0).astype("int64")
+
+
+def test_folds_follow_the_split_and_the_validation_rows_join_training() -> None:
+    frame, y = _panel()
+    dataset = _dataset(frame, y)
+
+    def cut(split: str):  # type: ignore[no-untyped-def]
+        return split_dataset(
+            dataset, split=split, validation_fraction=0.15, test_fraction=0.15, seed=0, folds=4
+        )
+
+    shuffled = cut("random")
+    assert len(shuffled.validation) == 0 and len(shuffled.train) + len(shuffled.test) == 300
+    assert shuffled.trial_folds is not None and shuffled.trial_folds.count == 4
+    for fold in range(4):  # stratified: each fold's share of positives is the table's
+        held = shuffled.train.y[shuffled.trial_folds.ids == fold]
+        assert abs(held.mean() - shuffled.train.y.mean()) < 0.05
+    grouped = cut("group:person")
+    assert grouped.trial_folds is not None
+    people = pd.Series(grouped.trial_folds.ids).groupby(grouped.train.groups)
+    assert (people.nunique() == 1).all()  # no person in two folds
+    timed = cut("time:day")
+    assert timed.trial_folds is not None and timed.trial_folds.forward
+    days = timed.train.frame.assign(fold=timed.trial_folds.ids).groupby("fold")["day"]
+    assert (days.max().to_numpy()[:-1] < days.min().to_numpy()[1:]).all()
+    assert timed.trial_folds.count == 4 and "forward-chained" in " ".join(timed.notes())
+    assert "trials are cross-validated on 4 folds of whole groups" in grouped.notes()[1]
+
+
+def test_too_few_groups_or_rows_for_the_folds_are_refused() -> None:
+    frame = pd.DataFrame({"person": ["a"] * 10, "x": np.arange(10.0)})
+    with pytest.raises(UserInputError, match=r"`data.folds` = 3 .* groups .*Received: 1"):
+        trial_folds(
+            frame, np.zeros(10), SplitSpec.parse("group:person"), folds=3, seed=0, task="regression"
+        )
+    with pytest.raises(UserInputError, match=r"`data.folds` = 8 needs at least 16 .*Received: 10"):
+        trial_folds(frame, np.zeros(10), SplitSpec(), folds=8, seed=0, task="regression")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.folds=0"], r"`data.folds` must be an integer >= 1. Received: 0"),
+        (["data.folds=3", "search.members=[4]"], r"`search.members` must be 1 with data.folds"),
+    ],
+)
+def test_bad_folds_settings_name_the_field(overrides: list[str], message: str) -> None:
+    with pytest.raises(UserInputError, match=message):
+        load_config(None, overrides)
+
+
+def test_a_cross_validated_search_scores_out_of_fold_and_serves_the_fold_models(
+    tmp_path: Path,
+) -> None:
+    import kt_pipeline as ktp
+    from kt_pipeline.model_card import load_card
+
+    result = ktp.search(
+        make_frame(160),
+        label="label",
+        folds=3,
+        experiment_dir=tmp_path,
+        tuner="random",
+        max_trials=2,
+        max_epochs=2,
+        seed=0,
+        settings={"search.learning_rate_auto": False, "search.units": [8]},
+        verbose=False,
+    )
+    assert result.export_dir is not None
+    card = load_card(result.export_dir)
+    assert card["data"]["split"]["trial_folds"] == 3
+    assert card["refit"] == {}  # the fold models are the model (export.refit auto)
+    trained = result.best_models(1)[0].get_layer("mlp")
+    assert [layer.name for layer in trained.layers if layer.name.startswith("fold_")] == [
+        "fold_0",
+        "fold_1",
+        "fold_2",
+    ]
+
+
+def test_a_time_split_chains_its_folds_forward_and_serves_a_refit(tmp_path: Path) -> None:
+    import kt_pipeline as ktp
+    from kt_pipeline.model_card import load_card
+
+    frame, y = _panel(240)
+    result = ktp.search(
+        frame.assign(label=np.where(y == 1, "yes", "no")),
+        label="label",
+        split="time:day",
+        folds=3,
+        experiment_dir=tmp_path,
+        tuner="random",
+        max_trials=1,
+        max_epochs=2,
+        seed=0,
+        settings={
+            "search.learning_rate_auto": False,
+            "search.units": [8],
+            "export.refit": "replace",
+        },
+        verbose=False,
+    )
+    assert result.export_dir is not None
+    card = load_card(result.export_dir)
+    assert card["data"]["split"]["trial_folds"] == 3
+    # The fold models' networks train again on every row, the latest (test) rows last.
+    assert card["refit"]["mode"] == "replace" and card["refit"]["test_rows_included"]
+
+
+def test_the_command_line_refuses_bad_folds_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kt_pipeline.cli import main
+
+    data = tmp_path / "rows.csv"
+    make_frame(60).to_csv(data, index=False)
+    args = [
+        "search",
+        "--data",
+        str(data),
+        "--label",
+        "label",
+        "--experiment-dir",
+        str(tmp_path / "e"),
+    ]
+    assert main([*args, "--folds", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "`data.folds` must be an integer >= 1. Received: 0" in err
+    assert not (tmp_path / "e").exists()
