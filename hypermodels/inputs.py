@@ -86,17 +86,26 @@ class InputCache:
     def evaluation(
         self, x: Any, y: Any, *, batch_size: int, sample_weight: np.ndarray | None = None
     ) -> tf.data.Dataset:
-        """Fixed batches in row order, built once per batch size and cached."""
+        """Fixed batches in row order, built once per batch size and cached. With
+        one-hot `sample_weight` rows (the member that scores each row:
+        `hypermodels.members.MemberAverage`), each batch holds one member's rows."""
         key = (id(x), batch_size, None if sample_weight is None else id(sample_weight))
         if key not in self._validation:
             features, labels = self._get(x, y)
-            parts = (
-                (features, labels) if sample_weight is None else (features, labels, sample_weight)
-            )
-            self._validation[key] = (
-                tf.data.Dataset.from_tensor_slices(parts)
-                .batch(batch_size)
-                .cache()
-                .prefetch(tf.data.AUTOTUNE)
-            )
+            if sample_weight is None:
+                batches = tf.data.Dataset.from_tensor_slices((features, labels)).batch(batch_size)
+            else:
+                weights = tf.convert_to_tensor(sample_weight)
+                member = np.argmax(sample_weight, axis=1)
+                parts = []
+                for index in np.unique(member):
+                    rows = np.flatnonzero(member == index)
+                    picked = tf.nest.map_structure(
+                        lambda t, rows=rows: tf.gather(t, rows), (features, labels, weights)
+                    )
+                    parts.append(tf.data.Dataset.from_tensor_slices(picked).batch(batch_size))
+                batches = parts[0]
+                for part in parts[1:]:
+                    batches = batches.concatenate(part)
+            self._validation[key] = batches.cache().prefetch(tf.data.AUTOTUNE)
         return self._validation[key]

@@ -19,6 +19,7 @@ import random
 from typing import Any
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 __all__ = ["MemberAverage", "RandomSigns", "member_adapter", "member_heads"]
@@ -77,13 +78,30 @@ class MemberAverage(keras.Model):
     keras_step_results = True
 
     def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
-        members = super().call(inputs, training=training, mask=mask)
-        if training:
-            return members
         scored = getattr(self, "_scored_members", None)
-        if scored is not None:  # `test_step` under one-hot weights: the chosen member's
+        if scored is not None and not training:  # `test_step` under one-hot weights
+            return self._scored_call(inputs, scored)
+        members = super().call(inputs, training=training, mask=mask)
+        return members if training else ops.mean(members, axis=1)
+
+    def _scored_call(self, inputs: Any, scored: Any) -> Any:
+        """Each row's prediction by the member its one-hot weight names. Where the
+        members are models of their own (fold models), a batch must name one member
+        in every row, as `hypermodels.inputs` batches such rows, and only that model
+        runs."""
+        networks = [layer for layer in self.layers if isinstance(layer, keras.Model)]
+        if len(networks) != scored.shape[1]:
+            members = super().call(inputs, training=False)
             return ops.sum(members * ops.expand_dims(ops.cast(scored, members.dtype), -1), 1)
-        return ops.mean(members, axis=1)
+        check = tf.debugging.assert_equal(
+            scored,
+            ops.broadcast_to(scored[:1], ops.shape(scored)),
+            message="a batch of one-hot member weights must name one member in every row",
+        )
+        with tf.control_dependencies([check]):
+            member = ops.argmax(scored[0])
+        branches = [lambda net=net: net(inputs, training=False) for net in networks]
+        return ops.switch(member, branches)
 
     def test_step(self, data: Any) -> Any:
         x, y, weights = keras.utils.unpack_x_y_sample_weight(data)

@@ -491,12 +491,18 @@ def calibrate(
                     save_weights_only=True,
                 ),
             ]
-        model.fit(
+        if "batch_size" in hp.values:
+            hp.values["batch_size"] = batch
+        # The hypermodel's own `fit`, as a trial trains: its input pipeline, its batches
+        # of one fold's rows for fold models' validation, its callbacks.
+        fit_kwargs = {"sample_weight": sample_weight} if sample_weight is not None else {}
+        hypermodel.fit(
+            hp,
+            model,
             x,
             y,
-            batch_size=batch,
             epochs=epochs,
-            sample_weight=sample_weight,
+            **fit_kwargs,
             validation_data=validation_data,
             callbacks=[*callbacks, timer],
             verbose=0,

@@ -228,3 +228,33 @@ def test_the_command_line_refuses_bad_folds_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "`data.folds` must be an integer >= 1. Received: 0" in err
     assert not (tmp_path / "e").exists()
+
+
+def test_a_batch_of_one_folds_rows_runs_that_fold_model_alone_and_mixed_ones_are_refused() -> None:
+    x, y = _binary(120)
+    hypermodel = _hypermodel(x, y, 2)
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    broken = model.get_layer("fold_1")
+    for variable in broken.trainable_variables:  # any use of fold 1 would give NaN
+        variable.assign(np.full(variable.shape, np.nan, dtype="float32"))
+    scored = np.tile(np.array([[1.0, 0.0]], dtype="float32"), (len(y), 1))
+    batches = hypermodel._inputs.evaluation(x, y, batch_size=32, sample_weight=scored)
+    assert np.isfinite(model.evaluate(batches, verbose=0, return_dict=True)["loss"])
+    mixed = scored.copy()
+    mixed[::2] = [0.0, 1.0]  # a batch that names both: refused, not silently misread
+    with pytest.raises(Exception, match="must name one member in every row"):
+        model.evaluate(x, y, sample_weight=mixed, batch_size=32, verbose=0)
+
+
+def test_plan_times_the_fold_models_and_says_how_trials_are_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kt_pipeline.cli import main
+
+    data = tmp_path / "rows.csv"
+    make_frame(150).to_csv(data, index=False)
+    args = ["plan", "--data", str(data), "--label", "label", "--calibration-epochs", "2"]
+    assert main([*args, "--set", "search.units=[8]", "--folds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "trials are cross-validated on 3 folds of shuffled rows (data.folds)" in out
+    assert "above the 127 training rows" in out  # the validation rows joined them
