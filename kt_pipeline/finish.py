@@ -214,7 +214,8 @@ def refit_members(
     *,
     with_test: bool = False,
 ) -> tuple[keras.Model, dict[str, Any]]:
-    """The chosen members trained again on the training and validation rows (and the
+    """The chosen members trained again, one network each (whatever ``data.folds``),
+    on the training and validation rows (and the
     test rows `with_test`; ``export.refit``), averaged with the same weights, and what
     the card records."""
     splits = prepared.splits
@@ -230,6 +231,8 @@ def refit_members(
     hypermodel = copy.copy(tuner.hypermodel)
     if hasattr(hypermodel, "train_size"):  # the schedule spans the refit's steps
         hypermodel.train_size = len(y)
+    if getattr(hypermodel, "folds", 1) > 1:  # one network per configuration, on every row
+        hypermodel.folds = 1
     strategy = tuner.distribution_strategy
     models, epochs = [], {}
     for trial in chosen.members:
@@ -360,13 +363,6 @@ def refit_mode(
     (``auto`` weighs the refit's cost, `REFIT_MAX_SHARE`, and the split)."""
     mode = config.export.refit
     splits = prepared.splits
-    if mode == "auto" and splits.trial_folds is not None and splits.spec.kind != splits_lib.TIME:
-        log.info(
-            "export.refit (auto) is skipped: the fold models, each trained on %d of %d "
-            "folds, are the model (data.folds)",
-            splits.trial_folds.count - 1, splits.trial_folds.count,
-        )  # fmt: skip
-        return "off"
     if mode != "off" and config.tuner.time_budget:
         log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
         return "off"
@@ -378,7 +374,9 @@ def refit_mode(
         return "off"
     if mode == "auto":
         rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
-        share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio)
+        # A cross-validated trial timed its fold models; the refit trains one network.
+        folds = splits.trial_folds.count if splits.trial_folds else 1
+        share = refit_cost_share(tuner, chosen, rows_ratio=rows_ratio) / folds
         # Under a time split the searched models know only the oldest rows: blended in,
         # they would pull the served model back in time.
         refit_as = "replace" if splits.spec.kind == splits_lib.TIME else "blend"

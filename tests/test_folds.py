@@ -164,13 +164,18 @@ def test_a_cross_validated_search_scores_out_of_fold_and_serves_the_fold_models(
         max_trials=2,
         max_epochs=2,
         seed=0,
-        settings={"search.learning_rate_auto": False, "search.units": [8]},
+        settings={
+            "search.learning_rate_auto": False,
+            "search.units": [8],
+            "export.refit": "blend",
+        },
         verbose=False,
     )
     assert result.export_dir is not None
     card = load_card(result.export_dir)
     assert card["data"]["split"]["trial_folds"] == 3
-    assert card["refit"] == {}  # the fold models are the model (export.refit auto)
+    # The fold models blended with one network per configuration trained on every row.
+    assert card["refit"]["mode"] == "blend" and card["refit"]["rows"] == 136
     trained = result.best_models(1)[0].get_layer("mlp")
     assert [layer.name for layer in trained.layers if layer.name.startswith("fold_")] == [
         "fold_0",
