@@ -4,6 +4,7 @@ their own rows, scored out of fold, cut as the split cuts, and served averaged."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import keras
 import keras_tuner
@@ -149,17 +150,19 @@ def test_bad_folds_settings_name_the_field(overrides: list[str], message: str) -
         load_config(None, overrides)
 
 
-def test_a_cross_validated_search_scores_out_of_fold_and_serves_the_fold_models(
-    tmp_path: Path,
-) -> None:
+def _search_with_folds(
+    frame: pd.DataFrame, folder: Path, *, refit: str, split: str = "random"
+) -> dict[str, Any]:
+    """A tiny three-fold search's result and its export's model card."""
     import kt_pipeline as ktp
     from kt_pipeline.model_card import load_card
 
     result = ktp.search(
-        make_frame(160),
+        frame,
         label="label",
+        split=split,
         folds=3,
-        experiment_dir=tmp_path,
+        experiment_dir=folder,
         tuner="random",
         max_trials=2,
         max_epochs=2,
@@ -167,16 +170,23 @@ def test_a_cross_validated_search_scores_out_of_fold_and_serves_the_fold_models(
         settings={
             "search.learning_rate_auto": False,
             "search.units": [8],
-            "export.refit": "blend",
+            "export.refit": refit,
         },
         verbose=False,
     )
     assert result.export_dir is not None
-    card = load_card(result.export_dir)
+    return {"result": result, "card": load_card(result.export_dir)}
+
+
+def test_a_cross_validated_search_scores_out_of_fold_and_serves_the_fold_models(
+    tmp_path: Path,
+) -> None:
+    found = _search_with_folds(make_frame(160), tmp_path, refit="blend")
+    card = found["card"]
     assert card["data"]["split"]["trial_folds"] == 3
     # The fold models blended with one network per configuration trained on every row.
     assert card["refit"]["mode"] == "blend" and card["refit"]["rows"] == 136
-    trained = result.best_models(1)[0].get_layer("mlp")
+    trained = found["result"].best_models(1)[0].get_layer("mlp")
     assert [layer.name for layer in trained.layers if layer.name.startswith("fold_")] == [
         "fold_0",
         "fold_1",
@@ -185,31 +195,11 @@ def test_a_cross_validated_search_scores_out_of_fold_and_serves_the_fold_models(
 
 
 def test_a_time_split_chains_its_folds_forward_and_serves_a_refit(tmp_path: Path) -> None:
-    import kt_pipeline as ktp
-    from kt_pipeline.model_card import load_card
-
     frame, y = _panel(240)
-    result = ktp.search(
-        frame.assign(label=np.where(y == 1, "yes", "no")),
-        label="label",
-        split="time:day",
-        folds=3,
-        experiment_dir=tmp_path,
-        tuner="random",
-        max_trials=1,
-        max_epochs=2,
-        seed=0,
-        settings={
-            "search.learning_rate_auto": False,
-            "search.units": [8],
-            "export.refit": "replace",
-        },
-        verbose=False,
-    )
-    assert result.export_dir is not None
-    card = load_card(result.export_dir)
+    labelled = frame.assign(label=np.where(y == 1, "yes", "no"))
+    card = _search_with_folds(labelled, tmp_path, refit="replace", split="time:day")["card"]
     assert card["data"]["split"]["trial_folds"] == 3
-    # The fold models' networks train again on every row, the latest (test) rows last.
+    # The chosen configurations train again on every row, the latest (test) rows last.
     assert card["refit"]["mode"] == "replace" and card["refit"]["test_rows_included"]
 
 
