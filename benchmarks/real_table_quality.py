@@ -867,6 +867,7 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     "pipeline_refit": ["export.refit='replace'"],
     # Cross-validated trials (#47): five fold models per trial, scored out of fold.
     "pipeline_folds": ["data.folds=5"],
+    "pipeline_folds3": ["data.folds=3"],
     # The default before export.refit = "auto": the searched ensemble served.
     "pipeline_refit_off": ["export.refit='off'"],
     "pipeline_high_cardinality": [
