@@ -114,10 +114,11 @@ class TrialFolds:
     every scored row's prediction is out of fold.
 
     Attributes:
-        ids: Each training row's fold.
+        ids: Each training row's fold; -1 (forward chaining) for the rows every model
+            trains on and none is scored on.
         count: The fold models.
-        forward: Forward chaining (a time split): model j trains on folds 0..j and is
-            scored on fold j + 1, so fold 0 is never scored; else model j trains on
+        forward: Forward chaining (a time split): model j trains on every row before
+            fold j (-1 and folds 0..j-1) and is scored on fold j; else model j trains on
             every fold but j and is scored on fold j.
     """
 
@@ -131,17 +132,14 @@ class TrialFolds:
         rows), and a one-hot choice of the model that scores the row (none for the
         rows no model is scored on)."""
         models = np.arange(self.count)
-        if self.forward:
-            scored, trains = self.ids[:, None] == models + 1, self.ids[:, None] <= models
-        else:
-            scored = self.ids[:, None] == models
-            trains = ~scored
+        scored = self.ids[:, None] == models
+        trains = self.ids[:, None] < models if self.forward else ~scored
         train = trains / trains.mean(axis=0)
         return train.astype("float32"), scored.astype("float32")
 
     def scored_rows(self) -> np.ndarray:
         """The positions of the rows some model is scored on."""
-        return np.flatnonzero(self.ids >= 1) if self.forward else np.arange(len(self.ids))
+        return np.flatnonzero(self.ids >= 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -492,9 +490,10 @@ def trial_folds(
     frame: pd.DataFrame, y: np.ndarray, spec: SplitSpec, *, folds: int, seed: int, task: str
 ) -> TrialFolds:
     """`folds` folds of the training rows for cross-validated trials, cut as `spec`
-    cuts the table: `folds` + 1 periods chained forward under a time split (fewer where
-    the times have fewer values), whole groups under a group split, else seeded rows,
-    stratified by class where every class has a row in each fold.
+    cuts the table: under a time split the latest half of the rows in `folds` periods
+    chained forward, so every fold model trains on at least the earliest half (fewer
+    periods where the times have fewer values); whole groups under a group split; else
+    seeded rows, stratified by class where every class has a row in each fold.
 
     Raises:
         UserInputError: too few rows, groups or times for two folds.
@@ -503,7 +502,8 @@ def trial_folds(
 
     if spec.kind in (TIME, GROUP):
         forward = spec.kind == TIME
-        ids = training_folds(frame, spec, seed=seed, folds=folds + 1 if forward else folds)
+        # Under a time split, twice the periods: the earlier half trains every model.
+        ids = training_folds(frame, spec, seed=seed, folds=2 * folds if forward else folds)
         if ids is None:
             order = (
                 _time_order(frame[spec.columns[0]], spec)
@@ -515,7 +515,10 @@ def trial_folds(
                 f"{'times' if forward else 'groups'} of `data.split` {str(spec)!r}. "
                 f"Received: {len(np.unique(order))}"
             )
-        return TrialFolds(ids, count=int(ids.max()) + (0 if forward else 1), forward=forward)
+        if not forward:
+            return TrialFolds(ids, count=int(ids.max()) + 1)
+        base = (int(ids.max()) + 1) // 2  # periods before the first scored one
+        return TrialFolds(np.maximum(ids - base, -1), count=int(ids.max()) + 1 - base, forward=True)
     if len(y) < 2 * folds:
         raise UserInputError(
             f"`data.folds` = {folds} needs at least {2 * folds} training rows. Received: {len(y)}"
@@ -536,9 +539,9 @@ def _describe_folds(folds: TrialFolds, spec: SplitSpec) -> str:
     """One line on how trials are validated (`Splits.notes`)."""
     if folds.forward:
         return (
-            f"trials are cross-validated on {folds.count} forward-chained periods "
-            f"(data.folds): each fold's model trains on the periods before the one it is "
-            f"scored on"
+            f"trials are cross-validated on {folds.count} forward-chained periods of the "
+            f"latest half of the training rows (data.folds): each fold's model trains on "
+            f"every row before the period it is scored on"
         )
     how = "whole groups" if spec.kind == GROUP else "shuffled rows"
     return (

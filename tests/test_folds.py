@@ -75,8 +75,8 @@ def test_weights_train_each_model_on_its_rows_with_a_mean_loss() -> None:
     weights, scored = TrialFolds(np.array([0, 1, 2, 0, 1, 2]), count=3).weights()
     assert scored.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]] * 2
     assert (weights[scored == 1] == 0).all() and np.allclose(weights.mean(axis=0), 1.0)
-    # Forward chaining: model j trains on periods 0..j and is scored on period j + 1.
-    chained = TrialFolds(np.array([0, 0, 1, 1, 2, 2]), count=2, forward=True)
+    # Forward chaining: -1 trains every model; model j trains on rows before period j.
+    chained = TrialFolds(np.array([-1, -1, 0, 0, 1, 1]), count=2, forward=True)
     weights, scored = chained.weights()
     assert (weights > 0).tolist() == [[True, True]] * 2 + [[False, True]] * 2 + [[False, False]] * 2
     assert scored.tolist() == [[0, 0]] * 2 + [[1, 0]] * 2 + [[0, 1]] * 2
@@ -125,6 +125,8 @@ def test_folds_follow_the_split_and_the_validation_rows_join_training() -> None:
     days = timed.train.frame.assign(fold=timed.trial_folds.ids).groupby("fold")["day"]
     assert (days.max().to_numpy()[:-1] < days.min().to_numpy()[1:]).all()
     assert timed.trial_folds.count == 4 and "forward-chained" in " ".join(timed.notes())
+    # Every fold model trains on at least the earliest half of the rows.
+    assert 0.4 < (timed.trial_folds.ids == -1).mean() < 0.6
     assert "trials are cross-validated on 4 folds of whole groups" in grouped.notes()[1]
 
 
