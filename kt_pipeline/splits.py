@@ -541,7 +541,8 @@ def _describe_folds(folds: TrialFolds, spec: SplitSpec) -> str:
         return (
             f"trials are cross-validated on {folds.count} forward-chained periods of the "
             f"latest half of the training rows (data.folds): each fold's model trains on "
-            f"every row before the period it is scored on"
+            f"every row before the period it is scored on; not recommended yet under a "
+            f"time split (docs: data guide, 'Cross-validated trials')"
         )
     how = "whole groups" if spec.kind == GROUP else "shuffled rows"
     return (
