@@ -1171,11 +1171,11 @@ def summarise(
             header[1],
         ]
         for method, by_table in optimism.items():
-            cells = [
+            gaps = [
                 f"{by_table[t]['gap']:+.2f} ({by_table[t]['seeds']})" if t in by_table else "-"
                 for t in tables
             ]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} | " + " | ".join(gaps) + " |")
     anytime = _anytime(runs, methods, tables)
     if anytime:
         lines += [
