@@ -362,7 +362,6 @@ def refit_mode(
     """``export.refit`` resolved for this search: ``off``, ``blend`` or ``replace``
     (``auto`` weighs the refit's cost, `REFIT_MAX_SHARE`, and the split)."""
     mode = config.export.refit
-    splits = prepared.splits
     if mode != "off" and config.tuner.time_budget:
         log.info("export.refit is skipped: a time budget is set (tuner.time_budget)")
         return "off"
@@ -373,6 +372,7 @@ def refit_mode(
         )  # fmt: skip
         return "off"
     if mode == "auto":
+        splits = prepared.splits
         rows_ratio = (len(splits.train.y) + len(splits.validation.y)) / len(splits.train.y)
         # A cross-validated trial timed its fold models; the refit trains one network.
         folds = splits.trial_folds.count if splits.trial_folds else 1
