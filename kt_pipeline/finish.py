@@ -428,15 +428,33 @@ def _served_model(
         class_names=dataset.class_names,
     )
     held_out = _held_out(outputs, prepared, seed=config.runtime.seed)
-    model, refit = refitted(with_test=True)
+    retrained, with_test = refitted(with_test=True)
+    # No rows are left to check the retrained model on, but it has seen the test rows:
+    # fitting them worse than the model that never saw them means its training failed
+    # (a one-epoch refit can diverge), and the measured model is served instead.
+    score = ensemble_lib.validation_scorer(
+        dataset.task, tuner.oracle.objective, test.y, regression_loss=config.search.regression_loss
+    )
+    x = prepared.inputs(test)
+    measured, fitted = (
+        score(np.asarray(m.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0)))
+        for m in (model, retrained)
+    )
+    if fitted < measured:
+        log.warning(
+            "export: the members trained again with the latest (test) rows fit those rows "
+            "worse than the measured model, which never saw them (%s %.4g against %.4g): "
+            "that training failed, and the measured model is served",
+            tuner.oracle.objective.name, abs(fitted[0]), abs(measured[0]),
+        )  # fmt: skip
+        return model, {**refit, "test_rows_included": False}, held_out
     log.info(
         "export: held-out score measured, then the members trained again with the "
         "latest (test) rows too, %d rows in all (data.split = %s)",
-        refit["rows"],
+        with_test["rows"],
         prepared.splits.spec,
     )
-    refit["test_rows_included"] = True
-    return model, refit, held_out
+    return retrained, {**with_test, "test_rows_included": True}, held_out
 
 
 def _card(

@@ -404,6 +404,46 @@ def test_under_a_time_split_the_export_learns_the_latest_rows_after_scoring_them
     assert intervals["caveat"] == "a later period may fall outside them"
 
 
+def test_a_retrain_with_the_test_rows_that_fits_them_worse_is_not_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import keras
+
+    import kt_pipeline as ktp
+    from kt_pipeline import finish
+    from kt_pipeline.model_card import load_card
+
+    refit_members = finish.refit_members
+
+    def failing(*args: object, with_test: bool = False, **kwargs: object) -> object:
+        model, record = refit_members(*args, with_test=with_test, **kwargs)
+        if with_test:  # a training that failed: every prediction reversed
+            model = keras.Model(model.inputs, 1.0 - model.outputs[0])
+        return model, record
+
+    monkeypatch.setattr(finish, "refit_members", failing)
+    frame = _panel(300)
+    with caplog.at_level("WARNING", logger="kt_pipeline"):
+        result = ktp.search(
+            frame,
+            label="label",
+            split="time:day",
+            experiment_dir=tmp_path,
+            tuner="random",
+            max_trials=1,
+            max_epochs=1,
+            seed=0,
+            settings={"search.learning_rate_auto": False, "export.refit": "replace"},
+            verbose=False,
+        )
+    assert result.export_dir is not None
+    card = load_card(result.export_dir)
+    assert not card["refit"]["test_rows_included"]
+    assert card["refit"]["rows"] == len(frame) - card["verification"]["rows"]
+    assert "that training failed, and the measured model is served" in caplog.text
+    assert card["verification"]["verified"]  # the served model is the one measured
+
+
 def test_a_date_column_is_time_like_whatever_its_name() -> None:
     frame = pd.DataFrame({"kick_off": ["2024-01-01"], "x": [1.0]})
     assert time_like_columns(frame, {"kick_off": "datetime", "x": "numeric"}) == ["kick_off"]
