@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -158,7 +158,7 @@ def search(
     *,
     label: str | None = None,
     split: str | None = None,
-    folds: int | None = None,
+    folds: int | Literal["auto"] | None = None,
     experiment_dir: str | os.PathLike[str] | None = None,
     hypermodel: type | str | None = None,
     tuner: str | None = None,
@@ -192,7 +192,8 @@ def search(
             default), ``"time:COLUMN"``, ``"group:COLUMN[,COLUMN...]"`` or
             ``"column:COLUMN"`` (`kt_pipeline.splits`).
         folds: Cross-validate each trial on this many folds of the training rows,
-            cut as `split` cuts them, and export the fold models (``data.folds``).
+            cut as `split` cuts them, and export the fold models (``data.folds``);
+            ``"auto"`` sizes them for the table (`kt_pipeline.sizing.folds_for`).
         experiment_dir: Where the search, its logs and its export go.
         hypermodel: A `keras_tuner.HyperModel` subclass taking our constructor
             arguments (see `hypermodels.MLPHyperModel`), or its ``"module:Class"`` path.

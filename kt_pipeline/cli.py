@@ -56,6 +56,16 @@ _SHORTHANDS = (
 )
 
 
+def _int_or_auto(value: str) -> int | str:
+    """An integer flag that also takes ``auto`` (a setting sized for the data)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {value!r}") from None
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="TOML config file; its values override the defaults"
@@ -91,10 +101,10 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--folds",
-        type=int,
+        type=_int_or_auto,
         metavar="K",
         help="data.folds: cross-validate each trial on K folds of the training rows, cut "
-        "as --split cuts (1, the default: one validation part)",
+        "as --split cuts (1: one validation part; auto: sized for the table)",
     )
 
 
@@ -358,7 +368,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     for dest, key, text in _SHORTHANDS:
         value = getattr(args, dest, None)
         if value is not None:
-            overrides.append(f"{key}={json.dumps(value) if text else value}")
+            quoted = text or isinstance(value, str)
+            overrides.append(f"{key}={json.dumps(value) if quoted else value}")
     if getattr(args, "verbose", False):
         overrides.append("runtime.verbose=true")
     if getattr(args, "insecure", False):

@@ -135,6 +135,8 @@ class DataConfig:
             averaged. Every score then rests on all the training rows instead of a
             sixth of them, for about k times the training. Needs ``search.members``
             = 1.
+        folds_auto: Size `folds` for the table (`kt_pipeline.sizing.folds_for`);
+            `folds` set by hand turns it off, ``folds = "auto"`` turns it on.
         categorical: Columns to treat as categorical whatever their values.
         numeric: Columns to treat as numeric whatever their values.
         min_frequency: A categorical value seen fewer times than this in the training
@@ -156,6 +158,7 @@ class DataConfig:
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     folds: int = 1
+    folds_auto: bool = False
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     min_frequency: int = 1
@@ -467,7 +470,7 @@ class PipelineConfig:
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
-        if self.data.folds > 1 and tuple(self.search.members) != (1,):
+        if self.data.folds > 1 and tuple(self.search.members) != (1,) and not self.data.folds_auto:
             raise _fail(
                 "search.members", "1 with data.folds > 1 (each fold is its own model)",
                 list(self.search.members),
@@ -546,13 +549,19 @@ def _learning_rates_by_hand(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _auto_or_by_hand(values: dict[str, Any], name: str) -> dict[str, Any]:
-    """``search.<name> = "auto"`` sizes the field for the data (`kt_pipeline.sizing`);
+def _auto_or_by_hand(
+    values: dict[str, Any],
+    name: str,
+    *,
+    section: str = "search",
+    expected: str = "a list of integers >= 1",
+) -> dict[str, Any]:
+    """``<section>.<name> = "auto"`` sizes the field for the data (`kt_pipeline.sizing`);
     values set by hand are kept as they are (``<name>_auto`` says which)."""
     value = values.get(name)
     if isinstance(value, str):
         if value != "auto":
-            raise _fail(f"search.{name}", 'a list of integers >= 1 or "auto"', value)
+            raise _fail(f"{section}.{name}", f'{expected} or "auto"', value)
         values = {k: v for k, v in values.items() if k != name}
         return {**values, f"{name}_auto": True}
     if value is not None and f"{name}_auto" not in values:
@@ -597,6 +606,8 @@ def _build(raw: Mapping[str, Any]) -> PipelineConfig:
             values = _learning_rates_by_hand(values)
             values = _auto_or_by_hand(values, "batch_sizes")
             values = _auto_or_by_hand(values, "members")
+        if section == "data":
+            values = _auto_or_by_hand(values, "folds", section="data", expected="an integer >= 1")
         if section == "export":
             values = _refit_mode(values)
         if section == "tuner" and "time_budget" in values:

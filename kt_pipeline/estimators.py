@@ -24,7 +24,7 @@ import tempfile
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -67,7 +67,7 @@ class _SearchEstimator(BaseEstimator):
         max_epochs: int | None = None,
         time_budget: str | float | None = None,
         split: str | None = None,
-        folds: int | None = None,
+        folds: int | Literal["auto"] | None = None,
         settings: Mapping[str, Any] | None = None,
         hypermodel: type | str | None = None,
         config: str | None = None,

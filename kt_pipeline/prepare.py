@@ -4,6 +4,7 @@ fitted on the training rows, and the config's data-sized defaults resolved for i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -24,7 +25,8 @@ from hypermodels.features import (
 from kt_pipeline import data as data_lib
 from kt_pipeline import splits as splits_lib
 from kt_pipeline.config import PipelineConfig
-from kt_pipeline.sizing import batch_sizes_for, max_epochs_for, members_for
+from kt_pipeline.errors import UserInputError
+from kt_pipeline.sizing import batch_sizes_for, folds_for, max_epochs_for, members_for
 from kt_pipeline.strategy import (
     configure_devices,
     is_multi_worker_chief,
@@ -80,6 +82,17 @@ class Prepared:
         }
 
 
+def _folds(config: PipelineConfig, rows: int) -> int:
+    """``data.folds``, sized for the table with ``data.folds_auto``: none where members
+    were chosen by hand (folds replace them)."""
+    if not config.data.folds_auto:
+        return config.data.folds
+    if tuple(config.search.members) != (1,) and not config.search.members_auto:
+        return 1
+    kind = splits_lib.SplitSpec.parse(config.data.split).kind
+    return folds_for(rows, split_kind=kind)
+
+
 def prepare_data(config: PipelineConfig) -> Prepared:
     dataset = data_lib.load_dataset(
         config.data.source,
@@ -88,14 +101,22 @@ def prepare_data(config: PipelineConfig) -> Prepared:
         categorical=config.data.categorical,
         numeric=config.data.numeric,
     )
-    splits = splits_lib.split_dataset(
+    split = functools.partial(
+        splits_lib.split_dataset,
         dataset,
         split=config.data.split,
         validation_fraction=config.data.validation_fraction,
         test_fraction=config.data.test_fraction,
         seed=config.runtime.seed,
-        folds=config.data.folds,
     )
+    folds = _folds(config, len(dataset.y))
+    try:
+        splits = split(folds=folds)
+    except UserInputError:
+        if not config.data.folds_auto or folds == 1:
+            raise
+        splits = split(folds=1)  # too few rows, groups or times for folds: sized down
+
     # Statistics come from the training split only.
     schema = fit_schema(splits.train.frame, dataset.kinds, min_frequency=config.data.min_frequency)
     codes: dict[str, np.ndarray] = {}
@@ -129,6 +150,10 @@ def sized_for_data(config: PipelineConfig, prepared: Prepared) -> PipelineConfig
     0. Every path that builds the tuner or the hypermodel goes through here, so a
     search, its plan and its re-export agree."""
     rows = len(prepared.splits.train)
+    if config.data.folds_auto:  # as `prepare_data` cut them
+        folds = prepared.splits.trial_folds
+        data = dataclasses.replace(config.data, folds=folds.count if folds else 1)
+        config = dataclasses.replace(config, data=data)
     if config.search.batch_sizes_auto:
         search = dataclasses.replace(config.search, batch_sizes=batch_sizes_for(rows))
         config = dataclasses.replace(config, search=search)

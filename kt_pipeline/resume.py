@@ -73,6 +73,8 @@ RESUMABLE_CHANGES = frozenset(
 ADDED_SETTINGS: Mapping[str, Any] = {
     "data.split": "random",
     "data.screen_identifiers": False,
+    "data.folds": 1,
+    "data.folds_auto": False,
     "search.members_auto": False,
     **{
         f"search.{field.name}": list(field.metadata["before"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["batch_sizes_for", "max_epochs_for", "members_for", "refit_for"]
+__all__ = ["batch_sizes_for", "folds_for", "max_epochs_for", "members_for", "refit_for"]
 
 # The smallest batch keeps an epoch at this many steps or more, within these bounds.
 _STEPS_PER_EPOCH = 128
@@ -30,6 +30,11 @@ _MIN_EPOCHS = 10
 # an epoch may carry: as many as a 262,144-row table's plain epoch.
 _MEMBERS = 16
 _MEMBER_ROWS = 2**18
+
+# Cross-validated trials under ``data.folds = "auto"``: this many folds, on tables of
+# up to this many rows (`benchmarks/README.md`, "Cross-validated trials").
+_FOLDS = 3
+_FOLDS_MAX_ROWS = 20_000
 
 
 def batch_sizes_for(train_rows: int) -> tuple[int, ...]:
@@ -63,3 +68,14 @@ def refit_for(train_rows: int) -> bool:
     time, and the validation rows a refit adds teach a model of that many rows little
     for the minutes the refit costs (`benchmarks/README.md`, "Time at size")."""
     return train_rows <= _FULL_BUDGET_ROWS
+
+
+def folds_for(rows: int, *, split_kind: str) -> int:
+    """``data.folds = "auto"``: 3 folds on tables of up to 20,000 rows, where one
+    validation part of 15 % scores trials on a few hundred or thousand rows and its
+    luck decides the search, and one validation part above, where k fits cost more
+    than the noise they remove. A time split keeps one: its forward-chained folds
+    have not yet beaten it (`benchmarks/README.md`)."""
+    if split_kind == "time" or rows > _FOLDS_MAX_ROWS:
+        return 1
+    return _FOLDS

@@ -152,6 +152,44 @@ def test_bad_folds_settings_name_the_field(overrides: list[str], message: str) -
         load_config(None, overrides)
 
 
+def test_folds_auto_cross_validates_small_tables_unless_split_in_time() -> None:
+    from kt_pipeline.sizing import folds_for
+
+    assert folds_for(20_000, split_kind="random") == folds_for(500, split_kind="group") == 3
+    assert folds_for(20_001, split_kind="random") == 1
+    assert folds_for(500, split_kind="time") == 1
+    assert load_config(None, ['data.folds="auto"']).data.folds_auto
+    assert not load_config(None, ['data.folds="auto"', "data.folds=5"]).data.folds_auto
+    with pytest.raises(UserInputError, match=r'`data.folds` must be an integer >= 1 or "auto"'):
+        load_config(None, ['data.folds="some"'])
+
+
+@pytest.mark.parametrize(
+    ("rows", "settings", "folds"),
+    [
+        (120, [], 3),
+        (120, ['data.split="group:n"'], 3),
+        (120, ['data.split="time:n"'], 1),  # forward-chained folds are not the default
+        (120, ["search.members=[4]"], 1),  # members chosen by hand replace the folds
+        (7, ['data.task="regression"'], 1),  # too few rows for three folds
+    ],
+)
+def test_folds_auto_is_resolved_once_from_the_table(
+    tmp_path: Path, rows: int, settings: list[str], folds: int
+) -> None:
+    from kt_pipeline.prepare import prepare_data, sized_for_data
+
+    data = tmp_path / "rows.csv"
+    make_frame(rows, task="regression" if rows < 10 else "binary").to_csv(data, index=False)
+    config = load_config(
+        None,
+        [f"data.source={str(data)!r}", 'data.label="label"', 'data.folds="auto"', *settings],
+    )
+    prepared = prepare_data(config)
+    counted = prepared.splits.trial_folds.count if prepared.splits.trial_folds else 1
+    assert counted == sized_for_data(config, prepared).data.folds == folds
+
+
 def _search_with_folds(
     frame: pd.DataFrame, folder: Path, *, refit: str, split: str = "random"
 ) -> dict[str, Any]:
@@ -224,6 +262,11 @@ def test_the_command_line_refuses_bad_folds_in_one_line(
     assert main([*args, "--folds", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "`data.folds` must be an integer >= 1. Received: 0" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--folds", "five"])
+    assert exit_info.value.code == 2 and "expected an integer or auto, got 'five'" in (
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "e").exists()
 
 
