@@ -4,6 +4,7 @@ out-of-fold fits that follow them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -371,27 +372,32 @@ def test_an_entity_column_is_flagged_and_a_noise_identifier_is_not() -> None:
     assert LeakCheck(SplitSpec.parse("group:person"), schema, (), shares).warnings() == []
 
 
-def test_under_a_time_split_the_export_learns_the_latest_rows_after_scoring_them(
-    tmp_path: Path,
-) -> None:
+def _time_split_search(frame: pd.DataFrame, folder: Path, *, refit: str) -> Any:
+    """A one-trial search of `frame` split by day, and its export's model card."""
     import kt_pipeline as ktp
     from kt_pipeline.model_card import load_card
 
-    frame = _panel(300)
     result = ktp.search(
         frame,
         label="label",
         split="time:day",
-        experiment_dir=tmp_path,
+        experiment_dir=folder,
         tuner="random",
         max_trials=1,
         max_epochs=1,
         seed=0,
-        settings={"search.learning_rate_auto": False, "export.refit": "blend"},
+        settings={"search.learning_rate_auto": False, "export.refit": refit},
         verbose=False,
     )
     assert result.export_dir is not None
-    card = load_card(result.export_dir)
+    return result, load_card(result.export_dir)
+
+
+def test_under_a_time_split_the_export_learns_the_latest_rows_after_scoring_them(
+    tmp_path: Path,
+) -> None:
+    frame = _panel(300)
+    result, card = _time_split_search(frame, tmp_path, refit="blend")
     assert card["refit"]["test_rows_included"] and card["refit"]["rows"] == len(frame)
     assert set(card["test_metrics"]) == {"accuracy", "auc"}
     assert card["verification"]["verified"]
@@ -409,9 +415,7 @@ def test_a_retrain_with_the_test_rows_that_fits_them_worse_is_not_served(
 ) -> None:
     import keras
 
-    import kt_pipeline as ktp
     from kt_pipeline import finish
-    from kt_pipeline.model_card import load_card
 
     refit_members = finish.refit_members
 
@@ -424,20 +428,7 @@ def test_a_retrain_with_the_test_rows_that_fits_them_worse_is_not_served(
     monkeypatch.setattr(finish, "refit_members", failing)
     frame = _panel(300)
     with caplog.at_level("WARNING", logger="kt_pipeline"):
-        result = ktp.search(
-            frame,
-            label="label",
-            split="time:day",
-            experiment_dir=tmp_path,
-            tuner="random",
-            max_trials=1,
-            max_epochs=1,
-            seed=0,
-            settings={"search.learning_rate_auto": False, "export.refit": "replace"},
-            verbose=False,
-        )
-    assert result.export_dir is not None
-    card = load_card(result.export_dir)
+        _, card = _time_split_search(frame, tmp_path, refit="replace")
     assert not card["refit"]["test_rows_included"]
     assert card["refit"]["rows"] == len(frame) - card["verification"]["rows"]
     assert "that training failed, and the measured model is served" in caplog.text
