@@ -74,22 +74,62 @@ class MemberAverage(keras.Model):
     each row, the member whose prediction is scored (one-hot rows: its out-of-fold
     prediction)."""
 
-    #: `test_step` returns what Keras's does (`hypermodels.step_functions` may loop it).
+    #: `train_step` and `test_step` return what Keras's do (`hypermodels.step_functions`
+    #: may loop them).
     keras_step_results = True
 
     def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
         scored = getattr(self, "_scored_members", None)
         if scored is not None and not training:  # `test_step` under one-hot weights
             return self._scored_call(inputs, scored)
+        trained = getattr(self, "_trained_members", None)
+        if trained is not None and training:  # `train_step` of fold models
+            return self._trained_call(inputs, trained)
         members = super().call(inputs, training=training, mask=mask)
         return members if training else ops.mean(members, axis=1)
+
+    def _networks(self) -> list[keras.Model]:
+        """The members' own models (fold models), or [] where they share layers."""
+        return [layer for layer in self.layers if isinstance(layer, keras.Model)]
+
+    def _trained_call(self, inputs: Any, weights: Any) -> Any:
+        """The members' predictions, ``(batch, members, outputs)``, each fold model run
+        on the rows it trains on alone: the rows of its own fold would cost a 1/k share
+        of its arithmetic for a loss of weight 0, and would enter its batch
+        normalisation. Rows a model skips get a constant, finite in every loss."""
+        rows = ops.shape(weights)[0]
+        predictions = []
+        for index, network in enumerate(self._networks()):
+            picked = tf.where(weights[:, index] > 0)  # (n, 1)
+            # A batch of none of its rows (a short last batch) runs one row at weight 0:
+            # batch normalisation of no rows is NaN.
+            picked = tf.cond(
+                tf.size(picked) > 0, lambda p=picked: p, lambda: tf.zeros((1, 1), "int64")
+            )
+            part = keras.tree.map_structure(lambda t, p=picked: tf.gather_nd(t, p), inputs)
+            output = network(part, training=True)
+            width = output.shape[-1]  # 1/width sums to 1 over softmax classes; 0.5 else
+            fill = ops.full((rows, width), 1.0 / max(width, 2), output.dtype)
+            predictions.append(tf.tensor_scatter_nd_update(fill, picked, output))
+        return ops.stack(predictions, axis=1)
+
+    def train_step(self, data: Any) -> Any:
+        _, _, weights = keras.utils.unpack_x_y_sample_weight(data)
+        if weights is None or len(weights.shape) != 2 or not self._networks():
+            return super().train_step(data)
+        # Read by `call` while this step is traced; the loss still weighs every row.
+        self._trained_members = weights
+        try:
+            return super().train_step(data)
+        finally:
+            self._trained_members = None
 
     def _scored_call(self, inputs: Any, scored: Any) -> Any:
         """Each row's prediction by the member its one-hot weight names. Where the
         members are models of their own (fold models), a batch must name one member
         in every row, as `hypermodels.inputs` batches such rows, and only that model
         runs."""
-        networks = [layer for layer in self.layers if isinstance(layer, keras.Model)]
+        networks = self._networks()
         if len(networks) != scored.shape[1]:
             members = super().call(inputs, training=False)
             return ops.sum(members * ops.expand_dims(ops.cast(scored, members.dtype), -1), 1)
@@ -144,7 +184,14 @@ class MemberAverage(keras.Model):
         )
 
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
-        if len(y_pred.shape) == 3:  # a training step's members: metrics of their mean
+        if len(y_pred.shape) == 3 and sample_weight is not None and len(sample_weight.shape) == 2:
+            # Fold models in training: each row's mean over the models that train on it;
+            # a row none trains on (the latest period of a time split) is not counted.
+            trains = ops.cast(sample_weight > 0, y_pred.dtype)
+            count = ops.sum(trains, axis=1, keepdims=True)
+            y_pred = ops.sum(y_pred * trains[..., None], axis=1) / ops.maximum(count, 1.0)
+            sample_weight = ops.cast(count[:, 0] > 0, y_pred.dtype)
+        elif len(y_pred.shape) == 3:  # a training step's members: metrics of their mean
             y_pred = ops.mean(y_pred, axis=1)
         if sample_weight is not None and len(sample_weight.shape) == 2:  # members' weights
             sample_weight = None

@@ -41,8 +41,8 @@ def prepare_step_functions(model: keras.Model, *, element_spec: Any) -> None:
     functions to single-trace step loops.
 
     The loops apply to a model compiled without XLA, not run eagerly, on one replica,
-    with Keras's own `train_step` and `test_step` (or a `test_step` that returns what
-    Keras's does, as a class with ``keras_step_results`` says), whose functions are not
+    with Keras's own `train_step` and `test_step` (or steps that return what
+    Keras's do, as a class with ``keras_step_results`` says), whose functions are not
     made yet; otherwise Keras's functions are left to be made as usual.
 
     Args:
@@ -54,9 +54,11 @@ def prepare_step_functions(model: keras.Model, *, element_spec: Any) -> None:
         model.run_eagerly
         or model.jit_compile
         or model.distribute_strategy.num_replicas_in_sync != 1
-        or type(model).train_step is not keras.Model.train_step
         or (
-            type(model).test_step is not keras.Model.test_step
+            (
+                type(model).train_step is not keras.Model.train_step
+                or type(model).test_step is not keras.Model.test_step
+            )
             and not getattr(type(model), "keras_step_results", False)
         )
     ):

@@ -270,6 +270,32 @@ def test_the_command_line_refuses_bad_folds_in_one_line(
     assert not (tmp_path / "e").exists()
 
 
+def test_in_training_a_fold_model_runs_on_the_rows_it_trains_on_alone() -> None:
+    x, y = _binary(60)
+    hypermodel = _hypermodel(x, y, 3)
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("batch_norm", True)  # its statistics would see the fold's own rows
+    model = hypermodel.build(hp)
+    folds = TrialFolds(np.arange(len(y)) % 3, count=3)
+    weights, _ = folds.weights()
+    batches = hypermodel._inputs.training(x, y, batch_size=len(y), shuffle=False)
+    inputs = next(iter(batches))[0]
+    model._trained_members = weights
+    members = np.asarray(model(inputs, training=True))
+    model._trained_members = None
+    for index in range(3):
+        own = folds.ids == index
+        assert np.all(members[own, index] == 0.5)  # never computed: a constant
+        rows = keras.tree.map_structure(lambda t, own=own: np.asarray(t)[~own], inputs)
+        alone = model.get_layer(f"fold_{index}")(rows, training=True)
+        np.testing.assert_allclose(members[~own, index], np.asarray(alone), rtol=1e-5)
+    # A batch with none of a model's rows runs it on one row at weight 0: batch
+    # normalisation of no rows would make its statistics NaN.
+    weights[:, 0] = 0.0
+    hypermodel.fit(hp, model, x, y, sample_weight=weights, epochs=1, verbose=0)
+    assert all(np.isfinite(v.numpy()).all() for v in model.get_layer("fold_0").variables)
+
+
 def test_a_batch_of_one_folds_rows_runs_that_fold_model_alone_and_mixed_ones_are_refused() -> None:
     x, y = _binary(120)
     hypermodel = _hypermodel(x, y, 2)
