@@ -96,7 +96,8 @@ class MemberAverage(keras.Model):
         """The members' predictions, ``(batch, members, outputs)``, each fold model run
         on the rows it trains on alone: the rows of its own fold would cost a 1/k share
         of its arithmetic for a loss of weight 0, and would enter its batch
-        normalisation. Rows a model skips get a constant, finite in every loss."""
+        normalisation's statistics (but for the one row a batch without any of its rows
+        runs). Rows a model skips get a constant, finite in every loss."""
         rows = ops.shape(weights)[0]
         predictions = []
         for index, network in enumerate(self._networks()):
@@ -115,8 +116,8 @@ class MemberAverage(keras.Model):
 
     def train_step(self, data: Any) -> Any:
         _, _, weights = keras.utils.unpack_x_y_sample_weight(data)
-        if weights is None or len(weights.shape) != 2 or not self._networks():
-            return super().train_step(data)
+        if weights is None or len(weights.shape) != 2 or not self._networks() or self.jit_compile:
+            return super().train_step(data)  # (XLA compiles no data-dependent shapes)
         # Read by `call` while this step is traced; the loss still weighs every row.
         self._trained_members = weights
         try:
@@ -186,11 +187,17 @@ class MemberAverage(keras.Model):
     def compute_metrics(self, x: Any, y: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         if len(y_pred.shape) == 3 and sample_weight is not None and len(sample_weight.shape) == 2:
             # Fold models in training: each row's mean over the models that train on it;
-            # a row none trains on (the latest period of a time split) is not counted.
+            # a row none trains on (the latest period of a time split) is left out, as
+            # compiled metrics take no sample weight.
             trains = ops.cast(sample_weight > 0, y_pred.dtype)
             count = ops.sum(trains, axis=1, keepdims=True)
             y_pred = ops.sum(y_pred * trains[..., None], axis=1) / ops.maximum(count, 1.0)
-            sample_weight = ops.cast(count[:, 0] > 0, y_pred.dtype)
+            trained = count[:, 0] > 0
+            y, y_pred, sample_weight = (
+                tf.boolean_mask(y, trained),
+                tf.boolean_mask(y_pred, trained),
+                None,
+            )
         elif len(y_pred.shape) == 3:  # a training step's members: metrics of their mean
             y_pred = ops.mean(y_pred, axis=1)
         if sample_weight is not None and len(sample_weight.shape) == 2:  # members' weights

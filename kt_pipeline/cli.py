@@ -63,7 +63,9 @@ def _int_or_auto(value: str) -> int | str:
     try:
         return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"`--folds` must be an integer or auto. Received: {value!r}"
+        ) from None
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:

@@ -656,6 +656,9 @@ def _merge(raw: dict[str, dict[str, Any]], updates: Mapping[str, Any], origin: s
             if key not in known:
                 raise _unknown(f"{section}.", key, known)
             raw.setdefault(section, {})[key] = value
+            auto = f"{key}_auto"
+            if auto in known and auto not in values:  # set by hand over a file's "auto"
+                raw[section].pop(auto, None)
 
 
 def _parse_override(text: str) -> tuple[str, str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 __all__ = ["Prepared", "prepare_data", "set_up_devices", "sized_for_data"]
+
+log = logging.getLogger("kt_pipeline")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +118,11 @@ def prepare_data(config: PipelineConfig) -> Prepared:
     except UserInputError:
         if not config.data.folds_auto or folds == 1:
             raise
-        splits = split(folds=1)  # too few rows, groups or times for folds: sized down
+        log.info(
+            "data.folds (auto): %d folds cannot be cut from these training rows; one "
+            "validation part scores the trials", folds,
+        )  # fmt: skip
+        splits = split(folds=1)
 
     # Statistics come from the training split only.
     schema = fit_schema(splits.train.frame, dataset.kinds, min_frequency=config.data.min_frequency)
@@ -145,7 +152,8 @@ def prepare_data(config: PipelineConfig) -> Prepared:
 
 def sized_for_data(config: PipelineConfig, prepared: Prepared) -> PipelineConfig:
     """The config with its data-sized defaults resolved for the training split
-    (`kt_pipeline.sizing`): the batch sizes with ``search.batch_sizes_auto``, the
+    (`kt_pipeline.sizing`): the folds ``data.folds_auto`` cut (`prepare_data`), the
+    batch sizes with ``search.batch_sizes_auto``, the
     members with ``search.members_auto``, the epoch budget when ``tuner.max_epochs`` is
     0. Every path that builds the tuner or the hypermodel goes through here, so a
     search, its plan and its re-export agree."""

@@ -35,6 +35,7 @@ __all__ = [
 #: split, seed, search space, tuner, objective, epochs) shapes the trials.
 RESUMABLE_CHANGES = frozenset(
     {
+        "data.folds_auto",  # the folds it resolves to are compared
         "tuner.max_trials",
         "tuner.max_consecutive_failed_trials",
         "tuner.max_crashes_per_trial",
@@ -74,7 +75,6 @@ ADDED_SETTINGS: Mapping[str, Any] = {
     "data.split": "random",
     "data.screen_identifiers": False,
     "data.folds": 1,
-    "data.folds_auto": False,
     "search.members_auto": False,
     **{
         f"search.{field.name}": list(field.metadata["before"])

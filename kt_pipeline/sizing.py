@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+from kt_pipeline.splits import TIME
+
 __all__ = ["batch_sizes_for", "folds_for", "max_epochs_for", "members_for", "refit_for"]
 
 # The smallest batch keeps an epoch at this many steps or more, within these bounds.
@@ -76,6 +78,6 @@ def folds_for(rows: int, *, split_kind: str) -> int:
     luck decides the search, and one validation part above, where k fits cost more
     than the noise they remove. A time split keeps one: its forward-chained folds
     have not yet beaten it (`benchmarks/README.md`)."""
-    if split_kind == "time" or rows > _FOLDS_MAX_ROWS:
+    if split_kind == TIME or rows > _FOLDS_MAX_ROWS:
         return 1
     return _FOLDS

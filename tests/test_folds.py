@@ -3,6 +3,7 @@ their own rows, scored out of fold, cut as the split cuts, and served averaged."
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,33 @@ def test_folds_auto_cross_validates_small_tables_unless_split_in_time() -> None:
         load_config(None, ['data.folds="some"'])
 
 
+def test_folds_set_by_hand_over_a_saved_auto_config_are_used(tmp_path: Path) -> None:
+    from kt_pipeline.config import save_config
+
+    saved = tmp_path / "config.toml"
+    config = load_config(None, ['data.folds="auto"', 'search.members="auto"'])
+    # As a search saves its resolved config: the count and the flag.
+    save_config(dataclasses.replace(config, data=dataclasses.replace(config.data, folds=3)), saved)
+    config = load_config(saved, ["data.folds=5", "search.members=[1]"])
+    assert (config.data.folds, config.data.folds_auto) == (5, False)
+    assert not config.search.members_auto
+    assert load_config(saved).data.folds_auto  # the file alone keeps its "auto"
+
+
+def test_training_metrics_leave_out_the_rows_no_fold_model_trains_on() -> None:
+    x, y = _binary(60)
+    model = _hypermodel(x, y, 3).build(keras_tuner.HyperParameters())
+    # Forward-chained: the base trains every model, the last period none.
+    folds = TrialFolds(np.repeat([-1, 0, 1, 2], 15), count=3, forward=True)
+    weights, _ = folds.weights()
+    assert not weights[-15:].any()
+    labels = np.ones(len(y), dtype="float32")
+    members = np.full((len(y), 3, 1), 0.9, dtype="float32")
+    members[weights == 0] = 0.0  # what a model that skips a row gives (any constant)
+    results = model.compute_metrics(x, labels, members, sample_weight=weights)
+    assert float(results["accuracy"]) == 1.0  # the untrained rows would count 0
+
+
 @pytest.mark.parametrize(
     ("rows", "settings", "folds"),
     [
@@ -264,8 +292,9 @@ def test_the_command_line_refuses_bad_folds_in_one_line(
     assert err.count("\n") == 0 and "`data.folds` must be an integer >= 1. Received: 0" in err
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--folds", "five"])
-    assert exit_info.value.code == 2 and "expected an integer or auto, got 'five'" in (
-        capsys.readouterr().err
+    assert (
+        exit_info.value.code == 2
+        and "`--folds` must be an integer or auto. Received: 'five'" in (capsys.readouterr().err)
     )
     assert not (tmp_path / "e").exists()
 
@@ -320,7 +349,7 @@ def test_plan_times_the_fold_models_and_says_how_trials_are_scored(
     data = tmp_path / "rows.csv"
     make_frame(150).to_csv(data, index=False)
     args = ["plan", "--data", str(data), "--label", "label", "--calibration-epochs", "2"]
-    assert main([*args, "--set", "search.units=[8]", "--folds", "3"]) == 0
-    out = capsys.readouterr().out
+    assert main([*args, "--set", "search.units=[8]", "--folds", "auto"]) == 0
+    out = capsys.readouterr().out  # a small table: three folds
     assert "trials are cross-validated on 3 folds of shuffled rows (data.folds)" in out
     assert "above the 127 training rows" in out  # the validation rows joined them
