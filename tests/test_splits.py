@@ -384,7 +384,7 @@ def _time_split_search(frame: pd.DataFrame, folder: Path, *, refit: str) -> Any:
         experiment_dir=folder,
         tuner="random",
         max_trials=1,
-        max_epochs=1,
+        max_epochs=5,  # enough for the retrain to fit the rows it saw better
         seed=0,
         settings={"search.learning_rate_auto": False, "export.refit": refit},
         verbose=False,
