@@ -587,8 +587,9 @@ def serve_oracle(
     lease_seconds: float,
     token: str | None = None,
     tls: tuple[bytes, bytes] | None = None,
-) -> None:
-    """Serves `oracle` to the workers until the search is over; returns then.
+) -> list[tuple[str, str]]:
+    """Serves `oracle` to the workers until the search is over; returns then, with
+    ``(trial_id, tuner_id)`` of every trial taken back from a worker whose lease ran out.
 
     Replaces `keras_tuner.src.distribute.oracle_chief.start_server`: same service,
     plus leases, a thread pool so a held request does not block the others, a prompt
@@ -611,6 +612,7 @@ def serve_oracle(
             servicer.wait(min(1.0, lease_seconds / HEARTBEATS_PER_LEASE))
     finally:
         server.stop(grace=1.0)
+    return servicer.requeued
 
 
 def oracle_server(

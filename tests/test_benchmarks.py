@@ -266,6 +266,29 @@ def test_tiny_trial_speed_memory_and_workers_benchmarks(tmp_path: Path) -> None:
     assert workers["ratio_2_to_1_search"] > 0 and workers["trials"] == 2
 
 
+@pytest.mark.slow
+def test_tiny_oracle_load_loses_no_trial_of_a_killed_worker(tmp_path: Path) -> None:
+    """Both engines under a tiny load with one of two worker processes killed: the
+    killed workers' trials are taken back and completed by the others, once each, and
+    the records agree with what the workers did (Optuna on SQLite here: CI has no
+    PostgreSQL)."""
+    common = ("--workers", "4", "--processes", "2", "--seconds", "6", "--lease", "2")
+    common += ("--epochs", "2", "--epoch-seconds", "0.4", "--killed", "0.5")
+    _run("oracle_load.py", *common, "--engines", "kerastuner", "--results", str(tmp_path))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    _run("oracle_load.py", *common, "--engines", "optuna", "--optuna-storage", storage,
+         "--results", str(tmp_path))  # fmt: skip
+    lines = json.loads((tmp_path / "oracle_load.json").read_text())
+    assert [line["engine"] for line in lines] == ["kerastuner", "optuna"]
+    for line in lines:
+        assert line["killed_workers"] == 2 and line["lease_expiries"] >= 2, line
+        assert line["killed_trials_completed_by_another"] == "2/2", line
+        assert line["trials_lost"] == 0 and line["trials_completed_twice"] == 0, line
+        assert line["records_agree"] and line["trials_completed"] > 4, line
+        assert line["p99_ms"] >= line["p50_ms"] > 0 and not line["call_errors"], line
+    assert "| 4 | kerastuner |" in (tmp_path / "oracle_load.md").read_text()
+
+
 def test_seconds_from_different_cpus_are_flagged_and_one_cpu_is_not() -> None:
     quality = _module("search_quality")
     curve = [[30, 0.9]]
