@@ -165,6 +165,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _pinned(cores: str) -> list[str]:
+    """A command prefix that runs on `cores` (``taskset -c``); none when empty."""
+    return ["taskset", "-c", cores] if cores else []
+
+
+def _core_split() -> tuple[str, str]:
+    """``(coordinator's cores, workers' cores)``: the first core for the chief or the
+    database, as its own host would give it, the rest for the simulated workers, so
+    their CPU does not stand in the coordinator's latency; no split on one core."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return "", ""
+    return str(cores[0]), ",".join(map(str, cores[1:]))
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -367,9 +382,9 @@ def _optuna_workers_role(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _postgres(root: Path, *, connections: int) -> Iterator[tuple[str, int]]:
+def _postgres(root: Path, *, connections: int, cores: str) -> Iterator[tuple[str, int]]:
     """A PostgreSQL server on a free loopback port for this run (Debian's
-    ``postgresql`` package; as the ``postgres`` user when run as root): yields its
+    ``postgresql`` package; as the ``postgres`` user when run as root; on `cores`): yields its
     SQLAlchemy URL and the postmaster's pid; stopped at the end."""
     initdb = shutil.which("initdb") or next(
         iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None
@@ -417,9 +432,10 @@ def _spawn(
 ) -> subprocess.Popen[str]:
     """A worker process; its stderr (TensorFlow's start-up lines, warnings) goes to
     `errors`."""
-    command = [sys.executable, __file__, "--role", role, "--lease", str(args.lease),
-               "--epochs", str(args.epochs), "--epoch-seconds", str(args.epoch_seconds),
-               "--seconds", str(args.seconds), "--seed", str(args.seed), *extra]  # fmt: skip
+    command = [*_pinned(args.worker_cores), sys.executable, __file__, "--role", role,
+               "--lease", str(args.lease), "--epochs", str(args.epochs),
+               "--epoch-seconds", str(args.epoch_seconds), "--seconds", str(args.seconds),
+               "--seed", str(args.seed), *extra]  # fmt: skip
     with open(errors, "w", encoding="utf-8") as stderr:
         return subprocess.Popen(
             command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
@@ -435,13 +451,13 @@ def _load(
     root: Path,
     coordinator: Callable[[], list[int]],
     drain: Callable[[], None],
-    await_coordinator: Callable[[float], None],
+    await_coordinator: Callable[[float], bool],
     extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Runs the worker processes: all start at once, the victims are killed on time,
     `drain` is called after ``--seconds``, and `await_coordinator` (given the seconds
-    left) returns once the search is over; returns the events and the figures measured
-    while the load ran."""
+    left) says whether the search ended in time; returns the events and the figures
+    measured while the load ran."""
     groups = _groups(args.workers, args.processes)
     victims = _victims(groups, share=args.killed, seconds=args.seconds, seed=args.seed)
     logs = [root / f"workers{p}.jsonl" for p in range(len(groups))]
@@ -479,23 +495,32 @@ def _load(
         drained_at, cpu_after = time.time(), _cpu_seconds(coordinator())
         drain()
         limit = drained_at + 3 * args.lease + 3 * args.epochs * args.epoch_seconds + 60
-        await_coordinator(limit - time.time())
-        for process in processes:
+        ended = await_coordinator(limit - time.time())
+        for process in processes if ended else ():
             process.wait(timeout=max(1.0, limit - time.time()))
         done_at = time.time()
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    events = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+    events = [event for log in logs for event in _read_events(log)]
     return {
         "events": events,
         "started": started,
         "drained_at": drained_at,
-        "drain_seconds": done_at - drained_at,
+        "drain_seconds": done_at - drained_at if ended else None,
         "cpu_share": (cpu_after - cpu_before) / (drained_at - started),
         "killed": killed,
     }
+
+
+def _read_events(log: Path) -> list[dict[str, Any]]:
+    """A process's events; a killed process's last line may be cut short."""
+    events = []
+    for line in log.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return events
 
 
 def _figures(run: dict[str, Any]) -> dict[str, Any]:
@@ -522,7 +547,8 @@ def _figures(run: dict[str, Any]) -> dict[str, Any]:
         else None,
         "call_errors": dict(Counter(e["code"] for e in calls if e["code"] != "OK")),
         "coordinator_cpu_share": round(run["cpu_share"], 3),
-        "drain_seconds": round(run["drain_seconds"], 1),
+        # None: the search did not end within the limit after the load stopped.
+        "drain_seconds": None if run["drain_seconds"] is None else round(run["drain_seconds"], 1),
         "killed_workers": len(killed),
         "completed_by_workers": completed,
         "orphaned": orphaned,
@@ -557,17 +583,21 @@ def run_kerastuner(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     project.mkdir()
     with open(root / "chief.err", "w", encoding="utf-8") as stderr:
         chief = subprocess.Popen(
-            [sys.executable, __file__, "--role", "chief", "--address", address, "--dir",
-             str(project), "--lease", str(args.lease), "--seed", str(args.seed)],
+            [*_pinned(args.coordinator_cores), sys.executable, __file__, "--role", "chief",
+             "--address", address, "--dir", str(project), "--lease", str(args.lease),
+             "--seed", str(args.seed)],
             env={**env, "KERASTUNER_TUNER_ID": "chief"}, stderr=stderr,
         )  # fmt: skip
     try:
 
-        def await_chief(seconds: float) -> None:
+        def await_chief(seconds: float) -> bool:
             try:
                 chief.wait(timeout=max(0.1, seconds))
-            except subprocess.TimeoutExpired as error:
-                raise SystemExit("oracle_load: the chief did not finish the search") from error
+            except subprocess.TimeoutExpired:
+                chief.terminate()
+                chief.wait(timeout=30)
+                return False
+            return True
 
         run = _load(
             args,
@@ -581,15 +611,21 @@ def run_kerastuner(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     finally:
         if chief.poll() is None:
             chief.kill()
-    if chief.returncode != 0:
-        tail = (root / "chief.err").read_text().strip().splitlines()[-1:]
+    chief_log = (root / "chief.err").read_text()
+    if chief.returncode != 0 and run["drain_seconds"] is not None:
+        tail = chief_log.strip().splitlines()[-1:]
         raise SystemExit(f"oracle_load: the chief exited {chief.returncode}: {tail}")
     figures = _figures(run)
     folder = project / "load"
     trials = load_trials(folder)
     table = write_results(folder, root / "results.csv")
     oracle = json.loads((folder / "oracle.json").read_text())
-    requeued = json.loads((project / "chief.json").read_text())["requeued"]
+    finished = project / "chief.json"  # else the chief was stopped: count its log's lines
+    requeued = (
+        len(json.loads(finished.read_text())["requeued"])
+        if finished.exists()
+        else chief_log.count("presumed dead")
+    )
     completed, orphaned = figures.pop("completed_by_workers"), figures.pop("orphaned")
     done = {t for t, trial in trials.items() if trial.status == "COMPLETED"}
     others = {e["trial"] for e in run["events"] if e["ev"] == "end" and e["ok"]
@@ -600,7 +636,7 @@ def run_kerastuner(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "trials_lost": len(set(trials) - done),
         "trials_completed_twice": sum(n > 1 for n in completed.values())
         + sum(n > 1 for n in Counter(oracle["end_order"]).values()),
-        "lease_expiries": len(requeued),
+        "lease_expiries": requeued,
         "killed_trials_completed_by_another": f"{len(set(orphaned) & others)}/{len(orphaned)}",
         "records_agree": set(completed) == done
         and set(table["trial_id"].astype(str)) == set(trials)
@@ -620,7 +656,11 @@ def run_optuna(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             url, coordinator = args.optuna_storage, lambda: []
         else:
             url, postmaster = stack.enter_context(
-                _postgres(root, connections=2 * args.workers + 4 * groups + 20)
+                _postgres(
+                    root,
+                    connections=2 * args.workers + 4 * groups + 20,
+                    cores=args.coordinator_cores,
+                )
             )
             coordinator = lambda: _children(postmaster)  # noqa: E731
         optuna.create_study(
@@ -634,7 +674,7 @@ def run_optuna(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             root=root,
             coordinator=coordinator,
             drain=lambda: None,  # the workers know the deadline
-            await_coordinator=lambda _seconds: None,  # the workers end when the study does
+            await_coordinator=lambda _seconds: True,  # the workers end when the study does
             extra=("--storage", url),
         )
         trials = optuna.load_study(study_name="load", storage=url).get_trials(deepcopy=False)
@@ -670,7 +710,8 @@ def _write(results: Path, lines: list[dict[str, Any]]) -> None:
     """Adds `lines` to ``oracle_load.json`` (a run replaces an earlier one of the same
     engine and workload) and rewrites the table in ``oracle_load.md``."""
     path = results / "oracle_load.json"
-    keys = ("engine", "workers", "seconds", "killed", "tls", "epoch_seconds", "lease")
+    keys = ("engine", "workers", "seconds", "killed", "tls", "epoch_seconds", "lease",
+            "coordinator_cores")  # fmt: skip
     kept = json.loads(path.read_text()) if path.exists() else []
     new = {tuple(line[k] for k in keys) for line in lines}
     rows = [r for r in kept if tuple(r.get(k) for k in keys) not in new] + lines
@@ -702,9 +743,13 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=10.0, help="worker lease, seconds")
     parser.add_argument("--processes", type=int, default=10, help="worker processes")
     parser.add_argument("--tls", action="store_true", help="the chief serves TLS")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="the coordinator shares the workers' cores"
+    )
     parser.add_argument("--optuna-storage", default="", help="a database URL instead of PostgreSQL")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", type=Path)
+    parser.add_argument("--keep", type=Path, help="keep each engine's run folder under here")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
@@ -717,6 +762,7 @@ def main() -> None:
     if args.role:
         roles[args.role](args)
         return
+    args.coordinator_cores, args.worker_cores = ("", "") if args.no_pin else _core_split()
     engines = [e for e in args.engines.split(",") if e]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
@@ -725,16 +771,22 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from real_table_quality import code_version
 
-    commit = code_version()["commit"]
+    version = code_version()
+    commit = (
+        version["commit"] + ("+dirty" if version["dirty"] else "") if version["commit"] else None
+    )
     lines = []
     for engine in engines:
         with tempfile.TemporaryDirectory(prefix="oracle_load_") as folder:
             figures = (run_kerastuner if engine == "kerastuner" else run_optuna)(args, Path(folder))
+            if args.keep:
+                shutil.copytree(folder, args.keep / engine, dirs_exist_ok=True, symlinks=True)
         line = {"engine": engine, "workers": args.workers, "seconds": args.seconds,
                 "killed": args.killed, "tls": args.tls and engine == "kerastuner",
                 "epoch_seconds": args.epoch_seconds, "epochs": args.epochs, "lease": args.lease,
-                "processes": min(args.processes, args.workers), **figures, "commit": commit,
-                "cpus": os.cpu_count()}  # fmt: skip
+                "processes": min(args.processes, args.workers),
+                "coordinator_cores": args.coordinator_cores or "shared", **figures,
+                "commit": commit, "cpus": os.cpu_count()}  # fmt: skip
         print(json.dumps(line), flush=True)
         lines.append(line)
     if args.results:

@@ -21,9 +21,11 @@ import copy
 import errno
 import functools
 import json
+import math
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any
@@ -46,6 +48,7 @@ from tensorflow.python.framework import ops as tf_ops
 from kt_pipeline.errors import UserInputError
 
 __all__ = [
+    "IDLE_WAIT_SECONDS",
     "WRITTEN_FOR",
     "KerasTunerFixes",
     "OptimizerHooks",
@@ -54,6 +57,7 @@ __all__ = [
     "answer_first_draw",
     "apply",
     "check_versions",
+    "defer_oracle_saves",
     "dist_utils",
     "forget_worker",
     "gradient_registry",
@@ -69,6 +73,7 @@ __all__ = [
     "symbolic_build",
     "trial_module",
     "tuner_utils",
+    "write_running_trials_every",
 ]
 
 #: The versions (prefixes) the hooks were written against: distribution name -> prefix.
@@ -109,6 +114,8 @@ def apply(*, worker_stub: Callable[[str], Any] | None = None) -> None:
     kt_utils.save_json = _save_json_whole
     tuner_utils.SaveBestEpoch._save_model = _save_checkpoint_if_it_fits
     oracle_client.OracleClient.__init__ = _client_that_names_itself
+    oracle_client.OracleClient.create_trial = _create_or_wait
+    oracle_module.Oracle._check_consecutive_failures = _check_trailing_failures
     oracle_client.OracleClient.update_trial = _update_unless_taken_back
     oracle_client.OracleClient.end_trial = _end_unless_taken_back
     _applied = True
@@ -145,6 +152,7 @@ def locked(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _original_client_init = oracle_client.OracleClient.__init__
+_original_create_trial = oracle_client.OracleClient.create_trial
 _original_update_trial = oracle_client.OracleClient.update_trial
 _original_end_trial = oracle_client.OracleClient.end_trial
 
@@ -161,6 +169,25 @@ def _client_that_names_itself(self: Any, oracle: Any) -> None:
     _original_client_init(self, oracle)
     if _worker_stub is not None:
         self.stub = _worker_stub(self.tuner_id)
+
+
+#: Seconds a worker told to wait (``IDLE``: no trial now, but one may come back to the
+#: queue) waits before it asks again; KerasTuner's worker asks again at once.
+IDLE_WAIT_SECONDS = 1.0
+
+
+def _create_or_wait(self: Any, tuner_id: str) -> Any:
+    """KerasTuner's `create_trial`; an ``IDLE`` answer returns after
+    `IDLE_WAIT_SECONDS`, so a worker with nothing to do neither spins on the chief
+    nor waits inside it, where it would hold one of its threads."""
+    trial = _original_create_trial(self, tuner_id)
+    if trial.status == trial_module.TrialStatus.IDLE:
+        _idle_wait(IDLE_WAIT_SECONDS)
+    return trial
+
+
+def _idle_wait(seconds: float) -> None:
+    threading.Event().wait(seconds)
 
 
 def _taken_back(error: Exception) -> bool:
@@ -559,6 +586,74 @@ def forget_worker(oracle: keras_tuner.Oracle, tuner_id: str) -> str | None:
         return None
     retry_queue(oracle).append(trial.trial_id)
     return str(trial.trial_id)
+
+
+def _check_trailing_failures(self: Any) -> None:
+    """KerasTuner's check that too many trials in a row failed, on the run of failures
+    at the end of the order alone: it runs after every trial's end, so an earlier run
+    would have raised then. KerasTuner's walks every ended trial each time, under the
+    oracle's lock, a cost that grows with the search. No limit (None): no check."""
+    if self.max_consecutive_failed_trials is None:
+        return
+    failed = 0
+    for trial_id in reversed(self.end_order):
+        if self.trials[trial_id].status != trial_module.TrialStatus.FAILED:
+            break
+        failed += 1
+    if failed >= self.max_consecutive_failed_trials:
+        last = self.trials[self.end_order[-1]]
+        raise RuntimeError(
+            "Number of consecutive failures exceeded the limit "
+            f"of {self.max_consecutive_failed_trials}.\n" + (last.message or "")
+        )
+
+
+def defer_oracle_saves(oracle: keras_tuner.Oracle) -> Callable[..., None]:
+    """Makes ``oracle.save()`` only note that the oracle's state changed, and returns
+    ``flush(every=0.0)``, which writes it (``oracle.json``) when it changed and `every`
+    seconds have passed since the last write.
+
+    KerasTuner writes the whole state, every trial id and value hash, on each trial's
+    start and end, under the oracle's lock: in a parallel search's chief that grows to
+    most of a trial's cost as trials accumulate (`benchmarks/oracle_load.py`). A state
+    file a little behind the trial files is what a chief killed between the two writes
+    already leaves, and a resume repairs it (`_repair_interrupted`).
+    """
+    save, changed, last = oracle.save, threading.Event(), [-math.inf]
+    oracle.save = changed.set
+
+    def flush(*, every: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        now = clock()
+        if changed.is_set() and now - last[0] >= every:
+            with oracle_lock(oracle):
+                changed.clear()
+                save()
+            last[0] = now
+
+    return flush
+
+
+def write_running_trials_every(
+    oracle: keras_tuner.Oracle, seconds: float, *, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Makes `oracle` write a running trial's file (its metrics so far) at most every
+    `seconds`, and at once when the trial starts or ends. KerasTuner writes it on every
+    report, under the oracle's lock: in a parallel search's chief, a disk write per
+    worker per epoch, the largest share of the chief's time under load
+    (`benchmarks/oracle_load.py`). A reloaded oracle drops a running trial's metrics
+    anyway (`_repair_interrupted`); the writes left keep a live search's table current."""
+    save = oracle._save_trial
+    written: dict[str, float] = {}
+
+    def save_trial(trial: Any) -> None:
+        now = clock()
+        if trial.status != trial_module.TrialStatus.RUNNING or (
+            now - written.get(trial.trial_id, -math.inf) >= seconds
+        ):
+            written[trial.trial_id] = now
+            save(trial)
+
+    oracle._save_trial = save_trial
 
 
 def reseed_oracle(oracle: keras_tuner.Oracle, *, seed: int, start: int) -> None:

@@ -13,7 +13,9 @@ oracle call it makes renews the lease too. The chief's servicer drops a worker w
 lease ran out and puts its trial back in the oracle's retry queue, so the next worker
 that asks for a trial gets the same trial id with the same hyperparameters. While some
 trial is still running, a worker that would be told to stop is told to wait instead
-(``IDLE``), so a trial that comes back to the queue late still finds a worker.
+(``IDLE``), so a trial that comes back to the queue late still finds a worker; the
+worker waits a moment before it asks again (`kt_pipeline._compat`), so idle workers
+neither spin nor hold the chief's threads.
 
 Every call names its worker in its metadata (`WORKER_METADATA`), beside the search's
 token, so the servicer can refuse what a worker may not do: report or end a trial that
@@ -38,6 +40,7 @@ import keras
 import keras_tuner
 
 from kt_pipeline._compat import (
+    defer_oracle_saves,
     dist_utils,
     forget_worker,
     locked,
@@ -47,12 +50,15 @@ from kt_pipeline._compat import (
     protos,
     retry_queue,
     trial_module,
+    write_running_trials_every,
 )
 from kt_pipeline.errors import UserInputError
 
 __all__ = [
     "HEARTBEATS_PER_LEASE",
     "LEASE_METADATA",
+    "RUNNING_TRIAL_WRITE_SECONDS",
+    "STATE_WRITE_SECONDS",
     "TLS_ENV",
     "TOKEN_ENV",
     "WORKER_METADATA",
@@ -80,8 +86,13 @@ log = logging.getLogger("kt_pipeline")
 #: Heartbeats a worker sends per lease period, so one late heartbeat is not a death.
 HEARTBEATS_PER_LEASE = 5
 
-#: Longest time the chief holds a worker's trial request before answering "wait".
-_HOLD_SECONDS = 1.0
+#: The chief writes a running trial's reports to its file at most this often
+#: (`kt_pipeline._compat.write_running_trials_every`).
+RUNNING_TRIAL_WRITE_SECONDS = 10.0
+
+#: The chief writes the oracle's state at most this often, and when it stops
+#: (`kt_pipeline._compat.defer_oracle_saves`).
+STATE_WRITE_SECONDS = 1.0
 
 _STATUS = trial_module.TrialStatus
 # What a worker may report a trial ended as.
@@ -153,7 +164,7 @@ def is_worker() -> bool:
 
 
 @locked
-def _create_or_hold(oracle: keras_tuner.Oracle, tuner_id: str) -> Any:
+def _create_or_idle(oracle: keras_tuner.Oracle, tuner_id: str) -> Any:
     trial = oracle.create_trial(tuner_id)
     if trial.status == _STATUS.STOPPED and oracle.ongoing_trials:
         # Another worker's trial may still come back to the queue: keep this one.
@@ -213,7 +224,6 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         oracle: The chief's oracle.
         lease_seconds: A worker that made no call for this long is presumed dead.
         clock: Monotonic time source (tests pass a fake one).
-        hold_seconds: Longest time a trial request is held before answering "wait".
     """
 
     def __init__(
@@ -222,11 +232,9 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
         *,
         lease_seconds: float,
         clock: Any = time.monotonic,
-        hold_seconds: float = _HOLD_SECONDS,
     ) -> None:
         super().__init__(oracle)
         self.lease_seconds = lease_seconds
-        self._hold_seconds = hold_seconds
         self._clock = clock
         self._changed = threading.Condition()
         now = clock()
@@ -258,15 +266,12 @@ class LeasingOracleServicer(oracle_chief.OracleServicer):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"worker {caller!r} asked for a trial as {tuner_id!r}",
             )
-        deadline = time.monotonic() + self._hold_seconds
-        while True:
-            self._seen(tuner_id)
-            trial = _create_or_hold(self.oracle, tuner_id)
-            remaining = deadline - time.monotonic()
-            if trial.status != _STATUS.IDLE or remaining <= 0:
-                break
-            # Answer "wait" only after a short hold, so idle workers do not spin.
-            self.wait(remaining)
+        # "Wait" (IDLE) is answered at once: a held request would take one of the
+        # server's threads from the heartbeats and reports of the workers still
+        # training, and at the end of a search with more idle workers than threads,
+        # those would wait past their leases (`benchmarks/oracle_load.py`).
+        self._seen(tuner_id)
+        trial = _create_or_idle(self.oracle, tuner_id)
         if trial.status == _STATUS.STOPPED:
             self.stop_triggered = True
             self._notify()
@@ -592,7 +597,9 @@ def serve_oracle(
     ``(trial_id, tuner_id)`` of every trial taken back from a worker whose lease ran out.
 
     Replaces `keras_tuner.src.distribute.oracle_chief.start_server`: same service,
-    plus leases, a thread pool so a held request does not block the others, a prompt
+    plus leases, a thread pool, the oracle's state written at most every
+    `STATE_WRITE_SECONDS` and a running trial's reports every
+    `RUNNING_TRIAL_WRITE_SECONDS` (not on every call), a prompt
     exit once the last trial has ended and every live worker was told to stop, and,
     with `token`, a refusal (``UNAUTHENTICATED``) for every call that does not carry it;
     with `tls` (the chief's PEM key and certificate), over TLS.
@@ -600,6 +607,8 @@ def serve_oracle(
     Raises:
         UserInputError: the address cannot be bound.
     """
+    write_running_trials_every(oracle, RUNNING_TRIAL_WRITE_SECONDS)
+    flush = defer_oracle_saves(oracle)
     servicer = LeasingOracleServicer(oracle, lease_seconds=lease_seconds)
     server = oracle_server(servicer, address=address, token=token, tls=tls)
     server.start()
@@ -607,11 +616,13 @@ def serve_oracle(
     try:
         while True:
             servicer.reap()
+            flush(every=STATE_WRITE_SECONDS)
             if servicer.stop_triggered and _search_over(oracle):
                 break
             servicer.wait(min(1.0, lease_seconds / HEARTBEATS_PER_LEASE))
     finally:
         server.stop(grace=1.0)
+        flush()
     return servicer.requeued
 
 

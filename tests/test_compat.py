@@ -12,6 +12,7 @@ import json
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import keras_tuner
 import pytest
@@ -138,6 +139,78 @@ def test_a_worker_drops_the_result_of_a_trial_the_chief_took_back(
         client.update_trial("3", {"score": 1.0})
     with pytest.raises(grpc.RpcError):
         client.end_trial(trial)
+
+
+class _AnsweringStub:
+    """A chief that answers every trial request with a trial of this status."""
+
+    def __init__(self, status: str) -> None:
+        from keras_tuner.src import protos
+        from keras_tuner.src.engine import trial as trial_module
+
+        trial = trial_module.Trial(keras_tuner.HyperParameters(), trial_id="1", status=status)
+        self._response = protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+
+    def CreateTrial(self, request: Any, **_: Any) -> Any:
+        return self._response
+
+
+def test_a_worker_told_to_wait_waits_before_it_asks_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KerasTuner's worker asks again at once when told to wait (IDLE), and so spins on
+    the chief; ours waits `IDLE_WAIT_SECONDS` first (the chief no longer holds the
+    request, `tests/test_parallel.py`), and only then."""
+    from keras_tuner.src.distribute import oracle_client
+
+    _compat.apply()
+    waits: list[float] = []
+    monkeypatch.setattr(_compat, "_idle_wait", waits.append)
+    client = oracle_client.OracleClient.__new__(oracle_client.OracleClient)  # no chief to dial
+    client.stub = _AnsweringStub("IDLE")
+    assert client.create_trial("worker0").status == "IDLE"
+    assert waits == [_compat.IDLE_WAIT_SECONDS]
+    client.stub = _AnsweringStub("RUNNING")
+    assert client.create_trial("worker0").status == "RUNNING"
+    assert waits == [_compat.IDLE_WAIT_SECONDS]
+
+
+class _CountingTrials(dict):  # type: ignore[type-arg]
+    """The oracle's trials, counting lookups."""
+
+    lookups = 0
+
+    def __getitem__(self, key: Any) -> Any:
+        self.lookups += 1
+        return super().__getitem__(key)
+
+
+def test_too_many_failures_in_a_row_are_found_from_the_end_of_the_order() -> None:
+    """KerasTuner walks every ended trial after each end; ours reads the failures at
+    the end of the order alone, and raises where KerasTuner's would."""
+    from keras_tuner.src.engine import trial as trial_module
+
+    _compat.apply()
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective="val_loss", max_trials=1, max_consecutive_failed_trials=2
+    )
+    trials = _CountingTrials()
+    statuses = ["COMPLETED"] * 500 + ["FAILED", "COMPLETED", "FAILED"]
+    for number, status in enumerate(statuses):
+        trials[str(number)] = trial_module.Trial(
+            oracle.hyperparameters, trial_id=str(number), status=status, message=f"error {number}"
+        )
+    oracle.trials, oracle.end_order = trials, list(trials)
+    oracle._check_consecutive_failures()  # one failure at the end: under the limit
+    assert trials.lookups == 2
+    trials["503"] = trial_module.Trial(
+        oracle.hyperparameters, trial_id="503", status="FAILED", message="error 503"
+    )
+    oracle.end_order.append("503")
+    with pytest.raises(RuntimeError, match=r"exceeded the limit of 2\.\nerror 503"):
+        oracle._check_consecutive_failures()
+    oracle.max_consecutive_failed_trials = None  # as a search without a limit sets it
+    oracle._check_consecutive_failures()
 
 
 def test_the_oracle_lock_is_released_when_the_block_raises() -> None:

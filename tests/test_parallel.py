@@ -93,7 +93,7 @@ def _heartbeat(servicer: LeasingOracleServicer, trial_id: str, worker: str) -> N
 def test_a_silent_worker_loses_its_trial_to_the_next_worker(tmp_path: Path) -> None:
     clock = _Clock()
     oracle = _oracle(tmp_path, max_trials=3)
-    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock, hold_seconds=0)
+    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock)
     lost = _create(servicer, "worker0")
     alive = _create(servicer, "worker1")
     clock.now += 6
@@ -115,7 +115,7 @@ def test_a_worker_is_told_to_wait_not_stop_while_a_trial_may_come_back(
 ) -> None:
     clock = _Clock()
     oracle = _oracle(tmp_path, max_trials=1)
-    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock, hold_seconds=0)
+    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock)
     running = _create(servicer, "worker0")
     # Plain KerasTuner would answer STOPPED here: max_trials is reached.
     held = _create(servicer, "worker1")
@@ -125,6 +125,90 @@ def test_a_worker_is_told_to_wait_not_stop_while_a_trial_may_come_back(
     assert _create(servicer, "worker1").status == trial_module.TrialStatus.IDLE  # polls on
     assert servicer.reap() == [(running.trial_id, "worker0")]
     assert _create(servicer, "worker1").trial_id == running.trial_id
+
+
+class _NeverHolding(LeasingOracleServicer):
+    def wait(self, timeout: float) -> None:
+        raise AssertionError("a trial request held one of the chief's threads")
+
+
+def test_the_chief_answers_wait_at_once_and_keeps_its_threads(tmp_path: Path) -> None:
+    """A worker with nothing to do is told to wait (IDLE) without the request being held
+    in the chief: with more idle workers than server threads, held requests kept the
+    heartbeats of the workers still training from the chief past their leases, and
+    their trials were taken back again and again (`benchmarks/oracle_load.py`, 200
+    workers)."""
+    oracle = _oracle(tmp_path, max_trials=1)
+    servicer = _NeverHolding(oracle, lease_seconds=10, clock=_Clock())
+    running = _create(servicer, "worker0")
+    assert _create(servicer, "worker1").status == trial_module.TrialStatus.IDLE
+    assert oracle.ongoing_trials["worker0"].trial_id == running.trial_id
+
+
+def test_the_chief_writes_a_running_trials_reports_every_few_seconds_not_each(
+    tmp_path: Path,
+) -> None:
+    """KerasTuner's oracle writes a trial's file on every epoch's report, under its
+    lock; the chief's writes a running trial's file when it starts, then at most every
+    `seconds`, and at once when it ends."""
+    from kt_pipeline._compat import write_running_trials_every
+
+    clock = _Clock()
+    oracle = _oracle(tmp_path, max_trials=1)
+    write_running_trials_every(oracle, 10, clock=clock)
+    trial = oracle.create_trial("worker0")
+    path = Path(oracle._get_trial_dir(trial.trial_id)) / "trial.json"
+
+    def reports() -> list[float]:
+        history = json.loads(path.read_text())["metrics"]["metrics"].get("score", {})
+        return [o["value"][0] for o in history.get("observations", [])]
+
+    assert reports() == []  # written when it started
+    oracle.update_trial(trial.trial_id, {"score": 0.1}, step=0)
+    clock.now += 9
+    oracle.update_trial(trial.trial_id, {"score": 0.2}, step=1)
+    assert reports() == []  # KerasTuner's would hold both
+    clock.now += 1
+    oracle.update_trial(trial.trial_id, {"score": 0.3}, step=2)
+    assert reports() == [0.1, 0.2, 0.3]
+    oracle.update_trial(trial.trial_id, {"score": 0.4}, step=3)
+    trial.status = trial_module.TrialStatus.COMPLETED
+    oracle.end_trial(trial)
+    assert reports() == [0.1, 0.2, 0.3, 0.4]
+    assert json.loads(path.read_text())["status"] == "COMPLETED"
+
+
+def test_the_chief_writes_the_oracles_state_at_most_every_so_often(tmp_path: Path) -> None:
+    """KerasTuner's oracle writes its whole state on every trial's start and end; the
+    chief's only notes the change, and `flush` writes it when it changed and enough
+    time has passed, or at once when asked to (as the chief does when it stops)."""
+    from kt_pipeline._compat import defer_oracle_saves
+
+    clock = _Clock()
+    oracle = _oracle(tmp_path, max_trials=3)
+    flush = defer_oracle_saves(oracle)
+    path = Path(oracle._get_oracle_fname())
+
+    def started() -> list[str]:
+        return list(json.loads(path.read_text())["start_order"]) if path.exists() else []
+
+    first = oracle.create_trial("worker0")
+    assert started() == []  # KerasTuner's would have written it
+    flush(every=1.0, clock=clock)
+    assert started() == [first.trial_id]
+    second = oracle.create_trial("worker1")
+    flush(every=1.0, clock=clock)
+    assert started() == [first.trial_id]  # not a second yet
+    clock.now += 1
+    flush(every=1.0, clock=clock)
+    assert started() == [first.trial_id, second.trial_id]
+    path.unlink()
+    clock.now += 5
+    flush(every=1.0, clock=clock)
+    assert not path.exists()  # nothing changed: nothing written
+    oracle.create_trial("worker2")
+    flush()
+    assert len(started()) == 3
 
 
 class _RecordingStub:
@@ -751,7 +835,7 @@ def test_a_worker_may_report_and_end_only_its_own_running_trial(tmp_path: Path) 
 
     clock = _Clock()
     oracle = _oracle(tmp_path, max_trials=4)
-    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock, hold_seconds=0)
+    servicer = LeasingOracleServicer(oracle, lease_seconds=10, clock=clock)
     service = protos.get_service()
     mine, theirs = _create(servicer, "worker0"), _create(servicer, "worker1")
     report = service.UpdateTrialRequest(trial_id=theirs.trial_id, metrics={"score": 9.0})
@@ -823,7 +907,7 @@ def test_what_real_workers_send_back_passes_the_checks(tmp_path: Path) -> None:
     a trial that ended INVALID is retried by another worker, which may end it."""
     oracle = _oracle(tmp_path, max_trials=3)
     oracle.max_retries_per_trial = 1
-    servicer = LeasingOracleServicer(oracle, lease_seconds=60, hold_seconds=0)
+    servicer = LeasingOracleServicer(oracle, lease_seconds=60)
     service = protos.get_service()
     first = _create(servicer, "worker0")
     crashed = copy_trial(first, status="INVALID")
