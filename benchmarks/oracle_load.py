@@ -27,8 +27,8 @@ Engines, each on loopback only:
 One JSON line per engine: calls per second (a gRPC call to the chief, or a storage
 call to the database) and their p50 / p99 latency in milliseconds while the load
 runs, the coordinator's CPU (the chief's process, or every PostgreSQL process) as a
-share of one core, trials completed, **lost** (started, never completed), **completed
-twice**, lease expiries, and whether each killed worker's trial was completed by
+share of one core, trials completed, **lost** (started, and not completed by the end
+of the drain or its time limit: ``drain_seconds`` is null then), **completed twice**, lease expiries, and whether each killed worker's trial was completed by
 another worker. Afterwards the oracle's own records and ``results.csv``
 (`kt_pipeline.results.write_results`) are checked against what the workers did.
 
@@ -364,7 +364,7 @@ def _optuna_workers_role(args: argparse.Namespace) -> None:
             if study.get_trials(deepcopy=False, states=waiting):
                 one()
             elif study.get_trials(deepcopy=False, states=running):
-                pause.wait(0.5)
+                pause.wait(1.0)  # as a KerasTuner worker told to wait
             else:
                 return
 
@@ -497,7 +497,11 @@ def _load(
         limit = drained_at + 3 * args.lease + 3 * args.epochs * args.epoch_seconds + 60
         ended = await_coordinator(limit - time.time())
         for process in processes if ended else ():
-            process.wait(timeout=max(1.0, limit - time.time()))
+            try:
+                process.wait(timeout=max(1.0, limit - time.time()))
+            except subprocess.TimeoutExpired:
+                ended = False  # the workers did not finish the search in time
+                break
         done_at = time.time()
     finally:
         for process in processes:
@@ -678,6 +682,10 @@ def run_optuna(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             extra=("--storage", url),
         )
         trials = optuna.load_study(study_name="load", storage=url).get_trials(deepcopy=False)
+        (root / "trials.json").write_text(  # the study's own record, for --keep
+            json.dumps([{"number": t.number, "state": t.state.name,
+                         "retried": t.system_attrs.get("failed_trial")} for t in trials])
+        )  # fmt: skip
     figures = _figures(run)
     completed = figures.pop("completed_by_workers")
     state = optuna.trial.TrialState
