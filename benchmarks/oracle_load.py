@@ -24,13 +24,17 @@ Engines, each on loopback only:
   loop. PostgreSQL (Debian's ``postgresql``) is started on a free loopback port and
   stopped at the end, unless ``--optuna-storage URL`` names a database.
 
+The coordinator (the chief, or PostgreSQL) runs on the first core and the workers on
+the others, as separate hosts would (``--no-pin``: all share every core).
+
 One JSON line per engine: calls per second (a gRPC call to the chief, or a storage
 call to the database) and their p50 / p99 latency in milliseconds while the load
-runs, the coordinator's CPU (the chief's process, or every PostgreSQL process) as a
-share of one core, trials completed, **lost** (started, and not completed by the end
-of the drain or its time limit: ``drain_seconds`` is null then), **completed twice**, lease expiries, and whether each killed worker's trial was completed by
-another worker. Afterwards the oracle's own records and ``results.csv``
-(`kt_pipeline.results.write_results`) are checked against what the workers did.
+runs, the coordinator's and the workers' CPU as a share of one core, trials
+completed, **lost** (started, and not completed by the end of the drain or its time
+limit: ``drain_seconds`` is null then), **completed twice**, lease expiries, and
+whether each killed worker's trial was completed by another worker. Afterwards the
+oracle's own records and ``results.csv`` (`kt_pipeline.results.write_results`) are
+checked against what the workers did.
 
 Usage::
 
@@ -480,7 +484,9 @@ def _load(
             if (process.stdout.readline() if process.stdout else "") != "ready\n":
                 tail = log.with_suffix(".err").read_text().strip().splitlines()[-1:]
                 raise SystemExit(f"oracle_load: a {role} process did not start: {tail}")
+        pids = [process.pid for process in processes]
         started, cpu_before = time.time(), _cpu_seconds(coordinator())
+        workers_before = _cpu_seconds(pids)
         for process in processes:
             assert process.stdin is not None
             process.stdin.write("go\n")
@@ -489,10 +495,12 @@ def _load(
         killed: list[str] = []
         for index, at in victims:
             clock.wait(max(0.0, started + at - time.time()))
+            workers_before -= _cpu_seconds([pids[index]])  # its CPU until now stays counted
             processes[index].kill()
             killed += groups[index]
         clock.wait(max(0.0, started + args.seconds - time.time()))
         drained_at, cpu_after = time.time(), _cpu_seconds(coordinator())
+        workers_after = _cpu_seconds(pids)
         drain()
         limit = drained_at + 3 * args.lease + 3 * args.epochs * args.epoch_seconds + 60
         ended = await_coordinator(limit - time.time())
@@ -514,6 +522,7 @@ def _load(
         "drained_at": drained_at,
         "drain_seconds": done_at - drained_at if ended else None,
         "cpu_share": (cpu_after - cpu_before) / (drained_at - started),
+        "workers_cpu_share": (workers_after - workers_before) / (drained_at - started),
         "killed": killed,
     }
 
@@ -551,6 +560,9 @@ def _figures(run: dict[str, Any]) -> dict[str, Any]:
         else None,
         "call_errors": dict(Counter(e["code"] for e in calls if e["code"] != "OK")),
         "coordinator_cpu_share": round(run["cpu_share"], 3),
+        # The simulated workers' own CPU: at 1.0 on one core, their client code, not the
+        # coordinator, sets the latency.
+        "workers_cpu_share": round(run["workers_cpu_share"], 3),
         # None: the search did not end within the limit after the load stopped.
         "drain_seconds": None if run["drain_seconds"] is None else round(run["drain_seconds"], 1),
         "killed_workers": len(killed),
@@ -726,9 +738,10 @@ def _write(results: Path, lines: list[dict[str, Any]]) -> None:
     rows.sort(key=lambda r: (r["workers"], r["engine"], r["tls"]))
     results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=2) + "\n")
-    columns = ("workers", "engine", "tls", "calls_per_second", "p50_ms", "p99_ms",
-               "coordinator_cpu_share", "trials_completed", "trials_lost",
-               "trials_completed_twice", "lease_expiries", "killed_trials_completed_by_another",
+    columns = ("workers", "engine", "tls", "coordinator_cores", "calls_per_second", "p50_ms",
+               "p99_ms", "coordinator_cpu_share", "workers_cpu_share", "trials_completed",
+               "trials_lost", "trials_completed_twice", "lease_expiries",
+               "killed_trials_completed_by_another",
                "records_agree", "drain_seconds", "commit")  # fmt: skip
     table = [
         "# The chief under load (`benchmarks/oracle_load.py`)",
