@@ -783,6 +783,8 @@ def main() -> None:
     if args.role:
         roles[args.role](args)
         return
+    # Stopped from outside, still stop PostgreSQL and the processes (the `finally` blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     args.coordinator_cores, args.worker_cores = ("", "") if args.no_pin else _core_split()
     engines = [e for e in args.engines.split(",") if e]
     unknown = sorted(set(engines) - set(ENGINES))
