@@ -56,7 +56,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -182,12 +181,6 @@ def _core_split() -> tuple[str, str]:
     if len(cores) < 2:
         return "", ""
     return str(cores[0]), ",".join(map(str, cores[1:]))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # ------------------------------------------------------------------- KerasTuner chief
@@ -396,7 +389,9 @@ def _postgres(root: Path, *, connections: int, cores: str) -> Iterator[tuple[str
     if initdb is None:
         raise SystemExit("oracle_load: the optuna engine needs PostgreSQL (apt install postgresql)")
     bindir = Path(initdb).resolve().parent
-    data, port = root / "pg", _free_port()
+    from kt_pipeline.launcher import free_loopback_address
+
+    data, port = root / "pg", int(free_loopback_address().rsplit(":", 1)[1])
     data.mkdir()
     as_user: list[str] = []
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
@@ -574,9 +569,10 @@ def _figures(run: dict[str, Any]) -> dict[str, Any]:
 def run_kerastuner(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """The workload against the pipeline's chief; checks its records afterwards."""
     from kt_pipeline import parallel
+    from kt_pipeline.launcher import free_loopback_address
     from kt_pipeline.results import load_trials, write_results
 
-    address = f"127.0.0.1:{_free_port()}"
+    address = free_loopback_address()
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
