@@ -33,7 +33,7 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results"
 
 
-def _run(workers: int, *, trials: int, epochs: int, root: Path) -> dict[str, float]:
+def _run(workers: int, *, trials: int, epochs: int, data: str, root: Path) -> dict[str, float]:
     experiment = root / f"workers_{workers}"
     command = [
         sys.executable,
@@ -41,7 +41,7 @@ def _run(workers: int, *, trials: int, epochs: int, root: Path) -> dict[str, flo
         "kt_pipeline",
         "search",
         "--data",
-        "builtin:digits",
+        data,
         "--experiment-dir",
         str(experiment),
         "--tuner",
@@ -96,9 +96,13 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--data", default="builtin:digits", help="the table searched")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [_run(n, trials=args.trials, epochs=args.epochs, root=Path(tmp)) for n in (1, 2)]
+        runs = [
+            _run(n, trials=args.trials, epochs=args.epochs, data=args.data, root=Path(tmp))
+            for n in (1, 2)
+        ]
     one, two = runs
     ratio_search = two["trials_per_hour_search"] / one["trials_per_hour_search"]
     ratio_command = two["trials_per_hour_command"] / one["trials_per_hour_command"]
@@ -108,6 +112,7 @@ def main() -> None:
         "load_average_at_end": os.getloadavg(),
         "trials": args.trials,
         "epochs": args.epochs,
+        "data": args.data,
         "runs": runs,
         "ratio_2_to_1_search": round(ratio_search, 2),
         "ratio_2_to_1_command": round(ratio_command, 2),
@@ -117,9 +122,10 @@ def main() -> None:
     lines = [
         "# Trials per hour with 1 and 2 local workers",
         "",
-        f"`benchmarks/workers.py --trials {args.trials} --epochs {args.epochs}` on {machine} "
-        f"(load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}). "
-        "Random search on builtin:digits, each worker on its own share of the CPU cores.",
+        f"`benchmarks/workers.py --trials {args.trials} --epochs {args.epochs} --data "
+        f"{args.data}` on {machine} (load average at the end: "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}). Random search, each worker on "
+        "its own share of the CPU cores.",
         "",
         "| workers | trials | search s | trials/h (search) | command s | trials/h (command) "
         "| trials per worker |",

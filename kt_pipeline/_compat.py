@@ -611,7 +611,7 @@ def _check_trailing_failures(self: Any) -> None:
 def defer_oracle_saves(oracle: keras_tuner.Oracle) -> Callable[..., None]:
     """Makes ``oracle.save()`` only note that the oracle's state changed, and returns
     ``flush(every=0.0)``, which writes it (``oracle.json``) when it changed and `every`
-    seconds have passed since the last write.
+    seconds have passed since the last write (at once with `every` = 0, whatever the clock).
 
     KerasTuner writes the whole state, every trial id and value hash, on each trial's
     start and end, under the oracle's lock: in a parallel search's chief that grows to
@@ -624,7 +624,7 @@ def defer_oracle_saves(oracle: keras_tuner.Oracle) -> Callable[..., None]:
 
     def flush(*, every: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         now = clock()
-        if changed.is_set() and now - last[0] >= every:
+        if changed.is_set() and (every <= 0 or now - last[0] >= every):
             with oracle_lock(oracle):
                 changed.clear()
                 save()

@@ -261,7 +261,8 @@ def test_tiny_trial_speed_memory_and_workers_benchmarks(tmp_path: Path) -> None:
     _run("memory.py", "--trials", "6", "--results", str(tmp_path))
     memory = json.loads((tmp_path / "memory.json").read_text())
     assert memory["completed"] == 6 and len(memory["rss_mib_per_trial"]) == 6
-    _run("workers.py", "--trials", "2", "--epochs", "1", "--results", str(tmp_path))
+    _run("workers.py", "--trials", "2", "--epochs", "1", "--data", "builtin:iris", "--results",
+         str(tmp_path))  # fmt: skip
     workers = json.loads((tmp_path / "workers.json").read_text())
     assert workers["ratio_2_to_1_search"] > 0 and workers["trials"] == 2
 
@@ -273,14 +274,17 @@ def test_tiny_oracle_load_loses_no_trial_of_a_killed_worker(tmp_path: Path) -> N
     the records agree with what the workers did (Optuna on SQLite here: CI has no
     PostgreSQL)."""
     common = ("--workers", "4", "--processes", "2", "--seconds", "4", "--lease", "1.5")
-    common += ("--epochs", "2", "--epoch-seconds", "0.3", "--killed", "0.5")
+    common += ("--epochs", "3", "--epoch-seconds", "0.3", "--killed", "0.5")
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     _run("oracle_load.py", *common, "--optuna-storage", storage, "--results", str(tmp_path))
     lines = json.loads((tmp_path / "oracle_load.json").read_text())
     assert [line["engine"] for line in lines] == ["kerastuner", "optuna"]
     for line in lines:
-        assert line["killed_workers"] == 2 and line["lease_expiries"] >= 2, line
-        assert line["killed_trials_completed_by_another"] == "2/2", line
+        # A worker killed between two trials holds none, so there are one or two
+        # orphans; each is taken back by its lease and completed by another worker.
+        orphans = int(line["killed_trials_completed_by_another"].split("/")[1])
+        assert line["killed_workers"] == 2 and 1 <= orphans <= line["lease_expiries"], line
+        assert line["killed_trials_completed_by_another"] == f"{orphans}/{orphans}", line
         assert line["trials_lost"] == 0 and line["trials_completed_twice"] == 0, line
         assert line["records_agree"] and line["trials_completed"] > 4, line
         assert line["p99_ms"] >= line["p50_ms"] > 0 and not line["call_errors"], line
@@ -477,7 +481,7 @@ def test_tiny_throughput_time_budget_and_small_budget_benchmarks(tmp_path: Path)
     throughput = json.loads((tmp_path / "large_table_throughput.json").read_text())
     assert [r["variant"] for r in throughput["runs"]] == ["all columns", "string columns dropped"]
     assert all(r["samples_per_second"] > 0 for r in throughput["runs"])
-    _run("time_budget.py", "--table", "fair", "--budgets", "30s", "--results", str(tmp_path))
+    _run("time_budget.py", "--table", "fair", "--budgets", "20s", "--results", str(tmp_path))
     (budget,) = json.loads((tmp_path / "time_budget.json").read_text())
     assert budget["exported"] and budget["completed_trials"] >= 1
     _run(
