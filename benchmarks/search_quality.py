@@ -58,7 +58,7 @@ pipeline), and the pipeline against each baseline seed by seed (the same split f
 Usage:
     python benchmarks/search_quality.py [--seeds 5] [--first-seed 0] [--jobs 2] [--methods ...]
         [--results DIR] [--also-runs DIR ...]
-    python benchmarks/search_quality.py --tiny     # what CI runs: every code path, 4 epochs
+    python benchmarks/search_quality.py --tiny     # what CI runs: every code path, 2 epochs
 
 Writes ``benchmarks/results/search_quality.{md,json}`` and ``search_quality_<data>.png``
 (``search_quality_tiny.*`` with ``--tiny``); the per-run files go to
@@ -130,7 +130,7 @@ GENERATED_ROWS = 20_000
 
 def _budget_settings(tiny: bool) -> dict[str, int]:
     """max_epochs and factor of every Hyperband-like method (the pipeline's defaults)."""
-    return {"max_epochs": 4, "factor": 3} if tiny else {"max_epochs": 20, "factor": 3}
+    return {"max_epochs": 2, "factor": 3} if tiny else {"max_epochs": 20, "factor": 3}
 
 
 # --------------------------------------------------------------------------- data
@@ -899,7 +899,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--methods", help="default: every search (with --tiny: TINY_METHODS)")
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--tiny", action="store_true", help="1 seed, a 4-epoch schedule")
+    parser.add_argument("--tiny", action="store_true", help="1 seed, a 2-epoch schedule")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument(
         "--also-runs",
