@@ -94,6 +94,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The code whose commit each run file records: this checkout's, not an installed copy.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from keras_baselines import (
     FixedParams,
     OptunaParams,
@@ -244,7 +246,9 @@ def _run_pipeline(
     train.to_parquet(data)
     experiment = work / "experiment"
     command = [
-        str(Path(sys.executable).with_name("kt-pipeline")),
+        sys.executable,
+        "-m",
+        "kt_pipeline",
         "search",
         "--data", str(data),
         "--label", table.label,
@@ -257,7 +261,9 @@ def _run_pipeline(
     # A count target (pharmacy visits) has few enough values to pass for classes.
     command += ["--set", f"data.task={table.task!r}"]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"kt-pipeline failed ({done.returncode}):\n{done.stderr[-3000:]}")
