@@ -241,6 +241,7 @@ def _run_pipeline(
     import tensorflow as tf
 
     from kt_pipeline.export import MODEL_INFO_FILE
+    from kt_pipeline.model_card import MODEL_CARD_FILE
 
     data = work / "train.parquet"
     train.to_parquet(data)
@@ -314,6 +315,12 @@ def _run_pipeline(
         # The score it chose its model by (the ensemble's, on the validation rows or out
         # of fold), in the benchmark's metric: how much its choice flattered it.
         "validation": _validation_score(table, summary, train),
+        # What the export served (`export.refit`'s mode, and whether the latest rows
+        # joined it under a time split): the model card's ``refit``, {} where none ran.
+        "refit": json.loads((Path(summary["export_dir"]) / MODEL_CARD_FILE).read_text("utf-8")).get(
+            "refit"
+        )
+        or {},
         "config": tomllib.loads((experiment / "config.toml").read_text(encoding="utf-8")),
     }
 

@@ -627,6 +627,16 @@ def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -
             f"no refit for {train_rows} training rows: the export serves the searched "
             'ensemble (export.refit = "auto", kt_pipeline.sizing.refit_for)'
         )
+    elif (
+        config.export.enabled
+        and config.export.refit == "auto"
+        and str(config.data.split).startswith("time:")
+    ):
+        notes.append(
+            "the export trains its members again on every row, the latest periods "
+            'included, whatever it costs (export.refit = "auto" under a time split; not '
+            "in the estimate)"
+        )
     elif config.export.enabled and config.export.refit == "auto":
         notes.append(
             "the export blends in its members trained again on training + validation rows "

@@ -372,3 +372,27 @@ def test_the_refit_share_weighs_each_member_by_its_trial_seconds_per_epoch(
     )
     share = finish.refit_cost_share(tuner, chosen, rows_ratio=1.5)
     assert share == pytest.approx(1.5 * expected)
+
+
+def test_under_a_time_split_auto_refits_whatever_the_refit_costs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The searched models never saw the latest periods: the cost cap that skips a
+    refit on a random split must not serve them alone under a time split."""
+    from types import SimpleNamespace
+
+    from kt_pipeline import finish
+    from kt_pipeline.splits import SplitSpec
+
+    monkeypatch.setattr(finish, "refit_cost_share", lambda *a, **k: 10 * finish.REFIT_MAX_SHARE)
+    config = load_config(None, [])
+
+    def mode(split: str) -> str:
+        part = SimpleNamespace(y=np.zeros(100))
+        splits = SimpleNamespace(
+            spec=SplitSpec.parse(split), train=part, validation=part, trial_folds=None
+        )
+        return finish.refit_mode(config, None, SimpleNamespace(splits=splits), None)  # type: ignore[arg-type]
+
+    assert mode("random") == "off"  # too costly beside the search
+    assert mode("time:day") == "replace"

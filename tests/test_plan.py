@@ -387,6 +387,8 @@ def test_plan_says_when_the_export_refits_outside_the_estimate(
     assert "not in the estimate" in auto
     (replace,) = refit_notes("export.refit=true")
     assert 'export.refit = "replace"' in replace
+    (time_split,) = refit_notes("data.split='time:x'")
+    assert "latest periods included, whatever it costs" in time_split
     assert refit_notes("export.refit='off'") == []
     assert refit_notes("tuner.time_budget='10m'") == []  # a time budget skips the refit
     monkeypatch.setattr(sizing, "_FULL_BUDGET_ROWS", 100)  # a "large" table: no refit
