@@ -438,8 +438,8 @@ class ExportConfig:
             retrained one alone, ``off`` the searched one; ``auto`` blends where the
             refit costs at most `finish.REFIT_MAX_SHARE` of the search's training
             time, and under a time split (``data.split = time:...``) replaces whatever
-            it costs, as the searched models know only the oldest rows (`REFIT_MODES`; true and false
-            mean ``replace`` and ``off``, as before the modes). The test rows stay
+            it costs, as the searched models know only the oldest rows (`REFIT_MODES`;
+            true and false mean ``replace`` and ``off``, as before the modes). The test rows stay
             unseen, so the held-out score stays honest; under a time split the members
             are then trained once more with them (`finish.export_best`). Skipped
             under a time budget, and by ``auto`` above 100,000 training rows
