@@ -241,7 +241,7 @@ def _run_pipeline(
     import tensorflow as tf
 
     from kt_pipeline.export import MODEL_INFO_FILE
-    from kt_pipeline.model_card import MODEL_CARD_FILE
+    from kt_pipeline.model_card import load_card
 
     data = work / "train.parquet"
     train.to_parquet(data)
@@ -293,6 +293,7 @@ def _run_pipeline(
         index = {name: i for i, name in enumerate(names)}
         y_true = test[table.label].astype(str).map(index).to_numpy("int64")
     epochs = _epochs_trained(experiment)
+    card = load_card(summary["export_dir"])
     sign = -1.0 if table.task == "regression" else 1.0  # its objective: val_loss there
     return {
         "score": score(table, y_true, prediction),
@@ -314,25 +315,19 @@ def _run_pipeline(
         or None,
         # The score it chose its model by (the ensemble's, on the validation rows or out
         # of fold), in the benchmark's metric: how much its choice flattered it.
-        "validation": _validation_score(table, summary, train),
+        "validation": _validation_score(table, card, train),
         # What the export served (`export.refit`'s mode, and whether the latest rows
         # joined it under a time split): the model card's ``refit``, {} where none ran.
-        "refit": json.loads((Path(summary["export_dir"]) / MODEL_CARD_FILE).read_text("utf-8")).get(
-            "refit"
-        )
-        or {},
+        "refit": card.get("refit") or {},
         "config": tomllib.loads((experiment / "config.toml").read_text(encoding="utf-8")),
     }
 
 
-def _validation_score(table: Table, summary: dict[str, Any], train: pd.DataFrame) -> float | None:
+def _validation_score(table: Table, card: dict[str, Any], train: pd.DataFrame) -> float | None:
     """The export's ensemble score on the rows the search scored trials on (its model
     card's ``ensemble_validation``), in the benchmark's metric: AUC or accuracy as they
     are, a regression's mean squared error as R^2 against the variance of the 80 %'s
     labels; None where the objective is another metric."""
-    from kt_pipeline.model_card import MODEL_CARD_FILE
-
-    card = json.loads((Path(summary["export_dir"]) / MODEL_CARD_FILE).read_text("utf-8"))
     selected = float(card["ensemble_validation"]["selected"])
     objective = card["objective"]
     if table.task == "regression" and objective == "val_loss":

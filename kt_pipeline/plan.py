@@ -62,6 +62,7 @@ from kt_pipeline.prepare import Prepared, prepare_data, sized_for_data
 from kt_pipeline.schedule import Schedule, schedule
 from kt_pipeline.search_parts import make_tuner
 from kt_pipeline.sizing import refit_for
+from kt_pipeline.splits import TIME
 
 __all__ = [
     "PLAN_WARN_SECONDS",
@@ -548,7 +549,12 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
         plan_schedule = schedule(tuner.oracle, max_epochs=config.tuner.max_epochs)
         warnings = space_warnings(space, train_rows=len(splits.train))
         warnings += _rare_level_warnings(prepared.schema, treatments=config.search.high_cardinality)
-        notes = _plan_notes(config, train_rows=len(splits.train), epochs_auto=epochs_auto)
+        notes = _plan_notes(
+            config,
+            train_rows=len(splits.train),
+            epochs_auto=epochs_auto,
+            split_kind=splits.spec.kind,
+        )
         notes += splits.notes()
         leaks = prepared.leak_check()
         warnings += leaks.warnings()
@@ -587,7 +593,9 @@ def plan_search(config: PipelineConfig, *, calibration_epochs: int = 3) -> Plan:
     )
 
 
-def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -> list[str]:
+def _plan_notes(
+    config: PipelineConfig, *, train_rows: int, epochs_auto: bool, split_kind: str
+) -> list[str]:
     """What the search decides from the data and the budget, for `plan`."""
     notes = []
     if config.search.batch_sizes_auto:
@@ -627,11 +635,7 @@ def _plan_notes(config: PipelineConfig, *, train_rows: int, epochs_auto: bool) -
             f"no refit for {train_rows} training rows: the export serves the searched "
             'ensemble (export.refit = "auto", kt_pipeline.sizing.refit_for)'
         )
-    elif (
-        config.export.enabled
-        and config.export.refit == "auto"
-        and str(config.data.split).startswith("time:")
-    ):
+    elif config.export.enabled and config.export.refit == "auto" and split_kind == TIME:
         notes.append(
             "the export trains its members again on every row, the latest periods "
             'included, whatever it costs (export.refit = "auto" under a time split; not '

@@ -452,10 +452,11 @@ def test_tiny_real_table_benchmark(tmp_path: Path) -> None:
         if run["method"] == "pipeline":  # the resolved config, the split in it
             assert run["config"]["data"]["label"] == quality.SPLITS[key][0].label
             assert run["config"]["data"].get("split", "random") == run["split"]
+            from kt_pipeline.model_card import load_card
+
             experiment = kept / f"{key}-{run['seed']}" / "experiment"
             export = json.loads((experiment / "summary.json").read_text())["export_dir"]
-            card = json.loads((Path(export) / "assets.extra" / "model_card.json").read_text())
-            assert run["refit"] == (card.get("refit") or {})  # what the export served
+            assert run["refit"] == (load_card(export).get("refit") or {})  # what it served
         if run["method"] == "lightgbm_tuned":
             assert run["trials"] == quality.TINY_TRIALS and run["refit"], run
             assert run["budget_from"] == f"pipeline-{key}-0.json", run
