@@ -884,6 +884,8 @@ PIPELINE_VARIANTS: dict[str, list[str]] = {
     # Cross-validated trials (#47): five fold models per trial, scored out of fold.
     "pipeline_folds": ["data.folds=5"],
     "pipeline_folds3": ["data.folds=3"],
+    # The default before data.folds = "auto" cross-validated group splits of few groups.
+    "pipeline_one_part": ["data.folds=1"],
     # The default before export.refit = "auto": the searched ensemble served.
     "pipeline_refit_off": ["export.refit='off'"],
     "pipeline_high_cardinality": [

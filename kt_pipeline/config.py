@@ -135,8 +135,9 @@ class DataConfig:
             averaged. Every score then rests on all the training rows instead of a
             sixth of them, for about k times the training. Needs ``search.members``
             = 1.
-        folds_auto: Size `folds` for the table (`kt_pipeline.sizing.folds_for`);
-            `folds` set by hand turns it off, ``folds = "auto"`` turns it on.
+        folds_auto: Size `folds` for the table (`kt_pipeline.sizing.folds_for`): on
+            by default, it cross-validates a group split whose validation part would
+            hold few groups. `folds` set by hand turns it off, ``folds = "auto"`` on.
         categorical: Columns to treat as categorical whatever their values.
         numeric: Columns to treat as numeric whatever their values.
         min_frequency: A categorical value seen fewer times than this in the training
@@ -158,7 +159,7 @@ class DataConfig:
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     folds: int = 1
-    folds_auto: bool = False
+    folds_auto: bool = True
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     min_frequency: int = 1

@@ -85,15 +85,21 @@ class Prepared:
         }
 
 
-def _folds(config: PipelineConfig, rows: int) -> int:
-    """``data.folds``, sized for the table with ``data.folds_auto``: none where members
-    were chosen by hand (folds replace them)."""
-    if not config.data.folds_auto:
-        return config.data.folds
+def _auto_folds(config: PipelineConfig, splits: splits_lib.Splits, *, rows: int) -> int:
+    """The folds ``data.folds_auto`` sizes from one validation part's `splits`
+    (`kt_pipeline.sizing.folds_for`): none where members were chosen by hand (folds
+    replace them)."""
     if tuple(config.search.members) != (1,) and not config.search.members_auto:
         return 1
-    kind = splits_lib.SplitSpec.parse(config.data.split).kind
-    return folds_for(rows, split_kind=kind)
+    groups = splits.validation.groups
+    validation_groups = len(np.unique(groups)) if groups is not None else 0
+    folds = folds_for(rows, split_kind=splits.spec.kind, validation_groups=validation_groups)
+    if folds > 1:
+        log.info(
+            "data.folds (auto): %d folds, as one validation part would hold only %d groups",
+            folds, validation_groups,
+        )  # fmt: skip
+    return folds
 
 
 def prepare_data(config: PipelineConfig) -> Prepared:
@@ -112,17 +118,16 @@ def prepare_data(config: PipelineConfig) -> Prepared:
         test_fraction=config.data.test_fraction,
         seed=config.runtime.seed,
     )
-    folds = _folds(config, len(dataset.y))
-    try:
-        splits = split(folds=folds)
-    except UserInputError:
-        if not config.data.folds_auto or folds == 1:
-            raise
-        log.info(
-            "data.folds (auto): %d folds cannot be cut from these training rows; one "
-            "validation part scores the trials", folds,
-        )  # fmt: skip
-        splits = split(folds=1)
+    splits = split(folds=1 if config.data.folds_auto else config.data.folds)
+    folds = _auto_folds(config, splits, rows=len(dataset.y)) if config.data.folds_auto else 1
+    if folds > 1:
+        try:
+            splits = split(folds=folds)
+        except UserInputError:
+            log.info(
+                "data.folds (auto): %d folds cannot be cut from these training rows; one "
+                "validation part scores the trials", folds,
+            )  # fmt: skip
 
     # Statistics come from the training split only.
     schema = fit_schema(splits.train.frame, dataset.kinds, min_frequency=config.data.min_frequency)

@@ -153,12 +153,15 @@ def test_bad_folds_settings_name_the_field(overrides: list[str], message: str) -
         load_config(None, overrides)
 
 
-def test_folds_auto_cross_validates_small_tables_unless_split_in_time() -> None:
+def test_folds_auto_cross_validates_group_splits_whose_validation_part_holds_few_groups() -> None:
     from kt_pipeline.sizing import folds_for
 
-    assert folds_for(20_000, split_kind="random") == folds_for(500, split_kind="group") == 3
-    assert folds_for(20_001, split_kind="random") == 1
-    assert folds_for(500, split_kind="time") == 1
+    assert folds_for(100_000, split_kind="group", validation_groups=199) == 3
+    assert folds_for(100_000, split_kind="group", validation_groups=200) == 1
+    assert folds_for(100_001, split_kind="group", validation_groups=9) == 1
+    for kind in ("random", "time", "column"):  # rows score a random split; time chains
+        assert folds_for(500, split_kind=kind, validation_groups=0) == 1
+    assert load_config(None, []).data.folds_auto  # the default
     assert load_config(None, ['data.folds="auto"']).data.folds_auto
     assert not load_config(None, ['data.folds="auto"', "data.folds=5"]).data.folds_auto
     with pytest.raises(UserInputError, match=r'`data.folds` must be an integer >= 1 or "auto"'):
@@ -195,11 +198,11 @@ def test_training_metrics_leave_out_the_rows_no_fold_model_trains_on() -> None:
 @pytest.mark.parametrize(
     ("rows", "settings", "folds"),
     [
-        (120, [], 3),
-        (120, ['data.split="group:n"'], 3),
+        (120, [], 1),  # a random split's validation rows are not few groups
+        (120, ['data.split="group:n"'], 3),  # one validation group of five
+        (2_000, ['data.split="group:row"'], 1),  # 300 validation groups
         (120, ['data.split="time:n"'], 1),  # forward-chained folds are not the default
-        (120, ["search.members=[4]"], 1),  # members chosen by hand replace the folds
-        (7, ['data.task="regression"'], 1),  # too few rows for three folds
+        (120, ['data.split="group:n"', "search.members=[4]"], 1),  # members by hand
     ],
 )
 def test_folds_auto_is_resolved_once_from_the_table(
@@ -208,7 +211,7 @@ def test_folds_auto_is_resolved_once_from_the_table(
     from kt_pipeline.prepare import prepare_data, sized_for_data
 
     data = tmp_path / "rows.csv"
-    make_frame(rows, task="regression" if rows < 10 else "binary").to_csv(data, index=False)
+    make_frame(rows).assign(row=np.arange(rows)).to_csv(data, index=False)
     config = load_config(
         None,
         [f"data.source={str(data)!r}", 'data.label="label"', 'data.folds="auto"', *settings],
@@ -349,7 +352,10 @@ def test_plan_times_the_fold_models_and_says_how_trials_are_scored(
     data = tmp_path / "rows.csv"
     make_frame(150).to_csv(data, index=False)
     args = ["plan", "--data", str(data), "--label", "label", "--calibration-epochs", "2"]
-    assert main([*args, "--set", "search.units=[8]", "--folds", "auto"]) == 0
-    out = capsys.readouterr().out  # a small table: three folds
+    assert main([*args, "--set", "search.units=[8]", "--folds", "3"]) == 0
+    out = capsys.readouterr().out
     assert "trials are cross-validated on 3 folds of shuffled rows (data.folds)" in out
     assert "above the 127 training rows" in out  # the validation rows joined them
+    assert main([*args, "--set", "search.units=[8]", "--split", "group:n"]) == 0
+    out = capsys.readouterr().out  # by default: one validation group of five is few
+    assert "trials are cross-validated on 3 folds of whole groups (data.folds)" in out
