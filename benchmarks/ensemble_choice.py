@@ -8,7 +8,8 @@ scores on that held-out split:
 * ``best_single``: the best trial's model alone (``export.ensemble = 1``);
 * ``top3_average``: the equal average of the three best distinct configurations (the
   export before greedy selection);
-* ``greedy_<k>``: greedy forward selection on the validation split with at most k
+* ``greedy_<k>``: greedy forward selection on the rows the trials were scored on (the
+  validation split, or out of fold with ``data.folds``) with at most k
   distinct members (`kt_pipeline.ensemble.greedy_selection`; k = 3 is the default).
 
 Usage:
@@ -44,22 +45,21 @@ def evaluate(work: Path) -> dict[str, Any]:
         validation_scorer,
         weighted_mean,
     )
+    from kt_pipeline.finish import scored_predictions
 
     run = load_kept(work)
     candidates = distinct_best_trials(run.tuner.oracle, count=CANDIDATES)
     models = [run.tuner.load_model(trial) for trial in candidates]
-    validation = run.prepared.splits.validation
-    x_val = run.prepared.inputs(validation)
-
-    def predict(model: Any, x: Any) -> np.ndarray:
-        return np.asarray(model.predict(x, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
-
-    on_validation = [predict(m, x_val) for m in models]
-    on_test = [predict(m, run.x_test) for m in models]
+    # The rows the trials were scored on: the validation rows, or out of fold.
+    on_validation, scored_y = scored_predictions(models, run.prepared)
+    on_test = [
+        np.asarray(m.predict(run.x_test, batch_size=EVALUATION_BATCH_SIZE, verbose=0))
+        for m in models
+    ]
     scorer = validation_scorer(
         run.prepared.dataset.task,
         run.tuner.oracle.objective,
-        validation.y,
+        scored_y,
         regression_loss=run.config.search.regression_loss,
     )
     n = len(models)

@@ -51,6 +51,7 @@ __all__ = [
     "refit_epochs",
     "refit_members",
     "refit_mode",
+    "scored_predictions",
     "select_ensemble",
     "trial_models",
 ]
@@ -124,7 +125,7 @@ def select_ensemble(
     max_members: int | None = None,
 ) -> Ensemble | None:
     """Greedy selection among the best distinct configurations on the rows the trials
-    were scored on: the validation split, or out of fold (`_scored_predictions`); None
+    were scored on: the validation split, or out of fold (`scored_predictions`); None
     when no trial completed."""
     max_members = max_members or config.export.ensemble
     count = ensemble_lib.CANDIDATES if max_members > 1 else 1
@@ -132,7 +133,7 @@ def select_ensemble(
     if not candidates:
         return None
     models = [tuner.load_model(trial) for trial in candidates]
-    predictions, y = _scored_predictions(models, prepared)
+    predictions, y = scored_predictions(models, prepared)
     score = ensemble_lib.validation_scorer(
         prepared.dataset.task,
         tuner.oracle.objective,
@@ -156,7 +157,7 @@ def select_ensemble(
     )
 
 
-def _scored_predictions(
+def scored_predictions(
     models: list[keras.Model], prepared: Prepared
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Each model's predictions on the rows trials are scored on, and their labels: the
