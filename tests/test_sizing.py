@@ -93,7 +93,7 @@ def test_a_small_search_tests_only_what_a_fifth_of_its_steps_pay_for() -> None:
 
 def test_the_pipeline_resolves_auto_members_for_its_training_rows() -> None:
     def resolved(overrides: list[str], rows: int) -> tuple[int, ...]:
-        prepared = SimpleNamespace(splits=SimpleNamespace(train=range(rows)))
+        prepared = SimpleNamespace(splits=SimpleNamespace(train=range(rows), trial_folds=None))
         config = sized_for_data(load_config(None, overrides), prepared)  # type: ignore[arg-type]
         return config.search.members
 
