@@ -193,7 +193,8 @@ def search(
             ``"column:COLUMN"`` (`kt_pipeline.splits`).
         folds: Cross-validate each trial on this many folds of the training rows,
             cut as `split` cuts them, and export the fold models (``data.folds``);
-            ``"auto"`` sizes them for the table (`kt_pipeline.sizing.folds_for`).
+            ``"auto"``, the config's default, sizes them for the table
+            (`kt_pipeline.sizing.folds_for`).
         experiment_dir: Where the search, its logs and its export go.
         hypermodel: A `keras_tuner.HyperModel` subclass taking our constructor
             arguments (see `hypermodels.MLPHyperModel`), or its ``"module:Class"`` path.

@@ -106,7 +106,8 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         type=_int_or_auto,
         metavar="K",
         help="data.folds: cross-validate each trial on K folds of the training rows, cut "
-        "as --split cuts (1: one validation part; auto: sized for the table)",
+        "as --split cuts (1: one validation part; auto, the default: 3 under a group split "
+        "of few groups)",
     )
 
 
